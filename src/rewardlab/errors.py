@@ -1,0 +1,25 @@
+"""User-facing errors: the CLI prints `str(error)` on one line (traceback only with `--debug`)."""
+
+from __future__ import annotations
+
+__all__ = ["RewardlabError", "SourceError", "StoreError", "ModelError", "SelectionError"]
+
+
+class RewardlabError(Exception):
+    """An expected failure caused by input, not by a bug: its message must say what to fix."""
+
+
+class SourceError(RewardlabError):
+    """Unknown source, unreadable file or malformed row (message starts with `FILE:LINE:`)."""
+
+
+class StoreError(RewardlabError):
+    """Bad database URL, unknown dataset, or an import that does not fit the dataset."""
+
+
+class ModelError(RewardlabError):
+    """Missing or corrupt checkpoint, unknown backbone."""
+
+
+class SelectionError(RewardlabError):
+    """Empty training selection, unknown detector or condition."""
