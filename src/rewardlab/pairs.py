@@ -20,6 +20,7 @@ __all__ = [
     "Turn",
     "parse_dialogue",
     "pair_from_hh",
+    "pair_from_turns",
     "render_turns",
 ]
 
@@ -85,7 +86,7 @@ class PreferencePair:
 
 
 def parse_dialogue(text: str) -> list[Turn]:
-    """Split an HH-RLHF transcript into turns; text before the first marker is dropped if blank.
+    """Split an HH-RLHF transcript into turns; text before the first marker is not a turn.
 
     >>> parse_dialogue("\\n\\nHuman: hi\\n\\nAssistant: hello")
     [Turn(role='Human', text='hi'), Turn(role='Assistant', text='hello')]
@@ -117,24 +118,54 @@ def _split_last_exchange(turns: list[Turn]) -> tuple[list[Turn], str, str, str |
     return head, "", reply, issue or "no human turn before the final reply"
 
 
+def pair_from_turns(chosen: list[Turn], rejected: list[Turn], *, source_index: int, split: Split,
+                    subset: str = "", raw_chosen: str | None = None,
+                    raw_rejected: str | None = None) -> PreferencePair:
+    """Build a pair from two conversations that each end with the reply being compared.
+
+    Context and prompt come from the chosen side; `histories_differ` records when the rejected side
+    had a different history before its final reply. Never raises: problems go into `parse_issue`.
+
+    >>> t = [Turn("Human", "hi")]
+    >>> pair_from_turns(t + [Turn("Assistant", "hello")], t + [Turn("Assistant", "go away")],
+    ...                 source_index=0, split="train").prompt_text
+    'Human: hi'
+    """
+    c_ctx, prompt, chosen_reply, c_issue = _split_last_exchange(chosen)
+    r_ctx, r_prompt, rejected_reply, r_issue = _split_last_exchange(rejected)
+    differ = (c_ctx, prompt) != (r_ctx, r_prompt)
+    issues = [f"{side}: {msg}" for side, msg in (("chosen", c_issue), ("rejected", r_issue)) if msg]
+    return PreferencePair(
+        source_index=source_index, split=split, subset=subset, context=render_turns(c_ctx),
+        prompt=prompt, chosen=chosen_reply, rejected=rejected_reply, raw_chosen=raw_chosen,
+        raw_rejected=raw_rejected, histories_differ=differ, parse_issue="; ".join(issues) or None,
+    )
+
+
+def _leading_text_issue(side: str, raw: str) -> str | None:
+    """Text before the first turn marker is not part of any turn: say so instead of losing it."""
+    first = _TURN_RE.search(raw)
+    if first and raw[:first.start()].strip():
+        return f"{side}: text before the first turn"
+    return None
+
+
 def pair_from_hh(chosen_raw: str, rejected_raw: str, *, source_index: int, split: Split,
                  subset: str = "") -> PreferencePair:
     """Parse one HH-RLHF row. Never raises: what it cannot parse goes into `parse_issue`.
 
     Context and prompt come from the chosen side; `histories_differ` records when the rejected side
-    had a different history before its final reply.
+    had a different history before its final reply. A side with no turn markers at all is kept
+    whole as the response.
     """
-    c_ctx, prompt, chosen, c_issue = _split_last_exchange(parse_dialogue(chosen_raw))
-    r_ctx, r_prompt, rejected, r_issue = _split_last_exchange(parse_dialogue(rejected_raw))
-    if c_issue == "no turns":
-        chosen = chosen_raw.strip()
-    if r_issue == "no turns":
-        rejected = rejected_raw.strip()
-    differ = (c_ctx, prompt) != (r_ctx, r_prompt)
-    issues = [f"{side}: {msg}" for side, msg in (("chosen", c_issue), ("rejected", r_issue)) if msg]
-    issue = "; ".join(issues) or None
-    return PreferencePair(
-        source_index=source_index, split=split, subset=subset, context=render_turns(c_ctx),
-        prompt=prompt, chosen=chosen, rejected=rejected, raw_chosen=chosen_raw,
-        raw_rejected=rejected_raw, histories_differ=differ, parse_issue=issue,
+    c_turns, r_turns = parse_dialogue(chosen_raw), parse_dialogue(rejected_raw)
+    pair = pair_from_turns(c_turns, r_turns, source_index=source_index, split=split,
+                           subset=subset, raw_chosen=chosen_raw, raw_rejected=rejected_raw)
+    extra = [i for i in (_leading_text_issue("chosen", chosen_raw),
+                         _leading_text_issue("rejected", rejected_raw)) if i]
+    return replace(
+        pair,
+        chosen=pair.chosen if c_turns else chosen_raw.strip(),
+        rejected=pair.rejected if r_turns else rejected_raw.strip(),
+        parse_issue="; ".join(([pair.parse_issue] if pair.parse_issue else []) + extra) or None,
     )
