@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,39 @@ def sample_path() -> Path:
     """The 1,512-pair HH-RLHF harmless sample shipped in ../shared (never copied into the repo)."""
     assert SAMPLE_PATH.exists(), f"shared sample missing at {SAMPLE_PATH}"
     return SAMPLE_PATH
+
+
+def _postgres_base_url() -> str:
+    """REWARDLAB_TEST_PG_URL, or skip (locally) / fail (CI) when it is missing."""
+    url = os.environ.get("REWARDLAB_TEST_PG_URL", "")
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is required in CI: REWARDLAB_TEST_PG_URL is unset "
+                        "(run scripts/start_postgres.sh and export the URL it prints)")
+        pytest.skip("REWARDLAB_TEST_PG_URL unset; `make test` starts PostgreSQL and sets it")
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or a uniquely named PostgreSQL database that is
+    created for this test and dropped after it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/t.db"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    base = _postgres_base_url()
+    name = f"rewardlab_t_{uuid.uuid4().hex[:12]}"
+    # CREATE/DROP DATABASE cannot run inside a transaction, hence AUTOCOMMIT.
+    admin = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:  # FORCE: a Store the test forgot to close must not block it
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

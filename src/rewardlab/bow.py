@@ -43,11 +43,15 @@ DEFAULT_LR = 3e-3
 
 
 class BowConfig(PretrainedConfig):
-    """Sizes of the bag-of-embeddings model; `num_labels` is 1 (a scalar reward)."""
+    """Sizes of the bag-of-embeddings model; `num_labels` is 1 (a scalar reward).
+
+    32-wide by default: the AdamW update of the 30k-row embedding table dominates a CPU step, and
+    32 dims learned the synthetic word values as well as 64 at half the cost.
+    """
 
     model_type = MODEL_TYPE
 
-    def __init__(self, vocab_size: int = 30522, embedding_size: int = 64, hidden_size: int = 64,
+    def __init__(self, vocab_size: int = 30522, embedding_size: int = 32, hidden_size: int = 32,
                  pad_token_id: int = 0, initializer_range: float = 0.02, **kwargs: Any) -> None:
         self.vocab_size = vocab_size
         self.embedding_size = embedding_size

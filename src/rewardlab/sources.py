@@ -79,8 +79,8 @@ def read_source(spec: str, *, split: Split | None = None, test_fraction: float |
     if test_fraction is None:
         return result
     if {p.split for p in result.pairs} == {"train", "test"}:
-        raise SourceError(f"{spec}: already has train and test splits; drop --test-fraction "
-                          "(or pass --split to read one of them)")
+        raise SourceError(f"{spec}: already has train and test splits; a test fraction only "
+                          "applies to a single-split source")
     return replace(result, pairs=assign_split_by_hash(result.pairs, test_fraction))
 
 
@@ -123,7 +123,10 @@ def _read_file(spec: str, path: Path, *, split: Split | None, limit: int | None)
 def _read_directory(spec: str, root: Path, *, split: Split | None,
                     limit: int | None) -> SourceResult:
     """Every `<subset>/<split>.<ext>` file of an anthropics/hh-rlhf-shaped directory."""
-    files = [f for f in _layout_files(root) if split is None or f[1] == split]
+    try:
+        files = [f for f in _layout_files(root) if split is None or f[1] == split]
+    except OSError as e:
+        raise SourceError(f"{root}: cannot list directory ({e.strerror or e})") from e
     if not files:
         wanted = split or "{train,test}"
         raise SourceError(f"{root}: no <subset>/{wanted}.jsonl.gz files; expected a directory "
@@ -153,7 +156,9 @@ def _layout_files(root: Path) -> list[tuple[str, Split, Path]]:
                 raise SourceError(f"{folder}: two {file_split} files ({found[key].name}, "
                                   f"{path.name}); keep one")
             found[key] = path
-    return [(subset, s, path) for (subset, s), path in found.items()]
+    # train before test within a subset, whatever the file names sort as
+    order = sorted(found, key=lambda key: (key[0], _SPLITS.index(key[1])))
+    return [(subset, s, found[(subset, s)]) for subset, s in order]
 
 
 def _extend(result: SourceResult, pairs: list[PreferencePair],

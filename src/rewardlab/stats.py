@@ -9,6 +9,7 @@ when the bootstrap 95% CI of the accuracy difference excludes zero.
 from __future__ import annotations
 
 import math
+from statistics import median
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -150,7 +151,7 @@ def summarize_runs(runs: list[dict]) -> dict:
     kind = "t over seeds"
     if len(accs) == 1:
         lo, hi = wilson_interval(runs[0]["test"]["correct"], runs[0]["test"]["n"])
-        kind = "wilson over test pairs (1 seed)"
+        kind = "Wilson over test pairs (1 seed)"
     train_pairs = [r["train_pairs"] for r in runs if r.get("train_pairs") is not None]
     return {
         "accuracy_mean": mean, "accuracy_std": std, "accuracy_ci": [lo, hi],
@@ -248,8 +249,28 @@ def _headline(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) ->
     if worse:
         return (f"No improvement was shown: {', '.join(worse)} made the model worse and the other "
                 f"treatments were indistinguishable from unfiltered data.")
-    return ("Not shown: no cleaning treatment differed significantly from training on unfiltered "
-            "data.")
+    return ("No evidence that it does: no cleaning treatment differed significantly from "
+            "training on unfiltered data.")
+
+
+def _control_treatment(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]
+                       ) -> str | None:
+    """The treatment to judge against the control: one that beat unfiltered, else the best."""
+    with_control = [t for t in _treatment_names(results) if _find(comps, t, "random")]
+    winners = [t for t in with_control if _direction(_find(comps, t, "unfiltered")) > 0]
+    conds = results["conditions"]
+    pool = winners or with_control
+    return max(pool, key=lambda t: conds[t]["summary"].get("accuracy_mean") or 0.0, default=None)
+
+
+_CONTROL_MEANING = {  # (vs random, vs unfiltered) -> what the control says
+    (1, 1): "so the gain comes from which pairs were cleaned, not from training on fewer pairs",
+    (0, 1): "so this run cannot tell cleaner data from merely less data",
+    (-1, 1): "so a random subset of the same size did even better: less data, not cleaner data, "
+             "explains the gain",
+    (1, 0): "so the cleaned data beat a random subset of the same size, though not the full data",
+    (1, -1): "so the cleaned data beat a random subset of the same size, though not the full data",
+}
 
 
 def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> str:
@@ -257,31 +278,30 @@ def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, A
     if "random" not in results.get("conditions", {}):
         return ("There was no random-subset control, so a gain from cleaning cannot be told apart "
                 "from a gain from simply training on fewer pairs.")
-    treated = next((t for t in _treatment_names(results) if _find(comps, t, "random")), None)
-    comp = _find(comps, treated, "random") if treated else None
-    lead = ("The random control drops the same number of pairs at random: clean vs random tells "
-            "better data from less data.")
-    if comp is None:
+    lead = ("The random control removes as many pairs as cleaning does, but at random: clean vs "
+            "random tells better data from less data.")
+    treated = _control_treatment(results, comps)
+    if treated is None:
         return lead
-    d = _direction(comp)
-    meaning = ("so the gain comes from which pairs were removed, not from having fewer of them"
-               if d > 0 else "so the cleaned data did worse than a random subset of the same size"
-               if d < 0 else "so this run cannot tell cleaner data from merely less data")
-    return f"{lead} {comp['verdict'][:-1]}; {meaning}."
+    comp = _find(comps, treated, "random")
+    key = (_direction(comp), _direction(_find(comps, treated, "unfiltered")))
+    meaning = _CONTROL_MEANING.get(key, "so the cleaned data did not beat a random subset of the "
+                                        "same size" if key[0] <= 0 else "")
+    return f"{lead} {comp['verdict'][:-1]}; {meaning}." if meaning else f"{lead} {comp['verdict']}"
 
 
 def _resolution_sentence(comps: Sequence[Mapping[str, Any]], results: Mapping[str, Any]) -> str:
-    """How small a difference this experiment could have detected (the widest CI it saw)."""
-    widths = [max(abs(c["bootstrap"]["ci"][0]), abs(c["bootstrap"]["ci"][1])) for c in comps
+    """How small a difference this experiment can resolve: the typical CI half-width."""
+    halves = [(c["bootstrap"]["ci"][1] - c["bootstrap"]["ci"][0]) / 2 for c in comps
               if c["bootstrap"]["ci"][0] is not None]
+    if not halves:
+        return ""
     seeds = len(results.get("config", {}).get("seeds", [])) or None
     n_test = results.get("data", {}).get("test", {}).get("pairs")
-    if not widths:
-        return ""
-    setup = ", ".join(x for x in (f"{seeds} seed{'s' if seeds != 1 else ''}" if seeds else "",
-                                  f"{n_test} test pairs" if n_test else "") if x)
-    return (f"With {setup or 'this setup'}, differences up to about {_points(max(widths))} points "
-            f"lie inside the 95% intervals; smaller effects would need more test pairs or seeds.")
+    setup = " and ".join(x for x in (f"{seeds} seed{'s' if seeds != 1 else ''}" if seeds else "",
+                                     f"{n_test} test pairs" if n_test else "") if x)
+    return (f"With {setup or 'this setup'}, the 95% intervals are about ±{_points(median(halves))} "
+            f"points wide: effects smaller than that need more test pairs or seeds to resolve.")
 
 
 def _teaching_sentence(results: Mapping[str, Any]) -> str:
@@ -295,8 +315,8 @@ def _teaching_sentence(results: Mapping[str, Any]) -> str:
     if frac <= 0:
         return (f"In this synthetic demo ({where}), {best} recovered none of the accuracy lost to "
                 f"noise.")
-    return (f"In this synthetic demo ({where}), {best} recovered {100 * frac:.0f}% of the accuracy "
-            f"lost to noise.")
+    return (f"In this synthetic demo ({where}), {best} recovered an estimated {100 * frac:.0f}% of "
+            f"the accuracy lost to noise (point estimate, mean over seeds).")
 
 
 def overall_verdict(results: Mapping[str, Any]) -> str:

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, distinct, event, func, insert, select, true
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy import distinct, func, select, true
 from sqlalchemy.orm import Session
 
 from rewardlab.errors import StoreError
 from rewardlab.pairs import PreferencePair, Split
 from rewardlab.store_schema import (
-    Base,
+    DB_ERRORS,
     Dataset,
     DetectorRun,
     Example,
@@ -35,6 +32,11 @@ from rewardlab.store_schema import (
     Flag,
     Review,
     as_utc,
+    bulk_insert,
+    first_line,
+    jsonable,
+    mask_url,
+    open_engine,
 )
 
 if TYPE_CHECKING:  # runtime imports would couple the store to modules that import it
@@ -44,9 +46,6 @@ if TYPE_CHECKING:  # runtime imports would couple the store to modules that impo
 __all__ = ["DEFAULT_DB_URL", "IngestCounts", "Store", "mask_url", "resolve_db_url"]
 
 DEFAULT_DB_URL = "sqlite:///rewardlab.db"
-_EXPECTED = "expected sqlite:///PATH.db or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB"
-# Rows per executemany: big enough to amortise round trips, small enough to bound memory.
-_CHUNK = 5_000
 # PreferencePair fields stored as same-named Example columns, in load order.
 _PAIR_COLUMNS = ("source_index", "split", "subset", "context", "prompt", "chosen", "rejected",
                  "raw_chosen", "raw_rejected", "histories_differ", "parse_issue", "meta")
@@ -69,79 +68,13 @@ def resolve_db_url(url: str | None) -> str:
     return url or os.environ.get("REWARDLAB_DB") or DEFAULT_DB_URL
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe for messages and logs."""
-    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL + synchronous=NORMAL: bulk ingest without an fsync per commit, still crash-safe for the
-    # database file; foreign keys are off by default in SQLite.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _first_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None) or error
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-
-
-def _open_engine(url: str) -> Engine:
-    """Engine with the schema created; every failure becomes one StoreError line naming the URL."""
-    shown = mask_url(url)
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError(f"cannot parse database URL {shown!r}; {_EXPECTED}") from None
-    if parsed.drivername in ("postgresql", "postgres"):  # psycopg 3 is the driver we ship
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise StoreError(f"unsupported database {parsed.get_backend_name()!r} in {shown}; {_EXPECTED}")
-    try:
-        engine = create_engine(parsed)
-    except (NoSuchModuleError, ImportError, ArgumentError) as e:
-        raise StoreError(f"unknown database driver in {shown} ({_first_line(e)}); {_EXPECTED}") from e
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    try:
-        Base.metadata.create_all(engine)
-    except SQLAlchemyError as e:
-        engine.dispose()
-        raise StoreError(f"cannot open database {shown}: {_first_line(e)}; {_EXPECTED}") from e
-    return engine
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copy: numpy values become Python ones, NaN/inf become null (PostgreSQL rejects
-    them in json), unknown objects become strings."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return _jsonable(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    return str(value)
-
-
-def _chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
-
-
 def _group_key(pair: PreferencePair) -> str:
     return f"{pair.split}/{pair.subset or '-'}"
 
 
 def _example_row(dataset_id: int, pair: PreferencePair, content_hash: str) -> dict[str, Any]:
     row = {col: getattr(pair, col) for col in _PAIR_COLUMNS}
-    row["meta"] = _jsonable(pair.meta) if pair.meta else {}
+    row["meta"] = jsonable(pair.meta) if pair.meta else {}
     row.update(dataset_id=dataset_id, content_hash=content_hash)
     return row
 
@@ -186,7 +119,7 @@ class Store:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_db_url(url)
-        self.engine = _open_engine(self.url)
+        self.engine = open_engine(self.url)
 
     def close(self) -> None:
         """Release pooled connections (needed before e.g. dropping a PostgreSQL database)."""
@@ -227,7 +160,8 @@ class Store:
             s.add(dataset)
             s.flush()  # assigns dataset.id
         elif spec not in dataset.source.split(" + "):
-            dataset.source = f"{dataset.source} + {spec}"  # e.g. train and test files in one dataset
+            # e.g. a train file and a test file ingested into one dataset
+            dataset.source = f"{dataset.source} + {spec}"
         return dataset
 
     def ingest(self, name: str, source: SourceResult) -> IngestCounts:
@@ -244,13 +178,10 @@ class Store:
                 existing = set(s.scalars(
                     select(Example.content_hash).where(Example.dataset_id == dataset.id)))
                 rows, by_group = _plan_ingest(dataset.id, source.pairs, existing)
-                # Core insert on the table: plain executemany, skipping the ORM's per-row
-                # bookkeeping (about a third of the ingest time on 160k pairs).
-                for chunk in _chunks(rows, _CHUNK):
-                    s.execute(insert(Example.__table__), chunk)
-        except SQLAlchemyError as e:
+                bulk_insert(s, Example, rows)
+        except DB_ERRORS as e:
             raise StoreError(f"ingest into dataset {name!r} failed and was rolled back, "
-                             f"nothing saved: {_first_line(e)}") from e
+                             f"nothing saved: {first_line(e)}") from e
         return IngestCounts(
             dataset=name, read=source.read, ingested=len(rows),
             already_present=len(source.pairs) - len(rows), rejected=list(source.rejected),
@@ -285,11 +216,11 @@ class Store:
                       .group_by(DetectorRun.dataset_id, DetectorRun.detector))
             detectors = s.execute(select(DetectorRun.dataset_id, DetectorRun.detector)
                                   .where(DetectorRun.id.in_(latest))).all()
-            flagged = dict(s.execute(
+            flagged = {dataset_id: n for dataset_id, n in s.execute(
                 select(Example.dataset_id, func.count(distinct(Flag.example_id)))
                 .join(Example, Flag.example_id == Example.id)
                 .where(Flag.run_id.in_(latest), Flag.flagged == true(), Example.split == "train")
-                .group_by(Example.dataset_id)).tuples().all())
+                .group_by(Example.dataset_id))}
         pairs: dict[int, dict[str, int]] = {d.id: {"train": 0, "test": 0} for d in datasets}
         for dataset_id, split, n in counts:
             pairs[dataset_id][split] = n
@@ -315,14 +246,13 @@ class Store:
             dataset_id = self._dataset_id(s, name)
             self._check_example_ids(s, name, dataset_id, example_ids)
             run = DetectorRun(
-                dataset_id=dataset_id, detector=result.detector, params=_jsonable(result.params),
+                dataset_id=dataset_id, detector=result.detector, params=jsonable(result.params),
                 threshold=None if result.threshold is None else float(result.threshold),
                 threshold_kind=result.threshold_kind, n_total=n,
                 n_flagged=int(result.flagged.sum()), seconds=float(result.seconds))
             s.add(run)
             s.flush()  # assigns run.id
-            for chunk in _chunks(_flag_rows_for(run.id, result, example_ids), _CHUNK):
-                s.execute(insert(Flag.__table__), chunk)
+            bulk_insert(s, Flag, _flag_rows_for(run.id, result, example_ids))
             return run.id
 
     def _check_example_ids(self, s: Session, name: str, dataset_id: int,
@@ -337,10 +267,10 @@ class Store:
     def _latest_run_ids(self, s: Session, name: str,
                         detectors: Sequence[str] | None = None) -> dict[str, int]:
         """detector -> id of its latest run on the dataset; StoreError for a detector never run."""
-        runs = dict(s.execute(
+        runs = {detector: run_id for detector, run_id in s.execute(
             select(DetectorRun.detector, func.max(DetectorRun.id))
             .where(DetectorRun.dataset_id == self._dataset_id(s, name))
-            .group_by(DetectorRun.detector)).tuples().all())
+            .group_by(DetectorRun.detector))}
         if detectors is None:
             return runs
         unknown = [d for d in detectors if d not in runs]
@@ -377,8 +307,8 @@ class Store:
 
     def flag_rows(self, name: str, *, detector: str | None = None,
                   limit: int | None = None) -> list[dict[str, Any]]:
-        """Flagged pairs of the latest runs with their fields, most suspect first per detector:
-        example_id, source_index, split, subset, prompt, chosen, rejected, detector, score, reason."""
+        """Flagged pairs of the latest runs, most suspect first per detector: example_id,
+        source_index, split, subset, prompt, chosen, rejected, detector, score, reason."""
         with self._session() as s:
             run_ids = self._latest_run_ids(s, name, None if detector is None else [detector])
             stmt = (select(Example.id.label("example_id"), Example.source_index, Example.split,
@@ -390,27 +320,52 @@ class Store:
                     .order_by(DetectorRun.detector, Flag.score.desc().nulls_last(),
                               Example.split, Example.source_index, Example.id)
                     .limit(limit))
-            return [dict(row) for row in s.execute(stmt).mappings()]
+            rows = [dict(row) for row in s.execute(stmt).mappings()]
+        for row in rows:  # a NaN score was stored as NULL; hand it back as the float it was
+            row["score"] = math.nan if row["score"] is None else row["score"]
+        return rows
 
     # ---- reviews ---------------------------------------------------------------------------
 
     def add_review(self, name: str, *, source_index: int, detector: str, is_issue: bool,
-                   note: str = "", split: Split = "train") -> int:
-        """Record whether a (flagged) pair really is an issue. If the dataset holds several pairs
-        with this split and source_index (a re-ingested, edited source), the newest is reviewed."""
+                   note: str = "", split: Split = "train", subset: str | None = None) -> int:
+        """Record whether a (flagged) pair really is an issue; returns the review id.
+
+        The pair is found by (split, source_index), plus `subset` when given: hub sources restart
+        source_index per subset. Among several matches the ones `detector` flagged win; if they
+        still span subsets it is a StoreError asking for `subset`, else the newest is reviewed
+        (a re-ingested, edited source)."""
         with self._session() as s, s.begin():
-            example_id = s.scalar(
-                select(Example.id)
-                .where(Example.dataset_id == self._dataset_id(s, name), Example.split == split,
-                       Example.source_index == source_index)
-                .order_by(Example.id.desc()).limit(1))
-            if example_id is None:
-                raise StoreError(f"no {split} pair with source_index {source_index} "
-                                 f"in dataset {name!r}")
+            example_id = self._review_target(s, name, split, source_index, subset, detector)
             review = Review(example_id=example_id, detector=detector, is_issue=is_issue, note=note)
             s.add(review)
             s.flush()
             return review.id
+
+    def _review_target(self, s: Session, name: str, split: str, source_index: int,
+                       subset: str | None, detector: str) -> int:
+        stmt = (select(Example.id, Example.subset)
+                .where(Example.dataset_id == self._dataset_id(s, name), Example.split == split,
+                       Example.source_index == source_index)
+                .order_by(Example.id.desc()))
+        if subset is not None:
+            stmt = stmt.where(Example.subset == subset)
+        candidates = s.execute(stmt).all()
+        where = f"{split} pair with source_index {source_index}" + (
+            f" in subset {subset!r}" if subset is not None else "")
+        if not candidates:
+            raise StoreError(f"no {where} in dataset {name!r}")
+        if len(candidates) > 1:
+            run_id = self._latest_run_ids(s, name).get(detector)
+            flagged = set(s.scalars(select(Flag.example_id).where(
+                Flag.run_id == run_id, Flag.flagged == true(),
+                Flag.example_id.in_([c[0] for c in candidates]))))
+            candidates = [c for c in candidates if c[0] in flagged] or candidates
+        subsets = sorted({c[1] or "-" for c in candidates})
+        if len(subsets) > 1:
+            raise StoreError(f"{where} is ambiguous in dataset {name!r}: it exists in subsets "
+                             f"{', '.join(subsets)}; name the subset")
+        return candidates[0][0]
 
     def reviews(self, name: str) -> list[dict[str, Any]]:
         """Reviews of the dataset's pairs, oldest first."""
@@ -430,8 +385,8 @@ class Store:
                           out_dir: str) -> int:
         """Save an experiment's config and summary metrics; returns its id."""
         with self._session() as s, s.begin():
-            experiment = Experiment(name=name, dataset=dataset, config=_jsonable(config),
-                                    metrics=_jsonable(metrics), out_dir=str(out_dir))
+            experiment = Experiment(name=name, dataset=dataset, config=jsonable(config),
+                                    metrics=jsonable(metrics), out_dir=str(out_dir))
             s.add(experiment)
             s.flush()
             return experiment.id
@@ -443,7 +398,7 @@ class Store:
             if s.get(Experiment, experiment_id) is None:
                 raise StoreError(f"no experiment with id {experiment_id} in {mask_url(self.url)}")
             run = ExperimentRun(experiment_id=experiment_id, condition=condition, seed=int(seed),
-                                metrics=_jsonable(metrics),
+                                metrics=jsonable(metrics),
                                 checkpoint=None if checkpoint is None else str(checkpoint))
             s.add(run)
             s.flush()

@@ -215,24 +215,34 @@ def _apply_test_fraction(cfg: SyntheticConfig, test_fraction: float | None) -> S
     """`--test-fraction f` sizes the test split to f of all pairs unless the spec set test_n."""
     if test_fraction is None or cfg.test_n is not None:
         return cfg
-    if not 0.0 <= test_fraction < 1.0:
-        raise SourceError(f"test fraction {test_fraction} must be in [0, 1)")
     test_n = round(cfg.n * test_fraction / (1.0 - test_fraction))
     return SyntheticConfig(cfg.n, cfg.noise, cfg.seed, cfg.quality, test_n)
+
+
+def _check_options(split: str | None, test_fraction: float | None, limit: int | None) -> None:
+    """The same keyword checks as file sources, with the same one-line messages."""
+    if split is not None and split not in ("train", "test"):
+        raise SourceError(f"unknown split {split!r}: expected 'train' or 'test'")
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        raise SourceError(f"test fraction {test_fraction} must be between 0 and 1 (exclusive)")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise SourceError(f"limit {limit!r} must be a positive integer")
 
 
 def read_synthetic(spec: str, *, split: Split | None = None, test_fraction: float | None = None,
                    limit: int | None = None) -> SourceResult:
     """The `synthetic:` source: `n=4000,noise=0.2,seed=0,quality=mean|keyword,test_n=n//4`.
 
-    `split` keeps one split; `limit` truncates the generated rows (train first, then test), like
-    reading the first rows of a file. Ground truth is in each pair's `meta`.
+    `split` keeps one split; `test_fraction` sizes the test split (unless the spec sets test_n);
+    `limit` keeps the first N rows of each split, like reading the first rows of a file (flips are
+    drawn over all n train rows first, so a limited train split holds about `noise` flips).
+    Ground truth is in each pair's `meta`.
     """
     from rewardlab.sources import SourceResult  # lazy: sources.py dispatches here
 
+    _check_options(split, test_fraction, limit)
     cfg = _apply_test_fraction(parse_synthetic_spec(spec), test_fraction)
     train, test = generate_pairs(cfg)
-    pairs = {"train": train, "test": test, None: train + test}[split]
-    if limit is not None:
-        pairs = pairs[:limit]
+    splits = {"train": train[:limit], "test": test[:limit]}
+    pairs = splits[split] if split is not None else splits["train"] + splits["test"]
     return SourceResult(spec=spec, pairs=pairs, read=len(pairs), rejected=[])

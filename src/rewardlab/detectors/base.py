@@ -1,9 +1,9 @@
 """The detector contract: one small class per detector, one result type.
 
-A detector reads the TRAIN pairs (and the test pairs, for leakage) and returns, for every train pair,
-a score (higher = more suspect), a flag and a human-readable reason. The store saves results as they
-come, so a new detector needs no schema change. (The shape follows cleanlab's `IssueManager`:
-`{name}_score`, `is_{name}_issue`.)
+A detector reads the TRAIN pairs (and the test pairs, for leakage) and returns, for every train
+pair, a score (higher = more suspect), a flag and a human-readable reason. The store saves results
+as they come, so a new detector needs no schema change. (The shape follows cleanlab's
+`IssueManager`: `{name}_score`, `is_{name}_issue`.)
 
 Detectors are dataclasses: their fields are the keyword parameters, each with a default, and
 `Detector.params` records them with every run. A field with `metadata={"runtime": True}` (progress
@@ -35,6 +35,7 @@ __all__ = [
     "normalize_text",
     "percentile_threshold",
     "reasons_where",
+    "utf8_safe",
 ]
 
 ThresholdKind = Literal["fixed", "percentile", "data"]
@@ -138,3 +139,13 @@ def describe_pair(pair: PreferencePair) -> str:
     """"source index 17" plus the subset when there is one (indices repeat across subsets)."""
     where = f"source index {pair.source_index}"
     return f"{where} ({pair.subset})" if pair.subset else where
+
+
+def utf8_safe(text: str) -> str:
+    """`text` unchanged unless it holds lone surrogates (JSON "\\ud800" decodes to one), which
+    tokenizers reject; those become U+FFFD so one odd row cannot stop a whole run."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

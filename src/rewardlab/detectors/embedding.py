@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..pairs import PreferencePair
-from .base import RUNTIME, Detector, DetectorResult, reasons_where
+from .base import RUNTIME, Detector, DetectorResult, reasons_where, utf8_safe
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -82,8 +82,9 @@ class NearDuplicateResponses(Detector):
         row = {t: i for i, t in enumerate(texts)}
         encoder = _load_encoder(self.model, self.device)
         # (U, D) unit vectors, so a dot product is the cosine
-        vectors = encoder.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=self.progress)
+        vectors = encoder.encode([utf8_safe(t) for t in texts], batch_size=self.batch_size,
+                                 convert_to_numpy=True, normalize_embeddings=True,
+                                 show_progress_bar=self.progress)
         chosen = vectors[[row[p.chosen] for p in pairs]]  # (N, D)
         rejected = vectors[[row[p.rejected] for p in pairs]]  # (N, D)
         return np.clip(np.einsum("nd,nd->n", chosen, rejected).astype(np.float64), -1.0, 1.0)

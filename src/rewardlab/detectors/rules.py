@@ -24,7 +24,7 @@ __all__ = [
 
 @dataclass
 class EmptyResponse(Detector):
-    """The final chosen or rejected reply is empty or whitespace (e.g. HH rows ending "Assistant: ")."""
+    """The final chosen or rejected reply is empty or whitespace (HH rows ending "Assistant: ")."""
 
     name = "empty_response"
     description = "final chosen or rejected reply is empty"
@@ -45,7 +45,7 @@ def _empty_reason(pair: PreferencePair) -> str:
 
 @dataclass
 class IdenticalResponses(Detector):
-    """Chosen and rejected are the same text (ignoring case and whitespace): no preference signal."""
+    """Chosen and rejected are the same text (ignoring case and whitespace): no signal to learn."""
 
     name = "identical_responses"
     description = "chosen and rejected replies are the same text"
@@ -85,10 +85,10 @@ def _diverging_reason(pair: PreferencePair) -> str:
     return "; ".join(parts)
 
 
-def _pair_key(pair: PreferencePair, *, swap: bool = False) -> tuple[str, str, str]:
-    """(prompt_text, first reply, second reply), normalized; `swap` gives the opposite preference."""
-    first, second = (pair.rejected, pair.chosen) if swap else (pair.chosen, pair.rejected)
-    return normalize_text(pair.prompt_text), normalize_text(first), normalize_text(second)
+def _pair_key(pair: PreferencePair) -> tuple[str, str, str]:
+    """(prompt_text, chosen, rejected), normalized: the identity of a preference judgement."""
+    prompt, chosen, rejected = pair.prompt_text, pair.chosen, pair.rejected
+    return normalize_text(prompt), normalize_text(chosen), normalize_text(rejected)
 
 
 @dataclass
@@ -104,11 +104,11 @@ class DuplicatePair(Detector):
 
     def detect(self, train: Sequence[PreferencePair], *,
                test: Sequence[PreferencePair] = ()) -> DetectorResult:
-        first_seen: dict[tuple[str, str, str], PreferencePair] = {}
+        first_seen: dict[tuple[str, str, str], int] = {}  # key -> position of first occurrence
         reasons = []
-        for pair in train:
-            first = first_seen.setdefault(_pair_key(pair), pair)
-            reasons.append("" if first is pair else f"duplicate of {describe_pair(first)}")
+        for i, pair in enumerate(train):
+            first = first_seen.setdefault(_pair_key(pair), i)
+            reasons.append("" if first == i else f"duplicate of {describe_pair(train[first])}")
         return self.binary_result(reasons)
 
 
@@ -141,7 +141,7 @@ class ConflictingDuplicate(Detector):
 
 @dataclass
 class TestLeakage(Detector):
-    """The train pair's whole prompt (conversation so far, normalized) also occurs in the test split.
+    """The train pair's whole prompt (conversation so far, normalized) also occurs in test.
 
     Pass the test pairs as `test=`; with no test pairs nothing is flagged.
     """

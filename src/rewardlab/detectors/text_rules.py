@@ -202,8 +202,8 @@ _HARM_CATEGORIES = {f"g{i}": name for i, name in enumerate(HARM_LEXICON)}
 
 def _human_text(pair: PreferencePair) -> str:
     """All human turns of the conversation: what the user asked, not what the assistant said."""
-    if not pair.context:
-        return pair.prompt
+    if not pair.context or _HARM_RE.search(pair.context) is None:
+        return pair.prompt  # nothing to find in the context: skip parsing it
     turns = [t.text for t in parse_dialogue(pair.context) if t.role == HUMAN]
     return "\n".join([*turns, pair.prompt])
 

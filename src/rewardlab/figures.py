@@ -1,0 +1,330 @@
+"""The report's PNG figures, each drawn from the results dict (schema: docs/architecture.md).
+
+Figures are built with `matplotlib.figure.Figure` directly (no pyplot), so drawing never touches a
+GUI backend or global state. One Okabe-Ito colour per condition, the same in every figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = [
+    "DPI",
+    "condition_color",
+    "make_figures",
+    "plot_accuracy",
+    "plot_comparisons",
+    "plot_margins",
+    "plot_training_curves",
+    "plot_reliability",
+    "plot_flags",
+    "plot_table",
+]
+
+DPI = 120
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale print.
+_OKABE_ITO = ["#000000", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#D55E00",
+              "#F0E442"]
+_FIXED = {"unfiltered": "#000000", "clean-remove": "#0072B2", "clean-flip": "#009E73",
+          "clean-soft": "#CC79A7", "random": "#E69F00"}
+_STYLE = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "xtick.labelsize": 10,
+          "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
+          "axes.spines.right": False}
+_SIGNIFICANT_UP, _SIGNIFICANT_DOWN, _NOT_SIGNIFICANT = "#0072B2", "#D55E00", "#777777"
+
+
+def condition_color(name: str, index: int = 0) -> str:
+    """Fixed colours for the standard conditions, Okabe-Ito order for anything else."""
+    return _FIXED.get(name, _OKABE_ITO[(index + 5) % len(_OKABE_ITO)])
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    import matplotlib
+
+    matplotlib.rcParams.update(_STYLE)  # plain rc values only; no backend is selected
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, facecolor="white")
+    return path
+
+
+def _label(name: str, cond: Mapping[str, Any]) -> str:
+    pairs = cond.get("summary", {}).get("train_pairs")
+    return f"{name}\n{pairs:,} train pairs" if pairs is not None else name
+
+
+def _seed_accuracies(cond: Mapping[str, Any]) -> list[float]:
+    return [r["test"]["accuracy"] for r in cond.get("runs", []) if r["test"].get("accuracy")
+            is not None]
+
+
+def plot_accuracy(results: Mapping[str, Any], path: Path) -> Path:
+    """Mean test accuracy per condition with its 95% CI, every seed as a dot, length baseline."""
+    conds = results["conditions"]
+    fig = _new_figure(max(8.0, 1.6 * len(conds) + 2), 5.0)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)  # jitter only, so reruns draw the same picture
+    ci_kind = "t over seeds"
+    for i, (name, cond) in enumerate(conds.items()):
+        s, color = cond["summary"], condition_color(name, i)
+        ci_kind = s.get("accuracy_ci_kind", ci_kind)
+        accs = np.array(_seed_accuracies(cond)) * 100
+        ax.scatter(i + rng.uniform(-0.12, 0.12, accs.size), accs, s=22, color=color, alpha=0.55,
+                   zorder=2, label="single seed" if i == 0 else None)
+        if s.get("accuracy_mean") is None:
+            continue
+        mean, (lo, hi) = 100 * s["accuracy_mean"], s["accuracy_ci"]
+        ax.errorbar(i + 0.28, mean, yerr=[[mean - 100 * lo], [100 * hi - mean]], fmt="D",
+                    color=color, ms=8, capsize=6, lw=2, zorder=3,
+                    label="mean with 95% CI" if i == 0 else None)
+        ax.annotate(f"{mean:.1f}%", (i + 0.36, mean), xytext=(6, 0), textcoords="offset points",
+                    va="center", fontsize=10, color=color)
+    ax.set_xticks(range(len(conds)), [_label(n, c) for n, c in conds.items()])
+    ax.set_xlim(-0.5, len(conds) - 0.2)
+    _accuracy_baselines(ax, results)
+    ax.set_ylabel("test accuracy (% of pairs ranked correctly)")
+    seeds = max((len(c.get("runs", [])) for c in conds.values()), default=0)
+    n_test = results.get("data", {}).get("test", {}).get("pairs")
+    plural = "s" if seeds != 1 else ""
+    short_kind = "Wilson, over test pairs" if "wilson" in ci_kind.lower() else "t, over seeds"
+    ax.set_title(f"Test accuracy by training condition\n{seeds} seed{plural} each · "
+                 f"{n_test or '?'} test pairs · 95% CI: {short_kind}\n"
+                 f"(the y-axis is zoomed: it does not start at 0)", fontsize=12)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)  # never covers the data
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _accuracy_baselines(ax: Any, results: Mapping[str, Any]) -> None:
+    """Dashed reference lines: chance, and 'the longer response wins' on this test set."""
+    first = next((r for c in results["conditions"].values() for r in c.get("runs", [])), None)
+    longer = first["test"].get("longer_wins_accuracy") if first else None
+    lo, hi = ax.get_ylim()
+    for value, text in ((50.0, "coin flip"),
+                        (100 * longer if longer is not None else None,
+                         "always prefer the longer response")):
+        if value is None or not (lo - 8 <= value <= hi + 8):
+            continue  # far outside the data it would only squash the differences that matter
+        ax.axhline(value, color="#999999", ls="--", lw=1, zorder=1)
+        ax.text(ax.get_xlim()[0], value, f" {text}: {value:.1f}%",
+                va="bottom", ha="left", fontsize=9, color="#555555")
+
+
+def plot_comparisons(results: Mapping[str, Any], path: Path) -> Path:
+    """Forest plot: accuracy difference of each comparison with its paired-bootstrap 95% CI."""
+    comps = [c for c in results["comparisons"] if c["bootstrap"]["diff"] is not None]
+    fig = _new_figure(8.5, 1.0 + 0.75 * max(len(comps), 1))
+    ax = fig.add_subplot()
+    for i, comp in enumerate(reversed(comps)):
+        diff, (lo, hi) = (100 * comp["bootstrap"]["diff"],
+                          [100 * x for x in comp["bootstrap"]["ci"]])
+        color = (_SIGNIFICANT_UP if lo > 0 else _SIGNIFICANT_DOWN if hi < 0 else _NOT_SIGNIFICANT)
+        ax.plot([lo, hi], [i, i], color=color, lw=3, solid_capstyle="butt")
+        ax.plot(diff, i, "o", color=color, ms=9)
+        word = "better" if lo > 0 else "worse" if hi < 0 else "not significant"
+        # A text column right of the axes: it can never overlap a bar or be clipped.
+        ax.annotate(f"{diff:+.1f} pts [{lo:+.1f}, {hi:+.1f}]\n{word}", (1.0, i),
+                    xycoords=("axes fraction", "data"), xytext=(10, 0),
+                    textcoords="offset points", va="center", fontsize=10, color=color)
+    ax.axvline(0, color="#333333", lw=1)
+    ax.set_yticks(range(len(comps)),
+                  [f"{c['treated']}  vs  {c['baseline']}" for c in reversed(comps)])
+    ax.set_ylim(-0.6, len(comps) - 0.4)
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(min(lo, -0.05 * (hi - lo)), max(hi, 0.05 * (hi - lo)))  # 0 always visible
+    ax.set_xlabel("accuracy difference, percentage points (> 0: first condition is better)")
+    ax.set_title("Is the difference real? Paired bootstrap 95% CI over test pairs")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_margins(results: Mapping[str, Any], path: Path) -> Path:
+    """Distribution of the margin r(chosen) - r(rejected) on the test pairs, per condition."""
+    conds = results["conditions"]
+    fig = _new_figure(8.5, 1.2 + 1.0 * len(conds))
+    ax = fig.add_subplot()
+    names = list(conds)
+    for i, name in enumerate(names):
+        gaps = np.concatenate([np.subtract(r["test_chosen_rewards"], r["test_rejected_rewards"])
+                               for r in conds[name]["runs"]] or [np.zeros(0)])
+        y = len(names) - 1 - i
+        if gaps.size < 2 or np.ptp(gaps) == 0:
+            continue
+        parts = ax.violinplot(gaps, positions=[y], orientation="horizontal", widths=0.85,
+                              showmedians=True, showextrema=False)
+        for body in parts["bodies"]:
+            body.set(facecolor=condition_color(name, i), edgecolor="none", alpha=0.55)
+        parts["cmedians"].set(color=condition_color(name, i), lw=2)
+        ax.annotate(f"{100 * np.mean(gaps > 0):.0f}% of pairs > 0", (1.0, y),
+                    xycoords=("axes fraction", "data"), xytext=(6, 0), textcoords="offset points",
+                    va="center", fontsize=10)
+    ax.axvline(0, color="#333333", lw=1, ls="--")
+    ax.set_yticks(range(len(names)), list(reversed(names)))
+    ax.set_xlabel("reward margin r(chosen) − r(rejected), model units "
+                  "(> 0: model agrees with the label)")
+    ax.set_title("How strongly each model prefers the human-chosen response\n"
+                 "(test pairs, all seeds; line = median)")
+    return _save(fig, path)
+
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Centered moving average that shrinks at the ends (no edge artefacts from zero padding)."""
+    if window <= 1 or y.size < 3:
+        return y
+    kernel = np.ones(window)
+    return np.convolve(y, kernel, "same") / np.convolve(np.ones_like(y), kernel, "same")
+
+
+def _mean_curve(runs: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, value averaged over seeds at each step) for one history key."""
+    by_step: dict[int, list[float]] = {}
+    for run in runs:
+        for h in run.get("history", []):
+            if h.get(key) is not None:
+                by_step.setdefault(int(h["step"]), []).append(float(h[key]))
+    steps = np.array(sorted(by_step))
+    return steps, np.array([np.mean(by_step[s]) for s in steps])
+
+
+def plot_training_curves(results: Mapping[str, Any], path: Path) -> Path:
+    """Training loss and batch accuracy vs step per condition: raw (faint) and smoothed."""
+    fig = _new_figure(11, 4.4)
+    axes = fig.subplots(1, 2)
+    for ax, key, ylabel in ((axes[0], "loss", "Bradley-Terry loss (nats)"),
+                            (axes[1], "accuracy", "training batch accuracy (%)")):
+        scale = 100 if key == "accuracy" else 1
+        for i, (name, cond) in enumerate(results["conditions"].items()):
+            steps, values = _mean_curve(cond.get("runs", []), key)
+            if steps.size == 0:
+                continue
+            color = condition_color(name, i)
+            ax.plot(steps, scale * values, color=color, alpha=0.18, lw=1)
+            # Histories may be logged every step or every N steps: ~8% of the points per window.
+            window = max(3, steps.size // 12) if steps.size >= 8 else 1
+            ax.plot(steps, scale * _smooth(values, window), color=color, lw=2, label=name)
+        ax.axhline(np.log(2) if key == "loss" else 50, color="#999999", ls="--", lw=1)
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Training loss (dashed: ln 2, a model that guesses)")
+    axes[1].set_title("Training accuracy (dashed: 50%, chance)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
+               ncols=max(1, len(results["conditions"])), frameon=False)
+    fig.suptitle("Training curves, mean over seeds (faint: raw, bold: moving average)")
+    return _save(fig, path)
+
+
+def _pooled_reliability(runs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
+    """(confidence, accuracy, count) per bin, pooled over seeds by count-weighting."""
+    rels = [r["test"]["reliability"] for r in runs]
+    count = np.sum([rel["count"] for rel in rels], axis=0).astype(float)
+    conf = np.sum([np.nan_to_num(np.array(rel["confidence"], dtype=float)) * rel["count"]
+                   for rel in rels], axis=0)
+    acc = np.sum([np.nan_to_num(np.array(rel["accuracy"], dtype=float)) * rel["count"]
+                  for rel in rels], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return conf / count, acc / count, count
+
+
+def plot_reliability(results: Mapping[str, Any], path: Path) -> Path:
+    """Reliability diagram on the model's confidence in the response it prefers (bins >= 0.5).
+
+    The stored bins cover P(chosen > rejected) with every pair in both orders (symmetric about 0.5),
+    so the upper half is exactly "when the model is X% sure, how often is it right".
+    """
+    fig = _new_figure(6.4, 5.6)
+    ax = fig.add_subplot()
+    ax.plot([50, 100], [50, 100], color="#999999", ls="--", lw=1, label="perfectly calibrated")
+    lowest = 50.0
+    for i, (name, cond) in enumerate(results["conditions"].items()):
+        if not cond.get("runs"):
+            continue
+        conf, acc, count = _pooled_reliability(cond["runs"])
+        upper = (np.array(cond["runs"][0]["test"]["reliability"]["bin_edges"][:-1]) >= 0.5 - 1e-9)
+        keep = upper & (count > 0)
+        ece = cond["summary"].get("ece_mean")
+        label = f"{name} (ECE {ece:.3f})" if ece is not None else name
+        ax.plot(100 * conf[keep], 100 * acc[keep], "o-", color=condition_color(name, i), lw=2,
+                ms=6, label=label)
+        lowest = min(lowest, float(np.min(100 * acc[keep], initial=50.0)))
+    ax.set_xlim(48, 101)
+    ax.set_ylim(max(0.0, lowest - 8), 102)  # upper half only: accuracy rarely falls far below 50
+    ax.set_xlabel("model confidence in the response it scores higher, σ(|margin|), %")
+    ax.set_ylabel("% of those pairs where that response was chosen")
+    ax.set_title("Calibration: is each model right as often\nas it is confident? (10-point bins)")
+    ax.legend(frameon=False, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_flags(results: Mapping[str, Any], path: Path) -> Path:
+    """Horizontal bars: training pairs flagged per detector, plus the union that 'clean' acts on."""
+    flags = results["flags"]
+    dets = sorted(flags["detectors"].items(), key=lambda kv: kv[1]["flagged"])
+    rows = [("any detector (union)", flags["union"])] + [(d, v) for d, v in dets]
+    fig = _new_figure(8.5, 1.3 + 0.42 * len(rows))
+    ax = fig.add_subplot()
+    counts = [v["flagged"] for _, v in rows]
+    colors = ["#D55E00"] + ["#0072B2"] * len(dets)
+    ax.barh(range(len(rows)), counts, color=colors, height=0.65)
+    for i, (_, v) in enumerate(rows):
+        ax.annotate(f"{v['flagged']:,} ({100 * v['rate']:.1f}%)", (v["flagged"], i),
+                    xytext=(4, 0), textcoords="offset points", va="center", fontsize=10)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows])
+    ax.set_xlim(0, max(max(counts, default=0), 1) * 1.3)
+    n = results.get("data", {}).get("train", {}).get("pairs")
+    ax.set_xlabel("flagged training pairs (count, and % of the training pool)")
+    ax.set_title(f"What the detectors flagged{f' in {n:,} training pairs' if n else ''}")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_table(headers: Sequence[str], cells: Sequence[Sequence[str]], path: Path, *,
+               title: str) -> Path:
+    """A table as an image (cells already formatted as text by the caller)."""
+    fig = Figure(figsize=(min(1.0 + 1.15 * len(headers), 12), 0.5 + 0.34 * (len(cells) + 1)),
+                 dpi=DPI)  # no constrained layout: the tight bbox below trims the margins
+    ax = fig.add_subplot()
+    ax.axis("off")
+    # Two-line headers ("Training\nexamples") keep columns narrow enough for a slide.
+    labels = [h.replace(" ", "\n", 1) if len(h) > 10 else h for h in headers]
+    table = ax.table(cellText=[list(c) for c in cells], colLabels=labels, loc="center",
+                     cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    table.auto_set_column_width(list(range(len(headers))))
+    table.scale(1, 1.6)
+    for (r, _), cell in table.get_celld().items():
+        cell.set_edgecolor("#cccccc")
+        if r == 0:
+            cell.set(facecolor="#e8eef5", height=cell.get_height() * 1.6)
+            cell.get_text().set_fontweight("bold")
+    ax.set_title(title, fontsize=12)
+    fig.savefig(path, dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.12)
+    return path
+
+
+def make_figures(results: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Draw every figure the results support into `out_dir`; {name: path}, skipping empty ones."""
+    out: dict[str, Path] = {}
+    conds = results.get("conditions", {})
+    if conds:
+        out["accuracy"] = plot_accuracy(results, out_dir / "accuracy.png")
+    if any(c["bootstrap"]["diff"] is not None for c in results.get("comparisons", [])):
+        out["comparisons"] = plot_comparisons(results, out_dir / "comparisons.png")
+    if any(r.get("test_chosen_rewards") for c in conds.values() for r in c.get("runs", [])):
+        out["margins"] = plot_margins(results, out_dir / "margins.png")
+    if any(r.get("history") for c in conds.values() for r in c.get("runs", [])):
+        out["training_curves"] = plot_training_curves(results, out_dir / "training_curves.png")
+    if any(c.get("runs") for c in conds.values()):
+        out["reliability"] = plot_reliability(results, out_dir / "reliability.png")
+    if results.get("flags", {}).get("detectors"):
+        out["flags"] = plot_flags(results, out_dir / "flags.png")
+    return out
