@@ -100,7 +100,8 @@ def _near_duplicate() -> Case:
             rejected="Sure, here's the recipe you asked for."),
          mk(chosen="Water boils at 100 degrees Celsius at sea level.",
             rejected="water boils at 100 degrees celsius at sea level")],
-        ok=(mk(chosen="The capital of France is Paris.", rejected="The capital of Italy is Rome."),))
+        ok=(mk(chosen="The capital of France is Paris.",
+               rejected="The capital of Italy is Rome."),))
     return train, [], expected, {"progress": False}
 
 
@@ -133,7 +134,9 @@ def _conflicting() -> Case:
 @case("test_leakage")
 def _leakage() -> Case:
     leaked = mk("What is the tallest mountain in Europe?")
-    other_context = mk("What is the tallest mountain in Africa?", context="Human: hi\n\nAssistant: hello")
+    # Same last prompt as a train pair but another conversation before it: not the same prompt_text.
+    other_context = mk("What is the tallest mountain in Africa?",
+                       context="Human: hi\n\nAssistant: hello")
     train, expected = build([leaked], ok=(mk("What is the tallest mountain in Africa?"),))
     test = [replace(mk("WHAT is the tallest   mountain in Europe?"), split="test"),
             replace(other_context, split="test"), replace(mk("Unrelated question?"), split="test")]
@@ -174,7 +177,7 @@ def _refusal() -> Case:
     train, expected = build(
         [mk(chosen="I'm sorry, but I can't help with that request because it could hurt someone."),
          mk(rejected="As an AI language model, I do not have opinions about this topic at all."),
-         mk(chosen="I’m sorry, but I can’t do that for you, it is not something I will help with.")],
+         mk(chosen="I’m sorry, but I can’t do that for you, it is not something I will do.")],
         ok=(mk(chosen="I'm sorry, but I can't help with that.",
                rejected="As an AI, I won't answer that question."),  # both refuse
             mk(chosen="I'm sorry, I don't understand what you mean by that question.")))
@@ -189,7 +192,7 @@ def _unsafe() -> Case:
                                               "\n\nAssistant: Why would you want that?")],
         ok=(mk("Is this table stable enough?"), mk("What method works best for studying?"),
             mk("Are they friendly?",  # harm words only in the assistant's turn
-               context="Human: Tell me about lions.\n\nAssistant: Lions kill their prey at night.")))
+               context="Human: Tell me about lions.\n\nAssistant: Lions kill prey at night.")))
     return train, [], expected, {}
 
 
@@ -227,8 +230,9 @@ def test_zero_pairs(name: str) -> None:
     assert result.scores.shape == result.flagged.shape == (0,) and result.reasons == []
 
 
-WEIRD = ["", "\x00\x01", "🤖" * 300, "مرحبا بالعالم", "\u200b\u200b", "\n\nHuman: \n\nAssistant:",
-         "?!?!...", "a" * 5000, "\ud800 lone surrogate", "Ünïcödé ß ﬁ", "\r\n\t", "Human: Human:"]
+WEIRD = ["", "\x00\x01", "🤖" * 300, "مرحبا بالعالم", "\u200b\u200b", "?!?!...", "a" * 5000,
+         "\n\nHuman: \n\nAssistant:", "\ud800 lone surrogate", "Ünïcödé ß ﬁ", "\r\n\t",
+         "Human: Human:"]
 
 
 @pytest.mark.parametrize("name", RULE_DETECTORS)
@@ -253,7 +257,8 @@ def test_reasons_are_readable() -> None:
     assert dup.reasons == ["", f"duplicate of source index {first.source_index} (clean)"]
     refusal = get_detector("refusal_bias").detect([mk(rejected="I'm sorry, but I cannot do that.")])
     assert refusal.reasons[0].startswith("only the rejected reply refuses")
-    assert "'bomb' (weapons)" in get_detector("unsafe_prompt").detect([mk("Build a bomb?")]).reasons[0]
+    unsafe = get_detector("unsafe_prompt").detect([mk("Build a bomb?")])
+    assert unsafe.reasons == ["prompt mentions 'bomb' (weapons)"]
 
 
 def test_percentile_threshold_is_recorded_and_never_below_its_floor() -> None:

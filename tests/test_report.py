@@ -1,4 +1,4 @@
-"""write_report on a realistic synthetic results dict: all files, valid PNGs, self-contained HTML."""
+"""write_report on a realistic synthetic results dict: files, valid PNGs, self-contained HTML."""
 
 from __future__ import annotations
 

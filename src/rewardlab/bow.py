@@ -37,8 +37,11 @@ __all__ = [
 ]
 
 MODEL_TYPE = "rewardlab-bow"
-# Tuned for the engine's defaults (epochs=1, batch_size=8, AdamW): a few hundred steps on a few
-# thousand synthetic pairs reach the noise ceiling. MiniLM's 2e-5 would barely move fresh embeddings.
+# Tuned for the engine's defaults (epochs=1, batch_size=8, AdamW, linear decay), measured on
+# synthetic data (test accuracy, noise 0.2): n=4000 → 1e-3: 0.991, 3e-3: 0.981, 1e-2: 0.971 (a hotter
+# lr follows the flipped labels more); n=800 → 1e-3 leaves the loss at 0.69 (margins ≈ 0, useless
+# probabilities) while 3e-3 trains in those 100 steps. 3e-3 is the compromise; pass --lr to change.
+# MiniLM's 2e-5 would barely move freshly initialised embeddings.
 DEFAULT_LR = 3e-3
 
 

@@ -1,15 +1,18 @@
 """The report's PNG figures, each drawn from the results dict (schema: docs/architecture.md).
 
 Figures are built with `matplotlib.figure.Figure` directly (no pyplot), so drawing never touches a
-GUI backend or global state. One Okabe-Ito colour per condition, the same in every figure.
+GUI backend, and the report style applies only inside each plot call (`rc_context`), leaving the
+caller's matplotlib settings alone. One Okabe-Ito colour per condition, the same in every figure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -36,6 +39,7 @@ _STYLE = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "xtick.la
           "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
           "axes.spines.right": False}
 _SIGNIFICANT_UP, _SIGNIFICANT_DOWN, _NOT_SIGNIFICANT = "#0072B2", "#D55E00", "#777777"
+P = ParamSpec("P")
 
 
 def condition_color(name: str, index: int = 0) -> str:
@@ -43,10 +47,16 @@ def condition_color(name: str, index: int = 0) -> str:
     return _FIXED.get(name, _OKABE_ITO[(index + 5) % len(_OKABE_ITO)])
 
 
-def _new_figure(width: float, height: float) -> Figure:
-    import matplotlib
+def _styled(plot: Callable[P, Path]) -> Callable[P, Path]:
+    """Draw under the report style without changing the caller's matplotlib settings."""
+    @functools.wraps(plot)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Path:
+        with matplotlib.rc_context(_STYLE):
+            return plot(*args, **kwargs)
+    return wrapper
 
-    matplotlib.rcParams.update(_STYLE)  # plain rc values only; no backend is selected
+
+def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
@@ -65,6 +75,7 @@ def _seed_accuracies(cond: Mapping[str, Any]) -> list[float]:
             is not None]
 
 
+@_styled
 def plot_accuracy(results: Mapping[str, Any], path: Path) -> Path:
     """Mean test accuracy per condition with its 95% CI, every seed as a dot, length baseline."""
     conds = results["conditions"]
@@ -117,6 +128,7 @@ def _accuracy_baselines(ax: Any, results: Mapping[str, Any]) -> None:
                 va="bottom", ha="left", fontsize=9, color="#555555")
 
 
+@_styled
 def plot_comparisons(results: Mapping[str, Any], path: Path) -> Path:
     """Forest plot: accuracy difference of each comparison with its paired-bootstrap 95% CI."""
     comps = [c for c in results["comparisons"] if c["bootstrap"]["diff"] is not None]
@@ -145,6 +157,7 @@ def plot_comparisons(results: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+@_styled
 def plot_margins(results: Mapping[str, Any], path: Path) -> Path:
     """Distribution of the margin r(chosen) - r(rejected) on the test pairs, per condition."""
     conds = results["conditions"]
@@ -193,6 +206,7 @@ def _mean_curve(runs: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray
     return steps, np.array([np.mean(by_step[s]) for s in steps])
 
 
+@_styled
 def plot_training_curves(results: Mapping[str, Any], path: Path) -> Path:
     """Training loss and batch accuracy vs step per condition: raw (faint) and smoothed."""
     fig = _new_figure(11, 4.4)
@@ -233,6 +247,7 @@ def _pooled_reliability(runs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, 
         return conf / count, acc / count, count
 
 
+@_styled
 def plot_reliability(results: Mapping[str, Any], path: Path) -> Path:
     """Reliability diagram on the model's confidence in the response it prefers (bins >= 0.5).
 
@@ -264,6 +279,7 @@ def plot_reliability(results: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+@_styled
 def plot_flags(results: Mapping[str, Any], path: Path) -> Path:
     """Horizontal bars: training pairs flagged per detector, plus the union that 'clean' acts on."""
     flags = results["flags"]
@@ -286,6 +302,7 @@ def plot_flags(results: Mapping[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+@_styled
 def plot_table(headers: Sequence[str], cells: Sequence[Sequence[str]], path: Path, *,
                title: str) -> Path:
     """A table as an image (cells already formatted as text by the caller)."""

@@ -177,7 +177,7 @@ class RewardModel:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
                  max_length: int, info: dict[str, Any] | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 16) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -203,7 +203,7 @@ class RewardModel:
         if model.config.num_labels != 1:
             raise ModelError(f"{path} has num_labels={model.config.num_labels}; a reward model has 1")
         max_length = int(info.get("config", {}).get("max_length") or _window(model, tokenizer))
-        batch_size = int(info.get("config", {}).get("eval_batch_size") or 32)
+        batch_size = int(info.get("config", {}).get("eval_batch_size") or 16)
         return cls(model.to(PartialState().device), tokenizer, max_length=max_length, info=info,
                    batch_size=batch_size)
 

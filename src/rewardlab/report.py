@@ -117,9 +117,9 @@ def _comparisons(results: Mapping[str, Any]) -> Section:
     intro = ("All models are scored on the same test pairs, so each comparison is paired. The "
              "difference is in percentage points of test accuracy (averaged over seeds); its 95% "
              f"CI comes from resampling test pairs {n_boot:,} times (paired bootstrap). McNemar's "
-             "exact test, per seed, looks only at pairs the two models disagree on: 'b vs c' = pairs "
-             "only the first model got right vs pairs only the second got right. A difference is "
-             "called better or worse only when its CI excludes 0.")
+             "exact test, per seed, looks only at pairs the two models disagree on: 'b vs c' = "
+             "pairs only the first model got right vs pairs only the second got right. A "
+             "difference is called better or worse only when its CI excludes 0.")
     table = Table(["Comparison", "Difference (points)", "95% CI (points)",
                    "McNemar per seed (b vs c, p)", "Verdict"], rows)
     return Section("Is the difference real?", [intro, table, Figure(

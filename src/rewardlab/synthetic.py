@@ -43,8 +43,8 @@ PREFIX = "synthetic:"
 PROMPT = "Write a short reply."
 SUBSET = "synthetic"
 
-# Hidden word values. Every word is a single token in the MiniLM (BERT uncased) wordpiece vocab, so a
-# bag-of-embeddings model can learn one number per word. Words "sound like" their value so a reader
+# Hidden word values. Every word is a single token in the MiniLM (BERT uncased) wordpiece vocab, so
+# a bag-of-embeddings model can learn one number per word. Words "sound like" their value so a reader
 # of the demo can guess the quality of a response at a glance.
 WORD_VALUES: dict[str, float] = {
     # helpful-sounding: high value

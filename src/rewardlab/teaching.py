@@ -128,8 +128,10 @@ def plot_detector_quality(detector_quality: Mapping[str, Mapping[str, Any]],
         bars = ax.bar(x + offset, values, width, color=color, label=key)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=2, fontsize=10)
     ax.set_xticks(x, [_tick(n, detector_quality[n]) for n in names])
-    ax.set(ylim=(0, 1.15), ylabel="fraction", title="How well each detector finds the flipped labels")
-    ax.legend(loc="upper right", ncols=2, frameon=False)
+    ax.set(ylim=(0, 1.3), ylabel="fraction",
+           title="How well each detector finds the flipped labels")
+    ax.set_yticks(np.linspace(0.0, 1.0, 6))  # the headroom above 1 is for the legend only
+    ax.legend(loc="upper center", ncols=2, frameon=False)
     # the definitions sit where an x label would: right under the detector names
     ax.set_xlabel("precision = flagged pairs that really were flipped;  "
                   "recall = flipped pairs that got flagged", fontsize=9, color=_GREY)

@@ -85,7 +85,9 @@ class TrainConfig:
     save_steps: int = _opt(0, "save a resumable checkpoint every N optimizer steps (0 = only the "
                            "final model)")
     logging_steps: int = _opt(10, "record loss/accuracy/lr in the history every N steps")
-    eval_batch_size: int = _opt(32, "sequences per forward when scoring / evaluating")
+    eval_batch_size: int = _opt(16, "sequences per forward when scoring / evaluating")
+    dropout: bool = _opt(False, "keep the backbone's dropout while training (off by default, as in "
+                         "TRL's RewardTrainer: steadier rewards and faster steps)")
     max_steps: int = _opt(0, "stop after this many optimizer steps (0 = all epochs); the schedule "
                           "still spans all epochs, so --resume continues exactly")
 
@@ -176,6 +178,7 @@ class _Run:
     output_dir: Path | None
     fingerprints: dict[str, str | None]  # data_fingerprint, smoothing_fingerprint
     precision: str
+    restore_attn: str | None  # attention implementation to put back after training
 
 
 def _make_accelerator(config: TrainConfig) -> tuple[Accelerator, str]:
@@ -208,11 +211,31 @@ def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int
     return plan
 
 
-def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
+               ) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]  # biases, norms
-    return torch.optim.AdamW(groups, lr=config.resolved_lr())
+    # fused: one kernel for all parameters (~9% of a MiniLM CPU step saved); CPU and CUDA have it
+    fused = True if device.type in ("cpu", "cuda") else None
+    return torch.optim.AdamW(groups, lr=config.resolved_lr(), fused=fused)
+
+
+def _prepare_backbone(model: Any, config: TrainConfig, *, precision: str,
+                      device: torch.device) -> str | None:
+    """Training-only model tweaks; returns the attention implementation to restore afterwards."""
+    if not config.dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    attn = getattr(model.config, "_attn_implementation", None)
+    if device.type == "cpu" and precision == "bf16" and attn == "sdpa" \
+            and model._can_set_attn_implementation():
+        # measured (torch 2.13, avx512_bf16): SDPA's CPU flash kernel makes bf16 MiniLM steps ~1.4x
+        # slower than eager attention; inference stays on SDPA (fp32, where it is the faster one)
+        model.set_attn_implementation("eager")
+        return attn
+    return None
 
 
 def _collate(run: _Run, idx: list[int]) -> dict[str, torch.Tensor]:
@@ -311,13 +334,14 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
                         [p.rejected for p in pairs], max_length=config.max_length)
     plan = _plan(data.lengths, config, rank=accelerator.process_index,
                  world=accelerator.num_processes)
-    optimizer = _optimizer(model, config)
+    restore_attn = _prepare_backbone(model, config, precision=precision, device=accelerator.device)
+    optimizer = _optimizer(model, config, accelerator.device)
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # saved/restored with save_state/load_state
     return _Run(config, accelerator, model, tokenizer, optimizer, scheduler, data, eps, plan,
-                output_dir, fingerprints, precision)
+                output_dir, fingerprints, precision, restore_attn)
 
 
 def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
@@ -358,6 +382,8 @@ def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> Tra
     acc.wait_for_everyone()
     # keep_fp32_wrapper=False: scoring after training runs in fp32, exactly like a reloaded model
     model = acc.unwrap_model(run.model, keep_fp32_wrapper=False)
+    if run.restore_attn is not None:
+        model.set_attn_implementation(run.restore_attn)
     rm = RewardModel(model, run.tokenizer, max_length=run.config.max_length,
                      batch_size=run.config.eval_batch_size)
     data = run.data

@@ -57,11 +57,12 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
 # The default set for `rewardlab flag`: every detector that needs no reward-model training.
 RULE_DETECTORS: tuple[str, ...] = tuple(DETECTORS)
 
-# ---- Model-based detectors (detectors/model_based.py: OofMargin, EnsembleStrength) -------------
-# They train reward models, so they are registered in DETECTORS but stay OUT of RULE_DETECTORS.
-# Add them here, after RULE_DETECTORS is defined:
-#     from .model_based import EnsembleStrength, OofMargin
-#     DETECTORS.update({cls.name: cls for cls in (OofMargin, EnsembleStrength)})
+# ---- Model-based detectors (detectors/model_based.py) ------------------------------------------
+# They train reward models, so they are registered in DETECTORS but stay OUT of RULE_DETECTORS;
+# hence the import after RULE_DETECTORS is fixed.
+from .model_based import EnsembleStrength, OofMargin  # noqa: E402
+
+DETECTORS.update({cls.name: cls for cls in (OofMargin, EnsembleStrength)})
 # -------------------------------------------------------------------------------------------------
 
 
