@@ -88,6 +88,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
                          help="the flag is wrong (false positive)")
     p.add_argument("--note", default="")
     p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--subset", help="subset of the pair, when several subsets share the index")
     _db_and_json(p)
     p.set_defaults(handler=cd.cmd_flags_review)
 

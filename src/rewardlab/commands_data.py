@@ -113,7 +113,8 @@ def cmd_flags_import(args: argparse.Namespace) -> int:
     from rewardlab.flagging import import_flagged_indices, read_indices
 
     indices = read_indices(args.file)
-    result = import_flagged_indices(_store(args), args.name, indices, label=args.label)
+    result = import_flagged_indices(_store(args), args.name, indices, label=args.label,
+                                    path=args.file)
     n = int(result.flagged.sum())
     emit({"detector": args.label, "indices": len(indices), "flagged_pairs": n},
          as_json=args.json, render=lambda: f"imported {len(indices):,} indices from {args.file} "
@@ -124,7 +125,8 @@ def cmd_flags_import(args: argparse.Namespace) -> int:
 def cmd_flags_review(args: argparse.Namespace) -> int:
     review_id = _store(args).add_review(args.name, source_index=args.source_index,
                                         detector=args.detector, is_issue=args.is_issue,
-                                        note=args.note, split=args.split)
+                                        note=args.note, split=args.split,
+                                        subset=args.subset)
     label = "true positive" if args.is_issue else "false positive"
     emit({"review_id": review_id, "is_issue": args.is_issue}, as_json=args.json,
          render=lambda: f"recorded review #{review_id}: pair {args.source_index} is a {label} "
