@@ -149,6 +149,8 @@ def summarize_runs(runs: list[dict]) -> dict:
     accs = [float(r["test"]["accuracy"]) for r in runs if r["test"].get("accuracy") is not None]
     mean, std, lo, hi = mean_ci(accs) if accs else (None, None, None, None)
     kind = "t over seeds"
+    if lo is not None and hi is not None:
+        lo, hi = max(lo, 0.0), min(hi, 1.0)  # an accuracy cannot leave [0, 1]; t knows nothing of it
     if len(accs) == 1:
         lo, hi = wilson_interval(runs[0]["test"]["correct"], runs[0]["test"]["n"])
         kind = "Wilson over test pairs (1 seed)"

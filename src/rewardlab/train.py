@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator, PartialState
-from accelerate.state import AcceleratorState
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -43,6 +42,8 @@ from rewardlab.checkpoint import (
 from rewardlab.errors import ModelError
 from rewardlab.model import BOW, RewardModel, load_backbone
 from rewardlab.pairs import PreferencePair
+from rewardlab.runtime import deterministic, make_accelerator, prepare_for_training, \
+    resolve_precision, threads_for
 
 __all__ = [
     "TRANSFORMER_LR",
@@ -148,20 +149,6 @@ def bradley_terry_loss(rewards: torch.Tensor, *, margin: float = 0.0,
     return (-(1 - smoothing) * F.logsigmoid(d) - smoothing * F.logsigmoid(-d)).mean()
 
 
-def resolve_precision(precision: str, *, model: str, device: torch.device) -> str:
-    """'auto' → 'bf16' where autocast is faster (measured), else 'fp32'."""
-    if precision != "auto":
-        return precision
-    if model == BOW:
-        return "fp32"  # a few small matmuls: casting costs more than bf16 saves
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        # native bf16 (avx512_bf16 / AMX): MiniLM steps measured 1.5-2x faster; emulated bf16 is slower
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    return "fp32"
-
-
 @dataclass
 class _Run:
     """The objects one training run threads through its steps."""
@@ -179,20 +166,6 @@ class _Run:
     fingerprints: dict[str, str | None]  # data_fingerprint, smoothing_fingerprint
     precision: str
     restore_attn: str | None  # attention implementation to put back after training
-
-
-def _make_accelerator(config: TrainConfig) -> tuple[Accelerator, str]:
-    precision = resolve_precision(config.precision, model=config.model,
-                                  device=PartialState().device)
-    # AcceleratorState is a process-wide singleton that refuses a second mixed-precision setting;
-    # each run owns its precision, so start clean (as transformers' TrainingArguments does).
-    AcceleratorState._reset_state()
-    try:
-        accelerator = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
-    except ValueError as e:
-        raise ModelError(f"precision {precision} is not available here ({e}); use --precision fp32"
-                         ) from e
-    return accelerator, precision
 
 
 def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int
@@ -219,23 +192,6 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
     # fused: one kernel for all parameters (~9% of a MiniLM CPU step saved); CPU and CUDA have it
     fused = True if device.type in ("cpu", "cuda") else None
     return torch.optim.AdamW(groups, lr=config.resolved_lr(), fused=fused)
-
-
-def _prepare_backbone(model: Any, config: TrainConfig, *, precision: str,
-                      device: torch.device) -> str | None:
-    """Training-only model tweaks; returns the attention implementation to restore afterwards."""
-    if not config.dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-    attn = getattr(model.config, "_attn_implementation", None)
-    if device.type == "cpu" and precision == "bf16" and attn == "sdpa" \
-            and model._can_set_attn_implementation():
-        # measured (torch 2.13, avx512_bf16): SDPA's CPU flash kernel makes bf16 MiniLM steps ~1.4x
-        # slower than eager attention; inference stays on SDPA (fp32, where it is the faster one)
-        model.set_attn_implementation("eager")
-        return attn
-    return None
 
 
 def _collate(run: _Run, idx: list[int]) -> dict[str, torch.Tensor]:
@@ -313,41 +269,17 @@ def _smoothing(pairs: Sequence[PreferencePair], smoothing: Sequence[float] | Non
     return eps if eps.any() else None
 
 
-@contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
-    """Same seed → same numbers: deterministic kernels while training, previous mode restored."""
-    was, warn = (torch.are_deterministic_algorithms_enabled(),
-                 torch.is_deterministic_algorithms_warn_only_enabled())
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was, warn_only=warn)
-
-
-@contextlib.contextmanager
-def _threads_for(model: str) -> Iterator[None]:
-    """One intra-op thread for `bow`: its matmuls are tiny, and a second thread only adds
-    synchronisation (measured 6–7× slower per step with 2 threads on a 2-core CPU)."""
-    before = torch.get_num_threads()
-    if model == BOW:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | None,
            eps: np.ndarray | None, fingerprints: dict[str, str | None]) -> _Run:
-    accelerator, precision = _make_accelerator(config)
+    accelerator, precision = make_accelerator(config.precision, model=config.model)
     set_seed(config.seed)
     model, tokenizer = load_backbone(config.model, max_length=config.max_length, seed=config.seed)
     data = encode_pairs(tokenizer, [p.prompt_text for p in pairs], [p.chosen for p in pairs],
                         [p.rejected for p in pairs], max_length=config.max_length)
     plan = _plan(data.lengths, config, rank=accelerator.process_index,
                  world=accelerator.num_processes)
-    restore_attn = _prepare_backbone(model, config, precision=precision, device=accelerator.device)
+    restore_attn = prepare_for_training(model, dropout=config.dropout, precision=precision,
+                                        device=accelerator.device)
     optimizer = _optimizer(model, config, accelerator.device)
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
@@ -385,7 +317,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
                                    fingerprints=fingerprints) or state
     elif output_dir is not None and run.accelerator.is_main_process:
         clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
-    with _deterministic(), _threads_for(config.model):
+    with deterministic(run.accelerator.device), threads_for(config.model):
         stopped = _train_loop(run, state, progress=progress)
     return _finish(run, state, stopped=stopped, started=start)
 
