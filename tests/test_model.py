@@ -11,8 +11,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.batching import encode_texts, length_grouped_batches, pad_rows
 from rewardlab.errors import ModelError
-from rewardlab.model import RewardModel, configure_tokenizer, load_backbone, minilm_path, \
-    resolve_backbone
+from rewardlab.model import (
+    RewardModel,
+    configure_tokenizer,
+    load_backbone,
+    minilm_path,
+    resolve_backbone,
+)
 from tests._tiny import make_tiny_backbone
 
 

@@ -29,8 +29,8 @@ def _history(rng: np.random.Generator, shift: float, steps: int = 120) -> list[d
     t = np.arange(1, steps + 1)
     loss = 0.693 - (0.12 + shift / 3) * (1 - np.exp(-t / 40)) + rng.normal(0, 0.05, steps)
     acc = 0.5 + (0.15 + shift / 3) * (1 - np.exp(-t / 40)) + rng.normal(0, 0.08, steps)
-    return [{"step": int(s), "loss": float(l), "accuracy": float(np.clip(a, 0, 1)), "lr": 2e-5}
-            for s, l, a in zip(t, loss, acc)]
+    return [{"step": int(s), "loss": float(lo), "accuracy": float(np.clip(a, 0, 1)), "lr": 2e-5}
+            for s, lo, a in zip(t, loss, acc)]
 
 
 def _run(seed: int, shift: float, train_pairs: int, base: np.ndarray, lengths: tuple,

@@ -22,7 +22,9 @@ from rewardlab import __version__
 from rewardlab.errors import SelectionError, SourceError
 from rewardlab.pairs import PreferencePair
 from rewardlab.selection import (
-    resolve_flagged_ids, sample_stratified, select_training_pairs,
+    resolve_flagged_ids,
+    sample_stratified,
+    select_training_pairs,
 )
 
 __all__ = ["CompareConfig", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",

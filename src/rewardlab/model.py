@@ -30,8 +30,14 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from rewardlab.batching import Encoded, PairEncoding, encode_pairs, encode_texts, pad_rows, \
-    sorted_batches
+from rewardlab.batching import (
+    Encoded,
+    PairEncoding,
+    encode_pairs,
+    encode_texts,
+    pad_rows,
+    sorted_batches,
+)
 from rewardlab.errors import ModelError
 from rewardlab.pairs import PreferencePair
 

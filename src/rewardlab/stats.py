@@ -9,8 +9,8 @@ when the bootstrap 95% CI of the accuracy difference excludes zero.
 from __future__ import annotations
 
 import math
-from statistics import median
 from collections.abc import Mapping, Sequence
+from statistics import median
 from typing import Any
 
 import numpy as np

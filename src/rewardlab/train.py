@@ -34,16 +34,21 @@ from rewardlab.checkpoint import (
     clear_checkpoints,
     data_fingerprint,
     finished_run,
-    smoothing_fingerprint,
     restore_checkpoint,
     run_info,
     save_checkpoint,
+    smoothing_fingerprint,
 )
 from rewardlab.errors import ModelError
 from rewardlab.model import BOW, RewardModel, load_backbone
 from rewardlab.pairs import PreferencePair
-from rewardlab.runtime import deterministic, make_accelerator, prepare_for_training, \
-    resolve_precision, threads_for
+from rewardlab.runtime import (
+    deterministic,
+    make_accelerator,
+    prepare_for_training,
+    resolve_precision,
+    threads_for,
+)
 
 __all__ = [
     "TRANSFORMER_LR",

@@ -130,7 +130,7 @@ class ConflictingDuplicate(Detector):
         for key, pair in zip(keys, train):
             first_seen.setdefault(key, pair)
         reasons = []
-        for (prompt, chosen, rejected), pair in zip(keys, train):
+        for prompt, chosen, rejected in keys:
             other = first_seen.get((prompt, rejected, chosen)) if chosen != rejected else None
             reasons.append(
                 f"{describe_pair(other)} has the same prompt and replies with the opposite "
