@@ -86,21 +86,21 @@ def _teaching(config: CompareConfig, store: Any, name: str, out_dir: Path, noise
 def run_demo(out_dir: Path, *, n: int = 4000, noise: float = 0.2, seed: int = 0,
              db: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Run the offline demo into `out_dir` (its own SQLite store there unless `db` is given)."""
+    from rewardlab.flagging import flag_dataset
+    from rewardlab.sources import read_source
     from rewardlab.store import Store
 
     out_dir.mkdir(parents=True, exist_ok=True)
     url = db or os.environ.get("REWARDLAB_DB") or f"sqlite:///{(out_dir / 'rewardlab.db').resolve()}"
     store = Store(url)
+    name = f"synthetic-n{n}-noise{noise:g}-seed{seed}"
     config = CompareConfig(
         train=f"synthetic:n={n},noise={noise:g},seed={seed}", conditions="unfiltered,clean,random",
         treatments="remove,flip", detectors="oof_margin", model="bow", max_pairs=0,
-        seeds=DEMO_SEEDS, name=f"synthetic-n{n}-noise{noise:g}-seed{seed}")
-    from rewardlab.flagging import flag_dataset
-    from rewardlab.sources import read_source
-
-    store.ingest(config.name, read_source(config.train))
-    runs = store.latest_runs(config.name)
-    if "ensemble_strength" not in runs:
-        flag_dataset(store, config.name, detectors=["ensemble_strength"], progress=progress)
+        seeds=DEMO_SEEDS, name=name)
+    # ensemble_strength does not define "flagged" here, but its precision/recall is reported.
+    store.ingest(name, read_source(config.train))
+    if "ensemble_strength" not in store.latest_runs(name):
+        flag_dataset(store, name, detectors=["ensemble_strength"], progress=progress)
     return run_comparison(config, out_dir, store=store, progress=progress,
-                          teaching=_teaching(config, store, config.name, out_dir, noise))
+                          teaching=_teaching(config, store, name, out_dir, noise))

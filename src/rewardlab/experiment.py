@@ -166,7 +166,7 @@ def train_config_for(config: CompareConfig, seed: int) -> Any:
     from rewardlab.train import TrainConfig
 
     preset = PRESETS[config.preset]
-    overrides = {"model": config.model or preset["model"], "seed": seed}
+    overrides: dict[str, Any] = {"model": config.model or preset["model"], "seed": seed}
     if config.epochs:
         overrides["epochs"] = config.epochs
     if config.max_length:
