@@ -61,7 +61,8 @@ class BowConfig(PretrainedConfig):
         self.hidden_size = hidden_size
         self.initializer_range = initializer_range
         kwargs.setdefault("num_labels", 1)
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        kwargs["pad_token_id"] = pad_token_id
+        super().__init__(**kwargs)
 
 
 class BowForSequenceClassification(PreTrainedModel):
@@ -77,7 +78,7 @@ class BowForSequenceClassification(PreTrainedModel):
         self.mlp = nn.Sequential(
             nn.Linear(config.embedding_size, config.hidden_size),
             nn.GELU(),
-            nn.Linear(config.hidden_size, config.num_labels),
+            nn.Linear(config.hidden_size, config.num_labels or 1),
         )
         self.post_init()
 

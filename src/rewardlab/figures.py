@@ -35,7 +35,7 @@ _OKABE_ITO = ["#000000", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", 
               "#F0E442"]
 _FIXED = {"unfiltered": "#000000", "clean-remove": "#0072B2", "clean-flip": "#009E73",
           "clean-soft": "#CC79A7", "random": "#E69F00"}
-_STYLE = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "xtick.labelsize": 10,
+_STYLE: Any = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "xtick.labelsize": 10,
           "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
           "axes.spines.right": False}
 _SIGNIFICANT_UP, _SIGNIFICANT_DOWN, _NOT_SIGNIFICANT = "#0072B2", "#D55E00", "#777777"
@@ -172,7 +172,7 @@ def plot_margins(results: Mapping[str, Any], path: Path) -> Path:
             continue
         parts = ax.violinplot(gaps, positions=[y], orientation="horizontal", widths=0.85,
                               showmedians=True, showextrema=False)
-        for body in parts["bodies"]:
+        for body in list(parts["bodies"]):  # type: ignore[call-overload]
             body.set(facecolor=condition_color(name, i), edgecolor="none", alpha=0.55)
         parts["cmedians"].set(color=condition_color(name, i), lw=2)
         ax.annotate(f"{100 * np.mean(gaps > 0):.0f}% of pairs > 0", (1.0, y),

@@ -135,8 +135,8 @@ def run_correct(run: Mapping[str, Any]) -> np.ndarray:
 
 def _mean_of(runs: Sequence[Mapping[str, Any]], key: str, *, test: bool = True) -> float | None:
     """Mean of `run["test"][key]` (or `run[key]`) over runs, ignoring missing/None values."""
-    vals = [(r.get("test", {}) if test else r).get(key) for r in runs]
-    vals = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
+    raw = [(r.get("test", {}) if test else r).get(key) for r in runs]
+    vals = [float(v) for v in raw if v is not None and math.isfinite(float(v))]
     return float(np.mean(vals)) if vals else None
 
 
@@ -286,6 +286,8 @@ def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, A
     if treated is None:
         return lead
     comp = _find(comps, treated, "random")
+    if comp is None:
+        return lead
     key = (_direction(comp), _direction(_find(comps, treated, "unfiltered")))
     meaning = _CONTROL_MEANING.get(key, "so the cleaned data did not beat a random subset of the "
                                         "same size" if key[0] <= 0 else "")

@@ -294,6 +294,7 @@ def _copy_rows(s: Session, table: Table, rows: list[dict[str, Any]]) -> None:
     names = ", ".join(f'"{c}"' for c in columns)
     # The raw psycopg connection is the session's own, so COPY joins its transaction.
     raw = s.connection().connection.driver_connection
+    assert raw is not None  # a live session always has its DBAPI connection
     with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
         for row in rows:
             copy.write_row([json.dumps(row[c]) if c in json_columns else row[c]

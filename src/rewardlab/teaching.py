@@ -21,7 +21,7 @@ __all__ = ["plot_bt_curves", "plot_quality_vs_reward", "plot_detector_quality",
 
 _DPI = 120
 _BLUE, _ORANGE, _GREEN, _GREY = "#0072B2", "#E69F00", "#009E73", "#777777"  # Okabe-Ito
-_STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
+_STYLE: Any = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
           "axes.spines.top": False, "axes.spines.right": False}
 
 

@@ -124,8 +124,8 @@ class OofMargin(_ModelDetector):
         for k in tqdm(range(self.folds), desc="oof_margin folds", unit="fold",
                       disable=not self.progress):
             held = np.flatnonzero(fold == k)
-            model = self._train([train[i] for i in np.flatnonzero(fold != k)], seed=self.seed + k)
-            margins[held] = self._margins(model, [train[i] for i in held])
+            model = self._train([train[int(i)] for i in np.flatnonzero(fold != k)], seed=self.seed + k)
+            margins[held] = self._margins(model, [train[int(i)] for i in held])
         return self._result(margins, fold)
 
     def _result(self, margins: np.ndarray, fold: np.ndarray) -> DetectorResult:
