@@ -50,6 +50,11 @@ def load_split(path: Path, n_train: int | None, n_test: int | None) -> tuple[lis
     return train, test
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -178,7 +183,11 @@ RUNNERS = {"rewardlab": run_rewardlab, "naive": run_naive, "trl": run_trl}
 def worker(args: argparse.Namespace) -> None:
     """One measurement, in this process; prints one JSON line."""
     train, test = load_split(args.data, args.pairs, args.test_pairs)
+    load_start, cpu_start = os.getloadavg()[0], _cpu_seconds()
     out = RUNNERS[args.worker](train, test, args)
+    # CPU seconds next to wall seconds: on a shared machine, wall time also counts waiting
+    out.update(cpu_seconds=_cpu_seconds() - cpu_start, load_avg_start=load_start,
+               load_avg_end=os.getloadavg()[0])
     out.update(path=args.worker, seed=args.seed, train_pairs=len(train), test_pairs=len(test),
                train_pairs_per_s=len(train) / out["train_seconds"],
                eval_pairs_per_s=len(test) / out["eval_seconds"] if out["eval_seconds"] else None,
