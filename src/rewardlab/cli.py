@@ -96,7 +96,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     from rewardlab import commands_model as cm
     from rewardlab.cli_util import add_config_args
-    from rewardlab.train import TrainConfig
+    from rewardlab.train_config import TrainConfig
 
     p = sub.add_parser("train", help="train a Bradley-Terry reward model on a dataset",
                        description="Train on the train split of NAME and save a standard "

@@ -163,7 +163,7 @@ def _flags_block(store: Any, name: str, detectors: Sequence[str],
 
 def train_config_for(config: CompareConfig, seed: int) -> Any:
     """The TrainConfig every condition of this experiment trains with, for one seed."""
-    from rewardlab.train import TrainConfig
+    from rewardlab.train_config import TrainConfig
 
     preset = PRESETS[config.preset]
     overrides: dict[str, Any] = {"model": config.model or preset["model"], "seed": seed}

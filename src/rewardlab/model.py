@@ -40,6 +40,7 @@ from rewardlab.batching import (
 )
 from rewardlab.errors import ModelError
 from rewardlab.pairs import PreferencePair
+from rewardlab.train_config import BOW
 
 __all__ = [
     "MINILM",
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 MINILM = "minilm"
-BOW = "bow"
 INFO_FILE = "rewardlab.json"
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _BACKBONES_HINT = ("use 'minilm' (offline default), 'bow', a local model directory or a Hugging Face "
