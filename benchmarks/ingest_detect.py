@@ -82,15 +82,15 @@ def main() -> int:
         write_pairs(path, args.pairs)
         out["sqlite"] = bench(f"sqlite:///{tmp}/bench.db", path, detectors)
         if args.pg:
-            from sqlalchemy import create_engine, text
+            from sqlalchemy import create_engine, make_url, text
 
             admin = create_engine(args.pg, isolation_level="AUTOCOMMIT")
             with admin.connect() as c:
                 c.execute(text("DROP DATABASE IF EXISTS rewardlab_bench"))
                 c.execute(text("CREATE DATABASE rewardlab_bench"))
             admin.dispose()
-            pg_url = args.pg.rsplit("/", 1)[0] + "/rewardlab_bench" + (
-                "?" + args.pg.split("?", 1)[1] if "?" in args.pg else "")
+            pg_url = make_url(args.pg).set(database="rewardlab_bench").render_as_string(
+                hide_password=False)
             out["postgresql"] = bench(pg_url, path, detectors)
     for backend in ("sqlite", "postgresql"):
         if backend in out:
