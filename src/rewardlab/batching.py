@@ -94,7 +94,7 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
             continue
-        out = tokenizer([prompts[i] for i in rows], [responses[i] for i in rows],
+        out = tokenizer([prompts[int(i)] for i in rows], [responses[int(i)] for i in rows],
                         truncation=strategy, max_length=max_length)
         seg = out.get("token_type_ids")
         if seg is None:

@@ -79,14 +79,15 @@ def deterministic(device: torch.device) -> Iterator[None]:
         return
     was, warn = (torch.are_deterministic_algorithms_enabled(),
                  torch.is_deterministic_algorithms_warn_only_enabled())
-    fill = torch.utils.deterministic.fill_uninitialized_memory
+    settings: Any = torch.utils.deterministic  # a module attribute the type stubs do not declare
+    fill = settings.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False  # costs time, adds no determinism
+    settings.fill_uninitialized_memory = False  # costs time, adds no determinism
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(was, warn_only=warn)
-        torch.utils.deterministic.fill_uninitialized_memory = fill
+        settings.fill_uninitialized_memory = fill
 
 
 @contextlib.contextmanager
