@@ -1,10 +1,11 @@
 """Bradley-Terry reward model training: `TrainConfig` → `train_reward_model` → `TrainResult`.
 
 Fast by construction: every text is tokenized once, batches group pairs of similar length and pad
-only to their longest row, chosen and rejected go through the model in ONE forward, bf16 autocast
-runs where the hardware does it faster, and accelerate places the model and splits the work across
-processes. Checkpoints hold model, optimizer, scheduler, RNG and the position in the data plan, so a
-resumed run equals an uninterrupted one.
+only to their longest row, chosen and rejected go through the model in ONE forward, BERT-family
+backbones run packed (linears on real tokens only, last layer for the pooled token only; see
+`rewardlab.packed`), bf16 autocast runs where the hardware does it faster, and accelerate places
+the model and splits the work across processes. Checkpoints hold model, optimizer, scheduler, RNG
+and the position in the data plan, so a resumed run equals an uninterrupted one.
 
 >>> # result = train_reward_model(pairs, config=TrainConfig(epochs=1), output_dir=Path("out/rm"))
 >>> # result.model.score(["Human: hi"], ["Hello! How can I help?"])
@@ -41,6 +42,7 @@ from rewardlab.checkpoint import (
 )
 from rewardlab.errors import ModelError
 from rewardlab.model import RewardModel, load_backbone
+from rewardlab.packed import PackedBertReward, packed_reward_model
 from rewardlab.pairs import PreferencePair
 from rewardlab.runtime import (
     deterministic,
@@ -99,7 +101,7 @@ class _Run:
 
     config: TrainConfig
     accelerator: Accelerator
-    model: Any
+    model: Any  # what runs the forward: the backbone, or its packed wrapper
     tokenizer: Any
     optimizer: Any
     scheduler: Any
@@ -225,11 +227,13 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
     restore_attn = prepare_for_training(model, dropout=config.dropout, precision=precision,
                                         device=accelerator.device)
     optimizer = _optimizer(model, config, accelerator.device)
+    # the packed forward computes the same rewards with less work; it wraps, the weights stay put
+    forward = packed_reward_model(model, padding_side=tokenizer.padding_side) or model
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    forward, optimizer = accelerator.prepare(forward, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # saved/restored with save_state/load_state
-    return _Run(config, accelerator, model, tokenizer, optimizer, scheduler, data, eps, plan,
+    return _Run(config, accelerator, forward, tokenizer, optimizer, scheduler, data, eps, plan,
                 output_dir, fingerprints, precision, restore_attn)
 
 
@@ -271,6 +275,8 @@ def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> Tra
     acc.wait_for_everyone()
     # keep_fp32_wrapper=False: scoring after training runs in fp32, exactly like a reloaded model
     model = acc.unwrap_model(run.model, keep_fp32_wrapper=False)
+    if isinstance(model, PackedBertReward):
+        model = model.model
     if run.restore_attn is not None:
         model.set_attn_implementation(run.restore_attn)
     rm = RewardModel(model, run.tokenizer, max_length=run.config.max_length,

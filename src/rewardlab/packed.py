@@ -1,0 +1,162 @@
+"""A packed training forward for BERT-family reward models: the same rewards, fewer FLOPs.
+
+A reward is read from one position (the pooled first token), and padding carries no information, so
+two kinds of work in the stock forward are wasted:
+
+* padding rows in every linear layer: here the linears run on the real tokens only, packed to
+  (N, d); only attention, which needs the (rows, length) layout, sees padding;
+* the last layer for every token except the first: its keys and values need all tokens, but its
+  query, attention output and feed-forward are computed for the first token only.
+
+The wrapper calls the model's own modules (same parameters, same `state_dict` under `.model`), so a
+checkpoint is still the plain `AutoModelForSequenceClassification`; outputs equal the stock forward's
+to float rounding (tests check logits and gradients). Architectures it does not know fall back to the
+stock forward: `packed_reward_model(model)` returns None for them.
+
+>>> # fast = packed_reward_model(model); fast(**batch).logits  # == model(**batch).logits
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PackedBertReward", "packed_reward_model"]
+
+
+@dataclass
+class _Layout:
+    """Where the real tokens of a right-padded (R, T) batch sit."""
+
+    rows: int
+    width: int
+    index: torch.Tensor  # (N,) flat positions of real tokens in the (R*T) grid
+    first: torch.Tensor  # (R,) position of each row's first token in the packed (N,) order
+    key_mask: torch.Tensor | None  # (R, 1, 1, T) True = attend; None when nothing is padded
+
+
+@dataclass
+class RewardOutput:
+    logits: torch.Tensor  # (R, 1), like SequenceClassifierOutput.logits
+
+
+def _layout(attention_mask: torch.Tensor) -> _Layout:
+    rows, width = attention_mask.shape
+    real = attention_mask.bool()  # (R, T)
+    index = real.flatten().nonzero().squeeze(1)  # (N,)
+    counts = real.sum(1)  # (R,)
+    first = torch.cumsum(counts, 0) - counts  # (R,) rows start at position 0 (right padding)
+    key_mask = None if bool(real.all()) else real[:, None, None, :]
+    return _Layout(rows, width, index, first, key_mask)
+
+
+def _to_heads(packed: torch.Tensor, lay: _Layout, *, parts: int, heads: int) -> torch.Tensor:
+    """(N, parts·d) packed → (parts, R, H, T, dh) padded, for attention."""
+    grid = packed.new_zeros(lay.rows * lay.width, packed.shape[1])
+    grid = grid.index_copy(0, lay.index, packed)  # (R*T, parts·d)
+    return grid.view(lay.rows, lay.width, parts, heads, -1).permute(2, 0, 3, 1, 4)
+
+
+def _fused_linear(linears: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
+    """Several linears of one input as ONE matmul: one (N, d)·(d, k·d) GEMM beats k small ones."""
+    weight = torch.cat([lin.weight for lin in linears])  # (k·d, d)
+    bias = torch.cat([lin.bias for lin in linears])  # (k·d,)
+    return F.linear(x, weight, bias)
+
+
+class PackedBertReward(nn.Module):
+    """`BertForSequenceClassification` with `num_labels=1`, run packed (see module doc)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> RewardOutput:
+        lay = _layout(attention_mask)
+        x = self._embed(input_ids, token_type_ids, lay)  # (N, d)
+        layers = self.model.bert.encoder.layer
+        for layer in layers[:-1]:
+            x = self._layer(layer, x, lay)
+        cls = self._last_layer(layers[-1], x, lay)  # (R, d)
+        pooler = self.model.bert.pooler
+        pooled = pooler.activation(pooler.dense(cls))
+        return RewardOutput(self.model.classifier(self.model.dropout(pooled)))
+
+    def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+               lay: _Layout) -> torch.Tensor:
+        emb = self.model.bert.embeddings
+        ids = input_ids.flatten()[lay.index]  # (N,)
+        # absolute positions 0..T-1 of the padded grid, as the stock forward uses
+        positions = lay.index % lay.width  # (N,)
+        types = (token_type_ids.flatten()[lay.index] if token_type_ids is not None
+                 else torch.zeros_like(ids))
+        x = emb.word_embeddings(ids) + emb.token_type_embeddings(types)
+        x = x + emb.position_embeddings(positions)
+        return emb.dropout(emb.LayerNorm(x))
+
+    def _attend(self, layer: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                lay: _Layout) -> torch.Tensor:
+        """(R, H, Tq, dh) queries over (R, H, T, dh) keys/values → (R, H, Tq, dh)."""
+        attn = layer.attention.self
+        p = attn.dropout.p if self.training else 0.0
+        if self.model.config._attn_implementation != "eager":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=lay.key_mask,
+                                                  scale=attn.scaling, dropout_p=p)
+        # eager = plain matmuls, which `runtime.prepare_for_training` picks where they are faster
+        scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scaling  # (R, H, Tq, T)
+        if lay.key_mask is not None:
+            scores = scores.masked_fill(~lay.key_mask, torch.finfo(scores.dtype).min)
+        weights = F.dropout(scores.softmax(-1), p=p, training=self.training)
+        return torch.matmul(weights, v)
+
+    def _feed_forward(self, layer: Any, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Attention output projection, then the MLP, each with residual + LayerNorm (post-LN)."""
+        out = layer.attention.output
+        h = out.LayerNorm(out.dropout(out.dense(context)) + x)
+        mlp = layer.output
+        return mlp.LayerNorm(mlp.dropout(mlp.dense(layer.intermediate(h))) + h)
+
+    def _layer(self, layer: Any, x: torch.Tensor, lay: _Layout) -> torch.Tensor:
+        attn = layer.attention.self
+        q, k, v = _to_heads(_fused_linear([attn.query, attn.key, attn.value], x), lay, parts=3,
+                            heads=attn.num_attention_heads)  # each (R, H, T, dh)
+        context = self._attend(layer, q, k, v, lay)  # (R, H, T, dh)
+        context = context.transpose(1, 2).reshape(lay.rows * lay.width, -1)[lay.index]  # (N, d)
+        return self._feed_forward(layer, context, x)
+
+    def _last_layer(self, layer: Any, x: torch.Tensor, lay: _Layout) -> torch.Tensor:
+        """Only the first token's output is read, so only its query and MLP are computed."""
+        attn = layer.attention.self
+        heads = attn.num_attention_heads
+        kv = _fused_linear([attn.key, attn.value], x)  # (N, 2d)
+        k, v = _to_heads(kv, lay, parts=2, heads=heads)  # each (R, H, T, dh)
+        x_cls = x[lay.first]  # (R, d)
+        q = attn.query(x_cls).view(lay.rows, heads, 1, -1)  # (R, H, 1, dh)
+        context = self._attend(layer, q, k, v, lay).reshape(lay.rows, -1)  # (R, d)
+        return self._feed_forward(layer, context, x_cls)
+
+
+def _is_plain_bert(model: Any) -> bool:
+    from transformers import BertForSequenceClassification
+
+    config = model.config
+    return (type(model) is BertForSequenceClassification and config.num_labels == 1
+            and not config.is_decoder and not config.add_cross_attention
+            and getattr(config, "position_embedding_type", "absolute") == "absolute"
+            and getattr(config, "chunk_size_feed_forward", 0) == 0
+            and model.bert.pooler is not None)
+
+
+def packed_reward_model(model: Any, *, padding_side: str = "right") -> PackedBertReward | None:
+    """The packed wrapper for `model`, or None when the stock forward must run.
+
+    Right padding only: the pooled token must sit at grid position 0 of every row.
+    """
+    if padding_side != "right" or not _is_plain_bert(model):
+        return None
+    return PackedBertReward(model)

@@ -1,0 +1,65 @@
+"""The packed forward is an optimisation only: same rewards and gradients as the stock forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rewardlab.batching import encode_texts, pad_rows
+from rewardlab.packed import PackedBertReward, packed_reward_model
+from tests._tiny import make_tiny_backbone
+
+PROMPTS = ["Human: hi there", "Human: " + "tell me a long story about dragons " * 6, "Human: x",
+           "Human: what is two plus two?"]
+RESPONSES = ["hello", "Once upon a time " * 8, "no", "four, I think"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    path = make_tiny_backbone(tmp_path_factory.mktemp("tiny"))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    for module in model.modules():  # dropout draws differ between layouts; the maths must not
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model.train(), AutoTokenizer.from_pretrained(path)
+
+
+def _batch(tok, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
+    enc = encode_texts(tok, prompts, responses, max_length=64)
+    return pad_rows(enc.input_ids, enc.token_type_ids, pad_id=tok.pad_token_id)
+
+
+def _logits_and_grads(model, forward, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad()
+    logits = forward(**batch).logits  # (R, 1)
+    (logits[:, 0] * torch.arange(1.0, len(logits) + 1)).sum().backward()  # rows weigh differently
+    return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("rows", [slice(None), slice(2, 3)], ids=["padded", "one-row"])
+def test_packed_equals_stock_forward(tiny: tuple, attn: str, rows: slice) -> None:
+    model, tok = tiny
+    model.set_attn_implementation(attn)
+    batch = _batch(tok, PROMPTS[rows], RESPONSES[rows])
+    fast = packed_reward_model(model, padding_side=tok.padding_side)
+    assert isinstance(fast, PackedBertReward)
+    want, want_grads = _logits_and_grads(model, model, batch)
+    got, got_grads = _logits_and_grads(model, fast, batch)
+    assert len(set(want[:, 0].tolist())) == len(want)  # distinct rewards: rows are not mixed up
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_layouts_fall_back_to_the_stock_forward(tiny: tuple, tmp_path: Path) -> None:
+    model, _ = tiny
+    assert packed_reward_model(model, padding_side="left") is None  # pooled token not at column 0
+    from rewardlab.bow import create_bow_model
+
+    tok = AutoTokenizer.from_pretrained(make_tiny_backbone(tmp_path))
+    assert packed_reward_model(create_bow_model(tok, seed=0)) is None
