@@ -28,6 +28,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from rewardlab.train_config import BOW_LR
+
 __all__ = [
     "MODEL_TYPE",
     "DEFAULT_LR",
@@ -42,7 +44,7 @@ MODEL_TYPE = "rewardlab-bow"
 # lr follows the flipped labels more); n=800 → 1e-3 leaves the loss at 0.69 (margins ≈ 0, useless
 # probabilities) while 3e-3 trains in those 100 steps. 3e-3 is the compromise; pass --lr to change.
 # MiniLM's 2e-5 would barely move freshly initialised embeddings.
-DEFAULT_LR = 3e-3
+DEFAULT_LR = BOW_LR  # 3e-3, defined where the CLI can read it without importing torch
 
 
 class BowConfig(PretrainedConfig):

@@ -88,7 +88,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *,
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "") + f" (default: {default})"
+        help_text = f.metadata.get("help", "")
+        if "(default:" not in help_text:  # a help that explains its own default keeps it
+            help_text += f" (default: {default})"
         if hints[f.name] is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)

@@ -50,6 +50,7 @@ __all__ = [
     "resolve_backbone",
     "load_backbone",
     "configure_tokenizer",
+    "quiet_transformers",
     "RewardModel",
 ]
 
@@ -84,7 +85,7 @@ def resolve_backbone(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Hide load reports ("classifier.weight newly initialized") and weight-loading bars."""
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
@@ -137,7 +138,7 @@ def load_backbone(name: str, *, max_length: int, seed: int
     path = resolve_backbone(name)
     tok_path = str(minilm_path()) if path == BOW else path
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(tok_path, use_fast=True)
             if path == BOW:
                 from rewardlab.bow import create_bow_model
@@ -201,7 +202,7 @@ class RewardModel:
         info = _read_info(path)
         _register_bow()
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 model = AutoModelForSequenceClassification.from_pretrained(path)
                 tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
         except Exception as e:  # noqa: BLE001 - any loader failure means a corrupt checkpoint
@@ -217,7 +218,7 @@ class RewardModel:
         """`save_pretrained` of model and tokenizer, plus rewardlab.json when `info` is given."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        with _quiet_transformers():
+        with quiet_transformers():
             self.model.save_pretrained(path)
             self.tokenizer.save_pretrained(path)
         if info is not None:

@@ -10,10 +10,11 @@ from typing import Any
 
 from rewardlab.errors import ModelError
 
-__all__ = ["BOW", "PRECISIONS", "TRANSFORMER_LR", "TrainConfig"]
+__all__ = ["BOW", "BOW_LR", "PRECISIONS", "TRANSFORMER_LR", "TrainConfig"]
 
 BOW = "bow"  # the from-scratch backbone's name (rewardlab.bow)
 TRANSFORMER_LR = 2e-5  # the original notebook's learning rate for (distil)BERT-size backbones
+BOW_LR = 3e-3  # the from-scratch backbone's learning rate; why this value: see rewardlab.bow
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -30,7 +31,7 @@ class TrainConfig:
     epochs: int = _opt(1, "passes over the training pairs")
     batch_size: int = _opt(8, "pairs per forward (each pair = 2 sequences) per process")
     lr: float | None = _opt(None, f"AdamW learning rate (default: {TRANSFORMER_LR} for transformer "
-                            "backbones, rewardlab.bow.DEFAULT_LR for 'bow')")
+                            f"backbones, {BOW_LR} for 'bow')")
     warmup_ratio: float = _opt(0.0, "fraction of optimizer steps with linear LR warm-up")
     weight_decay: float = _opt(0.0, "AdamW weight decay (not applied to biases and norms)")
     max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0 = no clipping)")
@@ -69,7 +70,5 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         if self.model == BOW:
-            from rewardlab.bow import DEFAULT_LR
-
-            return DEFAULT_LR
+            return BOW_LR
         return TRANSFORMER_LR

@@ -43,9 +43,12 @@ def _load_encoder(model: str, device: str) -> SentenceTransformer:
     """Load once per process: flagging, tests and the demo reuse the same encoder."""
     from sentence_transformers import SentenceTransformer
 
+    from ..model import quiet_transformers
+
     try:
-        return SentenceTransformer(resolve_model_dir(model),
-                                   device=None if device == "auto" else device)
+        with quiet_transformers():  # no "Loading weights" bar on stderr, e.g. under --json
+            return SentenceTransformer(resolve_model_dir(model),
+                                       device=None if device == "auto" else device)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load sentence-transformers model {model!r}: {e}") from e
 
