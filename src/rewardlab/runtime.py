@@ -9,6 +9,8 @@ another machine can revisit it. None changes what is learned except `dropout` (o
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +22,14 @@ from rewardlab.errors import ModelError
 from rewardlab.model import BOW
 
 __all__ = ["resolve_precision", "make_accelerator", "prepare_for_training", "deterministic",
-           "threads_for"]
+           "threads_for", "paused_gc"]
+
+# oneDNN, PyTorch's CPU backend for bf16 matmuls, JIT-compiles a kernel per matrix shape (~0.6 ms
+# each, measured) and caches 1,024. Packed training meets new shapes all the time (tokens per batch,
+# tokens per row: 256 row lengths x 6 attention matmuls alone exceed 1,024), so with the default
+# it keeps recompiling: 4,096 measured ~3% faster per epoch for ~+0.2 GB. oneDNN reads this at its
+# first matmul; a value the user set wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
 
 
 def resolve_precision(precision: str, *, model: str, device: torch.device) -> str:
@@ -89,6 +98,19 @@ def deterministic(device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(was, warn_only=warn)
         settings.fill_uninitialized_memory = fill
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while training: a step frees its tensors by reference count,
+    and collections triggered by autograd's many small objects cost ~2% of a CPU step (measured)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ from rewardlab.pairs import PreferencePair
 from rewardlab.runtime import (
     deterministic,
     make_accelerator,
+    paused_gc,
     prepare_for_training,
     resolve_precision,
     threads_for,
@@ -265,7 +266,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
                                    fingerprints=fingerprints) or state
     elif output_dir is not None and run.accelerator.is_main_process:
         clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
-    with deterministic(run.accelerator.device), threads_for(config.model):
+    with deterministic(run.accelerator.device), threads_for(config.model), paused_gc():
         stopped = _train_loop(run, state, progress=progress)
     return _finish(run, state, stopped=stopped, started=start)
 
