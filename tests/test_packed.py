@@ -59,6 +59,23 @@ def test_packed_equals_stock_forward(tiny: tuple, attn: str, rows: slice,
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
 
 
+def test_sparse_embedding_grad_equals_dense_across_accumulation(tiny: tuple) -> None:
+    """Two accumulated micro-batches: the reused dense buffer holds exactly the stock gradient."""
+    model, tok = tiny
+    batches = [_batch(tok, PROMPTS[:2], RESPONSES[:2]), _batch(tok, PROMPTS[2:], RESPONSES[2:])]
+    words = model.bert.embeddings.word_embeddings.weight
+    grads = []
+    for forward in (model, packed_reward_model(model, sparse_embedding_grad=True)):
+        for _ in range(2):  # the second step reuses (and must re-zero) the buffer
+            model.zero_grad()
+            for batch in batches:
+                forward(**batch).logits.sum().backward()
+        assert not words.grad.is_sparse
+        grads.append(words.grad.clone())
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
 def test_unknown_layouts_fall_back_to_the_stock_forward(tiny: tuple, tmp_path: Path) -> None:
     model, _ = tiny
     assert packed_reward_model(model, padding_side="left") is None  # pooled token not at column 0

@@ -229,7 +229,9 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
                                         device=accelerator.device)
     optimizer = _optimizer(model, config, accelerator.device)
     # the packed forward computes the same rewards with less work; it wraps, the weights stay put
-    forward = packed_reward_model(model, padding_side=tokenizer.padding_side) or model
+    single_cpu = accelerator.device.type == "cpu" and accelerator.num_processes == 1
+    forward = packed_reward_model(model, padding_side=tokenizer.padding_side,
+                                  sparse_embedding_grad=single_cpu) or model
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
     forward, optimizer = accelerator.prepare(forward, optimizer)
