@@ -14,7 +14,8 @@ Paths:
   naive      the notebook: tokenize per item in `__getitem__`, pad every text to max_length,
              chosen and rejected in two forwards, fp32, plain torch loop (right truncation).
   trl        `trl.RewardTrainer` defaults except gradient checkpointing off (faster) and no saving;
-             fed the same token ids as rewardlab (chosen_ids/rejected_ids), bf16 as rewardlab.
+             fed the same token ids as rewardlab (chosen_ids/rejected_ids), bf16 as rewardlab;
+             its model is then scored by rewardlab's evaluator (test accuracy only).
 """
 
 from __future__ import annotations
@@ -173,8 +174,14 @@ def run_trl(train: list, test: list, args: argparse.Namespace) -> dict[str, Any]
                                 processing_class=tok)
         stats = trainer.train()
     t1 = time.perf_counter()
+    # TRL's model scored by rewardlab's evaluator: the same test pairs and inputs as (a)
+    from rewardlab.evaluate import evaluate_reward_model
+    from rewardlab.model import RewardModel
+
+    trained = RewardModel(trainer.model.float(), tok, max_length=args.max_length)
+    accuracy = evaluate_reward_model(trained, test).metrics["accuracy"]
     return {"train_seconds": t1 - t0, "eval_seconds": None, "train_loss": stats.training_loss,
-            "test_accuracy": None, "precision": precision}
+            "test_accuracy": accuracy, "precision": precision}
 
 
 RUNNERS = {"rewardlab": run_rewardlab, "naive": run_naive, "trl": run_trl}

@@ -54,6 +54,22 @@ def test_unknown_hub_id_is_one_line_model_error() -> None:
         load_backbone("nobody/no-such-reward-model", max_length=64, seed=0)
     message = str(err.value)
     assert "nobody/no-such-reward-model" in message and "minilm" in message and "\n" not in message
+    assert "hub is unreachable (HF_HUB_OFFLINE is set)" in message  # conftest forces offline
+
+
+def test_unreachable_hub_is_detected_without_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network: a refused connect is reported at once, not after huggingface_hub's backoff."""
+    from huggingface_hub import constants
+
+    from rewardlab.model import hub_unreachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    hub_unreachable.cache_clear()
+    try:
+        assert "127.0.0.1" in (hub_unreachable() or "")
+    finally:
+        hub_unreachable.cache_clear()
 
 
 def test_load_errors(tmp_path: Path) -> None:

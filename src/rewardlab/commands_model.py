@@ -42,6 +42,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _corr(value: float | None) -> str:
+    return "n/a (constant input)" if value is None else f"{value:+.4f}"
+
+
 def _render_metrics(m: dict[str, Any]) -> str:
     lo, hi = m["accuracy_ci"]
     rows = [
@@ -52,10 +56,11 @@ def _render_metrics(m: dict[str, Any]) -> str:
         {"metric": "ECE (10 bins)", "value": f"{m['ece']:.4f}"},
         {"metric": "baseline: longer reply wins", "value": f"{m['longer_wins_accuracy']:.4f}"},
         {"metric": "baseline: shorter reply wins", "value": f"{m['shorter_wins_accuracy']:.4f}"},
-        {"metric": "corr(reward, length)", "value": str(m["length_reward_corr"])},
+        {"metric": "corr(reward, reply length)", "value": _corr(m["length_reward_corr"])},
+        {"metric": "corr(reward gap, length gap)", "value": _corr(m["length_gap_corr"])},
     ]
     for subset, s in sorted(m["accuracy_by_subset"].items()):
-        rows.append({"metric": f"accuracy on {subset or '-'}",
+        rows.append({"metric": f"accuracy on {subset or '(no subset)'}",
                      "value": f"{s['accuracy']:.4f} ({s['n']:,} pairs)"})
     return format_table(rows, ["metric", "value"])
 

@@ -13,8 +13,11 @@ Scoring here equals the plain-transformers recipe
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import re
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,17 +132,44 @@ def _check_window(model: PreTrainedModel, max_length: int) -> None:
                          f"positions): pass --max-length {limit} or less")
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (HF_HUB_OFFLINE, no DNS, no route), or None.
+
+    Checked once per process with a 3 s connect, so an offline run fails (or loads from the local
+    cache) at once instead of sitting through huggingface_hub's retries with backoff (~30 s).
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    host = re.sub(r"^\w+://", "", constants.ENDPOINT).split("/")[0]
+    host, _, port = host.partition(":")
+    try:
+        socket.create_connection((host, int(port or 443)), timeout=3).close()
+    except OSError as e:
+        return f"{host}: {e.strerror or e}"
+    return None
+
+
+def _from_hub(path: str) -> bool:
+    return path != BOW and not os.path.isdir(path)
+
+
 def load_backbone(name: str, *, max_length: int, seed: int
                   ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A fresh reward model (`num_labels=1`, new scalar head) and its fast tokenizer.
 
     The caller seeds torch before this for a reproducible head; `seed` initialises the `bow` model.
+    A hub id loads from the local HF cache alone when the hub is unreachable.
     """
     path = resolve_backbone(name)
     tok_path = str(minilm_path()) if path == BOW else path
+    offline = hub_unreachable() if _from_hub(path) else None
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(tok_path, use_fast=True)
+            tokenizer = AutoTokenizer.from_pretrained(tok_path, use_fast=True,
+                                                      local_files_only=offline is not None)
             if path == BOW:
                 from rewardlab.bow import create_bow_model
 
@@ -148,8 +178,13 @@ def load_backbone(name: str, *, max_length: int, seed: int
                 _register_bow()
                 # ignore_mismatched_sizes: a classifier head of another size is replaced by ours
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=1, ignore_mismatched_sizes=True)
+                    path, num_labels=1, ignore_mismatched_sizes=True,
+                    local_files_only=offline is not None)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
+        if offline is not None:
+            raise ModelError(f"cannot load backbone {name!r}: it is not a local directory, not in "
+                             f"the local HF cache, and the hub is unreachable ({offline}); "
+                             f"{_BACKBONES_HINT}") from e
         raise ModelError(f"cannot load backbone {name!r} ({_first_line(e)}): {_BACKBONES_HINT}"
                          ) from e
     if not tokenizer.is_fast:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,7 +182,9 @@ def _train_step(run: _Run, batches: list[list[int]]) -> tuple[float, int, int]:
 def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
     """Run the remaining plan; True when `max_steps` stopped it early."""
     config, total = run.config, len(run.plan)
+    # in a log file (no terminal) a redraw every 0.1 s would be one line of megabytes: every 30 s
     bar = tqdm(total=total, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0,
                disable=not progress or not run.accelerator.is_main_process)
     run.model.train()
     for epoch, batches in run.plan[state.step:]:
@@ -191,8 +194,9 @@ def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
         state.seconds += time.perf_counter() - t0
         if state.step % config.logging_steps == 0 or state.step == total:
             state.log(lr)
+        bar.set_postfix(loss=f"{state.epoch_mean_loss:.4f}", acc=f"{state.epoch_accuracy:.3f}",
+                        refresh=False)  # drawn by update(), at most every mininterval
         bar.update(1)
-        bar.set_postfix(loss=f"{state.epoch_mean_loss:.4f}", acc=f"{state.epoch_accuracy:.3f}")
         stop = bool(config.max_steps) and state.step >= config.max_steps and state.step < total
         if stop or (config.save_steps and state.step % config.save_steps == 0 and state.step < total):
             save_checkpoint(run.accelerator, run.output_dir, state, config=dataclasses.asdict(config),
