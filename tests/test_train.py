@@ -121,8 +121,9 @@ def test_resume_refuses_other_settings(backbone: str, pairs: list, tmp_path: Pat
                            progress=False)
 
 
-def test_same_seed_same_numbers(backbone: str, pairs: list) -> None:
-    config = tiny_config(backbone, epochs=1, precision="fp32")
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto = bf16 where the CPU has it
+def test_same_seed_same_numbers(backbone: str, pairs: list, precision: str) -> None:
+    config = tiny_config(backbone, epochs=1, precision=precision)
     runs = [train_reward_model(pairs, config=config, progress=False) for _ in range(2)]
     other = train_reward_model(pairs, config=dataclasses.replace(config, seed=8), progress=False)
     evals = [evaluate_reward_model(r.model, pairs) for r in (*runs, other)]

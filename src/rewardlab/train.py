@@ -2,8 +2,8 @@
 
 Fast by construction: every text is tokenized once, batches group pairs of similar length and pad
 only to their longest row, chosen and rejected go through the model in ONE forward, BERT-family
-backbones run packed (linears on real tokens only, last layer for the pooled token only; see
-`rewardlab.packed`), bf16 autocast runs where the hardware does it faster, and accelerate places
+backbones run packed (linears on real tokens only, last layer for the pooled token only, on a CPU
+attention row by row over real tokens; see `rewardlab.packed`), bf16 autocast runs where the hardware does it faster, and accelerate places
 the model and splits the work across processes. Checkpoints hold model, optimizer, scheduler, RNG
 and the position in the data plan, so a resumed run equals an uninterrupted one.
 
