@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -65,15 +67,31 @@ def test_sparse_embedding_grad_equals_dense_across_accumulation(tiny: tuple) -> 
     batches = [_batch(tok, PROMPTS[:2], RESPONSES[:2]), _batch(tok, PROMPTS[2:], RESPONSES[2:])]
     words = model.bert.embeddings.word_embeddings.weight
     grads = []
-    for forward in (model, packed_reward_model(model, sparse_embedding_grad=True)):
+    packed = packed_reward_model(model, sparse_embedding_grad=True)
+    for forward in (model, packed):
         for _ in range(2):  # the second step reuses (and must re-zero) the buffer
             model.zero_grad()
             for batch in batches:
                 forward(**batch).logits.sum().backward()
         assert not words.grad.is_sparse
         grads.append(words.grad.clone())
+    packed.unwrap()  # the module-scoped model goes on to other tests without the hook
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+def test_unwrap_frees_the_wrapper_and_its_gradient_buffer(tiny: tuple) -> None:
+    """After training the model outlives the wrapper: no hook may keep the (vocab, d) buffer."""
+    model, tok = tiny
+    packed = packed_reward_model(model, sparse_embedding_grad=True)
+    model.zero_grad(set_to_none=True)  # a sparse gradient only arrives on an empty .grad
+    packed(**_batch(tok, PROMPTS, RESPONSES)).logits.sum().backward()
+    assert packed._word_grad is not None
+    gone = weakref.ref(packed)
+    assert packed.unwrap() is model
+    del packed
+    gc.collect()
+    assert gone() is None
 
 
 def test_unknown_layouts_fall_back_to_the_stock_forward(tiny: tuple, tmp_path: Path) -> None:

@@ -129,9 +129,22 @@ class PackedBertReward(nn.Module):
         self.row_attention = row_attention  # False: the padded-grid attention everywhere (tests)
         self.sparse_embedding_grad = sparse_embedding_grad
         self._word_grad: torch.Tensor | None = None  # the dense gradient buffer, reused every step
+        self._hook: Any = None
         if sparse_embedding_grad:
             words = model.bert.embeddings.word_embeddings.weight
-            words.register_post_accumulate_grad_hook(self._densify_word_grad)
+            self._hook = words.register_post_accumulate_grad_hook(self._densify_word_grad)
+
+    def unwrap(self) -> Any:
+        """The wrapped model, back to stock: the gradient hook removed and its buffer freed.
+
+        Without this the hook would keep this wrapper and its (vocab, d) buffer alive as long as
+        the model lives, and keep making the embedding gradient sparse.
+        """
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._word_grad = None
+        return self.model
 
     def _densify_word_grad(self, weight: torch.Tensor) -> None:
         """Sparse → dense word-embedding gradient in one reused (vocab, d) buffer.

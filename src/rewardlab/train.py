@@ -3,9 +3,10 @@
 Fast by construction: every text is tokenized once, batches group pairs of similar length and pad
 only to their longest row, chosen and rejected go through the model in ONE forward, BERT-family
 backbones run packed (linears on real tokens only, last layer for the pooled token only, on a CPU
-attention row by row over real tokens; see `rewardlab.packed`), bf16 autocast runs where the hardware does it faster, and accelerate places
-the model and splits the work across processes. Checkpoints hold model, optimizer, scheduler, RNG
-and the position in the data plan, so a resumed run equals an uninterrupted one.
+attention row by row over real tokens; see `rewardlab.packed`), bf16 autocast runs where the
+hardware does it faster, and accelerate places the model and splits the work across processes.
+Checkpoints hold model, optimizer, scheduler, RNG and the position in the data plan, so a resumed
+run equals an uninterrupted one.
 
 >>> # result = train_reward_model(pairs, config=TrainConfig(epochs=1), output_dir=Path("out/rm"))
 >>> # result.model.score(["Human: hi"], ["Hello! How can I help?"])
@@ -283,7 +284,7 @@ def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> Tra
     # keep_fp32_wrapper=False: scoring after training runs in fp32, exactly like a reloaded model
     model = acc.unwrap_model(run.model, keep_fp32_wrapper=False)
     if isinstance(model, PackedBertReward):
-        model = model.model
+        model = model.unwrap()
     if run.restore_attn is not None:
         model.set_attn_implementation(run.restore_attn)
     rm = RewardModel(model, run.tokenizer, max_length=run.config.max_length,
