@@ -120,3 +120,28 @@ def test_packed_bf16_autocast_is_as_accurate_as_stock(tiny: tuple) -> None:
                         for n, g, w in zip(names, grads, exact_grads) if w.ndim == 2}
     for name, stock_error in errors["stock"].items():
         assert errors["packed"][name] <= 2 * stock_error + 1e-3, (name, errors["packed"][name])
+
+
+def test_row_attention_matches_reference_even_for_a_one_token_row() -> None:
+    """Per-row softmax attention and its hand-written backward equal autograd's, rows of any length
+    (a one-token row once made the per-row copy a view, so scaling q wrote into the input)."""
+    from rewardlab.packed import _RowAttention
+
+    torch.manual_seed(0)
+    heads, dh, lengths = 2, 4, [3, 1, 5]
+    qkv = torch.randn(sum(lengths), 3 * heads * dh, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(sum(lengths), heads * dh, dtype=torch.float64)
+    before = qkv.detach().clone()
+    got = _RowAttention.apply(qkv, lengths, heads, 0.5)
+    (got * weights).sum().backward()
+    got_grad, qkv.grad = qkv.grad, None
+    assert torch.equal(qkv.detach(), before)  # the input is never written
+    parts = []
+    for x in qkv.split(lengths):
+        q, k, v = x.view(len(x), 3, heads, dh).permute(1, 2, 0, 3)  # each (H, L, dh)
+        p = torch.softmax(q @ k.transpose(1, 2) * 0.5, -1)
+        parts.append((p @ v).transpose(0, 1).reshape(len(x), -1))
+    want = torch.cat(parts)
+    (want * weights).sum().backward()
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, qkv.grad)

@@ -89,8 +89,10 @@ class _RowAttention(torch.autograd.Function):
         with torch.autocast(qkv.device.type, enabled=False):  # keep softmax in qkv's dtype
             for x, o in zip(qkv.split(lengths), out.split(lengths)):
                 length = x.shape[0]
-                # (3, H, L, dh) in one contiguous copy, so every bmm below reads contiguous memory
-                q, k, v = x.view(length, 3, heads, -1).permute(1, 2, 0, 3).contiguous()
+                # (3, H, L, dh) in one contiguous copy, so every bmm below reads contiguous memory;
+                # clone, not contiguous(): for L = 1 that is a view, and q.mul_ would write into qkv
+                q, k, v = x.view(length, 3, heads, -1).permute(1, 2, 0, 3).clone(
+                    memory_format=torch.contiguous_format)
                 q.mul_(scale)  # on (H, L, dh) instead of the (H, L, L) scores
                 p = torch.softmax(torch.bmm(q, k.transpose(1, 2)), -1)  # (H, L, L)
                 o_heads = torch.bmm(p, v)  # (H, L, dh)
