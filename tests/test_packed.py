@@ -62,22 +62,25 @@ def test_packed_equals_stock_forward(tiny: tuple, attn: str, rows: slice,
 
 
 def test_sparse_embedding_grad_equals_dense_across_accumulation(tiny: tuple) -> None:
-    """Two accumulated micro-batches: the reused dense buffer holds exactly the stock gradient."""
+    """Accumulated micro-batches, then steps that touch fewer rows: the reused dense buffer holds
+    exactly the stock gradient every step (rows an earlier step wrote are cleared)."""
     model, tok = tiny
-    batches = [_batch(tok, PROMPTS[:2], RESPONSES[:2]), _batch(tok, PROMPTS[2:], RESPONSES[2:])]
+    first, second = _batch(tok, PROMPTS[:2], RESPONSES[:2]), _batch(tok, PROMPTS[2:], RESPONSES[2:])
+    steps = [[first, second], [second], [first, second], [first]]
     words = model.bert.embeddings.word_embeddings.weight
-    grads = []
+    grads: dict[str, list[torch.Tensor]] = {"stock": [], "sparse": []}
     packed = packed_reward_model(model, sparse_embedding_grad=True)
-    for forward in (model, packed):
-        for _ in range(2):  # the second step reuses (and must re-zero) the buffer
-            model.zero_grad()
+    for name, forward in (("stock", model), ("sparse", packed)):
+        for batches in steps:
+            model.zero_grad(set_to_none=True)
             for batch in batches:
                 forward(**batch).logits.sum().backward()
-        assert not words.grad.is_sparse
-        grads.append(words.grad.clone())
+            assert not words.grad.is_sparse
+            grads[name].append(words.grad.clone())
     packed.unwrap()  # the module-scoped model goes on to other tests without the hook
-    assert grads[0].abs().sum() > 0
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert grads["stock"][1].abs().sum() > 0
+    for got, want in zip(grads["sparse"], grads["stock"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_unwrap_frees_the_wrapper_and_its_gradient_buffer(tiny: tuple) -> None:

@@ -173,11 +173,28 @@ def _train_step(run: _Run, batches: list[list[int]]) -> tuple[float, int, int]:
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((r_c > r_r).sum())
     if config.max_grad_norm > 0:
-        acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        _clip_gradients(acc, model, config.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return loss_sum, correct, n_step
+
+
+def _clip_gradients(acc: Accelerator, model: Any, max_norm: float) -> None:
+    """Clip the gradient norm to `max_norm`, on a CPU without touching gradients it leaves alone.
+
+    `clip_grad_norm_` multiplies every gradient by min(1, max_norm / norm) even when that is 1; a
+    reward model's norm is usually far below 1 (measured ~0.2 on the sample), so on a CPU, where
+    reading the norm costs no device sync, the multiply (all parameters, ~1% of a MiniLM step)
+    runs only when it changes something. The gradients are bit-identical either way.
+    """
+    if acc.device.type != "cpu":
+        acc.clip_grad_norm_(model.parameters(), max_norm)
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if float(total) > max_norm:
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, total, foreach=True)
 
 
 def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
