@@ -6,6 +6,7 @@ directory so it works offline; any sentence-transformers model id or path can re
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -85,9 +86,11 @@ class NearDuplicateResponses(Detector):
         row = {t: i for i, t in enumerate(texts)}
         encoder = _load_encoder(self.model, self.device)
         # (U, D) unit vectors, so a dot product is the cosine
+        # its batch bar nests under the detectors bar; in a log file (no terminal) every redraw
+        # would be a line, and the outer bar already says which detector is running
         vectors = encoder.encode([utf8_safe(t) for t in texts], batch_size=self.batch_size,
                                  convert_to_numpy=True, normalize_embeddings=True,
-                                 show_progress_bar=self.progress)
+                                 show_progress_bar=self.progress and sys.stderr.isatty())
         chosen = vectors[[row[p.chosen] for p in pairs]]  # (N, D)
         rejected = vectors[[row[p.rejected] for p in pairs]]  # (N, D)
         return np.clip(np.einsum("nd,nd->n", chosen, rejected).astype(np.float64), -1.0, 1.0)
