@@ -163,19 +163,24 @@ class PackedBertReward(nn.Module):
         """
         grad = weight.grad
         fed, self._fed = self._fed, []
+        all_rows = len(weight)
         if grad is None or not grad.is_sparse:  # a later micro-batch, accumulated by autograd
             self._written += fed  # its rows are among the ids its forward looked up
-            if sum(len(rows) for rows in self._written) >= len(weight):
-                self._written = [torch.arange(len(weight))]  # bounded: "all rows"
+            if self._n_written() >= all_rows:
+                self._written = [torch.arange(all_rows)]  # bounded: "all rows"
             return
         if self._word_grad is None:
             self._word_grad = torch.zeros_like(weight)
-        elif sum(len(rows) for rows in self._written) >= len(weight):
+        elif self._n_written() >= all_rows:  # cheaper to clear it all
             self._word_grad.zero_()
         elif self._written:
             self._word_grad.index_fill_(0, torch.cat(self._written), 0.0)
-        self._written = [grad._indices()[0]]
-        weight.grad = self._word_grad.index_add_(0, grad._indices()[0], grad._values())
+        rows = grad._indices()[0]
+        self._written = [rows]
+        weight.grad = self._word_grad.index_add_(0, rows, grad._values())
+
+    def _n_written(self) -> int:
+        return sum(len(rows) for rows in self._written)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> RewardOutput:
