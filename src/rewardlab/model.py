@@ -21,6 +21,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -143,10 +144,11 @@ def hub_unreachable() -> str | None:
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
-    host = re.sub(r"^\w+://", "", constants.ENDPOINT).split("/")[0]
-    host, _, port = host.partition(":")
+    url = urlsplit(constants.ENDPOINT)
+    host = url.hostname or ""
     try:
-        socket.create_connection((host, int(port or 443)), timeout=3).close()
+        socket.create_connection((host, url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=3).close()
     except OSError as e:
         return f"{host}: {e.strerror or e}"
     return None
