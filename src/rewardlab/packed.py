@@ -77,8 +77,10 @@ class _RowAttention(torch.autograd.Function):
     """softmax(q kᵀ · scale) v of every row over its own tokens: (N, 3d) packed qkv → (N, d).
 
     One row at a time, heads batched: the (H, L, L) scores of a row stay in cache and need no mask.
-    Runs in the dtype of `qkv` (bf16 under autocast, like the stock eager path's matmuls); the
-    backward is the softmax identity dS = P ∘ (dP − rowsum(dO ∘ O)), as in FlashAttention.
+    Runs in the dtype of `qkv` (bf16 under autocast, like the stock eager path's matmuls). The
+    backward takes dS = P ∘ (dP − rowsum(dP ∘ P)) from ATen's fused softmax backward: one kernel
+    instead of a subtract and a multiply over the (H, L, L) scores (measured ~6% of attention on a
+    2-core CPU), and the head outputs need not be kept for it.
     """
 
     @staticmethod
@@ -97,7 +99,7 @@ class _RowAttention(torch.autograd.Function):
                 p = torch.softmax(torch.bmm(q, k.transpose(1, 2)), -1)  # (H, L, L)
                 o_heads = torch.bmm(p, v)  # (H, L, dh)
                 o.view(length, heads, -1).copy_(o_heads.transpose(0, 1))
-                saved += [q, k, v, p, o_heads]
+                saved += [q, k, v, p]
         ctx.save_for_backward(*saved)
         ctx.lengths, ctx.heads, ctx.scale = lengths, heads, scale
         return out
@@ -109,12 +111,12 @@ class _RowAttention(torch.autograd.Function):
         grad_qkv = grad_out.new_empty(grad_out.shape[0], 3 * grad_out.shape[1])  # (N, 3d)
         rows = zip(grad_out.split(ctx.lengths), grad_qkv.split(ctx.lengths))
         for r, (do, g) in enumerate(rows):
-            q, k, v, p, o = saved[5 * r:5 * r + 5]
+            q, k, v, p = saved[4 * r:4 * r + 4]
             length = do.shape[0]
             do = do.view(length, heads, -1).transpose(0, 1).contiguous()  # (H, L, dh)
-            delta = (do * o).sum(-1, keepdim=True)  # (H, L, 1) = rowsum(dP ∘ P)
             dv = torch.bmm(p.transpose(1, 2), do)
-            ds = torch.bmm(do, v.transpose(1, 2)).sub_(delta).mul_(p)  # (H, L, L)
+            dp = torch.bmm(do, v.transpose(1, 2))  # (H, L, L)
+            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # P ∘ (dP − rowsum(dP ∘ P))
             dq = torch.bmm(ds, k).mul_(ctx.scale)
             dk = torch.bmm(ds.transpose(1, 2), q)  # q already carries the scale
             g.view(length, 3, heads, -1).copy_(torch.stack((dq, dk, dv)).permute(2, 0, 1, 3))
