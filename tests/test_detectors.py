@@ -324,3 +324,13 @@ def test_sample_empty_and_diverging_match_the_raw_text(sample_path: Path) -> Non
     for name, expected in (("empty_response", empty), ("diverging_context", diverging)):
         flagged = get_detector(name).detect(pairs).flagged
         assert set(np.flatnonzero(flagged).tolist()) == expected, name
+
+
+def test_encoder_load_is_quiet_under_the_cli_log_level(caplog: pytest.LogCaptureFixture) -> None:
+    from rewardlab.detectors.embedding import _load_encoder
+
+    _load_encoder.cache_clear()  # load for real here, not a copy an earlier test left behind
+    with caplog.at_level("INFO"):
+        encoder = _load_encoder("minilm", "auto")
+    assert encoder.device.type == "cpu"
+    assert not [r.getMessage() for r in caplog.records if "device" in r.getMessage()]

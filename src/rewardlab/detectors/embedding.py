@@ -43,13 +43,16 @@ def resolve_model_dir(model: str) -> str:
 def _load_encoder(model: str, device: str) -> SentenceTransformer:
     """Load once per process: flagging, tests and the demo reuse the same encoder."""
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import get_device_name
 
     from ..model import quiet_transformers
 
+    # "auto" resolved here with sentence-transformers' own choice: left to it, it logs "No device
+    # provided" at INFO, a line in every CLI run
+    device = get_device_name() if device == "auto" else device
     try:
         with quiet_transformers():  # no "Loading weights" bar on stderr, e.g. under --json
-            return SentenceTransformer(resolve_model_dir(model),
-                                       device=None if device == "auto" else device)
+            return SentenceTransformer(resolve_model_dir(model), device=device)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load sentence-transformers model {model!r}: {e}") from e
 
