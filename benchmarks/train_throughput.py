@@ -253,6 +253,13 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"{name}: {ratio:.2f}x")
 
 
+def _commit() -> str | None:
+    """The code measured: figures from different runs are comparable only for the same commit."""
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=SAMPLE)
@@ -287,8 +294,8 @@ def main() -> None:
                   f"({r['train_seconds']:.0f}s)", flush=True)
     summary = summarize(runs)
     print_table(summary)
-    meta = {"cpu_count": os.cpu_count(), "load_avg_end": os.getloadavg(), "args": {
-        k: str(v) for k, v in vars(args).items() if k != "worker"}}
+    meta = {"cpu_count": os.cpu_count(), "load_avg_end": os.getloadavg(), "commit": _commit(),
+            "args": {k: str(v) for k, v in vars(args).items() if k != "worker"}}
     args.output.write_text(json.dumps({**summary, "runs": runs, "meta": meta}, indent=2))
     print(f"wrote {args.output}")
 
