@@ -27,7 +27,8 @@ __all__ = ["resolve_precision", "make_accelerator", "prepare_for_training", "det
 # oneDNN, PyTorch's CPU backend for bf16 matmuls, JIT-compiles a kernel per matrix shape (~0.6 ms
 # each, measured) and caches 1,024. Packed training meets new shapes all the time (tokens per batch,
 # tokens per row: 256 row lengths x 6 attention matmuls alone exceed 1,024), so with the default
-# it keeps recompiling: 4,096 measured ~3% faster per epoch for ~+0.2 GB. oneDNN reads this at its
+# it keeps recompiling: 4,096 measured ~3% faster per epoch for ~+0.3 GB
+# (each primitive keeps ~0.65 MB; docs/benchmarks.md). oneDNN reads this at its
 # first matmul; a value the user set wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
 
