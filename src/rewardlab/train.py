@@ -143,6 +143,13 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
     return torch.optim.AdamW(groups, lr=config.resolved_lr(), fused=fused)
 
 
+def _vocab(data: PairEncoding) -> torch.Tensor:
+    """(V,) every token id of the encoded pairs: the word embeddings this run can train."""
+    rows = data.chosen.input_ids + data.rejected.input_ids
+    return torch.from_numpy(np.unique(np.fromiter(
+        (i for row in rows for i in row), dtype=np.int64)))
+
+
 def _collate(run: _Run, idx: list[int]) -> dict[str, torch.Tensor]:
     """(2B, T) inputs: the B chosen rows first, then the B rejected rows."""
     c, r = run.data.chosen, run.data.rejected
@@ -249,11 +256,12 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
                  world=accelerator.num_processes)
     restore_attn = prepare_for_training(model, dropout=config.dropout, precision=precision,
                                         device=accelerator.device)
-    optimizer = _optimizer(model, config, accelerator.device)
     # the packed forward computes the same rewards with less work; it wraps, the weights stay put
     single_cpu = accelerator.device.type == "cpu" and accelerator.num_processes == 1
     forward = packed_reward_model(model, padding_side=tokenizer.padding_side,
-                                  sparse_embedding_grad=single_cpu) or model
+                                  sparse_embedding_grad=single_cpu,
+                                  vocab=_vocab(data) if config.weight_decay == 0 else None) or model
+    optimizer = _optimizer(forward, config, accelerator.device)
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
     forward, optimizer = accelerator.prepare(forward, optimizer)
