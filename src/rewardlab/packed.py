@@ -16,8 +16,9 @@ Given the training data's token ids (`vocab`), the word embeddings train as a pa
 only (8,397 of MiniLM's 30,522 on the HH sample): the other rows never get a gradient, and with zero
 gradient and zero moments AdamW leaves them exactly as they are (weight decay aside, which is why
 `packed_reward_model` takes no vocab when it is on), so stepping them is pure memory traffic:
-1–2% of a MiniLM CPU step (in-process A/B, same batches, bit-equal losses). `unwrap()` writes the
-trained rows back.
+1–2% of a MiniLM CPU step (in-process A/B, same batches, bit-equal losses). Until `unwrap()` writes
+the trained rows back, the model's own word-embedding matrix is frozen and stale; resumable
+checkpoints hold both, so a resume restores `word_rows` with the rest.
 
 The wrapper calls the model's own modules (same parameters, same `state_dict` under `.model`), so a
 checkpoint is still the plain `AutoModelForSequenceClassification`; outputs equal the stock forward's
