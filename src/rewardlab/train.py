@@ -144,10 +144,10 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
 
 
 def _vocab(data: PairEncoding) -> torch.Tensor:
-    """(V,) every token id of the encoded pairs: the word embeddings this run can train."""
+    """Every token id of the encoded pairs, repeats included (the packed wrapper dedupes them):
+    the word embeddings this run can train."""
     rows = data.chosen.input_ids + data.rejected.input_ids
-    return torch.from_numpy(np.unique(np.fromiter(
-        (i for row in rows for i in row), dtype=np.int64)))
+    return torch.from_numpy(np.fromiter((i for row in rows for i in row), dtype=np.int64))
 
 
 def _collate(run: _Run, idx: list[int]) -> dict[str, torch.Tensor]:
