@@ -43,6 +43,7 @@ from rewardlab.checkpoint import (
     smoothing_fingerprint,
 )
 from rewardlab.errors import ModelError
+from rewardlab.kernels import compiled_kernels
 from rewardlab.model import RewardModel, load_backbone
 from rewardlab.packed import PackedBertReward, packed_reward_model
 from rewardlab.pairs import PreferencePair
@@ -261,6 +262,8 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
     forward = packed_reward_model(model, padding_side=tokenizer.padding_side,
                                   sparse_embedding_grad=single_cpu,
                                   vocab=_vocab(data) if config.weight_decay == 0 else None) or model
+    if accelerator.device.type == "cpu" and isinstance(forward, PackedBertReward):
+        compiled_kernels()  # load (or build, once) the CPU row attention now, not inside step 1
     optimizer = _optimizer(forward, config, accelerator.device)
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))

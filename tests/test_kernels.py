@@ -1,0 +1,84 @@
+"""The compiled CPU row attention: bit-identical to the Python loop, off by switch, a fallback when
+it cannot be built."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from rewardlab import kernels, packed
+from rewardlab.kernels import compiled_kernels, kernels_enabled
+
+
+@pytest.fixture
+def fresh_kernels() -> Iterator[None]:
+    """compiled_kernels() decides once per process; these tests decide again, then restore that."""
+    compiled_kernels.cache_clear()
+    yield
+    compiled_kernels.cache_clear()
+
+
+def _attention_and_grad(qkv: torch.Tensor, lengths: list[int], heads: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    x = qkv.detach().clone().requires_grad_()
+    out = packed._RowAttention.apply(x, lengths, heads, 0.17)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out).to(out.dtype)  # every output counts
+    (out * weights).sum().backward()
+    return out.detach(), x.grad
+
+
+@pytest.mark.skipif(not kernels_enabled(), reason="REWARDLAB_KERNELS=0 switches the kernels off")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_row_attention_is_bit_identical_to_the_python_loop(
+        monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, threads: int) -> None:
+    assert compiled_kernels() is not None, "the kernels must build here (g++ and ninja are installed)"
+    torch.manual_seed(0)
+    heads, lengths = 3, [5, 1, 17, 2, 9, 33, 1]  # one-token rows, more rows than threads
+    qkv = torch.randn(sum(lengths), 3 * heads * 8, dtype=dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got, got_grad = _attention_and_grad(qkv, lengths, heads)
+        monkeypatch.setattr(packed, "compiled_kernels", lambda: None)  # the Python loop
+        want, want_grad = _attention_and_grad(qkv, lengths, heads)
+    finally:
+        torch.set_num_threads(before)
+    if dtype == torch.bfloat16 or threads == 1:
+        assert torch.equal(got, want)
+        assert torch.equal(got_grad, want_grad)
+    else:  # fp32 matmuls are MKL's, which split a reduction differently on 1 thread than on 2
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-6, atol=1e-6)
+    assert got_grad.abs().sum() > 0  # the backward really ran
+
+
+def test_kernels_switch_off_by_environment(monkeypatch: pytest.MonkeyPatch,
+                                           fresh_kernels: None) -> None:
+    monkeypatch.setenv("REWARDLAB_KERNELS", "0")
+    assert not kernels_enabled()
+    assert compiled_kernels() is None
+    monkeypatch.setenv("REWARDLAB_KERNELS", "1")
+    assert kernels_enabled()
+
+
+def test_a_failed_build_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                  caplog: pytest.LogCaptureFixture,
+                                                  fresh_kernels: None) -> None:
+    """No usable compiler: training must still run (the Python loop), and the user is told why."""
+    monkeypatch.setenv("REWARDLAB_KERNELS", "1")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # no cached build to fall back on
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    with caplog.at_level(logging.INFO, logger="rewardlab"):
+        assert compiled_kernels() is None
+        assert compiled_kernels() is None  # decided once: no second build attempt
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "rewardlab" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "compiled CPU attention unavailable" in warnings[0]
+    assert "Python loop" in warnings[0]
+    assert any(str(tmp_path) in r.getMessage() for r in caplog.records)  # where it tried to build
+    assert kernels._module_name(torch.__version__) != kernels._module_name("0.0.0")  # per torch
