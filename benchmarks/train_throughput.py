@@ -71,9 +71,12 @@ def run_rewardlab(train: list, test: list, args: argparse.Namespace) -> dict[str
     t1 = time.perf_counter()
     ev = evaluate_reward_model(result.model, test)
     t2 = time.perf_counter()
+    from rewardlab.kernels import compiled_kernels
+
     return {"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "train_loss": result.train_loss,
             "test_accuracy": ev.metrics["accuracy"], "precision": result.precision,
-            "n_truncated": result.n_truncated}
+            "n_truncated": result.n_truncated,
+            "compiled_attention": compiled_kernels() is not None}  # built by scripts/setup.sh
 
 
 # --- (b) the original notebook's naive loop ---------------------------------------------------------
