@@ -81,4 +81,4 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatc
     assert "compiled CPU attention unavailable" in warnings[0]
     assert "Python loop" in warnings[0]
     assert any(str(tmp_path) in r.getMessage() for r in caplog.records)  # where it tried to build
-    assert kernels._module_name(torch.__version__) != kernels._module_name("0.0.0")  # per torch
+    assert kernels._module_name(torch.__version__, tmp_path) != kernels._module_name("0.0.0", tmp_path)

@@ -42,8 +42,9 @@ def compiled_kernels() -> Any | None:
     import torch
     from torch.utils import cpp_extension
 
-    name = _module_name(torch.__version__)
-    build_dir = _cache_root() / name
+    root = _cache_root()
+    name = _module_name(torch.__version__, root)
+    build_dir = root / name
     if not (build_dir / f"{name}.so").exists():
         log.info("building rewardlab's compiled CPU attention (once per machine, ~30 s) in %s", build_dir)
     try:
@@ -58,9 +59,11 @@ def compiled_kernels() -> Any | None:
         return None
 
 
-def _module_name(torch_version: str) -> str:
-    """Unique per kernel source and torch version: a cached build is never loaded into another torch."""
-    digest = hashlib.sha256(torch_version.encode())
+def _module_name(torch_version: str, root: Path) -> str:
+    """Unique per kernel source, torch version and cache directory: a cached build is never loaded
+    into another torch, and torch's in-process registry of loaded extensions (which rebuilds a name
+    it meets again with another build directory) never sees one name in two places."""
+    digest = hashlib.sha256(f"{torch_version}\0{root.resolve()}".encode())
     for source in SOURCES:
         digest.update(source.read_bytes())
     return f"rewardlab_kernels_{digest.hexdigest()[:12]}"
