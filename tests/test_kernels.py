@@ -75,6 +75,8 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatc
     with caplog.at_level(logging.INFO, logger="rewardlab"):
         assert compiled_kernels() is None
         assert compiled_kernels() is None  # decided once: no second build attempt
+        out, grad = _attention_and_grad(torch.randn(5, 3 * 2 * 4), [3, 2], 2)  # the Python loop
+    assert out.shape == (5, 8) and bool(torch.isfinite(grad).all()) and grad.abs().sum() > 0
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == "rewardlab" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
