@@ -46,9 +46,9 @@ def write_pairs(path: Path, n: int, seed: int = 0) -> None:
 
 
 def bench(url: str, path: Path, detectors: list[str]) -> dict[str, float]:
-    from rewardlab.flagging import flag_dataset
-    from rewardlab.sources import read_source
-    from rewardlab.store import Store
+    from rewardlab.data.sources import read_source
+    from rewardlab.flags.flagging import flag_dataset
+    from rewardlab.store.store import Store
 
     store = Store(url)
     t0 = time.perf_counter()
@@ -68,7 +68,7 @@ def bench(url: str, path: Path, detectors: list[str]) -> dict[str, float]:
 
 
 def main() -> int:
-    from rewardlab.detectors import RULE_DETECTORS
+    from rewardlab.flags.detectors import RULE_DETECTORS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=160_000)

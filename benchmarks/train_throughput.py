@@ -41,8 +41,8 @@ LR = 2e-5
 
 
 def load_split(path: Path, n_train: int | None, n_test: int | None) -> tuple[list, list]:
-    """The fixed ~70/30 split by prompt hash (rewardlab.sources.assign_split_by_hash)."""
-    from rewardlab.sources import read_source
+    """The fixed ~70/30 split by prompt hash (rewardlab.data.sources.assign_split_by_hash)."""
+    from rewardlab.data.sources import read_source
 
     pairs = read_source(str(path), test_fraction=0.3).pairs
     train = [p for p in pairs if p.split == "train"][:n_train]
@@ -61,8 +61,9 @@ def peak_rss_mb() -> float:
 
 # --- (a) rewardlab -------------------------------------------------------------------------------
 def run_rewardlab(train: list, test: list, args: argparse.Namespace) -> dict[str, Any]:
-    from rewardlab.evaluate import evaluate_reward_model
-    from rewardlab.train import TrainConfig, train_reward_model
+    from rewardlab.evaluation.evaluate import evaluate_reward_model
+    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.loop import train_reward_model
 
     config = TrainConfig(model="minilm", epochs=1, batch_size=args.batch_size, lr=LR,
                          max_length=args.max_length, seed=args.seed, precision=args.precision)
@@ -71,7 +72,7 @@ def run_rewardlab(train: list, test: list, args: argparse.Namespace) -> dict[str
     t1 = time.perf_counter()
     ev = evaluate_reward_model(result.model, test)
     t2 = time.perf_counter()
-    from rewardlab.kernels import compiled_kernels
+    from rewardlab.training.fast.kernels import compiled_kernels
 
     return {"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "train_loss": result.train_loss,
             "test_accuracy": ev.metrics["accuracy"], "precision": result.precision,
@@ -115,7 +116,7 @@ def run_naive(train: list, test: list, args: argparse.Namespace) -> dict[str, An
     from torch.utils.data import DataLoader
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rewardlab.model import minilm_path
+    from rewardlab.models.backbones import minilm_path
 
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -153,9 +154,9 @@ def run_trl(train: list, test: list, args: argparse.Namespace) -> dict[str, Any]
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from rewardlab.batching import encode_pairs
-    from rewardlab.model import load_backbone
-    from rewardlab.train import resolve_precision
+    from rewardlab.models.backbones import load_backbone
+    from rewardlab.models.batching import encode_pairs
+    from rewardlab.training.runtime import resolve_precision
 
     precision = resolve_precision(args.precision, model="minilm", device=torch.device("cpu"))
     t0 = time.perf_counter()
@@ -177,8 +178,8 @@ def run_trl(train: list, test: list, args: argparse.Namespace) -> dict[str, Any]
         stats = trainer.train()
     t1 = time.perf_counter()
     # TRL's model scored by rewardlab's evaluator: the same test pairs and inputs as (a)
-    from rewardlab.evaluate import evaluate_reward_model
-    from rewardlab.model import RewardModel
+    from rewardlab.evaluation.evaluate import evaluate_reward_model
+    from rewardlab.models.reward_model import RewardModel
 
     trained = RewardModel(trainer.model.float(), tok, max_length=args.max_length)
     accuracy = evaluate_reward_model(trained, test).metrics["accuracy"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from rewardlab.model import minilm_path
-from rewardlab.pairs import PreferencePair
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.models.backbones import minilm_path
 
 SIGNAL = "wonderful"  # planted: every chosen response contains it, no rejected one does
 _WORDS = ("apple banana cherry dog elephant fish grape house igloo jacket kite lemon mango "

@@ -11,15 +11,15 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from rewardlab.bow import (
+from rewardlab.data.synthetic import read_synthetic
+from rewardlab.models.backbones import minilm_path
+from rewardlab.models.bow import (
     DEFAULT_LR,
     MODEL_TYPE,
     BowConfig,
     BowForSequenceClassification,
     create_bow_model,
 )
-from rewardlab.model import minilm_path
-from rewardlab.synthetic import read_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,9 @@ def test_auto_classes_load_a_saved_bow(tokenizer: AutoTokenizer, tmp_path: Path)
 
 def test_engine_trains_bow_to_recover_true_quality(tmp_path: Path, one_thread: None) -> None:
     """Acceptance (2), small: noise-free synthetic → reward tracks the hidden quality."""
-    from rewardlab.model import RewardModel
-    from rewardlab.train import TrainConfig, train_reward_model
+    from rewardlab.models.reward_model import RewardModel
+    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.loop import train_reward_model
 
     source = read_synthetic("synthetic:n=800,noise=0,seed=1")
     train = [p for p in source.pairs if p.split == "train"]

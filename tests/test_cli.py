@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rewardlab.cli import main
+from rewardlab.cli.main import main
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
@@ -74,7 +74,7 @@ def test_flag_finds_empty_replies_and_diverging_histories(
 
 
 def _test_indices(db: str) -> set[int]:
-    from rewardlab.store import Store
+    from rewardlab.store.store import Store
 
     return {p.source_index for p in Store(db).load_pairs("hh", split="test")}
 

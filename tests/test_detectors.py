@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rewardlab.detectors import (
+from rewardlab.data.pairs import PreferencePair, pair_from_hh
+from rewardlab.errors import SelectionError
+from rewardlab.flags.detectors import (
     DETECTORS,
     RULE_DETECTORS,
     Detector,
@@ -23,9 +25,7 @@ from rewardlab.detectors import (
     get_detector,
     run_detector,
 )
-from rewardlab.detectors.length import OverLength, _load_tokenizer
-from rewardlab.errors import SelectionError
-from rewardlab.pairs import PreferencePair, pair_from_hh
+from rewardlab.flags.detectors.length import OverLength, _load_tokenizer
 
 _index = itertools.count(1000)
 
@@ -327,7 +327,7 @@ def test_sample_empty_and_diverging_match_the_raw_text(sample_path: Path) -> Non
 
 
 def test_encoder_load_is_quiet_under_the_cli_log_level(caplog: pytest.LogCaptureFixture) -> None:
-    from rewardlab.detectors.embedding import _load_encoder
+    from rewardlab.flags.detectors.embedding import _load_encoder
 
     _load_encoder.cache_clear()  # load for real here, not a copy an earlier test left behind
     with caplog.at_level("INFO"):

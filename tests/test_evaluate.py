@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rewardlab.errors import ModelError
-from rewardlab.evaluate import evaluate_reward_model
-from rewardlab.model import RewardModel
+from rewardlab.evaluation.evaluate import evaluate_reward_model
+from rewardlab.models.reward_model import RewardModel
 from tests._tiny import make_tiny_backbone, planted_pairs
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from rewardlab.data.pairs import PreferencePair, Split
+from rewardlab.data.sources import SourceResult
 from rewardlab.errors import SelectionError, SourceError, StoreError
-from rewardlab.flagging import (
+from rewardlab.flags.flagging import (
     export_flagged_indices,
     flag_dataset,
     flag_summary,
@@ -18,9 +20,7 @@ from rewardlab.flagging import (
     read_indices,
     write_indices,
 )
-from rewardlab.pairs import PreferencePair, Split
-from rewardlab.sources import SourceResult
-from rewardlab.store import Store
+from rewardlab.store.store import Store
 
 # Fast rule detectors (the embedding one is covered in test_detectors.py).
 FAST = ["empty_response", "identical_responses", "diverging_context", "duplicate_pair",

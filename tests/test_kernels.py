@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from rewardlab import kernels, packed
-from rewardlab.kernels import compiled_kernels, kernels_enabled
+from rewardlab.training.fast import kernels, packed
+from rewardlab.training.fast.kernels import compiled_kernels, kernels_enabled
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rewardlab.metrics import (
+from rewardlab.evaluation.metrics import (
     expected_calibration_error,
     length_baselines,
     preference_metrics,

@@ -9,15 +9,15 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rewardlab.batching import encode_texts, length_grouped_batches, pad_rows
 from rewardlab.errors import ModelError
-from rewardlab.model import (
-    RewardModel,
+from rewardlab.models.backbones import (
     configure_tokenizer,
     load_backbone,
     minilm_path,
     resolve_backbone,
 )
+from rewardlab.models.batching import encode_texts, length_grouped_batches, pad_rows
+from rewardlab.models.reward_model import RewardModel
 from tests._tiny import make_tiny_backbone
 
 
@@ -61,7 +61,7 @@ def test_unreachable_hub_is_detected_without_retries(monkeypatch: pytest.MonkeyP
     """No network: a refused connect is reported at once, not after huggingface_hub's backoff."""
     from huggingface_hub import constants
 
-    from rewardlab.model import hub_unreachable
+    from rewardlab.models.backbones import hub_unreachable
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused

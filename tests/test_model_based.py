@@ -1,7 +1,7 @@
 """Model-based detectors, proven against injected flips on synthetic data (small, fast sizes).
 
 Full-size figures (synthetic:n=4000,noise=0.2, defaults) are in the module docstring of
-rewardlab.detectors.model_based; here n=800 keeps each detector run to seconds.
+rewardlab.flags.detectors.model_based; here n=800 keeps each detector run to seconds.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from rewardlab.detectors import DETECTORS, RULE_DETECTORS, get_detector
-from rewardlab.detectors.base import DetectorResult
-from rewardlab.detectors.model_based import (
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.synthetic import read_synthetic
+from rewardlab.errors import SelectionError
+from rewardlab.experiment.teaching import detector_quality
+from rewardlab.flags.detectors import DETECTORS, RULE_DETECTORS, get_detector
+from rewardlab.flags.detectors.base import DetectorResult
+from rewardlab.flags.detectors.model_based import (
     EnsembleStrength,
     OofMargin,
     _flag_lowest,
     estimate_flip_rate,
     fold_ids,
 )
-from rewardlab.errors import SelectionError
-from rewardlab.pairs import PreferencePair
-from rewardlab.synthetic import read_synthetic
-from rewardlab.teaching import detector_quality
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rewardlab.batching import encode_texts, pad_rows
-from rewardlab.packed import PackedBertReward, packed_reward_model
+from rewardlab.models.batching import encode_texts, pad_rows
+from rewardlab.training.fast.packed import PackedBertReward, packed_reward_model
 from tests._tiny import make_tiny_backbone
 
 PROMPTS = ["Human: hi there", "Human: " + "tell me a long story about dragons " * 6, "Human: x",
@@ -100,7 +100,7 @@ def test_unwrap_frees_the_wrapper_and_its_gradient_buffer(tiny: tuple) -> None:
 def test_unknown_layouts_fall_back_to_the_stock_forward(tiny: tuple, tmp_path: Path) -> None:
     model, _ = tiny
     assert packed_reward_model(model, padding_side="left") is None  # pooled token not at column 0
-    from rewardlab.bow import create_bow_model
+    from rewardlab.models.bow import create_bow_model
 
     tok = AutoTokenizer.from_pretrained(make_tiny_backbone(tmp_path))
     assert packed_reward_model(create_bow_model(tok, seed=0)) is None
@@ -130,8 +130,8 @@ def test_row_attention_matches_reference_even_for_a_one_token_row(
         monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     """Per-row softmax attention and its hand-written backward equal autograd's, rows of any length
     (a one-token row once made the per-row copy a view, so scaling q wrote into the input)."""
-    from rewardlab import packed
-    from rewardlab.packed import _RowAttention
+    from rewardlab.training.fast import packed
+    from rewardlab.training.fast.packed import _RowAttention
 
     if path == "python":
         monkeypatch.setattr(packed, "compiled_kernels", lambda: None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rewardlab.pairs import (
+from rewardlab.data.pairs import (
     PreferencePair,
     Turn,
     pair_from_hh,

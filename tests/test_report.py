@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from rewardlab.metrics import preference_metrics
-from rewardlab.report import write_report
-from rewardlab.stats import compare_runs, notebook_table, overall_verdict, summarize_runs
+from rewardlab.evaluation.metrics import preference_metrics
+from rewardlab.evaluation.stats import compare_runs, notebook_table, overall_verdict, summarize_runs
+from rewardlab.report.build import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # (condition, shift of the reward margin, train pairs): clean-remove is genuinely a bit better.

@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
+from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import SelectionError
-from rewardlab.pairs import PreferencePair
-from rewardlab.selection import sample_stratified, select_training_pairs
+from rewardlab.flags.selection import sample_stratified, select_training_pairs
 
 
 def _pairs(n: int, subsets: tuple[str, ...] = ("a",)) -> list[PreferencePair]:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.sources import assign_split_by_hash, read_hh_hub, read_source
 from rewardlab.errors import SourceError
-from rewardlab.pairs import PreferencePair
-from rewardlab.sources import assign_split_by_hash, read_hh_hub, read_source
 
 # Three pairs with the traps a writer can get wrong: commas, quotes, newlines, "NA", a multi-turn
 # prompt and a subset column.
@@ -125,7 +125,7 @@ def test_same_prompt_up_to_case_and_spaces_lands_in_one_split() -> None:
 
 
 def read_pair(row: dict[str, str], index: int) -> PreferencePair:
-    from rewardlab.formats import pair_from_row
+    from rewardlab.data.formats import pair_from_row
 
     return pair_from_row(row, source_index=index, split="train", explicit=False)
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from rewardlab.metrics import preference_metrics
-from rewardlab.stats import (
+from rewardlab.evaluation.metrics import preference_metrics
+from rewardlab.evaluation.stats import (
     compare_runs,
     mcnemar_exact,
     mean_ci,

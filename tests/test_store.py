@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rewardlab import store_schema
+from rewardlab.data.pairs import PreferencePair, pair_from_hh
 from rewardlab.errors import StoreError
-from rewardlab.pairs import PreferencePair, pair_from_hh
-from rewardlab.store import IngestCounts, Store, mask_url, resolve_db_url
+from rewardlab.store import schema as store_schema
+from rewardlab.store.store import IngestCounts, Store, mask_url, resolve_db_url
 
 try:
-    from rewardlab.detectors.base import DetectorResult
+    from rewardlab.flags.detectors.base import DetectorResult
 except ImportError:  # written concurrently; the store only needs these fields (duck typing)
     @dataclass
     class DetectorResult:  # type: ignore[no-redef]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rewardlab.errors import SourceError
-from rewardlab.sources import read_source
-from rewardlab.synthetic import (
+from rewardlab.data.sources import read_source
+from rewardlab.data.synthetic import (
     KEYWORDS,
     PROMPT,
     WORD_VALUES,
@@ -17,6 +16,7 @@ from rewardlab.synthetic import (
     quality_of,
     read_synthetic,
 )
+from rewardlab.errors import SourceError
 
 
 @pytest.mark.parametrize("n,noise", [(1, 0.0), (10, 0.25), (401, 0.2), (300, 1.0)])
@@ -60,7 +60,7 @@ def test_deterministic_by_seed_and_test_split_independent_of_n() -> None:
 def test_every_word_is_one_minilm_token() -> None:
     from transformers import AutoTokenizer
 
-    from rewardlab.model import minilm_path
+    from rewardlab.models.backbones import minilm_path
 
     tok = AutoTokenizer.from_pretrained(minilm_path())
     ids = tok(list(WORD_VALUES), add_special_tokens=False)["input_ids"]

@@ -11,11 +11,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rewardlab.checkpoint import CHECKPOINTS
 from rewardlab.errors import ModelError
-from rewardlab.evaluate import evaluate_reward_model
-from rewardlab.model import INFO_FILE, RewardModel
-from rewardlab.train import TrainConfig, TrainResult, bradley_terry_loss, train_reward_model
+from rewardlab.evaluation.evaluate import evaluate_reward_model
+from rewardlab.models.reward_model import INFO_FILE, RewardModel
+from rewardlab.training.checkpoint import CHECKPOINTS
+from rewardlab.training.config import TrainConfig
+from rewardlab.training.loop import TrainResult, bradley_terry_loss, train_reward_model
 from tests._tiny import make_tiny_backbone, planted_pairs
 
 
@@ -179,7 +180,7 @@ def test_cpu_gradient_clipping_equals_torch(scale: float) -> None:
     """The CPU clip skips the multiply below max_norm; the gradients equal torch's clip exactly."""
     from accelerate import Accelerator
 
-    from rewardlab.train import _clip_gradients
+    from rewardlab.training.loop import _clip_gradients
 
     torch.manual_seed(0)
     ours, theirs = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)

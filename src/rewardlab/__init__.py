@@ -1,7 +1,91 @@
-"""rewardlab: does cleaning my preference data give me a better reward model?"""
+"""rewardlab: does cleaning my preference data give me a better reward model?
+
+The stages, in the order data flows through them (one subpackage each; imports point one way):
+data → store → models → training → evaluation → flags → report → experiment → cli.
+
+>>> import rewardlab as rl
+>>> # source = rl.read_source("harmless-sample.jsonl.gz", test_fraction=0.3)
+>>> # store = rl.Store("sqlite:///rewardlab.db"); store.ingest("hh", source)
+>>> # rl.flag_dataset(store, "hh")
+>>> # result = rl.train_reward_model(store.load_pairs("hh", split="train"), config=rl.TrainConfig())
+>>> # rl.evaluate_reward_model(result.model, store.load_pairs("hh", split="test")).metrics["accuracy"]
+
+Names load on first use (PEP 562), so `import rewardlab` and `rewardlab --help` do not pay for
+torch and transformers until a model is needed.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["__version__"]
+from rewardlab._version import __version__
+
+if TYPE_CHECKING:
+    from rewardlab.data.pairs import PreferencePair
+    from rewardlab.data.sources import SourceResult, read_source
+    from rewardlab.errors import RewardlabError
+    from rewardlab.evaluation.evaluate import EvalResult, evaluate_reward_model
+    from rewardlab.experiment.compare import CompareConfig, run_comparison
+    from rewardlab.flags.detectors import get_detector
+    from rewardlab.flags.flagging import flag_dataset
+    from rewardlab.flags.selection import select_training_pairs
+    from rewardlab.models.reward_model import RewardModel
+    from rewardlab.report.build import write_report
+    from rewardlab.store.store import Store
+    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.loop import TrainResult, train_reward_model
+
+# public name → the module that defines it (the same names as __all__; a test checks)
+_API: dict[str, str] = {
+    "PreferencePair": "rewardlab.data.pairs",
+    "SourceResult": "rewardlab.data.sources",
+    "read_source": "rewardlab.data.sources",
+    "RewardlabError": "rewardlab.errors",
+    "Store": "rewardlab.store.store",
+    "RewardModel": "rewardlab.models.reward_model",
+    "TrainConfig": "rewardlab.training.config",
+    "TrainResult": "rewardlab.training.loop",
+    "train_reward_model": "rewardlab.training.loop",
+    "EvalResult": "rewardlab.evaluation.evaluate",
+    "evaluate_reward_model": "rewardlab.evaluation.evaluate",
+    "get_detector": "rewardlab.flags.detectors",
+    "flag_dataset": "rewardlab.flags.flagging",
+    "select_training_pairs": "rewardlab.flags.selection",
+    "write_report": "rewardlab.report.build",
+    "CompareConfig": "rewardlab.experiment.compare",
+    "run_comparison": "rewardlab.experiment.compare",
+}
+
+__all__ = [
+    "__version__",
+    "PreferencePair",
+    "SourceResult",
+    "read_source",
+    "RewardlabError",
+    "Store",
+    "RewardModel",
+    "TrainConfig",
+    "TrainResult",
+    "train_reward_model",
+    "EvalResult",
+    "evaluate_reward_model",
+    "get_detector",
+    "flag_dataset",
+    "select_training_pairs",
+    "write_report",
+    "CompareConfig",
+    "run_comparison",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'rewardlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

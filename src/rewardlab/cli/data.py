@@ -1,0 +1,199 @@
+"""CLI handlers for the data side: ingest, datasets, flag, flags show/export/import/review."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from typing import Any
+
+from rewardlab.cli.common import add_db_and_json, emit, format_table
+from rewardlab.data.pairs import SPLITS
+
+__all__ = ["register", "cmd_ingest", "cmd_datasets", "cmd_flag", "cmd_flags_show", "cmd_flags_export",
+           "cmd_flags_import", "cmd_flags_review", "split_names"]
+
+
+def split_names(value: str | None) -> list[str] | None:
+    """'a, b,c' → ['a', 'b', 'c']; None/'' → None (meaning: the command's default)."""
+    names = [v.strip() for v in (value or "").split(",") if v.strip()]
+    return names or None
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from rewardlab.store.store import Store
+
+    return Store(args.db)
+
+
+def _render_ingest(counts: Any) -> str:
+    groups = [{"split/subset": g, **c} for g, c in sorted(counts.by_group.items())]
+    reasons = Counter(reason for _, reason in counts.rejected)
+    lines = [f"dataset {counts.dataset!r}: read {counts.read:,} pairs, ingested "
+             f"{counts.ingested:,}, already present {counts.already_present:,}, rejected "
+             f"{len(counts.rejected):,}", ""]
+    lines.append(format_table(groups, ["split/subset", "ingested", "already_present"]))
+    for reason, n in reasons.most_common():
+        first = [i for i, r in counts.rejected if r == reason][:5]
+        lines.append(f"rejected {n:,}: {reason} (source indices {', '.join(map(str, first))}…)")
+    return "\n".join(lines)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rewardlab.data.sources import read_source
+
+    source = read_source(args.source, split=args.split, test_fraction=args.test_fraction,
+                         limit=args.limit)
+    counts = _store(args).ingest(args.name, source)
+    emit(counts, as_json=args.json, render=lambda: _render_ingest(counts))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    rows = _store(args).dataset_summaries()
+    table = [{"name": r["name"], "train": r["pairs"].get("train", 0),
+              "test": r["pairs"].get("test", 0), "flagged": r["flagged"],
+              "detectors": len(r["detectors"]), "source": r["source"]} for r in rows]
+    emit(rows, as_json=args.json, render=lambda: format_table(
+        table, ["name", "train", "test", "flagged", "detectors", "source"])
+        if rows else "no datasets yet: run `rewardlab ingest SOURCE --name NAME`")
+    return 0
+
+
+def cmd_flag(args: argparse.Namespace) -> int:
+    from rewardlab.flags.flagging import flag_dataset, flag_summary
+
+    store = _store(args)
+    results = flag_dataset(store, args.name, detectors=split_names(args.detectors),
+                           progress=not args.json)
+    n_train = len(results[0].flagged) if results else 0
+    rows = flag_summary(results, n_train)
+    emit({"dataset": args.name, "train_pairs": n_train, "detectors": rows}, as_json=args.json,
+         render=lambda: f"{n_train:,} train pairs in {args.name!r}\n\n" + format_table(
+             rows, ["detector", "flagged", "rate", "threshold", "threshold_kind"]))
+    return 0
+
+
+def _shorten(text: str, width: int = 300) -> str:
+    """Display-only shortening, marked with its full length so nothing looks complete that isn't."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else f"{text[:width]}… [{len(text):,} chars]"
+
+
+def _render_flag_rows(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no flagged pairs"
+    blocks = []
+    for r in rows:
+        blocks.append("\n".join([
+            f"#{r['source_index']} [{r['split']}/{r['subset'] or '-'}] {r['detector']} "
+            f"(score {r['score']:.3g}): {r['reason']}",
+            f"  prompt:   {_shorten(r['prompt'])}",
+            f"  chosen:   {_shorten(r['chosen'])}",
+            f"  rejected: {_shorten(r['rejected'])}"]))
+    return "\n\n".join(blocks)
+
+
+def cmd_flags_show(args: argparse.Namespace) -> int:
+    rows = _store(args).flag_rows(args.name, detector=args.detector, limit=args.limit)
+    emit(rows, as_json=args.json, render=lambda: _render_flag_rows(rows))
+    return 0
+
+
+def cmd_flags_export(args: argparse.Namespace) -> int:
+    from rewardlab.flags.flagging import export_flagged_indices, write_indices
+
+    indices = export_flagged_indices(_store(args), args.name,
+                                     detectors=split_names(args.detectors))
+    write_indices(args.output, indices)
+    emit({"file": args.output, "indices": len(indices)}, as_json=args.json,
+         render=lambda: f"wrote {len(indices):,} flagged train indices to {args.output}")
+    return 0
+
+
+def cmd_flags_import(args: argparse.Namespace) -> int:
+    from rewardlab.flags.flagging import import_flagged_indices, read_indices
+
+    indices = read_indices(args.file)
+    result = import_flagged_indices(_store(args), args.name, indices, label=args.label,
+                                    path=args.file)
+    n = int(result.flagged.sum())
+    emit({"detector": args.label, "indices": len(indices), "flagged_pairs": n},
+         as_json=args.json, render=lambda: f"imported {len(indices):,} indices from {args.file} "
+         f"as detector {args.label!r}: {n:,} train pairs flagged")
+    return 0
+
+
+def cmd_flags_review(args: argparse.Namespace) -> int:
+    review_id = _store(args).add_review(args.name, source_index=args.source_index,
+                                        detector=args.detector, is_issue=args.is_issue,
+                                        note=args.note, split=args.split,
+                                        subset=args.subset)
+    label = "true positive" if args.is_issue else "false positive"
+    emit({"review_id": review_id, "is_issue": args.is_issue}, as_json=args.json,
+         render=lambda: f"recorded review #{review_id}: pair {args.source_index} is a {label} "
+         f"of {args.detector}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's commands (parsers and handlers) to the top-level subparsers."""
+
+    p = sub.add_parser("ingest", help="read preference pairs into the store",
+                       description="Read pairs from SOURCE: a .jsonl/.jsonl.gz HH-RLHF file, a "
+                       "directory laid out like anthropics/hh-rlhf, an explicit-prompt file "
+                       "(.jsonl .json .csv .parquet; prompt/chosen/rejected or TRL conversational), "
+                       "'hh-rlhf[:subset]' from the hub, or 'synthetic:n=…,noise=…,seed=…'.")
+    p.add_argument("source")
+    p.add_argument("--name", required=True, help="dataset name in the store")
+    p.add_argument("--split", choices=SPLITS, help="split of a single-split source")
+    p.add_argument("--test-fraction", type=float, metavar="F",
+                   help="carve a test split by prompt hash (no prompt in both splits)")
+    p.add_argument("--limit", type=int, metavar="N", help="read at most N rows (per split)")
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("datasets", help="list datasets with pair and flag counts")
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_datasets)
+
+    p = sub.add_parser("flag", help="run detectors on a dataset's train pairs and store the flags")
+    p.add_argument("name")
+    p.add_argument("--detectors", metavar="A,B,…", help="default: every rule detector")
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_flag)
+
+    flags = sub.add_parser("flags", help="show, export, import and review flags")
+    fsub = flags.add_subparsers(dest="flags_command", required=True, metavar="COMMAND")
+    p = fsub.add_parser("show", help="flagged pairs with prompt, replies and reason")
+    p.add_argument("name")
+    p.add_argument("--detector")
+    p.add_argument("--limit", type=int, default=20)
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_flags_show)
+    p = fsub.add_parser("export", help="write flagged_indices.json (sorted source indices)")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--detectors", metavar="A,B,…", help="default: every detector that ran")
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_flags_export)
+    p = fsub.add_parser("import", help="store a flagged_indices.json as a detector run")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--as", dest="label", required=True, metavar="LABEL",
+                   help="detector name to store the imported flags under")
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_flags_import)
+    p = fsub.add_parser("review", help="label a flagged pair as a true or false positive")
+    p.add_argument("name")
+    p.add_argument("source_index", type=int)
+    p.add_argument("--detector", required=True)
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--issue", dest="is_issue", action="store_true",
+                         help="the flag is right (true positive)")
+    verdict.add_argument("--not-issue", dest="is_issue", action="store_false",
+                         help="the flag is wrong (false positive)")
+    p.add_argument("--note", default="")
+    p.add_argument("--split", choices=SPLITS, default="train")
+    p.add_argument("--subset", help="subset of the pair, when several subsets share the index")
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_flags_review)

@@ -1,0 +1,186 @@
+"""CLI handlers for the model side: train, evaluate, score."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rewardlab.cli.common import add_db_and_json, config_from_args, emit, format_table, to_jsonable
+from rewardlab.cli.data import split_names
+from rewardlab.data.pairs import SPLITS
+from rewardlab.errors import SourceError
+from rewardlab.flags.selection import MODES, TREATMENTS
+
+__all__ = ["register", "cmd_train", "cmd_evaluate", "cmd_score", "read_score_file"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rewardlab.flags.selection import resolve_flagged_ids, sample_stratified, select_training_pairs
+    from rewardlab.store.store import Store
+    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.loop import train_reward_model
+
+    store = Store(args.db)
+    pairs = store.load_pairs(args.name, split="train")
+    if args.max_pairs:
+        pairs = sample_stratified(pairs, args.max_pairs, seed=args.seed)
+    flagged = (resolve_flagged_ids(store, args.name, split_names(args.detectors))
+               if args.select != "all" else set())
+    selection = select_training_pairs(pairs, flagged, mode=args.select,
+                                      treatment=args.treatment, seed=args.seed)
+    config = config_from_args(TrainConfig, args)
+    result = train_reward_model(selection.pairs, config=config, output_dir=Path(args.output),
+                                resume=args.resume, smoothing=selection.smoothing,
+                                progress=not args.json)
+    summary = {"output_dir": str(args.output), "selection": selection.describe(),
+               "train_pairs": result.n_pairs, "truncated_pairs": result.n_truncated,
+               "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
+               "seconds": result.seconds, "pairs_per_second": result.n_pairs * config.epochs
+               / max(result.seconds, 1e-9)}
+    emit(summary, as_json=args.json, render=lambda: "\n".join(
+        f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
+        for k, v in summary.items()))
+    return 0
+
+
+def _corr(value: float | None) -> str:
+    return "n/a (constant input)" if value is None else f"{value:+.4f}"
+
+
+def _render_metrics(m: dict[str, Any]) -> str:
+    lo, hi = m["accuracy_ci"]
+    rows = [
+        {"metric": "accuracy", "value": f"{m['accuracy']:.4f} (95% CI {lo:.4f}–{hi:.4f}), "
+                                        f"{m['correct']:,}/{m['n']:,}"},
+        {"metric": "mean reward gap (chosen − rejected)", "value": f"{m['reward_gap_mean']:.4f}"},
+        {"metric": "BT negative log-likelihood", "value": f"{m['nll']:.4f}"},
+        {"metric": "ECE (10 bins)", "value": f"{m['ece']:.4f}"},
+        {"metric": "baseline: longer reply wins", "value": f"{m['longer_wins_accuracy']:.4f}"},
+        {"metric": "baseline: shorter reply wins", "value": f"{m['shorter_wins_accuracy']:.4f}"},
+        {"metric": "corr(reward, reply length)", "value": _corr(m["length_reward_corr"])},
+        {"metric": "corr(reward gap, length gap)", "value": _corr(m["length_gap_corr"])},
+    ]
+    for subset, s in sorted(m["accuracy_by_subset"].items()):
+        rows.append({"metric": f"accuracy on {subset or '(no subset)'}",
+                     "value": f"{s['accuracy']:.4f} ({s['n']:,} pairs)"})
+    return format_table(rows, ["metric", "value"])
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rewardlab.evaluation.evaluate import evaluate_reward_model
+    from rewardlab.models.reward_model import RewardModel
+    from rewardlab.store.store import Store
+
+    model = RewardModel.load(args.checkpoint)
+    pairs = Store(args.db).load_pairs(args.name, split=args.split)
+    result = evaluate_reward_model(model, pairs)
+    if args.output:
+        per_pair = [{"source_index": p.source_index, "subset": p.subset, "chosen_reward": c,
+                     "rejected_reward": r} for p, c, r in
+                    zip(pairs, result.chosen_rewards.tolist(), result.rejected_rewards.tolist())]
+        payload = {"checkpoint": str(args.checkpoint), "dataset": args.name,
+                   "split": args.split, "metrics": result.metrics, "pairs": per_pair}
+        Path(args.output).write_text(json.dumps(to_jsonable(payload), indent=2))
+    emit(result.metrics, as_json=args.json, render=lambda: _render_metrics(result.metrics))
+    return 0
+
+
+def read_score_file(path: str) -> list[dict[str, str]]:
+    """Rows of `prompt`+`response` or `prompt`+`chosen`+`rejected`; errors name FILE:LINE."""
+    rows: list[dict[str, str]] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read ({e.strerror})") from e
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SourceError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+        keys = {"prompt", "response"} if "response" in row else {"prompt", "chosen", "rejected"}
+        missing = sorted(k for k in keys if not isinstance(row.get(k), str))
+        if missing:
+            raise SourceError(f"{path}:{lineno}: missing or non-text field(s) {', '.join(missing)}"
+                              f"; expected prompt+response or prompt+chosen+rejected")
+        rows.append(row)
+    return rows
+
+
+def _score_rows(model: Any, rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    singles = [r for r in rows if "response" in r]
+    pairs = [r for r in rows if "response" not in r]
+    s = model.score([r["prompt"] for r in singles], [r["response"] for r in singles])
+    c = model.score([r["prompt"] for r in pairs], [r["chosen"] for r in pairs])
+    j = model.score([r["prompt"] for r in pairs], [r["rejected"] for r in pairs])
+    it_s, it_p = iter(s), iter(zip(c, j))
+    out = []
+    for r in rows:
+        if "response" in r:
+            out.append({**r, "reward": next(it_s)})
+        else:
+            rc, rr = next(it_p)
+            out.append({**r, "chosen_reward": rc, "rejected_reward": rr, "margin": rc - rr})
+    return out
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rewardlab.models.reward_model import RewardModel
+
+    if bool(args.file) == (args.prompt is not None or args.response is not None):
+        raise SourceError("give either --prompt and --response, or --file pairs.jsonl")
+    if not args.file and (args.prompt is None or args.response is None):
+        raise SourceError("--prompt and --response go together")
+    rows = read_score_file(args.file) if args.file else [
+        {"prompt": args.prompt, "response": args.response}]
+    scored = _score_rows(RewardModel.load(args.checkpoint), rows)
+    if args.json:
+        emit(scored if args.file else scored[0], as_json=True, render=str)
+    else:
+        for r in scored:
+            print(f"{r['reward']:.6f}" if "reward" in r else
+                  f"chosen {r['chosen_reward']:.6f}  rejected {r['rejected_reward']:.6f}  "
+                  f"margin {r['margin']:+.6f}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's commands (parsers and handlers) to the top-level subparsers."""
+    from rewardlab.cli.common import add_config_args
+    from rewardlab.training.config import TrainConfig
+
+    p = sub.add_parser("train", help="train a Bradley-Terry reward model on a dataset",
+                       description="Train on the train split of NAME and save a standard "
+                       "AutoModelForSequenceClassification checkpoint (num_labels=1) in DIR.")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--select", choices=MODES, default="all",
+                   help="clean = drop flagged pairs; random = drop as many at random (control)")
+    p.add_argument("--treatment", choices=TREATMENTS, default="remove",
+                   help="what --select clean does to flagged pairs")
+    p.add_argument("--detectors", metavar="A,B,…",
+                   help="detectors defining 'flagged' (default: every rule detector that ran)")
+    p.add_argument("--max-pairs", type=int, metavar="N", help="sample N pairs, stratified by subset")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
+    add_config_args(p, TrainConfig)
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy with CI, reward gap, NLL, ECE, length baselines")
+    p.add_argument("checkpoint", metavar="DIR")
+    p.add_argument("name")
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("-o", "--output", metavar="FILE", help="write metrics + per-pair scores as JSON")
+    add_db_and_json(p)
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("score", help="reward of a response (or a file of them)")
+    p.add_argument("checkpoint", metavar="DIR")
+    p.add_argument("--prompt", help="conversation so far, e.g. 'Human: How do I bake bread?'")
+    p.add_argument("--response")
+    p.add_argument("--file", help=".jsonl with prompt+response or prompt+chosen+rejected per line")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(handler=cmd_score)

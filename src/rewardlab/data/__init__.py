@@ -1,0 +1,1 @@
+"""Stage 1, data: the one pair type, file formats, sources (files, hub, synthetic) → `SourceResult`."""

@@ -1,0 +1,19 @@
+"""`SourceResult`: what reading one source gives, shared by every reader (files, hub, synthetic)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rewardlab.data.pairs import PreferencePair
+
+__all__ = ["SourceResult"]
+
+
+@dataclass
+class SourceResult:
+    """The pairs read from one source spec; `read == len(pairs) + len(rejected)`."""
+
+    spec: str  # what the user passed
+    pairs: list[PreferencePair]  # all accepted pairs, split assigned
+    read: int  # rows read from the source
+    rejected: list[tuple[int, str]]  # (source_index, reason) rows not turned into pairs

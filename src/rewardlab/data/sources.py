@@ -1,0 +1,232 @@
+"""Source specs → `SourceResult`: the pairs of one source, with counts and rejected rows.
+
+Specs understood by `read_source`:
+
+- `hh-rlhf` / `hh-rlhf:<subset>[,<subset>…]`: Anthropic/hh-rlhf from the Hugging Face hub, train and
+  test splits, each preference subset loaded separately so `pair.subset` is known.
+  `red-team-attempts` is not preference data and is refused.
+- a file: `.jsonl`, `.json`, `.csv` (each optionally `.gz`) or `.parquet`, in any row shape of
+  `rewardlab.data.formats`. All its rows get `split` (default "train"); the subset is the parent folder's
+  name when that is an HH-RLHF subset (`…/harmless-base/test.jsonl.gz`), else "".
+- a directory laid out like github.com/anthropics/hh-rlhf: `<dir>/<subset>/{train,test}.jsonl.gz`
+  (subset = folder name, split = file name; `red-team-attempts/` is skipped), or a subset folder
+  itself holding `{train,test}.jsonl[.gz]`.
+- `synthetic:…`: delegated to `rewardlab.data.synthetic.read_synthetic`.
+
+`source_index` is the 0-based row index within its own file / hub (subset, split), so
+`(subset, split, source_index)` identifies a row; for a single file it is the row number (the line
+number − 1 when there are no blank lines). With several files, a rejected row's reason starts with
+`<subset>/<split>: `. `limit` keeps the first N rows of each file / hub (subset, split).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rewardlab.data.formats import FILE_SUFFIXES, file_format, pairs_from_rows, read_rows
+from rewardlab.data.pairs import SPLITS, PreferencePair, Split
+from rewardlab.data.source_result import SourceResult
+from rewardlab.errors import SourceError
+
+__all__ = [
+    "HH_REPO",
+    "HH_SUBSETS",
+    "SourceResult",
+    "read_source",
+    "read_hh_hub",
+    "assign_split_by_hash",
+]
+
+HH_REPO = "Anthropic/hh-rlhf"
+HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
+_NOT_PREFERENCE = "red-team-attempts"  # transcripts with ratings, no chosen/rejected pairs
+_UNKNOWN = ("expected a file ({suffixes}), a directory laid out like anthropics/hh-rlhf, "
+            "'hh-rlhf[:subset]' or 'synthetic:…'")
+
+
+def read_source(spec: str, *, split: Split | None = None, test_fraction: float | None = None,
+                limit: int | None = None) -> SourceResult:
+    """Read every pair of `spec` (see the module docstring for the specs).
+
+    `split` labels a single file's rows, or keeps only that split of a directory / the hub.
+    `test_fraction` carves a test split out of a single-split source by prompt hash
+    (`assign_split_by_hash`). `limit` keeps the first N rows of each file / hub split.
+    Raises `SourceError` with a one-line message for any bad input.
+
+    >>> read_source("data/prefs.jsonl", test_fraction=0.2)  # doctest: +SKIP
+    """
+    if spec.startswith("synthetic:"):
+        from rewardlab.data.synthetic import read_synthetic  # its own module; avoids an import cycle
+
+        return read_synthetic(spec, split=split, test_fraction=test_fraction, limit=limit)
+    _check_options(split, test_fraction, limit)
+    result = _read_unsplit(spec, split=split, limit=limit)
+    if test_fraction is None:
+        return result
+    if {p.split for p in result.pairs} == {"train", "test"}:
+        raise SourceError(f"{spec}: already has train and test splits; a test fraction only "
+                          "applies to a single-split source")
+    return replace(result, pairs=assign_split_by_hash(result.pairs, test_fraction))
+
+
+def _check_options(split: str | None, test_fraction: float | None, limit: int | None) -> None:
+    """Validate the keyword options once, at the edge."""
+    if split is not None and split not in SPLITS:
+        raise SourceError(f"unknown split {split!r}: expected 'train' or 'test'")
+    if test_fraction is not None and not 0.0 < test_fraction < 1.0:
+        raise SourceError(f"test fraction {test_fraction} must be between 0 and 1 (exclusive)")
+    if split is not None and test_fraction is not None:
+        raise SourceError("pass either a split or a test fraction, not both "
+                          "(the test fraction assigns the splits)")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise SourceError(f"limit {limit!r} must be a positive integer")
+
+
+def _read_unsplit(spec: str, *, split: Split | None, limit: int | None) -> SourceResult:
+    if spec == "hh-rlhf" or spec.startswith("hh-rlhf:"):
+        result = read_hh_hub(_hub_subsets(spec), split=split, limit=limit)
+        return replace(result, spec=spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _read_directory(spec, path, split=split, limit=limit)
+    if path.is_file():
+        return _read_file(spec, path, split=split, limit=limit)
+    hint = "no such file or directory; " if path.suffix or os.sep in spec else ""
+    raise SourceError(f"unknown source {spec!r}: {hint}"
+                      + _UNKNOWN.format(suffixes=", ".join(FILE_SUFFIXES)))
+
+
+def _read_file(spec: str, path: Path, *, split: Split | None, limit: int | None) -> SourceResult:
+    """One file: every row gets `split` or "train"."""
+    columns, rows = read_rows(path, limit=limit)
+    subset = path.parent.name if path.parent.name in HH_SUBSETS else ""
+    pairs, rejected, read = pairs_from_rows(rows, columns=columns, name=str(path),
+                                            split=split or "train", subset=subset)
+    return SourceResult(spec=spec, pairs=pairs, read=read, rejected=rejected)
+
+
+def _read_directory(spec: str, root: Path, *, split: Split | None,
+                    limit: int | None) -> SourceResult:
+    """Every `<subset>/<split>.<ext>` file of an anthropics/hh-rlhf-shaped directory."""
+    try:
+        files = [f for f in _layout_files(root) if split is None or f[1] == split]
+    except OSError as e:
+        raise SourceError(f"{root}: cannot list directory ({e.strerror or e})") from e
+    if not files:
+        wanted = split or "{train,test}"
+        raise SourceError(f"{root}: no <subset>/{wanted}.jsonl.gz files; expected a directory "
+                          "laid out like github.com/anthropics/hh-rlhf")
+    result = SourceResult(spec=spec, pairs=[], read=0, rejected=[])
+    for subset, file_split, path in files:
+        columns, rows = read_rows(path, limit=limit)
+        pairs, rejected, read = pairs_from_rows(
+            rows, columns=columns, name=str(path), split=file_split, subset=subset,
+            reason_prefix=f"{subset}/{file_split}: ")
+        _extend(result, pairs, rejected, read)
+    return result
+
+
+def _layout_files(root: Path) -> list[tuple[str, Split, Path]]:
+    """(subset, split, path) for the split files in `root` and in its subset folders, sorted."""
+    folders = [root] + sorted(d for d in root.iterdir()
+                              if d.is_dir() and d.name != _NOT_PREFERENCE)
+    found: dict[tuple[str, Split], Path] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            file_split = path.name.split(".", 1)[0]
+            if not (path.is_file() and file_format(path) and file_split in SPLITS):
+                continue
+            key = (folder.name, file_split)
+            if key in found:  # e.g. train.jsonl next to train.jsonl.gz: reading both doubles rows
+                raise SourceError(f"{folder}: two {file_split} files ({found[key].name}, "
+                                  f"{path.name}); keep one")
+            found[key] = path
+    # train before test within a subset, whatever the file names sort as
+    order = sorted(found, key=lambda key: (key[0], SPLITS.index(key[1])))
+    return [(subset, s, found[(subset, s)]) for subset, s in order]
+
+
+def _extend(result: SourceResult, pairs: list[PreferencePair],
+            rejected: list[tuple[int, str]], read: int) -> None:
+    result.pairs.extend(pairs)
+    result.rejected.extend(rejected)
+    result.read += read
+
+
+def _hub_subsets(spec: str) -> list[str]:
+    """'hh-rlhf' → all preference subsets; 'hh-rlhf:a,b' → [a, b], validated."""
+    if spec == "hh-rlhf":
+        return list(HH_SUBSETS)
+    subsets = [s.strip() for s in spec.split(":", 1)[1].split(",")]
+    for subset in subsets:
+        if subset == _NOT_PREFERENCE:
+            raise SourceError(f"{spec}: {_NOT_PREFERENCE} is not preference data (no chosen/"
+                              f"rejected pairs); subsets: {', '.join(HH_SUBSETS)}")
+        if subset not in HH_SUBSETS:
+            raise SourceError(f"{spec}: unknown hh-rlhf subset {subset!r}; subsets: "
+                              f"{', '.join(HH_SUBSETS)}")
+    return subsets
+
+
+def read_hh_hub(subsets: Sequence[str], *, split: Split | None = None, limit: int | None = None,
+                repo: str = HH_REPO, cache_dir: str | None = None) -> SourceResult:
+    """Load HH-RLHF subsets with `datasets.load_dataset(repo, data_dir=subset, split=…)`.
+
+    `repo` may be a local directory laid out like the hub repo (tests use one). Both splits unless
+    `split` is given; `limit` keeps the first N rows of each (subset, split). An unreachable hub
+    raises `SourceError` that points to the local-file form.
+    """
+    spec = repo if repo != HH_REPO else "hh-rlhf"
+    result = SourceResult(spec=spec, pairs=[], read=0, rejected=[])
+    for subset in subsets:
+        for file_split in (split,) if split else SPLITS:
+            dataset = _load_hub_split(repo, subset, file_split, limit=limit, cache_dir=cache_dir)
+            pairs, rejected, read = pairs_from_rows(
+                dataset, columns=dataset.column_names, name=f"{repo} {subset}/{file_split}",
+                split=file_split, subset=subset, reason_prefix=f"{subset}/{file_split}: ")
+            _extend(result, pairs, rejected, read)
+    return result
+
+
+def _load_hub_split(repo: str, subset: str, split: Split, *, limit: int | None,
+                    cache_dir: str | None) -> Any:
+    import datasets  # slow to import; only hub sources need it
+
+    try:
+        return datasets.load_dataset(repo, data_dir=subset, cache_dir=cache_dir,
+                                     split=f"{split}[:{limit}]" if limit else split)
+    except ConnectionError as e:  # what datasets raises offline or without network
+        raise SourceError(_offline_message(repo, subset)) from e
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SourceError(f"{repo} {subset}/{split}: cannot load ({first_line})") from e
+
+
+def _offline_message(repo: str, subset: str) -> str:
+    return (f"hh-rlhf:{subset}: the Hugging Face hub is unreachable (offline or no network), so "
+            f"{repo} cannot be downloaded; use a local copy instead, e.g. `rewardlab ingest "
+            f"path/to/hh-rlhf/{subset}/train.jsonl.gz` or a directory laid out like "
+            "github.com/anthropics/hh-rlhf (<subset>/train.jsonl.gz, <subset>/test.jsonl.gz)")
+
+
+def assign_split_by_hash(pairs: Sequence[PreferencePair],
+                         test_fraction: float) -> list[PreferencePair]:
+    """Pairs with `split` set to "test" for about `test_fraction` of them, the rest "train".
+
+    The split depends only on the normalized `prompt_text`, so it is the same on every run and
+    pairs sharing a prompt never straddle train and test (no prompt leakage).
+    """
+    return [replace(p, split="test" if _hash_unit(p.prompt_text) < test_fraction else "train")
+            for p in pairs]
+
+
+def _hash_unit(text: str) -> float:
+    """Deterministic uniform value in [0, 1) for text, ignoring case and whitespace differences."""
+    normalized = " ".join(text.split()).casefold()
+    digest = hashlib.sha256(normalized.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

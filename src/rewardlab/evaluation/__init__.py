@@ -1,0 +1,1 @@
+"""Stage 5, evaluation: a reward model on test pairs → metrics with intervals; paired statistics."""

@@ -1,0 +1,58 @@
+"""Evaluate a reward model on preference pairs: metrics plus the per-pair rewards behind them.
+
+The per-pair rewards are kept because the experiment's paired tests (McNemar, paired bootstrap)
+compare two models pair by pair on the same test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.errors import ModelError
+from rewardlab.models.reward_model import RewardModel
+
+__all__ = ["EvalResult", "evaluate_reward_model"]
+
+
+@dataclass
+class EvalResult:
+    """`metrics` is `preference_metrics(...)` plus `n_truncated`; rewards are (N,) in pair order."""
+
+    metrics: dict[str, Any]
+    chosen_rewards: np.ndarray
+    rejected_rewards: np.ndarray
+
+    @property
+    def correct(self) -> np.ndarray:
+        """(N,) bool: the model ranks chosen above rejected (ties are wrong)."""
+        return self.chosen_rewards > self.rejected_rewards
+
+
+def evaluate_reward_model(model: RewardModel, pairs: Sequence[PreferencePair], *,
+                          batch_size: int | None = None) -> EvalResult:
+    """Score both sides of every pair (length-sorted batches, inference mode) and measure.
+
+    >>> # result = evaluate_reward_model(RewardModel.load("out/rm"), test_pairs)
+    >>> # result.metrics["accuracy"], result.metrics["n_truncated"]
+    """
+    from rewardlab.evaluation.metrics import preference_metrics
+
+    pairs = list(pairs)
+    if not pairs:
+        raise ModelError("no pairs to evaluate")
+    chosen, rejected, enc = model.score_pair_encoding(model.encode_pairs(pairs),
+                                                      batch_size=batch_size)
+    metrics = preference_metrics(
+        chosen, rejected,
+        chosen_lengths=np.array([len(p.chosen) for p in pairs]),
+        rejected_lengths=np.array([len(p.rejected) for p in pairs]),
+        subsets=[p.subset for p in pairs],
+    )
+    metrics["n_truncated"] = int(enc.truncated.sum())
+    metrics["n_response_truncated"] = int(enc.response_truncated.sum())
+    return EvalResult(metrics=metrics, chosen_rewards=chosen, rejected_rewards=rejected)

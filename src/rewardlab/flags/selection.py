@@ -1,0 +1,151 @@
+"""Which pairs a reward model trains on: all, clean (flagged pairs treated), or the random control.
+
+The random control removes as many pairs as `clean` does, uniformly at random: comparing clean with
+random separates "better data" from "less data".
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.errors import SelectionError
+
+__all__ = [
+    "Mode",
+    "Treatment",
+    "MODES",
+    "TREATMENTS",
+    "Selection",
+    "sample_stratified",
+    "select_training_pairs",
+    "resolve_flagged_ids",
+]
+
+Mode = Literal["all", "clean", "random"]
+Treatment = Literal["remove", "flip", "soft"]
+MODES: tuple[str, ...] = ("all", "clean", "random")
+TREATMENTS: tuple[str, ...] = ("remove", "flip", "soft")
+
+# Conservative-BT smoothing for the `soft` treatment: a flagged pair still pulls, but at most towards
+# P(chosen ≻ rejected) = 0.7 instead of 1.
+SOFT_SMOOTHING = 0.3
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A training set plus what was done to get it (saved with every run)."""
+
+    pairs: list[PreferencePair]
+    smoothing: list[float] | None  # per-pair label smoothing (`soft`), else None
+    mode: str
+    treatment: str | None
+    n_pool: int  # train pairs available before selection
+    n_flagged: int  # of those, flagged by the chosen detectors
+    n_removed: int
+    n_flipped: int
+    n_smoothed: int
+
+    def describe(self) -> str:
+        """One line for tables and logs."""
+        if self.mode == "all":
+            return f"all {self.n_pool} train pairs ({self.n_flagged} flagged, kept as they are)"
+        if self.mode == "random":
+            return f"{self.n_removed} pairs removed at random (as many as clean removes)"
+        verb = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
+        return f"{self.n_flagged} flagged pairs {verb[self.treatment or 'remove']}"
+
+
+def sample_stratified(pairs: Sequence[PreferencePair], max_pairs: int, *,
+                      seed: int = 0) -> list[PreferencePair]:
+    """At most `max_pairs` pairs, each subset keeping its share (largest remainders), order kept.
+
+    >>> len(sample_stratified([PreferencePair(i, "train", "p", "a", "b") for i in range(10)], 4))
+    4
+    """
+    if max_pairs >= len(pairs):
+        return list(pairs)
+    by_subset: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        by_subset[p.subset].append(i)
+    quotas = _largest_remainder_quotas({s: len(ix) for s, ix in by_subset.items()}, max_pairs)
+    rng = random.Random(seed)
+    keep = sorted(i for s, ix in by_subset.items() for i in rng.sample(ix, quotas[s]))
+    return [pairs[i] for i in keep]
+
+
+def _largest_remainder_quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
+    n = sum(sizes.values())
+    exact = {s: size * total / n for s, size in sizes.items()}
+    quotas = {s: int(q) for s, q in exact.items()}
+    by_remainder = sorted(sizes, key=lambda s: (quotas[s] - exact[s], s))
+    for s in by_remainder[: total - sum(quotas.values())]:
+        quotas[s] += 1
+    return quotas
+
+
+def select_training_pairs(pairs: Sequence[PreferencePair], flagged_ids: Collection[int], *,
+                          mode: str = "all", treatment: str = "remove",
+                          seed: int = 0) -> Selection:
+    """Apply a selection `mode` (and, for `clean`, a `treatment`) to train pairs.
+
+    `flagged_ids` are store example ids (`pair.example_id`). Raises SelectionError on an unknown
+    mode/treatment or when nothing is left to train on.
+    """
+    if mode not in MODES:
+        raise SelectionError(f"unknown selection {mode!r}; expected one of {', '.join(MODES)}")
+    if treatment not in TREATMENTS:
+        raise SelectionError(f"unknown treatment {treatment!r}; expected one of "
+                             f"{', '.join(TREATMENTS)}")
+    is_flagged = [p.example_id in flagged_ids for p in pairs]
+    n_flagged = sum(is_flagged)
+    base = dict(n_pool=len(pairs), n_flagged=n_flagged, n_removed=0, n_flipped=0, n_smoothed=0)
+    if mode == "all":
+        sel = Selection(list(pairs), None, mode, None, **base)
+    elif mode == "random":
+        rng = random.Random(seed)
+        drop = set(rng.sample(range(len(pairs)), n_flagged))
+        kept = [p for i, p in enumerate(pairs) if i not in drop]
+        sel = Selection(kept, None, mode, None, **{**base, "n_removed": n_flagged})
+    else:
+        sel = _treat_flagged(pairs, is_flagged, treatment, base)
+    if not sel.pairs:
+        raise SelectionError(f"the {mode} selection is empty: all {len(pairs)} train pairs were "
+                             "flagged/removed; choose fewer detectors")
+    return sel
+
+
+def _treat_flagged(pairs: Sequence[PreferencePair], is_flagged: list[bool], treatment: str,
+                   base: dict[str, int]) -> Selection:
+    n = base["n_flagged"]
+    if treatment == "remove":
+        kept = [p for p, f in zip(pairs, is_flagged) if not f]
+        return Selection(kept, None, "clean", treatment, **{**base, "n_removed": n})
+    if treatment == "flip":
+        flipped = [p.flipped() if f else p for p, f in zip(pairs, is_flagged)]
+        return Selection(flipped, None, "clean", treatment, **{**base, "n_flipped": n})
+    smoothing = [SOFT_SMOOTHING if f else 0.0 for f in is_flagged]
+    return Selection(list(pairs), smoothing, "clean", treatment, **{**base, "n_smoothed": n})
+
+
+def resolve_flagged_ids(store: Any, name: str, detectors: Sequence[str] | None = None) -> set[int]:
+    """Union of flagged train example ids over the latest run of each detector.
+
+    Default detectors: every rule detector that has run on `name` (imported flag files and
+    model-based detectors count only when named explicitly).
+    """
+    from rewardlab.flags.detectors import RULE_DETECTORS
+
+    ran = store.latest_runs(name)
+    chosen = list(detectors) if detectors else [d for d in ran if d in RULE_DETECTORS]
+    missing = [d for d in chosen if d not in ran]
+    if missing:
+        raise SelectionError(f"detector(s) {', '.join(missing)} have not run on {name!r}; run "
+                             f"`rewardlab flag {name} --detectors {','.join(missing)}` "
+                             f"(ran: {', '.join(ran) or 'none'})")
+    by_detector = store.flagged_example_ids(name, chosen)
+    return set().union(*by_detector.values()) if by_detector else set()

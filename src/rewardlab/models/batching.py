@@ -1,0 +1,168 @@
+"""Tokenize once, batch by length, pad per batch: the data side of training and scoring.
+
+A model input is the tokenizer text pair `(prompt_text, response)`. Truncation keeps the response
+and the *end* of the prompt (the tokenizer's `truncation_side` is "left", strategy "only_first");
+only when the response alone does not fit the window is it cut too (strategy "longest_first", which
+is what a plain `tokenizer(prompt, response, truncation=True)` does). Both kinds are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "Encoded",
+    "PairEncoding",
+    "encode_texts",
+    "encode_pairs",
+    "length_grouped_batches",
+    "sorted_batches",
+    "pad_rows",
+]
+
+
+@dataclass
+class Encoded:
+    """Token ids of N (prompt, response) texts, unpadded."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None  # None when the tokenizer has no segment ids
+    truncated: np.ndarray  # (N,) bool: some tokens were dropped
+    response_truncated: np.ndarray  # (N,) bool: the response itself did not fit the window
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64,
+                           count=len(self.input_ids))
+
+
+@dataclass
+class PairEncoding:
+    """Both sides of N preference pairs; row i of `chosen` and of `rejected` is pair i."""
+
+    chosen: Encoded
+    rejected: Encoded
+
+    def __len__(self) -> int:
+        return len(self.chosen.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) the longer side of each pair: what a pair costs in a padded batch."""
+        return np.maximum(self.chosen.lengths, self.rejected.lengths)
+
+    @property
+    def truncated(self) -> np.ndarray:
+        return self.chosen.truncated | self.rejected.truncated
+
+    @property
+    def response_truncated(self) -> np.ndarray:
+        return self.chosen.response_truncated | self.rejected.response_truncated
+
+
+def _token_counts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> np.ndarray:
+    """(N,) tokens per text without special tokens; each distinct text is tokenized once."""
+    unique = list(dict.fromkeys(texts))
+    # verbose=False: over-long texts are expected here, truncation comes next
+    ids = tokenizer(unique, add_special_tokens=False, verbose=False)["input_ids"] if unique else []
+    count = {t: len(i) for t, i in zip(unique, ids)}
+    return np.array([count[t] for t in texts], dtype=np.int64)
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                 responses: Sequence[str], *, max_length: int,
+                 prompt_tokens: np.ndarray | None = None) -> Encoded:
+    """Tokenize (prompt, response) text pairs in batch, truncating to `max_length` tokens.
+
+    The tokenizer must have `truncation_side="left"` (see
+    `rewardlab.models.backbones.configure_tokenizer`).
+    `prompt_tokens` (N,) are the prompts' token counts when the caller has them already.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    n = len(prompts)
+    p_len = _token_counts(tokenizer, prompts) if prompt_tokens is None else prompt_tokens
+    r_len = _token_counts(tokenizer, responses)
+    special = tokenizer.num_special_tokens_to_add(pair=True)
+    truncated = p_len + r_len + special > max_length
+    # "only_first" must leave at least one prompt token, else the fast tokenizer raises for the batch
+    response_truncated = truncated & (r_len + special >= max_length)
+    ids: list[list[int]] = [[] for _ in range(n)]
+    types: list[list[int]] | None = [[] for _ in range(n)]
+    for strategy, mask in (("only_first", ~response_truncated), ("longest_first", response_truncated)):
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            continue
+        out = tokenizer([prompts[int(i)] for i in rows], [responses[int(i)] for i in rows],
+                        truncation=strategy, max_length=max_length)
+        seg = out.get("token_type_ids")
+        if seg is None:
+            types = None
+        for k, i in enumerate(rows):
+            ids[i] = out["input_ids"][k]
+            if types is not None:
+                types[i] = seg[k]
+    return Encoded(ids, types, truncated, response_truncated)
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                 chosen: Sequence[str], rejected: Sequence[str], *, max_length: int
+                 ) -> PairEncoding:
+    """Encode both sides of N pairs that share their prompt.
+
+    The prompts are counted once for both sides: they are the long texts (the whole conversation
+    so far); a second count was 17% of encoding the HH sample (0.19 of 1.1 s).
+    """
+    p_len = _token_counts(tokenizer, prompts)
+    return PairEncoding(
+        encode_texts(tokenizer, prompts, chosen, max_length=max_length, prompt_tokens=p_len),
+        encode_texts(tokenizer, prompts, rejected, max_length=max_length, prompt_tokens=p_len))
+
+
+def length_grouped_batches(lengths: np.ndarray, *, batch_size: int, seed: int, epoch: int,
+                           mega_factor: int = 50) -> list[list[int]]:
+    """Seeded, shuffled batches of similar length (HF's LengthGroupedSampler idea).
+
+    Shuffle, cut into mega-batches of `mega_factor * batch_size`, sort each by length so a batch pads
+    little, then shuffle the order of the batches. Same (seed, epoch) → same batches.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    mega = batch_size * mega_factor
+    batches: list[list[int]] = []
+    for start in range(0, len(order), mega):
+        chunk = order[start:start + mega]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[j:j + batch_size].tolist() for j in range(0, len(chunk), batch_size)]
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, *, batch_size: int) -> list[list[int]]:
+    """Batches of indices in descending length: the least padding, for inference."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[j:j + batch_size].tolist() for j in range(0, len(order), batch_size)]
+
+
+def pad_rows(ids: Sequence[list[int]], types: Sequence[list[int]] | None, *, pad_id: int,
+             pad_type_id: int = 0, padding_side: str = "right",
+             device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Pad R rows to the longest one: `input_ids`, `attention_mask` (and `token_type_ids`), (R, T)."""
+    width = max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)  # (R, T)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)  # (R, T) 1 = real token
+    seg = torch.full((len(ids), width), pad_type_id, dtype=torch.long) if types else None
+    for i, row in enumerate(ids):
+        cols = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
+        input_ids[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
+        if seg is not None and types is not None:
+            seg[i, cols] = torch.tensor(types[i], dtype=torch.long)
+    batch = {"input_ids": input_ids, "attention_mask": mask}
+    if seg is not None:
+        batch["token_type_ids"] = seg
+    return {k: v.to(device) for k, v in batch.items()} if device is not None else batch

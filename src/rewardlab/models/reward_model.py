@@ -1,0 +1,173 @@
+"""The trained reward model: load, score, save.
+
+A rewardlab checkpoint is a plain `AutoModelForSequenceClassification` directory (`num_labels=1`)
+plus its tokenizer, so any HF tool loads it; `rewardlab.json` next to them records how it was made.
+Scoring here equals the plain-transformers recipe
+
+>>> # tok = AutoTokenizer.from_pretrained(d); model = AutoModelForSequenceClassification.from_pretrained(d)
+>>> # model(**tok(prompt, response, truncation="only_first", return_tensors="pt")).logits[0, 0]
+
+(`truncation=True` gives the same input whenever the response fits in half the window).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.errors import ModelError
+from rewardlab.models.backbones import first_line, quiet_transformers, register_bow
+from rewardlab.models.batching import (
+    Encoded,
+    PairEncoding,
+    encode_pairs,
+    encode_texts,
+    pad_rows,
+    sorted_batches,
+)
+
+__all__ = ["INFO_FILE", "RewardModel"]
+
+INFO_FILE = "rewardlab.json"
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """rewardlab.json, or {} for a plain HF reward model directory."""
+    info_path = path / INFO_FILE
+    if not info_path.exists():
+        return {}
+    try:
+        return json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{info_path}: unreadable ({first_line(e)})") from e
+
+
+class RewardModel:
+    """A scalar reward for (prompt, response): a sequence classifier with one label + its tokenizer.
+
+    >>> # rm = RewardModel.load("out/model"); rm.score(["Human: hi"], ["Hello!"])  # → [0.83]
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
+                 max_length: int, info: dict[str, Any] | None = None,
+                 batch_size: int = 16) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.info = info or {}
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, path: str | Path) -> RewardModel:
+        """Load a checkpoint dir (rewardlab's or any HF reward model with `num_labels=1`)."""
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"no checkpoint at {path}: expected a directory from `rewardlab train`")
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path} is not a model directory (no config.json)")
+        info = _read_info(path)
+        register_bow()
+        try:
+            with quiet_transformers():
+                model = AutoModelForSequenceClassification.from_pretrained(path)
+                tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+        except Exception as e:  # noqa: BLE001 - any loader failure means a corrupt checkpoint
+            raise ModelError(f"cannot load checkpoint {path}: {first_line(e)}") from e
+        if model.config.num_labels != 1:
+            raise ModelError(f"{path} has num_labels={model.config.num_labels}; a reward model has 1")
+        max_length = int(info.get("config", {}).get("max_length") or _window(model, tokenizer))
+        batch_size = int(info.get("config", {}).get("eval_batch_size") or 16)
+        return cls(model.to(PartialState().device), tokenizer, max_length=max_length, info=info,
+                   batch_size=batch_size)
+
+    def save(self, path: str | Path, *, info: dict[str, Any] | None = None) -> Path:
+        """`save_pretrained` of model and tokenizer, plus rewardlab.json when `info` is given."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with quiet_transformers():
+            self.model.save_pretrained(path)
+            self.tokenizer.save_pretrained(path)
+        if info is not None:
+            self.info = info
+            (path / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        return path
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Encoded:
+        return encode_texts(self.tokenizer, prompts, responses, max_length=self.max_length)
+
+    def encode_pairs(self, pairs: Sequence[PreferencePair]) -> PairEncoding:
+        prompts = [p.prompt_text for p in pairs]
+        return encode_pairs(self.tokenizer, prompts, [p.chosen for p in pairs],
+                            [p.rejected for p in pairs], max_length=self.max_length)
+
+    def score_encoded(self, enc: Encoded, *, batch_size: int | None = None) -> np.ndarray:
+        """(N,) fp32 rewards; batches sorted by length so they hardly pad."""
+        rewards = np.zeros(len(enc.input_ids), dtype=np.float64)
+        self.model.eval()
+        with torch.inference_mode():
+            for idx in sorted_batches(enc.lengths, batch_size=batch_size or self.batch_size):
+                types = [enc.token_type_ids[i] for i in idx] if enc.token_type_ids else None
+                inputs = pad_rows([enc.input_ids[i] for i in idx], types, **self._pad_kwargs())
+                logits = self.model(**inputs).logits  # (B, 1)
+                rewards[idx] = logits[:, 0].float().cpu().numpy()
+        return rewards
+
+    def _pad_kwargs(self) -> dict[str, Any]:
+        return {"pad_id": self.tokenizer.pad_token_id, "device": self.device,
+                "pad_type_id": self.tokenizer.pad_token_type_id,
+                "padding_side": self.tokenizer.padding_side}
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *,
+              batch_size: int = 32) -> list[float]:
+        """Reward of each (prompt, response); `prompt` is the conversation so far.
+
+        >>> # rm.score(["Human: Tell me a joke."], ["Why did the chicken…"])
+        """
+        if not prompts:
+            return []
+        return self.score_encoded(self.encode(prompts, responses), batch_size=batch_size).tolist()
+
+    def score_pairs(self, pairs: Sequence[PreferencePair], *, batch_size: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(chosen, rejected) rewards, each (N,), in the order of `pairs`."""
+        chosen, rejected, _ = self.score_pair_encoding(self.encode_pairs(pairs),
+                                                       batch_size=batch_size)
+        return chosen, rejected
+
+    def score_pair_encoding(self, enc: PairEncoding, *, batch_size: int | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, PairEncoding]:
+        """Score both sides in one length-sorted stream of 2N sequences (fewer, fuller batches)."""
+        both = Encoded(enc.chosen.input_ids + enc.rejected.input_ids,
+                       (enc.chosen.token_type_ids + enc.rejected.token_type_ids)
+                       if enc.chosen.token_type_ids is not None
+                       and enc.rejected.token_type_ids is not None else None,
+                       np.concatenate([enc.chosen.truncated, enc.rejected.truncated]),
+                       np.concatenate([enc.chosen.response_truncated,
+                                       enc.rejected.response_truncated]))
+        rewards = self.score_encoded(both, batch_size=batch_size)  # (2N,) chosen first
+        n = len(enc)
+        return rewards[:n], rewards[n:], enc
+
+
+def _window(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Max input tokens for a checkpoint without rewardlab.json."""
+    limits = [tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None)]
+    usable = [int(x) for x in limits if x is not None and x < 1_000_000]
+    return min(usable) if usable else 512

@@ -1,0 +1,1 @@
+"""Stage 2, the store: datasets, examples, detector runs, flags, reviews, experiments (SQLAlchemy)."""

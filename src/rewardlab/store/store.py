@@ -1,0 +1,418 @@
+"""The store: datasets, examples, detector runs and flags, reviews, experiments in one database.
+
+SQLite by default (`sqlite:///rewardlab.db`), PostgreSQL by URL (`postgresql+psycopg://…`); the same
+SQLAlchemy schema (`store_schema.py`) serves both. Reads return plain dicts and `PreferencePair`s so
+callers never hold ORM objects or sessions.
+
+>>> store = Store("sqlite://")          # in-memory
+>>> store.dataset_names()
+[]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import distinct, func, select, true
+from sqlalchemy.orm import Session
+
+from rewardlab.data.pairs import PreferencePair, Split
+from rewardlab.data.source_result import SourceResult
+from rewardlab.errors import StoreError
+from rewardlab.store.records import DetectorResult
+from rewardlab.store.schema import (
+    DB_ERRORS,
+    Dataset,
+    DetectorRun,
+    Example,
+    Experiment,
+    ExperimentRun,
+    Flag,
+    Review,
+    as_utc,
+    bulk_insert,
+    first_line,
+    jsonable,
+    mask_url,
+    open_engine,
+)
+
+__all__ = ["DEFAULT_DB_URL", "IngestCounts", "Store", "mask_url", "resolve_db_url"]
+
+DEFAULT_DB_URL = "sqlite:///rewardlab.db"
+# PreferencePair fields stored as same-named Example columns, in load order.
+_PAIR_COLUMNS = ("source_index", "split", "subset", "context", "prompt", "chosen", "rejected",
+                 "raw_chosen", "raw_rejected", "histories_differ", "parse_issue", "meta")
+
+
+@dataclass
+class IngestCounts:
+    """What one `Store.ingest` did; `by_group` is keyed "split/subset" ("train/-" for no subset)."""
+
+    dataset: str
+    read: int
+    ingested: int
+    already_present: int
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    by_group: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def resolve_db_url(url: str | None) -> str:
+    """The URL to use: `url`, else `$REWARDLAB_DB`, else `sqlite:///rewardlab.db`."""
+    return url or os.environ.get("REWARDLAB_DB") or DEFAULT_DB_URL
+
+
+def _group_key(pair: PreferencePair) -> str:
+    return f"{pair.split}/{pair.subset or '-'}"
+
+
+def _example_row(dataset_id: int, pair: PreferencePair, content_hash: str) -> dict[str, Any]:
+    row = {col: getattr(pair, col) for col in _PAIR_COLUMNS}
+    row["meta"] = jsonable(pair.meta) if pair.meta else {}
+    row.update(dataset_id=dataset_id, content_hash=content_hash)
+    return row
+
+
+def _plan_ingest(dataset_id: int, pairs: Sequence[PreferencePair], existing: set[str]
+                 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """Rows to insert (hashes not yet present, first copy of in-source duplicates) and counts."""
+    rows: list[dict[str, Any]] = []
+    by_group: dict[str, dict[str, int]] = {}
+    for pair in pairs:
+        counts = by_group.setdefault(_group_key(pair), {"ingested": 0, "already_present": 0})
+        content_hash = pair.content_hash
+        if content_hash in existing:
+            counts["already_present"] += 1
+            continue
+        existing.add(content_hash)
+        rows.append(_example_row(dataset_id, pair, content_hash))
+        counts["ingested"] += 1
+    return rows, by_group
+
+
+def _iso(value: Any) -> str:
+    return as_utc(value).isoformat(timespec="seconds")
+
+
+def _flag_rows_for(run_id: int, result: DetectorResult, example_ids: Sequence[int]
+                   ) -> list[dict[str, Any]]:
+    scores = [s if math.isfinite(s) else None for s in map(float, result.scores.tolist())]
+    flagged = [bool(f) for f in result.flagged.tolist()]
+    return [{"run_id": run_id, "example_id": int(eid), "score": score, "flagged": flag,
+             "reason": reason or ""}
+            for eid, score, flag, reason in zip(example_ids, scores, flagged, result.reasons)]
+
+
+class Store:
+    """One database of datasets, flags, reviews and experiments.
+
+    >>> with Store("sqlite:///rewardlab.db") as store:          # doctest: +SKIP
+    ...     counts = store.ingest("hh", read_source("hh-rlhf"))
+    ...     pairs = store.load_pairs("hh", split="train")
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_db_url(url)
+        self.engine = open_engine(self.url)
+
+    def close(self) -> None:
+        """Release pooled connections (needed before e.g. dropping a PostgreSQL database)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({mask_url(self.url)!r})"
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ---- datasets and examples -------------------------------------------------------------
+
+    def dataset_names(self) -> list[str]:
+        """Names of all datasets, sorted."""
+        with self._session() as s:
+            return list(s.scalars(select(Dataset.name).order_by(Dataset.name)))
+
+    def _dataset_id(self, s: Session, name: str) -> int:
+        dataset_id = s.scalar(select(Dataset.id).where(Dataset.name == name))
+        if dataset_id is None:
+            names = list(s.scalars(select(Dataset.name).order_by(Dataset.name)))
+            known = (f"datasets: {', '.join(names)}" if names
+                     else "the store is empty — run `rewardlab ingest` first")
+            raise StoreError(f"no dataset {name!r} in {mask_url(self.url)}; {known}")
+        return dataset_id
+
+    def _dataset_for_ingest(self, s: Session, name: str, spec: str) -> Dataset:
+        dataset = s.scalar(select(Dataset).where(Dataset.name == name))
+        if dataset is None:
+            dataset = Dataset(name=name, source=spec)
+            s.add(dataset)
+            s.flush()  # assigns dataset.id
+        elif spec not in dataset.source.split(" + "):
+            # e.g. a train file and a test file ingested into one dataset
+            dataset.source = f"{dataset.source} + {spec}"
+        return dataset
+
+    def ingest(self, name: str, source: SourceResult) -> IngestCounts:
+        """Add the source's pairs to dataset `name` (created if new) in one transaction.
+
+        Idempotent: pairs whose content hash is already in the dataset are counted, not re-added.
+        On any error nothing of this ingest remains.
+        """
+        if not name.strip():
+            raise StoreError("dataset name must not be empty")
+        try:
+            with self._session() as s, s.begin():
+                dataset = self._dataset_for_ingest(s, name, source.spec)
+                existing = set(s.scalars(
+                    select(Example.content_hash).where(Example.dataset_id == dataset.id)))
+                rows, by_group = _plan_ingest(dataset.id, source.pairs, existing)
+                bulk_insert(s, Example, rows)
+        except DB_ERRORS as e:
+            raise StoreError(f"ingest into dataset {name!r} failed and was rolled back, "
+                             f"nothing saved: {first_line(e)}") from e
+        return IngestCounts(
+            dataset=name, read=source.read, ingested=len(rows),
+            already_present=len(source.pairs) - len(rows), rejected=list(source.rejected),
+            by_group=dict(sorted(by_group.items())))
+
+    def load_pairs(self, name: str, *, split: Split | None = None) -> list[PreferencePair]:
+        """The dataset's pairs ordered by (split, source_index, id), with `example_id` set."""
+        columns = [getattr(Example, col) for col in _PAIR_COLUMNS]
+        with self._session() as s:
+            stmt = (select(Example.id, *columns)
+                    .where(Example.dataset_id == self._dataset_id(s, name))
+                    .order_by(Example.split, Example.source_index, Example.id))
+            if split is not None:
+                stmt = stmt.where(Example.split == split)
+            rows = s.execute(stmt).all()
+        pairs = []
+        for example_id, *values in rows:
+            fields = dict(zip(_PAIR_COLUMNS, values))
+            fields["meta"] = fields["meta"] or {}
+            pairs.append(PreferencePair(example_id=example_id, **fields))
+        return pairs
+
+    def dataset_summaries(self) -> list[dict[str, Any]]:
+        """Per dataset: name, source, created_at, pairs per split, flagged (train examples flagged
+        by the latest run of any detector, counted once) and detectors (names with a run)."""
+        with self._session() as s:
+            datasets = s.execute(select(Dataset.id, Dataset.name, Dataset.source,
+                                        Dataset.created_at).order_by(Dataset.name)).all()
+            counts = s.execute(select(Example.dataset_id, Example.split, func.count())
+                               .group_by(Example.dataset_id, Example.split)).all()
+            latest = (select(func.max(DetectorRun.id))
+                      .group_by(DetectorRun.dataset_id, DetectorRun.detector))
+            detectors = s.execute(select(DetectorRun.dataset_id, DetectorRun.detector)
+                                  .where(DetectorRun.id.in_(latest))).all()
+            flagged = {dataset_id: n for dataset_id, n in s.execute(
+                select(Example.dataset_id, func.count(distinct(Flag.example_id)))
+                .join(Example, Flag.example_id == Example.id)
+                .where(Flag.run_id.in_(latest), Flag.flagged == true(), Example.split == "train")
+                .group_by(Example.dataset_id))}
+        pairs: dict[int, dict[str, int]] = {d.id: {"train": 0, "test": 0} for d in datasets}
+        for dataset_id, split, n in counts:
+            pairs[dataset_id][split] = n
+        names: dict[int, list[str]] = {d.id: [] for d in datasets}
+        for dataset_id, detector in detectors:
+            names[dataset_id].append(detector)
+        return [{"name": d.name, "source": d.source, "created_at": _iso(d.created_at),
+                 "pairs": pairs[d.id], "flagged": flagged.get(d.id, 0),
+                 "detectors": sorted(names[d.id])} for d in datasets]
+
+    # ---- detector runs and flags -----------------------------------------------------------
+
+    def save_detector_run(self, name: str, result: DetectorResult,
+                          example_ids: Sequence[int]) -> int:
+        """Save one detector run on dataset `name`: a run row and one flag row per example
+        (`example_ids[i]` is the pair that `result.scores[i]` etc. describe). Returns the run id."""
+        n = len(example_ids)
+        if not len(result.scores) == len(result.flagged) == len(result.reasons) == n:
+            raise StoreError(
+                f"detector {result.detector!r} returned {len(result.scores)} scores, "
+                f"{len(result.flagged)} flags and {len(result.reasons)} reasons for {n} examples")
+        with self._session() as s, s.begin():
+            dataset_id = self._dataset_id(s, name)
+            self._check_example_ids(s, name, dataset_id, example_ids)
+            run = DetectorRun(
+                dataset_id=dataset_id, detector=result.detector, params=jsonable(result.params),
+                threshold=None if result.threshold is None else float(result.threshold),
+                threshold_kind=result.threshold_kind, n_total=n,
+                n_flagged=int(result.flagged.sum()), seconds=float(result.seconds))
+            s.add(run)
+            s.flush()  # assigns run.id
+            bulk_insert(s, Flag, _flag_rows_for(run.id, result, example_ids))
+            return run.id
+
+    def _check_example_ids(self, s: Session, name: str, dataset_id: int,
+                           example_ids: Sequence[int]) -> None:
+        # Foreign keys only prove an example exists; flags must also belong to this dataset.
+        known = set(s.scalars(select(Example.id).where(Example.dataset_id == dataset_id)))
+        missing = [i for i in example_ids if i not in known]
+        if missing:
+            raise StoreError(f"{len(missing)} example ids are not in dataset {name!r} "
+                             f"(e.g. {missing[:3]}); load the pairs with Store.load_pairs")
+
+    def _latest_run_ids(self, s: Session, name: str,
+                        detectors: Sequence[str] | None = None) -> dict[str, int]:
+        """detector -> id of its latest run on the dataset; StoreError for a detector never run."""
+        runs = {detector: run_id for detector, run_id in s.execute(
+            select(DetectorRun.detector, func.max(DetectorRun.id))
+            .where(DetectorRun.dataset_id == self._dataset_id(s, name))
+            .group_by(DetectorRun.detector))}
+        if detectors is None:
+            return runs
+        unknown = [d for d in detectors if d not in runs]
+        if unknown:
+            have = ", ".join(sorted(runs)) or "none — run `rewardlab flag` first"
+            raise StoreError(f"no run of detector {', '.join(unknown)} on dataset {name!r}; "
+                             f"detectors run: {have}")
+        return {d: runs[d] for d in detectors}
+
+    def latest_runs(self, name: str) -> dict[str, dict[str, Any]]:
+        """detector -> its latest run: run_id, params, threshold, threshold_kind, flagged, total,
+        seconds, created_at (ISO, UTC)."""
+        with self._session() as s:
+            ids = self._latest_run_ids(s, name)
+            runs = s.scalars(select(DetectorRun).where(DetectorRun.id.in_(ids.values()))
+                             .order_by(DetectorRun.detector)).all()
+        return {r.detector: {"run_id": r.id, "params": r.params, "threshold": r.threshold,
+                             "threshold_kind": r.threshold_kind, "flagged": r.n_flagged,
+                             "total": r.n_total, "seconds": r.seconds,
+                             "created_at": _iso(r.created_at)} for r in runs}
+
+    def flagged_example_ids(self, name: str, detectors: Sequence[str] | None = None
+                            ) -> dict[str, set[int]]:
+        """detector -> example ids flagged by its latest run (all detectors run when None)."""
+        with self._session() as s:
+            run_ids = self._latest_run_ids(s, name, detectors)
+            by_run = {run_id: det for det, run_id in run_ids.items()}
+            rows = s.execute(select(Flag.run_id, Flag.example_id)
+                             .where(Flag.run_id.in_(by_run), Flag.flagged == true())).all()
+        flagged: dict[str, set[int]] = {det: set() for det in run_ids}
+        for run_id, example_id in rows:
+            flagged[by_run[run_id]].add(example_id)
+        return flagged
+
+    def flag_rows(self, name: str, *, detector: str | None = None,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+        """Flagged pairs of the latest runs, most suspect first per detector: example_id,
+        source_index, split, subset, prompt, chosen, rejected, detector, score, reason."""
+        with self._session() as s:
+            run_ids = self._latest_run_ids(s, name, None if detector is None else [detector])
+            stmt = (select(Example.id.label("example_id"), Example.source_index, Example.split,
+                           Example.subset, Example.prompt, Example.chosen, Example.rejected,
+                           DetectorRun.detector, Flag.score, Flag.reason)
+                    .join(Example, Flag.example_id == Example.id)
+                    .join(DetectorRun, Flag.run_id == DetectorRun.id)
+                    .where(Flag.run_id.in_(run_ids.values()), Flag.flagged == true())
+                    .order_by(DetectorRun.detector, Flag.score.desc().nulls_last(),
+                              Example.split, Example.source_index, Example.id)
+                    .limit(limit))
+            rows = [dict(row) for row in s.execute(stmt).mappings()]
+        for row in rows:  # a NaN score was stored as NULL; hand it back as the float it was
+            row["score"] = math.nan if row["score"] is None else row["score"]
+        return rows
+
+    # ---- reviews ---------------------------------------------------------------------------
+
+    def add_review(self, name: str, *, source_index: int, detector: str, is_issue: bool,
+                   note: str = "", split: Split = "train", subset: str | None = None) -> int:
+        """Record whether a (flagged) pair really is an issue; returns the review id.
+
+        The pair is found by (split, source_index), plus `subset` when given: hub sources restart
+        source_index per subset. Among several matches the ones `detector` flagged win; if they
+        still span subsets it is a StoreError asking for `subset`, else the newest is reviewed
+        (a re-ingested, edited source)."""
+        with self._session() as s, s.begin():
+            example_id = self._review_target(s, name, split, source_index, subset, detector)
+            review = Review(example_id=example_id, detector=detector, is_issue=is_issue, note=note)
+            s.add(review)
+            s.flush()
+            return review.id
+
+    def _review_target(self, s: Session, name: str, split: str, source_index: int,
+                       subset: str | None, detector: str) -> int:
+        stmt = (select(Example.id, Example.subset)
+                .where(Example.dataset_id == self._dataset_id(s, name), Example.split == split,
+                       Example.source_index == source_index)
+                .order_by(Example.id.desc()))
+        if subset is not None:
+            stmt = stmt.where(Example.subset == subset)
+        candidates = s.execute(stmt).all()
+        where = f"{split} pair with source_index {source_index}" + (
+            f" in subset {subset!r}" if subset is not None else "")
+        if not candidates:
+            raise StoreError(f"no {where} in dataset {name!r}")
+        if len(candidates) > 1:
+            run_id = self._latest_run_ids(s, name).get(detector)
+            flagged = set(s.scalars(select(Flag.example_id).where(
+                Flag.run_id == run_id, Flag.flagged == true(),
+                Flag.example_id.in_([c[0] for c in candidates]))))
+            candidates = [c for c in candidates if c[0] in flagged] or candidates
+        subsets = sorted({c[1] or "-" for c in candidates})
+        if len(subsets) > 1:
+            raise StoreError(f"{where} is ambiguous in dataset {name!r}: it exists in subsets "
+                             f"{', '.join(subsets)}; name the subset")
+        return candidates[0][0]
+
+    def reviews(self, name: str) -> list[dict[str, Any]]:
+        """Reviews of the dataset's pairs, oldest first."""
+        with self._session() as s:
+            rows = s.execute(
+                select(Review.id, Review.example_id, Example.source_index, Example.split,
+                       Example.subset, Review.detector, Review.is_issue, Review.note,
+                       Review.created_at)
+                .join(Example, Review.example_id == Example.id)
+                .where(Example.dataset_id == self._dataset_id(s, name))
+                .order_by(Review.id)).mappings().all()
+        return [{**row, "created_at": _iso(row["created_at"])} for row in rows]
+
+    # ---- experiments -----------------------------------------------------------------------
+
+    def record_experiment(self, *, name: str, dataset: str, config: dict, metrics: dict,
+                          out_dir: str) -> int:
+        """Save an experiment's config and summary metrics; returns its id."""
+        with self._session() as s, s.begin():
+            experiment = Experiment(name=name, dataset=dataset, config=jsonable(config),
+                                    metrics=jsonable(metrics), out_dir=str(out_dir))
+            s.add(experiment)
+            s.flush()
+            return experiment.id
+
+    def add_experiment_run(self, experiment_id: int, *, condition: str, seed: int,
+                           metrics: dict, checkpoint: str | None) -> int:
+        """Save one (condition, seed) training run of an experiment; returns its id."""
+        with self._session() as s, s.begin():
+            if s.get(Experiment, experiment_id) is None:
+                raise StoreError(f"no experiment with id {experiment_id} in {mask_url(self.url)}")
+            run = ExperimentRun(experiment_id=experiment_id, condition=condition, seed=int(seed),
+                                metrics=jsonable(metrics),
+                                checkpoint=None if checkpoint is None else str(checkpoint))
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """All experiments, oldest first, each with its runs (condition, seed, metrics,
+        checkpoint)."""
+        with self._session() as s:
+            experiments = s.scalars(select(Experiment).order_by(Experiment.id)).all()
+            runs = s.scalars(select(ExperimentRun).order_by(ExperimentRun.id)).all()
+        by_experiment: dict[int, list[dict[str, Any]]] = {e.id: [] for e in experiments}
+        for r in runs:
+            by_experiment[r.experiment_id].append(
+                {"id": r.id, "condition": r.condition, "seed": r.seed, "metrics": r.metrics,
+                 "checkpoint": r.checkpoint})
+        return [{"id": e.id, "name": e.name, "dataset": e.dataset, "config": e.config,
+                 "metrics": e.metrics, "out_dir": e.out_dir, "created_at": _iso(e.created_at),
+                 "runs": by_experiment[e.id]} for e in experiments]
