@@ -2,21 +2,21 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 RL := $(VENV)/bin/rewardlab
-SAMPLE := ../shared/data/hh-rlhf/harmless-sample.jsonl.gz
 OUT ?= out
 
-.PHONY: setup run run-offline demo test bench
+.PHONY: setup run run-hub demo test bench
 
 setup:
 	bash scripts/setup.sh test
 
-# The main job: clean vs unfiltered vs random control on Anthropic HH-RLHF from the hub.
+# The main job, offline: clean vs unfiltered vs random control on the HH-RLHF sample the package
+# ships (1,512 harmless-base pairs, split 70/30 by prompt hash), 2 seeds.
 run: setup
-	$(RL) compare -o $(OUT)
+	$(RL) compare --seeds 2 -o $(OUT)
 
-# The same experiment offline, on the shared 1,512-pair sample.
-run-offline: setup
-	$(RL) compare --train $(SAMPLE) --test-fraction 0.3 --seeds 2 -o $(OUT)
+# The same experiment on the full Anthropic/hh-rlhf from the hub (quick preset: <= 4,000 train pairs).
+run-hub: setup
+	$(RL) compare --train hh-rlhf -o $(OUT)
 
 demo: setup
 	$(RL) demo -o demo

@@ -153,33 +153,3 @@ def test_row_attention_matches_reference_even_for_a_one_token_row(
     (want * weights).sum().backward()
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, qkv.grad)
-
-
-def test_vocab_rows_train_exactly_like_the_whole_embedding_matrix(tiny: tuple) -> None:
-    """AdamW over only the rows the data uses, written back by unwrap(), ends with the weights
-    that AdamW over the whole (vocab, d) matrix gives; the other rows do not move."""
-    import copy
-
-    model, tok = tiny
-    batches = [_batch(tok, PROMPTS[:2], RESPONSES[:2]), _batch(tok, PROMPTS[2:], RESPONSES[2:])]
-    vocab = torch.cat([b["input_ids"][b["attention_mask"].bool()] for b in batches]).unique()
-    trained = {}
-    for kind in ("whole matrix", "vocab rows"):
-        twin = copy.deepcopy(model)
-        forward = packed_reward_model(twin, vocab=vocab if kind == "vocab rows" else None)
-        params = [p for p in forward.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
-        for batch in batches * 2:
-            optimizer.zero_grad(set_to_none=True)
-            forward(**batch).logits.sum().backward()
-            optimizer.step()
-        assert forward.unwrap() is twin
-        assert twin.bert.embeddings.word_embeddings.weight.requires_grad
-        trained[kind] = twin.state_dict()
-    words = "bert.embeddings.word_embeddings.weight"
-    start = model.state_dict()[words]
-    moved = (trained["vocab rows"][words] != start).any(1)  # (vocab,)
-    assert moved.sum() == len(vocab) - int(tok.pad_token_id in vocab.tolist())
-    assert not moved[~torch.isin(torch.arange(len(start)), vocab)].any()
-    for name, want in trained["whole matrix"].items():
-        torch.testing.assert_close(trained["vocab rows"][name], want, rtol=1e-6, atol=1e-7)

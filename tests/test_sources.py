@@ -362,3 +362,18 @@ def test_bad_hub_subsets_are_refused_before_loading(spec: str, message: str) -> 
 def test_unknown_split_is_refused(sample_path: Path) -> None:
     with pytest.raises(SourceError, match="unknown split 'dev'"):
         read_source(str(sample_path), split="dev")  # type: ignore[arg-type]
+
+
+def test_the_embedded_hh_sample_reads_offline_split_70_30() -> None:
+    """`hh-rlhf-sample` is the package's own copy of the shared sample (with Anthropic's notice)."""
+    from rewardlab.data.sources import SAMPLE, sample_path
+
+    result = read_source(SAMPLE)
+    assert result.read == len(result.pairs) == 1512 and not result.rejected
+    n_test = sum(p.split == "test" for p in result.pairs)
+    assert 0.25 < n_test / 1512 < 0.35
+    assert "Anthropic" in (sample_path().parent / "LICENSE").read_text()
+    shared = Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf/harmless-sample.jsonl.gz"
+    if shared.exists():
+        assert sample_path().read_bytes() == shared.read_bytes()
+    assert read_source(SAMPLE, split="test").pairs[0].split == "test"  # an explicit split wins

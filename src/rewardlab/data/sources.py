@@ -12,6 +12,9 @@ Specs understood by `read_source`:
   (subset = folder name, split = file name; `red-team-attempts/` is skipped), or a subset folder
   itself holding `{train,test}.jsonl[.gz]`.
 - `synthetic:…`: delegated to `rewardlab.data.synthetic.read_synthetic`.
+- `hh-rlhf-sample`: the 1,512 HH-RLHF harmless-base pairs this package ships (MIT, Anthropic; see
+  `hh_rlhf_sample/LICENSE`), so the main job runs without the hub. It is one split, so unless a
+  split or a test fraction is given it is split 70/30 by prompt hash (`SAMPLE_TEST_FRACTION`).
 
 `source_index` is the 0-based row index within its own file / hub (subset, split), so
 `(subset, split, source_index)` identifies a row; for a single file it is the row number (the line
@@ -31,10 +34,14 @@ from typing import Any
 from rewardlab.data.formats import FILE_SUFFIXES, file_format, pairs_from_rows, read_rows
 from rewardlab.data.pairs import SPLITS, PreferencePair, Split
 from rewardlab.data.source_result import SourceResult
+from rewardlab.data.synthetic import read_synthetic
 from rewardlab.errors import SourceError
 
 __all__ = [
     "HH_REPO",
+    "SAMPLE",
+    "SAMPLE_TEST_FRACTION",
+    "sample_path",
     "HH_SUBSETS",
     "SourceResult",
     "read_source",
@@ -43,10 +50,12 @@ __all__ = [
 ]
 
 HH_REPO = "Anthropic/hh-rlhf"
+SAMPLE = "hh-rlhf-sample"  # the embedded offline default (module doc)
+SAMPLE_TEST_FRACTION = 0.3
 HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 _NOT_PREFERENCE = "red-team-attempts"  # transcripts with ratings, no chosen/rejected pairs
 _UNKNOWN = ("expected a file ({suffixes}), a directory laid out like anthropics/hh-rlhf, "
-            "'hh-rlhf[:subset]' or 'synthetic:…'")
+            "'hh-rlhf[:subset]', 'hh-rlhf-sample' or 'synthetic:…'")
 
 
 def read_source(spec: str, *, split: Split | None = None, test_fraction: float | None = None,
@@ -61,10 +70,10 @@ def read_source(spec: str, *, split: Split | None = None, test_fraction: float |
     >>> read_source("data/prefs.jsonl", test_fraction=0.2)  # doctest: +SKIP
     """
     if spec.startswith("synthetic:"):
-        from rewardlab.data.synthetic import read_synthetic  # its own module; avoids an import cycle
-
         return read_synthetic(spec, split=split, test_fraction=test_fraction, limit=limit)
     _check_options(split, test_fraction, limit)
+    if spec == SAMPLE and split is None and test_fraction is None:
+        test_fraction = SAMPLE_TEST_FRACTION
     result = _read_unsplit(spec, split=split, limit=limit)
     if test_fraction is None:
         return result
@@ -87,7 +96,14 @@ def _check_options(split: str | None, test_fraction: float | None, limit: int | 
         raise SourceError(f"limit {limit!r} must be a positive integer")
 
 
+def sample_path() -> Path:
+    """The embedded HH-RLHF sample file (`hh-rlhf-sample`)."""
+    return Path(__file__).parent / "hh_rlhf_sample" / "harmless-sample.jsonl.gz"
+
+
 def _read_unsplit(spec: str, *, split: Split | None, limit: int | None) -> SourceResult:
+    if spec == SAMPLE:
+        return _read_file(spec, sample_path(), split=split, limit=limit)
     if spec == "hh-rlhf" or spec.startswith("hh-rlhf:"):
         result = read_hh_hub(_hub_subsets(spec), split=split, limit=limit)
         return replace(result, spec=spec)

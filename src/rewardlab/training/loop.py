@@ -47,15 +47,8 @@ from rewardlab.training.checkpoint import (
     smoothing_fingerprint,
 )
 from rewardlab.training.config import TrainConfig
-from rewardlab.training.fast.kernels import compiled_kernels
-from rewardlab.training.fast.packed import PackedBertReward, packed_reward_model
-from rewardlab.training.runtime import (
-    deterministic,
-    make_accelerator,
-    paused_gc,
-    prepare_for_training,
-    threads_for,
-)
+from rewardlab.training.fast import Restore, fast_forward
+from rewardlab.training.runtime import disable_dropout, make_accelerator, training_context
 
 __all__ = ["TrainResult", "bradley_terry_loss", "train_reward_model"]
 
@@ -108,7 +101,7 @@ class _Run:
     output_dir: Path | None
     fingerprints: dict[str, str | None]  # data_fingerprint, smoothing_fingerprint
     precision: str
-    restore_attn: str | None  # attention implementation to put back after training
+    restore: Restore  # the trained forward → the plain model (undoes the fast path)
 
 
 def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int
@@ -135,13 +128,6 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
     # fused: one kernel for all parameters (~9% of a MiniLM CPU step saved); CPU and CUDA have it
     fused = True if device.type in ("cpu", "cuda") else None
     return torch.optim.AdamW(groups, lr=config.resolved_lr(), fused=fused)
-
-
-def _vocab(data: PairEncoding) -> torch.Tensor:
-    """Every token id of the encoded pairs, repeats included (the packed wrapper dedupes them):
-    the word embeddings this run can train."""
-    rows = data.chosen.input_ids + data.rejected.input_ids
-    return torch.from_numpy(np.fromiter((i for row in rows for i in row), dtype=np.int64))
 
 
 def _collate(run: _Run, idx: list[int]) -> dict[str, torch.Tensor]:
@@ -174,28 +160,11 @@ def _train_step(run: _Run, batches: list[list[int]]) -> tuple[float, int, int]:
         loss_sum += float(loss.detach()) * len(idx)
         correct += int((r_c > r_r).sum())
     if config.max_grad_norm > 0:
-        _clip_gradients(acc, model, config.max_grad_norm)
+        acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return loss_sum, correct, n_step
-
-
-def _clip_gradients(acc: Accelerator, model: Any, max_norm: float) -> None:
-    """Clip the gradient norm to `max_norm`, on a CPU without touching gradients it leaves alone.
-
-    `clip_grad_norm_` multiplies every gradient by min(1, max_norm / norm) even when that is 1; a
-    reward model's norm is usually far below 1 (measured ~0.2 on the sample), so on a CPU, where
-    reading the norm costs no device sync, the multiply (all parameters, ~1% of a MiniLM step)
-    runs only when it changes something. The gradients are bit-identical either way.
-    """
-    if acc.device.type != "cpu":
-        acc.clip_grad_norm_(model.parameters(), max_norm)
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    total = torch.nn.utils.get_total_norm(grads, foreach=True)
-    if float(total) > max_norm:
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, total, foreach=True)
 
 
 def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
@@ -248,22 +217,19 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
                         [p.rejected for p in pairs], max_length=config.max_length)
     plan = _plan(data.lengths, config, rank=accelerator.process_index,
                  world=accelerator.num_processes)
-    restore_attn = prepare_for_training(model, dropout=config.dropout, precision=precision,
-                                        device=accelerator.device)
-    # the packed forward computes the same rewards with less work; it wraps, the weights stay put
-    single_cpu = accelerator.device.type == "cpu" and accelerator.num_processes == 1
-    forward = packed_reward_model(model, padding_side=tokenizer.padding_side,
-                                  sparse_embedding_grad=single_cpu,
-                                  vocab=_vocab(data) if config.weight_decay == 0 else None) or model
-    if accelerator.device.type == "cpu" and isinstance(forward, PackedBertReward):
-        compiled_kernels()  # load (or build, once) the CPU row attention now, not inside step 1
+    if not config.dropout:
+        disable_dropout(model)
+    # the same rewards with less work (packed forward, kernels, …): a wrapper, the weights stay put
+    forward, restore = fast_forward(model, device=accelerator.device, precision=precision,
+                                    processes=accelerator.num_processes,
+                                    padding_side=tokenizer.padding_side)
     optimizer = _optimizer(forward, config, accelerator.device)
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
     forward, optimizer = accelerator.prepare(forward, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # saved/restored with save_state/load_state
     return _Run(config, accelerator, forward, tokenizer, optimizer, scheduler, data, eps, plan,
-                output_dir, fingerprints, precision, restore_attn)
+                output_dir, fingerprints, precision, restore)
 
 
 def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
@@ -294,7 +260,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
                                    fingerprints=fingerprints) or state
     elif output_dir is not None and run.accelerator.is_main_process:
         clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
-    with deterministic(run.accelerator.device), threads_for(config.model), paused_gc():
+    with training_context(run.accelerator.device, model=config.model):
         stopped = _train_loop(run, state, progress=progress)
     return _finish(run, state, stopped=stopped, started=start)
 
@@ -303,11 +269,7 @@ def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> Tra
     acc = run.accelerator
     acc.wait_for_everyone()
     # keep_fp32_wrapper=False: scoring after training runs in fp32, exactly like a reloaded model
-    model = acc.unwrap_model(run.model, keep_fp32_wrapper=False)
-    if isinstance(model, PackedBertReward):
-        model = model.unwrap()
-    if run.restore_attn is not None:
-        model.set_attn_implementation(run.restore_attn)
+    model = run.restore(acc.unwrap_model(run.model, keep_fp32_wrapper=False))
     rm = RewardModel(model, run.tokenizer, max_length=run.config.max_length,
                      batch_size=run.config.eval_batch_size)
     data = run.data

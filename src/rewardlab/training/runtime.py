@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,17 +20,8 @@ from accelerate.state import AcceleratorState
 from rewardlab.errors import ModelError
 from rewardlab.models.names import BOW
 
-__all__ = ["resolve_precision", "make_accelerator", "prepare_for_training", "deterministic",
-           "threads_for", "paused_gc"]
-
-# oneDNN, PyTorch's CPU backend for bf16 matmuls, JIT-compiles a kernel per matrix shape (~0.6 ms
-# each, measured) and caches 1,024. Packed training meets new shapes all the time (tokens per batch,
-# tokens per row: 256 row lengths x 6 attention matmuls alone exceed 1,024), so with the default
-# it keeps recompiling: 4,096 measured ~3% faster per epoch for ~+0.3 GB
-# (each primitive keeps ~0.65 MB; docs/benchmarks.md). oneDNN reads this at its
-# first matmul; a value the user set wins.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
-
+__all__ = ["resolve_precision", "make_accelerator", "disable_dropout", "training_context",
+           "deterministic", "threads_for", "paused_gc"]
 
 def resolve_precision(precision: str, *, model: str, device: torch.device) -> str:
     """'auto' → 'bf16' where autocast is faster (measured), else 'fp32'."""
@@ -61,21 +51,18 @@ def make_accelerator(precision: str, *, model: str) -> tuple[Accelerator, str]:
     return accelerator, precision
 
 
-def prepare_for_training(model: Any, *, dropout: bool, precision: str,
-                         device: torch.device) -> str | None:
-    """Training-only model tweaks; returns the attention implementation to restore afterwards."""
-    if not dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-    attn = getattr(model.config, "_attn_implementation", None)
-    if device.type == "cpu" and precision == "bf16" and attn == "sdpa" \
-            and model._can_set_attn_implementation():
-        # measured (torch 2.13, avx512_bf16): SDPA's CPU flash kernel makes bf16 MiniLM steps ~1.4x
-        # slower than eager attention; inference stays on SDPA (fp32, where it is the faster one)
-        model.set_attn_implementation("eager")
-        return attn
-    return None
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off in every module (p = 0): TRL's RewardTrainer default, steadier rewards."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+@contextlib.contextmanager
+def training_context(device: torch.device, *, model: str) -> Iterator[None]:
+    """Deterministic kernels, the thread count for `model`, and no cyclic GC, for a run's steps."""
+    with deterministic(device), threads_for(model), paused_gc():
+        yield
 
 
 @contextlib.contextmanager

@@ -12,14 +12,6 @@ two kinds of work in the stock forward are wasted:
   small enough to stay in cache; a compiled kernel (`rewardlab.training.fast.kernels`) gives each thread whole
   rows. Elsewhere (GPUs) attention runs batched over the padded grid, where SDPA kernels are fast.
 
-Given the training data's token ids (`vocab`), the word embeddings train as a parameter of those rows
-only (8,397 of MiniLM's 30,522 on the HH sample): the other rows never get a gradient, and with zero
-gradient and zero moments AdamW leaves them exactly as they are (weight decay aside, which is why
-`packed_reward_model` takes no vocab when it is on), so stepping them is pure memory traffic:
-1–2% of a MiniLM CPU step (in-process A/B, same batches, bit-equal losses). Until `unwrap()` writes
-the trained rows back, the model's own word-embedding matrix is frozen and stale; resumable
-checkpoints hold both, so a resume restores `word_rows` with the rest.
-
 The wrapper calls the model's own modules (same parameters, same `state_dict` under `.model`), so a
 checkpoint is still the plain `AutoModelForSequenceClassification`; outputs equal the stock forward's
 to float rounding (tests check logits and gradients). Architectures it does not know fall back to the
@@ -160,11 +152,8 @@ class _RowAttention(torch.autograd.Function):
 class PackedBertReward(nn.Module):
     """`BertForSequenceClassification` with `num_labels=1`, run packed (see module doc)."""
 
-    _vocab: torch.Tensor  # (V',) token ids with a trainable row (buffers, set when vocab is given)
-    _row_of: torch.Tensor  # (vocab,) token id → its row in word_rows, or -1
-
     def __init__(self, model: Any, *, row_attention: bool = True,
-                 sparse_embedding_grad: bool = False, vocab: torch.Tensor | None = None) -> None:
+                 sparse_embedding_grad: bool = False) -> None:
         super().__init__()
         self.model = model
         self.row_attention = row_attention  # False: the padded-grid attention everywhere (tests)
@@ -173,35 +162,18 @@ class PackedBertReward(nn.Module):
         self._fed: list[torch.Tensor] = []  # token ids looked up since the last gradient arrived
         self._written: list[torch.Tensor] = []  # rows of the buffer that may be nonzero
         self._hook: Any = None
-        words = model.bert.embeddings.word_embeddings
-        # the word embeddings the training data can reach, as their own parameter (module doc)
-        self.word_rows: nn.Parameter | None = None
-        self._padding_row: int | None = None
-        if vocab is not None:
-            vocab = torch.as_tensor(vocab, dtype=torch.long, device=words.weight.device).unique()
-            self.word_rows = nn.Parameter(words.weight.detach()[vocab].clone())  # (V', d)
-            row_of = torch.full((words.num_embeddings,), -1, dtype=torch.long,
-                                device=vocab.device)
-            row_of[vocab] = torch.arange(len(vocab), device=vocab.device)
-            self.register_buffer("_vocab", vocab, persistent=False)  # (V',) token ids
-            self.register_buffer("_row_of", row_of, persistent=False)  # (vocab,) id → row, or -1
-            pad = words.padding_idx  # its gradient stays zero, in whichever row it lives
-            self._padding_row = (int(row_of[pad]) if pad is not None and row_of[pad] >= 0
-                                 else None)
-            words.weight.requires_grad_(False)  # word_rows is what trains; unwrap writes it back
         if sparse_embedding_grad:
-            self._hook = self._word_weight().register_post_accumulate_grad_hook(
+            self._hook = self._word_weight.register_post_accumulate_grad_hook(
                 self._densify_word_grad)
 
-    def _word_weight(self) -> torch.Tensor:
-        """The word-embedding matrix the forward reads and the optimizer steps."""
-        if self.word_rows is not None:
-            return self.word_rows
-        return self.model.bert.embeddings.word_embeddings.weight
+    @property
+    def _word_weight(self) -> nn.Parameter:
+        """(vocab, d) word embeddings (a property: as an attribute nn.Module would register it twice)."""
+        weight: nn.Parameter = self.model.bert.embeddings.word_embeddings.weight
+        return weight
 
     def unwrap(self) -> Any:
-        """The wrapped model, back to stock: trained rows written back, the hook removed, the
-        gradient buffer freed.
+        """The wrapped model, back to stock: the hook removed, the gradient buffer freed.
 
         Without this the hook would keep this wrapper and its gradient buffer alive as long as
         the model lives, and keep making the embedding gradient sparse.
@@ -209,12 +181,6 @@ class PackedBertReward(nn.Module):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        if self.word_rows is not None:
-            weight = self.model.bert.embeddings.word_embeddings.weight
-            with torch.no_grad():
-                weight[self._vocab] = self.word_rows.to(weight.dtype)
-            weight.requires_grad_(True)
-            self.word_rows = None
         self._word_grad = None
         self._fed, self._written = [], []
         return self.model
@@ -271,13 +237,10 @@ class PackedBertReward(nn.Module):
         types = (token_type_ids.flatten()[lay.index] if token_type_ids is not None
                  else torch.zeros_like(ids))
         padding_idx = emb.word_embeddings.padding_idx
-        if self.word_rows is not None:
-            ids = self._row_of[ids]  # every id of the training data has its row
-            padding_idx = self._padding_row
         sparse = self.sparse_embedding_grad and self.training
         if sparse:
             self._fed.append(ids)  # the rows this forward's gradient will touch
-        x = F.embedding(ids, self._word_weight(), padding_idx, sparse=sparse)
+        x = F.embedding(ids, self._word_weight, padding_idx, sparse=sparse)
         x = x + emb.token_type_embeddings(types)
         x = x + emb.position_embeddings(positions)
         return emb.dropout(emb.LayerNorm(x))
@@ -340,15 +303,12 @@ def _is_plain_bert(model: Any) -> bool:
 
 
 def packed_reward_model(model: Any, *, padding_side: str = "right",
-                        sparse_embedding_grad: bool = False,
-                        vocab: torch.Tensor | None = None) -> PackedBertReward | None:
+                        sparse_embedding_grad: bool = False) -> PackedBertReward | None:
     """The packed wrapper for `model`, or None when the stock forward must run.
 
     Right padding only: the pooled token must sit at grid position 0 of every row.
     `sparse_embedding_grad` is for one CPU process (DDP's all-reduce wants dense gradients).
-    `vocab`: every token id the forward will see; only those word-embedding rows train (module
-    doc). Pass it only when AdamW's weight decay is 0, which would otherwise shrink the other rows.
     """
     if padding_side != "right" or not _is_plain_bert(model):
         return None
-    return PackedBertReward(model, sparse_embedding_grad=sparse_embedding_grad, vocab=vocab)
+    return PackedBertReward(model, sparse_embedding_grad=sparse_embedding_grad)
