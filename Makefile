@@ -4,10 +4,11 @@ PY := $(VENV)/bin/python
 RL := $(VENV)/bin/rewardlab
 OUT ?= out
 
-.PHONY: setup run run-hub demo test bench
+.PHONY: setup run run-hub demo check test bench
 
+# One environment for running, checking and testing: the test and dev (mypy, ruff) extras.
 setup:
-	bash scripts/setup.sh test
+	bash scripts/setup.sh test,dev
 
 # The main job, offline: clean vs unfiltered vs random control on the HH-RLHF sample the package
 # ships (1,512 harmless-base pairs, split 70/30 by prompt hash), 2 seeds.
@@ -20,6 +21,11 @@ run-hub: setup
 
 demo: setup
 	$(RL) demo -o demo
+
+# Lint the code and type-check the package (mypy strict: pyproject.toml [tool.mypy]).
+check: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src/rewardlab
 
 # Tests: the store tests run on SQLite and on a real PostgreSQL started here (a failure in CI).
 test: setup

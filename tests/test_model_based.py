@@ -23,6 +23,7 @@ from rewardlab.flags.detectors.model_based import (
     EnsembleStrength,
     OofMargin,
     _flag_lowest,
+    detector_train_config,
     estimate_flip_rate,
     fold_ids,
 )
@@ -88,7 +89,8 @@ def test_clean_data_gets_almost_nothing_flagged() -> None:
 
 def test_deterministic_given_seed() -> None:
     pairs, _ = _train("synthetic:n=120,noise=0.2,seed=3")
-    a, b = (OofMargin(folds=2, seed=7, progress=False).detect(pairs) for _ in range(2))
+    a, b = (OofMargin(folds=2, train=detector_train_config(seed=7), progress=False).detect(pairs)
+            for _ in range(2))
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a.flagged, b.flagged)
 
@@ -125,7 +127,21 @@ def test_registered_as_model_detectors_outside_the_rule_set() -> None:
     for name, cls in (("oof_margin", OofMargin), ("ensemble_strength", EnsembleStrength)):
         assert DETECTORS[name] is cls and cls.kind == "model" and name not in RULE_DETECTORS
     detector = get_detector("oof_margin", folds="3", lr="0.01", model="minilm")
-    assert (detector.folds, detector.lr, detector.model) == (3, 0.01, "minilm")
+    assert isinstance(detector, OofMargin)
+    assert (detector.folds, detector.train.lr, detector.train.model) == (3, 0.01, "minilm")
+    assert detector.train == detector_train_config(lr=0.01, model="minilm")
+
+
+def test_params_record_the_training_settings_flat() -> None:
+    """`train` is a TrainConfig, but runs record its settings flat, then the detector's own."""
+    assert OofMargin().params == {"model": "bow", "epochs": 1, "batch_size": 8, "lr": 0.0,
+                                  "max_length": 256, "seed": 0, "folds": 5}
+    params = get_detector("ensemble_strength", members="2", lr="0.01", warmup_ratio="0.1").params
+    assert list(params) == ["model", "epochs", "batch_size", "lr", "warmup_ratio", "max_length",
+                            "seed", "members"]  # a non-default training setting is recorded too
+    assert (params["lr"], params["warmup_ratio"], params["members"]) == (0.01, 0.1, 2)
+    with pytest.raises(SelectionError, match="parameter 'epochs' expects int"):
+        get_detector("oof_margin", epochs="two")
 
 
 def test_too_few_pairs_is_a_clear_error(noisy: tuple) -> None:
@@ -141,7 +157,7 @@ def test_any_backbone_works(tmp_path: Path) -> None:
 
     pairs, _ = _train("synthetic:n=24,noise=0.25,seed=4")
     backbone = str(make_tiny_backbone(tmp_path / "tiny"))
-    result = OofMargin(model=backbone, folds=2, lr=1e-3, max_length=64,
-                       progress=False).detect(pairs)
+    train = detector_train_config(model=backbone, lr=1e-3, max_length=64)
+    result = OofMargin(train=train, folds=2, progress=False).detect(pairs)
     assert result.scores.shape == (24,) and result.params["model"] == backbone
     assert np.isfinite(result.scores).all()

@@ -271,7 +271,7 @@ def test_empty_csv_cell_and_short_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", ["no-such-source", "missing/file.jsonl"])
 def test_unknown_source_lists_what_is_accepted(spec: str) -> None:
     with pytest.raises(SourceError, match=rf"^unknown source '{spec}': .*\.parquet.*"
-                                          r"'hh-rlhf\[:subset\]' or 'synthetic:"):
+                                          r"'hh-rlhf\[:subset\]', 'hh-rlhf-sample' or 'synthetic:"):
         read_source(spec)
 
 

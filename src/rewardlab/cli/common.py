@@ -5,33 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["add_config_args", "config_from_args", "emit", "format_table", "to_jsonable"]
+from rewardlab.jsonable import to_jsonable
+
+__all__ = ["add_config_args", "add_store_options", "config_from_args", "emit", "format_table"]
 
 C = TypeVar("C")
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, numpy scalars/arrays, paths and sets → plain JSON values (NaN → null)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def emit(payload: Any, *, as_json: bool, render: Callable[[], str]) -> None:
@@ -106,8 +90,10 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -
     return cls(**{**values, **overrides})
 
 
-def add_db_and_json(p: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-    """--db URL (and --json) as every store command takes them."""
+def add_store_options(p: argparse.ArgumentParser, *, handler: Callable[[argparse.Namespace], int],
+                      json_flag: bool = True) -> None:
+    """Close a store command's parser: --db URL and --json (last in --help), and its handler."""
+    p.set_defaults(handler=handler)
     p.add_argument("--db", default=None, metavar="URL",
                    help="database URL (default: $REWARDLAB_DB or sqlite:///rewardlab.db; "
                         "PostgreSQL: postgresql+psycopg://user@host/db)")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING
 
-from rewardlab.cli.common import add_db_and_json, emit, format_table
+from rewardlab.cli.common import add_store_options, emit, format_table
 from rewardlab.data.pairs import SPLITS
+
+if TYPE_CHECKING:
+    from rewardlab.store.records import FlagRow
+    from rewardlab.store.store import IngestCounts, Store
 
 __all__ = ["register", "cmd_ingest", "cmd_datasets", "cmd_flag", "cmd_flags_show", "cmd_flags_export",
            "cmd_flags_import", "cmd_flags_review", "split_names"]
@@ -19,13 +23,13 @@ def split_names(value: str | None) -> list[str] | None:
     return names or None
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _store(args: argparse.Namespace) -> Store:
     from rewardlab.store.store import Store
 
     return Store(args.db)
 
 
-def _render_ingest(counts: Any) -> str:
+def _render_ingest(counts: IngestCounts) -> str:
     groups = [{"split/subset": g, **c} for g, c in sorted(counts.by_group.items())]
     reasons = Counter(reason for _, reason in counts.rejected)
     lines = [f"dataset {counts.dataset!r}: read {counts.read:,} pairs, ingested "
@@ -79,7 +83,7 @@ def _shorten(text: str, width: int = 300) -> str:
     return text if len(text) <= width else f"{text[:width]}… [{len(text):,} chars]"
 
 
-def _render_flag_rows(rows: list[dict[str, Any]]) -> str:
+def _render_flag_rows(rows: list[FlagRow]) -> str:
     if not rows:
         return "no flagged pairs"
     blocks = []
@@ -135,7 +139,7 @@ def cmd_flags_review(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this group's commands (parsers and handlers) to the top-level subparsers."""
 
     p = sub.add_parser("ingest", help="read preference pairs into the store",
@@ -149,18 +153,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, metavar="F",
                    help="carve a test split by prompt hash (no prompt in both splits)")
     p.add_argument("--limit", type=int, metavar="N", help="read at most N rows (per split)")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_ingest)
+    add_store_options(p, handler=cmd_ingest)
 
     p = sub.add_parser("datasets", help="list datasets with pair and flag counts")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_datasets)
+    add_store_options(p, handler=cmd_datasets)
 
     p = sub.add_parser("flag", help="run detectors on a dataset's train pairs and store the flags")
     p.add_argument("name")
     p.add_argument("--detectors", metavar="A,B,…", help="default: every rule detector")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_flag)
+    add_store_options(p, handler=cmd_flag)
 
     flags = sub.add_parser("flags", help="show, export, import and review flags")
     fsub = flags.add_subparsers(dest="flags_command", required=True, metavar="COMMAND")
@@ -168,21 +169,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--detector")
     p.add_argument("--limit", type=int, default=20)
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_flags_show)
+    add_store_options(p, handler=cmd_flags_show)
     p = fsub.add_parser("export", help="write flagged_indices.json (sorted source indices)")
     p.add_argument("name")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--detectors", metavar="A,B,…", help="default: every detector that ran")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_flags_export)
+    add_store_options(p, handler=cmd_flags_export)
     p = fsub.add_parser("import", help="store a flagged_indices.json as a detector run")
     p.add_argument("name")
     p.add_argument("file")
     p.add_argument("--as", dest="label", required=True, metavar="LABEL",
                    help="detector name to store the imported flags under")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_flags_import)
+    add_store_options(p, handler=cmd_flags_import)
     p = fsub.add_parser("review", help="label a flagged pair as a true or false positive")
     p.add_argument("name")
     p.add_argument("source_index", type=int)
@@ -195,5 +193,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--note", default="")
     p.add_argument("--split", choices=SPLITS, default="train")
     p.add_argument("--subset", help="subset of the pair, when several subsets share the index")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_flags_review)
+    add_store_options(p, handler=cmd_flags_review)

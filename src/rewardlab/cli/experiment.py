@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from rewardlab.cli.common import add_config_args, add_db_and_json, config_from_args, emit, format_table
+from rewardlab.cli.common import add_config_args, add_store_options, config_from_args, emit, format_table
 from rewardlab.errors import SourceError
 from rewardlab.experiment.compare import CompareConfig
 
+if TYPE_CHECKING:
+    from rewardlab.report.results import ResultsDocument
+
 __all__ = ["register", "add_compare_args", "cmd_compare", "cmd_experiments", "cmd_demo"]
 
-OFFLINE_HINT = ("offline? run on a local file instead: rewardlab compare --train "
-                "../shared/data/hh-rlhf/harmless-sample.jsonl.gz --test-fraction 0.3 --seeds 2 -o out")
+OFFLINE_HINT = ("offline? run on the embedded HH-RLHF sample instead: rewardlab compare --train "
+                "hh-rlhf-sample --seeds 2 -o out")
 
 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
@@ -22,15 +25,16 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p, CompareConfig)
 
 
-def _render_compare(results: dict[str, Any], out_dir: Path) -> str:
+def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
+    # CIs are None only without test pairs, and run_comparison refuses an empty test split
     rows = [{"condition": c, "train_pairs": b["summary"]["train_pairs"],
              "accuracy": b["summary"]["accuracy_mean"], "±std": b["summary"]["accuracy_std"],
-             "95% CI": "{:.4f}–{:.4f}".format(*b["summary"]["accuracy_ci"]),
+             "95% CI": "{:.4f}–{:.4f}".format(*cast("list[float]", b["summary"]["accuracy_ci"])),
              "reward_gap": b["summary"]["reward_gap_mean"]}
             for c, b in results["conditions"].items()]
     cmp_rows = [{"treated": c["treated"], "vs": c["baseline"],
                  "Δacc": c["bootstrap"]["diff"], "95% CI": "{:+.4f}…{:+.4f}".format(
-                     *c["bootstrap"]["ci"]),
+                     *cast("list[float]", c["bootstrap"]["ci"])),
                  "McNemar p": ", ".join(f"{m['p']:.3g}" for m in c["mcnemar"])}
                 for c in results["comparisons"]]
     parts = [format_table(rows, list(rows[0]))]
@@ -52,7 +56,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if config.train.startswith("hh-rlhf") and "hub" in str(e).lower():
             raise SourceError(f"{e}\n{OFFLINE_HINT}") from e
         raise
-    summary = {k: results[k] for k in ("verdict", "comparisons", "notebook_table", "seconds")}
+    summary: dict[str, Any] = {k: results[k]
+                               for k in ("verdict", "comparisons", "notebook_table", "seconds")}
     summary["conditions"] = {c: b["summary"] for c, b in results["conditions"].items()}
     summary["report"] = str(out_dir / "report.html")
     emit(summary, as_json=args.json, render=lambda: _render_compare(results, out_dir))
@@ -83,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this group's commands (parsers and handlers) to the top-level subparsers."""
 
     p = sub.add_parser("compare", help="the main job: unfiltered vs clean vs random control",
@@ -91,16 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "data (× seeds), evaluate on the same test pairs, test the differences "
                        "(McNemar, paired bootstrap) and write a report.")
     add_compare_args(p)
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_compare)
+    add_store_options(p, handler=cmd_compare)
 
     p = sub.add_parser("experiments", help="list recorded experiments")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_experiments)
+    add_store_options(p, handler=cmd_experiments)
 
     p = sub.add_parser("demo", help="offline teaching demo on synthetic data with known noise")
     p.add_argument("-o", "--output", default="demo", metavar="DIR")
     p.add_argument("--n", type=int, default=4000, help="synthetic train pairs")
     p.add_argument("--noise", type=float, default=0.2, help="fraction of flipped train labels")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_demo)
+    add_store_options(p, handler=cmd_demo)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rewardlab.cli.common import add_db_and_json, config_from_args, emit, format_table, to_jsonable
+from rewardlab.cli.common import add_store_options, config_from_args, emit, format_table
 from rewardlab.cli.data import split_names
 from rewardlab.data.pairs import SPLITS
 from rewardlab.errors import SourceError
 from rewardlab.flags.selection import MODES, TREATMENTS
+from rewardlab.jsonable import to_jsonable
+
+if TYPE_CHECKING:
+    from rewardlab.evaluation.evaluate import EvalMetrics
+    from rewardlab.models.reward_model import RewardModel
 
 __all__ = ["register", "cmd_train", "cmd_evaluate", "cmd_score", "read_score_file"]
 
@@ -49,7 +54,7 @@ def _corr(value: float | None) -> str:
     return "n/a (constant input)" if value is None else f"{value:+.4f}"
 
 
-def _render_metrics(m: dict[str, Any]) -> str:
+def _render_metrics(m: EvalMetrics) -> str:
     lo, hi = m["accuracy_ci"]
     rows = [
         {"metric": "accuracy", "value": f"{m['accuracy']:.4f} (95% CI {lo:.4f}–{hi:.4f}), "
@@ -110,7 +115,7 @@ def read_score_file(path: str) -> list[dict[str, str]]:
     return rows
 
 
-def _score_rows(model: Any, rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+def _score_rows(model: RewardModel, rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     singles = [r for r in rows if "response" in r]
     pairs = [r for r in rows if "response" not in r]
     s = model.score([r["prompt"] for r in singles], [r["response"] for r in singles])
@@ -147,7 +152,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this group's commands (parsers and handlers) to the top-level subparsers."""
     from rewardlab.cli.common import add_config_args
     from rewardlab.training.config import TrainConfig
@@ -166,16 +171,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pairs", type=int, metavar="N", help="sample N pairs, stratified by subset")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
     add_config_args(p, TrainConfig)
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_train)
+    add_store_options(p, handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy with CI, reward gap, NLL, ECE, length baselines")
     p.add_argument("checkpoint", metavar="DIR")
     p.add_argument("name")
     p.add_argument("--split", choices=SPLITS, default="test")
     p.add_argument("-o", "--output", metavar="FILE", help="write metrics + per-pair scores as JSON")
-    add_db_and_json(p)
-    p.set_defaults(handler=cmd_evaluate)
+    add_store_options(p, handler=cmd_evaluate)
 
     p = sub.add_parser("score", help="reward of a response (or a file of them)")
     p.add_argument("checkpoint", metavar="DIR")

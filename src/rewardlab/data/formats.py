@@ -116,11 +116,18 @@ def _read_jsonl(path: Path, limit: int | None) -> Rows:
     return (list(rows[0]) if rows else []), rows
 
 
-def _json_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
+def _parse_json(path: Path, text: str, *, lineno: int | None = None) -> Any:
+    """`json.loads(text)`; a syntax error becomes one SourceError naming the file and line
+    (`lineno` for a line of JSON lines, else the line within `text`)."""
     try:
-        row = json.loads(line)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise SourceError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
+        line = e.lineno if lineno is None else lineno
+        raise SourceError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from e
+
+
+def _json_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    row = _parse_json(path, line, lineno=lineno)
     if not isinstance(row, dict):
         raise SourceError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
     return row
@@ -133,10 +140,7 @@ def _read_json(path: Path, limit: int | None) -> Rows:
         text = f.read()
     if text.lstrip().startswith("{"):
         return _read_jsonl(path, limit)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SourceError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from e
+    data = _parse_json(path, text)
     if not isinstance(data, list):
         raise SourceError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     rows = data[:limit] if limit is not None else data
@@ -156,7 +160,7 @@ def _read_csv(path: Path, limit: int | None) -> Rows:
             for row in reader:
                 if limit is not None and len(rows) >= limit:
                     break
-                row.pop(None, None)  # type: ignore[call-overload]  # cells past the header
+                row.pop(None, None)  # cells past the header
                 rows.append(row)
         except csv.Error as e:
             raise SourceError(f"{path}:{reader.line_num}: invalid CSV ({e})") from e

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ __all__ = [
     "SPLITS",
     "PreferencePair",
     "Turn",
+    "fingerprint_pairs",
     "parse_dialogue",
     "pair_from_hh",
     "pair_from_turns",
@@ -85,6 +87,17 @@ class PreferencePair:
         """The same pair with chosen and rejected swapped (the `flip` treatment)."""
         return replace(self, chosen=self.rejected, rejected=self.chosen,
                        raw_chosen=self.raw_rejected, raw_rejected=self.raw_chosen)
+
+
+def fingerprint_pairs(pairs: Iterable[PreferencePair]) -> str:
+    """sha256 over the pairs' content hashes, in order: the same data gives the same print.
+
+    Recorded in results.json and rewardlab.json; a resumed run checks it against the saved one.
+    """
+    digest = hashlib.sha256()
+    for p in pairs:
+        digest.update(p.content_hash.encode())
+    return digest.hexdigest()
 
 
 def parse_dialogue(text: str) -> list[Turn]:

@@ -8,22 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import ModelError
+from rewardlab.evaluation.metrics import PreferenceMetrics
 from rewardlab.models.reward_model import RewardModel
 
-__all__ = ["EvalResult", "evaluate_reward_model"]
+__all__ = ["EvalMetrics", "EvalResult", "evaluate_reward_model"]
+
+
+class EvalMetrics(PreferenceMetrics):
+    """`preference_metrics(...)` plus how many sequences the tokenizer cut."""
+
+    n_truncated: int  # pairs with a side cut at max_length
+    n_response_truncated: int  # pairs whose cut reached into a response
 
 
 @dataclass
 class EvalResult:
     """`metrics` is `preference_metrics(...)` plus `n_truncated`; rewards are (N,) in pair order."""
 
-    metrics: dict[str, Any]
+    metrics: EvalMetrics
     chosen_rewards: np.ndarray
     rejected_rewards: np.ndarray
 
@@ -47,12 +54,14 @@ def evaluate_reward_model(model: RewardModel, pairs: Sequence[PreferencePair], *
         raise ModelError("no pairs to evaluate")
     chosen, rejected, enc = model.score_pair_encoding(model.encode_pairs(pairs),
                                                       batch_size=batch_size)
-    metrics = preference_metrics(
-        chosen, rejected,
-        chosen_lengths=np.array([len(p.chosen) for p in pairs]),
-        rejected_lengths=np.array([len(p.rejected) for p in pairs]),
-        subsets=[p.subset for p in pairs],
-    )
-    metrics["n_truncated"] = int(enc.truncated.sum())
-    metrics["n_response_truncated"] = int(enc.response_truncated.sum())
+    metrics: EvalMetrics = {
+        **preference_metrics(
+            chosen, rejected,
+            chosen_lengths=np.array([len(p.chosen) for p in pairs]),
+            rejected_lengths=np.array([len(p.rejected) for p in pairs]),
+            subsets=[p.subset for p in pairs],
+        ),
+        "n_truncated": int(enc.truncated.sum()),
+        "n_response_truncated": int(enc.response_truncated.sum()),
+    }
     return EvalResult(metrics=metrics, chosen_rewards=chosen, rejected_rewards=rejected)

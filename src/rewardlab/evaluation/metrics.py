@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from scipy import stats as sps
 from scipy.special import expit
 
 __all__ = [
+    "sigmoid",
     "ECE_BINS",
+    "PreferenceMetrics",
+    "Reliability",
+    "SubsetAccuracy",
     "preference_metrics",
     "wilson_interval",
     "expected_calibration_error",
@@ -31,6 +35,39 @@ __all__ = [
 ]
 
 ECE_BINS = 10
+
+
+class Reliability(TypedDict):
+    """Equal-width bins over P(chosen > rejected); `confidence`/`accuracy` are None for empty bins."""
+
+    bin_edges: list[float]  # (n_bins + 1,)
+    confidence: list[float | None]  # (n_bins,) mean probability in the bin
+    accuracy: list[float | None]  # (n_bins,) share of the bin's orientations that were right
+    count: list[int]  # (n_bins,) pair-orientations, 2 per pair
+
+
+class SubsetAccuracy(TypedDict):
+    n: int
+    accuracy: float
+
+
+class PreferenceMetrics(TypedDict):
+    """`preference_metrics`' result; None where undefined (no pairs, constant lengths)."""
+
+    n: int
+    correct: int
+    accuracy: float | None
+    accuracy_ci: list[float]  # [lo, hi], Wilson 95%
+    reward_gap_mean: float | None
+    reward_gap_std: float | None
+    nll: float | None
+    ece: float | None
+    reliability: Reliability
+    accuracy_by_subset: dict[str, SubsetAccuracy]
+    longer_wins_accuracy: float | None
+    shorter_wins_accuracy: float | None
+    length_reward_corr: float | None  # Pearson r of reward vs length over all 2N responses
+    length_gap_corr: float | None  # Pearson r of the gap vs the length difference
 
 
 def wilson_interval(correct: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
@@ -52,7 +89,8 @@ def wilson_interval(correct: int, n: int, *, level: float = 0.95) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x), the one sigmoid of the package (reward gap → P(chosen ≻ rejected))."""
     # scipy's expit is overflow-safe for large |gap| where 1/(1+exp(-x)) warns.
     return np.asarray(expit(x), dtype=float)
 
@@ -70,7 +108,7 @@ def _symmetrized(prob_chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return probs, labels
 
 
-def reliability_bins(prob_chosen: np.ndarray, *, n_bins: int = ECE_BINS) -> dict[str, list[Any]]:
+def reliability_bins(prob_chosen: np.ndarray, *, n_bins: int = ECE_BINS) -> Reliability:
     """Equal-width bins over P(chosen > rejected) on the symmetrized pairs (see `_symmetrized`).
 
     Returns `{bin_edges, confidence, accuracy, count}`; `count` is in pair-orientations (2 per
@@ -96,7 +134,7 @@ def reliability_bins(prob_chosen: np.ndarray, *, n_bins: int = ECE_BINS) -> dict
             "count": count}
 
 
-def expected_calibration_error(reliability: dict[str, list[Any]]) -> float | None:
+def expected_calibration_error(reliability: Reliability) -> float | None:
     """ECE = sum over bins of (bin share) * |accuracy - confidence|; `None` when nothing was binned.
 
     >>> rel = {"confidence": [0.2, 0.8], "accuracy": [0.0, 1.0], "count": [1, 1]}
@@ -106,8 +144,10 @@ def expected_calibration_error(reliability: dict[str, list[Any]]) -> float | Non
     total = sum(reliability["count"])
     if total == 0:
         return None
+    # a bin has an accuracy and a confidence exactly when its count is non-zero
     gaps = (abs(a - c) * k / total for a, c, k in
-            zip(reliability["accuracy"], reliability["confidence"], reliability["count"]) if k)
+            zip(reliability["accuracy"], reliability["confidence"], reliability["count"])
+            if k and a is not None and c is not None)
     return float(round(sum(gaps), 12))
 
 
@@ -149,10 +189,10 @@ def safe_pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     return r if math.isfinite(r) else None
 
 
-def _accuracy_by_subset(correct: np.ndarray, subsets: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _accuracy_by_subset(correct: np.ndarray, subsets: Sequence[str]) -> dict[str, SubsetAccuracy]:
     """`{subset: {n, accuracy}}` in sorted subset order (stable JSON, stable report tables)."""
     labels = np.asarray(list(subsets), dtype=object)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, SubsetAccuracy] = {}
     for name in sorted(set(labels.tolist())):
         mask = labels == name
         out[str(name)] = {"n": int(mask.sum()), "accuracy": float(correct[mask].mean())}
@@ -168,7 +208,7 @@ def _bt_nll(gap: np.ndarray) -> float | None:
 
 
 def preference_metrics(chosen: np.ndarray, rejected: np.ndarray, *, chosen_lengths: np.ndarray,
-                       rejected_lengths: np.ndarray, subsets: Sequence[str]) -> dict:
+                       rejected_lengths: np.ndarray, subsets: Sequence[str]) -> PreferenceMetrics:
     """All test metrics for one reward model on one set of pairs (all inputs in the same order).
 
     >>> m = preference_metrics(np.array([2.0, 0.0]), np.array([1.0, 1.0]),
@@ -185,7 +225,7 @@ def preference_metrics(chosen: np.ndarray, rejected: np.ndarray, *, chosen_lengt
     gap = c - r  # (N,) positive = model agrees with the label
     correct = gap > 0  # ties are wrong, as in the original notebook's `chosen > rejected`
     k = int(correct.sum())
-    reliability = reliability_bins(_sigmoid(gap))
+    reliability = reliability_bins(sigmoid(gap))
     longer, shorter = length_baselines(c_len, r_len)
     return {
         "n": n,

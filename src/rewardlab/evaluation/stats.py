@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from statistics import median
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy import stats as sps
@@ -20,6 +20,12 @@ from rewardlab.evaluation.metrics import wilson_interval
 
 __all__ = [
     "ALPHA",
+    "McNemarResult",
+    "SeedMcNemar",
+    "BootstrapDiff",
+    "RunSummary",
+    "Comparison",
+    "NotebookRow",
     "mcnemar_exact",
     "paired_bootstrap_diff",
     "mean_ci",
@@ -35,7 +41,63 @@ ALPHA = 0.05
 _BOOT_CHUNK = 500  # bootstrap replicates per batch: bounds memory at 500 x n_pairs indices
 
 
-def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
+class McNemarResult(TypedDict):
+    b: int  # pairs A got right and B wrong
+    c: int  # pairs B got right and A wrong
+    n_discordant: int
+    p: float
+
+
+class SeedMcNemar(McNemarResult):
+    seed: int
+
+
+class BootstrapDiff(TypedDict):
+    """acc(A) - acc(B) with its 95% CI; None when there were no test pairs."""
+
+    diff: float | None
+    ci: list[float | None]  # [lo, hi]
+    n_boot: int
+
+
+class RunSummary(TypedDict):
+    """A condition's "summary" block (`summarize_runs`); None where no run had the value."""
+
+    accuracy_mean: float | None
+    accuracy_std: float | None
+    accuracy_ci: list[float | None]  # [lo, hi]
+    accuracy_ci_kind: str  # "t over seeds" or "Wilson over test pairs (1 seed)"
+    n_seeds: int
+    reward_gap_mean: float | None
+    nll_mean: float | None
+    ece_mean: float | None
+    train_pairs: int | None
+
+
+class Comparison(TypedDict):
+    """One "comparisons" entry (`compare_runs`)."""
+
+    treated: str
+    baseline: str
+    mcnemar: list[SeedMcNemar]  # one per seed both conditions ran
+    bootstrap: BootstrapDiff
+    verdict: str
+
+
+class NotebookRow(TypedDict):
+    """One row of the original notebook's table (`notebook_table`): means over seeds."""
+
+    condition: str
+    training_examples: float | None
+    train_accuracy: float | None
+    train_loss: float | None
+    test_accuracy: float | None
+    correct: float | None
+    total: float | None
+    avg_reward_gap: float | None
+
+
+def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemarResult:
     """Exact two-sided McNemar test on paired right/wrong vectors.
 
     `b` counts pairs A got right and B got wrong, `c` the reverse; under "no difference" each
@@ -58,7 +120,7 @@ def _per_pair_accuracy(correct: np.ndarray) -> np.ndarray:
 
 
 def paired_bootstrap_diff(a_correct: np.ndarray, b_correct: np.ndarray, *, n_boot: int = 10_000,
-                          seed: int = 0) -> dict:
+                          seed: int = 0) -> BootstrapDiff:
     """Accuracy difference acc(A) - acc(B) with a 95% percentile CI from resampling test pairs.
 
     Inputs are (P,) or (S, P) right/wrong arrays (S seeds x P pairs). With seeds, every replicate
@@ -108,16 +170,16 @@ def _mcnemar_phrase(p_values: Sequence[float]) -> str:
     return f"McNemar p < {ALPHA} in {k} of {len(p_values)} seed{'s' if len(p_values) != 1 else ''}"
 
 
-def verdict_sentence(treated: str, baseline: str, *, diff: float, ci: tuple[float, float],
-                     p_values: Sequence[float]) -> str:
+def verdict_sentence(treated: str, baseline: str, *, diff: float | None,
+                     ci: Sequence[float | None], p_values: Sequence[float]) -> str:
     """One sentence that never overstates: "better"/"worse" only when the 95% CI excludes 0.
 
     >>> print(verdict_sentence("A", "B", diff=0.03, ci=(0.01, 0.05), p_values=[0.01, 0.2]))
     A is better than B by 3.0 points (95% CI +1.0 to +5.0; McNemar p < 0.05 in 1 of 2 seeds).
     """
-    if diff is None or ci[0] is None or ci[1] is None:
+    lo, hi = ci  # None when there were no test pairs
+    if diff is None or lo is None or hi is None:
         return f"{treated} vs {baseline}: not compared (no test pairs)."
-    lo, hi = ci
     evidence = f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; {_mcnemar_phrase(p_values)}"
     if lo <= 0 <= hi:
         return (f"{treated} vs {baseline}: no significant difference "
@@ -140,7 +202,7 @@ def _mean_of(runs: Sequence[Mapping[str, Any]], key: str, *, test: bool = True) 
     return float(np.mean(vals)) if vals else None
 
 
-def summarize_runs(runs: list[dict]) -> dict:
+def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> RunSummary:
     """The "summary" block of one condition from its runs (one per seed).
 
     `accuracy_ci` is a t-interval across seeds; with a single seed there is no seed spread, so it
@@ -164,8 +226,9 @@ def summarize_runs(runs: list[dict]) -> dict:
     }
 
 
-def compare_runs(treated: str, treated_runs: list[dict], baseline: str, baseline_runs: list[dict],
-                 *, n_boot: int = 10_000, seed: int = 0) -> dict:
+def compare_runs(treated: str, treated_runs: Sequence[Mapping[str, Any]], baseline: str,
+                 baseline_runs: Sequence[Mapping[str, Any]], *, n_boot: int = 10_000,
+                 seed: int = 0) -> Comparison:
     """One "comparisons" entry: McNemar per seed (paired by seed), pooled bootstrap, verdict.
 
     Seeds present in both conditions are paired; if none match, the bootstrap still compares the
@@ -173,8 +236,8 @@ def compare_runs(treated: str, treated_runs: list[dict], baseline: str, baseline
     """
     by_seed = {r["seed"]: r for r in baseline_runs}
     matched = [(r, by_seed[r["seed"]]) for r in treated_runs if r["seed"] in by_seed]
-    mcnemar = [{"seed": t["seed"], **mcnemar_exact(run_correct(t), run_correct(b))}
-               for t, b in matched]
+    mcnemar: list[SeedMcNemar] = [{"seed": t["seed"], **mcnemar_exact(run_correct(t), run_correct(b))}
+                                  for t, b in matched]
     if matched:
         a = np.stack([run_correct(t) for t, _ in matched])  # (S, P) same seeds on both sides
         b = np.stack([run_correct(b) for _, b in matched])
@@ -188,7 +251,7 @@ def compare_runs(treated: str, treated_runs: list[dict], baseline: str, baseline
             "verdict": verdict}
 
 
-def notebook_table(conditions: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+def notebook_table(conditions: Mapping[str, Mapping[str, Any]]) -> list[NotebookRow]:
     """The original notebook's results table, one row per condition, means over seeds.
 
     >>> run = {"train_pairs": 10, "train_accuracy": 0.7, "train_loss": 0.6,
@@ -196,7 +259,7 @@ def notebook_table(conditions: Mapping[str, Mapping[str, Any]]) -> list[dict]:
     >>> notebook_table({"unfiltered": {"runs": [run]}})[0]["correct"]
     2.0
     """
-    rows = []
+    rows: list[NotebookRow] = []
     for name, cond in conditions.items():
         runs = cond.get("runs", [])
         rows.append({
@@ -214,7 +277,8 @@ def notebook_table(conditions: Mapping[str, Mapping[str, Any]]) -> list[dict]:
 
 # ---------------------------------------------------------------- the overall verdict paragraph
 
-def _find(comparisons: Sequence[Mapping[str, Any]], treated: str, baseline: str) -> dict | None:
+def _find(comparisons: Sequence[Mapping[str, Any]], treated: str, baseline: str
+          ) -> dict[str, Any] | None:
     return next((dict(c) for c in comparisons
                  if c["treated"] == treated and c["baseline"] == baseline), None)
 

@@ -8,7 +8,6 @@ condition with every seed, evaluates all of them on one test set and returns the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 import time
@@ -16,10 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from rewardlab._version import __version__
-from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import SelectionError, SourceError
 from rewardlab.flags.selection import (
     TREATMENTS,
@@ -28,14 +27,35 @@ from rewardlab.flags.selection import (
     select_training_pairs,
 )
 
-__all__ = ["CompareConfig", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",
-           "dataset_name_for", "fingerprint", "train_config_for", "run_comparison"]
+if TYPE_CHECKING:
+    from rewardlab.report.results import (
+        Comparison,
+        ConditionBlock,
+        DetectorFlags,
+        FlagsBlock,
+        ResultsConfig,
+        ResultsDocument,
+        ResultsDraft,
+        RunRecord,
+        TeachingBlock,
+    )
+    from rewardlab.store.store import Store
+    from rewardlab.training.config import TrainConfig
+
+__all__ = ["CompareConfig", "Preset", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",
+           "dataset_name_for", "train_config_for", "Annotate", "run_comparison"]
 
 log = logging.getLogger("rewardlab")
 
 # Training settings per preset. `seed` is the original notebook's (a GPU job); `quick` finishes on a
 # 2-core CPU in minutes.
-PRESETS: dict[str, dict[str, Any]] = {
+class Preset(TypedDict):
+    model: str
+    max_pairs: int | None  # None = all train pairs
+    seeds: int
+
+
+PRESETS: dict[str, Preset] = {
     "quick": {"model": "minilm", "max_pairs": 4000, "seeds": 1},
     "seed": {"model": "distilbert-base-uncased", "max_pairs": None, "seeds": 1},
 }
@@ -57,7 +77,9 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 class CompareConfig:
     """Everything `rewardlab compare` needs; saved in results.json."""
 
-    train: str = field(default="hh-rlhf", metadata=_help("train source (see `rewardlab ingest`)"))
+    train: str = field(default="hh-rlhf-sample", metadata=_help(
+        "train source (see `rewardlab ingest`): the embedded HH-RLHF sample by default (offline, "
+        "split 70/30); 'hh-rlhf' for the full dataset from the hub"))
     test: str | None = field(default=None, metadata=_help("separate test source"))
     test_fraction: float | None = field(default=None, metadata=_help(
         "carve a test split from a single-split train source by prompt hash"))
@@ -116,15 +138,7 @@ def dataset_name_for(spec: str, test_fraction: float | None) -> str:
     return f"{base}-tf{test_fraction:g}" if test_fraction else base
 
 
-def fingerprint(pairs: Sequence[PreferencePair]) -> str:
-    """sha256 over the pairs' content hashes, in order: the same data gives the same print."""
-    digest = hashlib.sha256()
-    for p in pairs:
-        digest.update(p.content_hash.encode())
-    return digest.hexdigest()
-
-
-def _ingest(store: Any, config: CompareConfig, name: str) -> None:
+def _ingest(store: Store, config: CompareConfig, name: str) -> None:
     from rewardlab.data.sources import read_source
 
     counts = store.ingest(name, read_source(config.train, test_fraction=config.test_fraction))
@@ -135,7 +149,7 @@ def _ingest(store: Any, config: CompareConfig, name: str) -> None:
         log.info("test data: %s → %r (%d new)", config.test, name, counts.ingested)
 
 
-def _ensure_detector_runs(store: Any, name: str, detectors: Sequence[str], n_train: int,
+def _ensure_detector_runs(store: Store, name: str, detectors: Sequence[str], n_train: int,
                           progress: bool) -> None:
     """Run the detectors that have no up-to-date run (a run over a different pair count is stale)."""
     from rewardlab.flags.flagging import flag_dataset
@@ -149,14 +163,14 @@ def _ensure_detector_runs(store: Any, name: str, detectors: Sequence[str], n_tra
         log.info("reusing stored detector runs: %s", ", ".join(detectors))
 
 
-def _flags_block(store: Any, name: str, detectors: Sequence[str],
-                 pool: Sequence[PreferencePair]) -> dict[str, Any]:
+def _flags_block(store: Store, name: str, detectors: Sequence[str],
+                 pool: Sequence[PreferencePair]) -> FlagsBlock:
     """Flag counts within the training pool, per detector and for their union."""
     pool_ids = {p.example_id for p in pool}
     runs = store.latest_runs(name)
     by_det = store.flagged_example_ids(name, list(detectors))
     n = max(len(pool_ids), 1)
-    block = {d: {"flagged": len(by_det.get(d, set()) & pool_ids),
+    block: dict[str, DetectorFlags] = {d: {"flagged": len(by_det.get(d, set()) & pool_ids),
                  "rate": len(by_det.get(d, set()) & pool_ids) / n,
                  "threshold": runs[d]["threshold"], "threshold_kind": runs[d]["threshold_kind"]}
              for d in detectors}
@@ -164,7 +178,7 @@ def _flags_block(store: Any, name: str, detectors: Sequence[str],
     return {"detectors": block, "union": {"flagged": len(union), "rate": len(union) / n}}
 
 
-def train_config_for(config: CompareConfig, seed: int) -> Any:
+def train_config_for(config: CompareConfig, seed: int) -> TrainConfig:
     """The TrainConfig every condition of this experiment trains with, for one seed."""
     from rewardlab.training.config import TrainConfig
 
@@ -179,7 +193,7 @@ def train_config_for(config: CompareConfig, seed: int) -> Any:
 
 def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], flagged: set[int],
              test: Sequence[PreferencePair], config: CompareConfig, out_dir: Path,
-             progress: bool) -> dict[str, Any]:
+             progress: bool) -> RunRecord:
     from rewardlab.evaluation.evaluate import evaluate_reward_model
     from rewardlab.training.loop import train_reward_model
 
@@ -201,7 +215,7 @@ def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], fl
     }
 
 
-def _load_pool_and_test(store: Any, name: str, config: CompareConfig
+def _load_pool_and_test(store: Store, name: str, config: CompareConfig
                         ) -> tuple[int, list[PreferencePair], list[PreferencePair]]:
     """(number of train pairs in the store, the training pool, the test pairs)."""
     train = store.load_pairs(name, split="train")
@@ -216,7 +230,7 @@ def _load_pool_and_test(store: Any, name: str, config: CompareConfig
     return len(train), pool, test
 
 
-def _comparisons(conditions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _comparisons(conditions: dict[str, ConditionBlock]) -> list[Comparison]:
     from rewardlab.evaluation.stats import compare_runs
 
     out = []
@@ -228,12 +242,13 @@ def _comparisons(conditions: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-Annotate = Callable[[dict[str, Any], list[PreferencePair], list[PreferencePair]], dict[str, Any]]
+# teaching(results so far, training pool, test pairs) -> the results' "teaching" block
+Annotate = Callable[["ResultsDraft", list[PreferencePair], list[PreferencePair]], "TeachingBlock"]
 
 
 def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = None,
-                   store: Any = None, progress: bool = True,
-                   teaching: Annotate | None = None) -> dict[str, Any]:
+                   store: Store | None = None, progress: bool = True,
+                   teaching: Annotate | None = None) -> ResultsDocument:
     """Run the experiment, write the report into `out_dir`, record it in the store; return results.
 
     `teaching(results, pool, test)`, if given, returns the `teaching` block (the demo's ground-truth
@@ -254,7 +269,7 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
     _ensure_detector_runs(store, name, detectors, n_train, progress)
     flagged = resolve_flagged_ids(store, name, detectors)
     seeds = list(range(config.seeds or PRESETS[config.preset]["seeds"]))
-    conditions: dict[str, dict[str, Any]] = {}
+    conditions: dict[str, ConditionBlock] = {}
     for i, cond in enumerate(plan):
         runs = []
         for seed in seeds:
@@ -265,32 +280,35 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
                      len(test), runs[-1]["seconds"])
         conditions[cond.name] = {"treatment": cond.treatment, "description": runs[0]["selection"],
                                  "runs": runs, "summary": summarize_runs(runs)}
-    results: dict[str, Any] = {
+    draft: ResultsDraft = {
         "rewardlab_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {**dataclasses.asdict(config), "seeds": seeds, "detectors": detectors,
-                   "conditions": [c.name for c in plan],
-                   "train_config": dataclasses.asdict(train_config_for(config, 0)),
-                   "max_pairs": len(pool)},
+        # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/test_results.py)
+        "config": cast("ResultsConfig", {
+            **dataclasses.asdict(config), "seeds": seeds, "detectors": detectors,
+            "conditions": [c.name for c in plan],
+            "train_config": dataclasses.asdict(train_config_for(config, 0)),
+            "max_pairs": len(pool)}),
         "data": {"train": {"dataset": name, "source": config.train, "pairs": len(pool),
-                           "fingerprint": fingerprint(pool)},
+                           "fingerprint": fingerprint_pairs(pool)},
                  "test": {"dataset": name, "source": config.test or config.train,
-                          "pairs": len(test), "fingerprint": fingerprint(test)}},
+                          "pairs": len(test), "fingerprint": fingerprint_pairs(test)}},
         "flags": _flags_block(store, name, detectors, pool),
         "conditions": conditions,
         "comparisons": _comparisons(conditions),
     }
     if teaching is not None:
-        results["teaching"] = teaching(results, pool, test)
-    results["notebook_table"] = notebook_table(conditions)
-    results["verdict"] = overall_verdict(results)
-    results["seconds"] = time.perf_counter() - started
+        draft["teaching"] = teaching(draft, pool, test)
+    # the draft's keys in their order, then the last three (the verdict reads no notebook table)
+    results: ResultsDocument = {**draft, "notebook_table": notebook_table(conditions),
+                                "verdict": overall_verdict(draft),
+                                "seconds": time.perf_counter() - started}
     write_report(results, out_dir)
     _record(store, results, out_dir)
     return results
 
 
-def _record(store: Any, results: dict[str, Any], out_dir: Path) -> None:
+def _record(store: Store, results: ResultsDocument, out_dir: Path) -> None:
     summaries = {c: v["summary"] for c, v in results["conditions"].items()}
     exp_id = store.record_experiment(name=out_dir.name, dataset=results["data"]["train"]["dataset"],
                                      config=results["config"], metrics=summaries,

@@ -10,12 +10,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.experiment.compare import CompareConfig, run_comparison, train_config_for
+from rewardlab.experiment.compare import Annotate, CompareConfig, run_comparison, train_config_for
+
+if TYPE_CHECKING:
+    from rewardlab.report.results import (
+        ConditionBlock,
+        DetectorQuality,
+        ResultsDocument,
+        ResultsDraft,
+        TeachingBlock,
+    )
+    from rewardlab.store.store import Store
 
 __all__ = ["run_demo", "DEMO_DETECTORS"]
 
@@ -24,7 +34,8 @@ DEMO_DETECTORS = ("oof_margin", "ensemble_strength")
 DEMO_SEEDS = 3
 
 
-def _detector_quality(store: Any, name: str, pool: Sequence[PreferencePair]) -> dict[str, Any]:
+def _detector_quality(store: Store, name: str, pool: Sequence[PreferencePair]
+                      ) -> dict[str, DetectorQuality]:
     from rewardlab.experiment.teaching import detector_quality
 
     truth = np.array([bool(p.meta.get("flipped")) for p in pool])
@@ -43,10 +54,17 @@ def _oracle_accuracy(config: CompareConfig, pool: Sequence[PreferencePair],
     accs = [evaluate_reward_model(train_reward_model(
         truth, config=train_config_for(config, s), progress=False).model, test).metrics["accuracy"]
         for s in seeds]
-    return float(np.mean(accs))
+    return float(np.mean(np.array(accs, dtype=float)))  # floats: `test` is never empty
 
 
-def _quality_points(results: dict[str, Any], test: Sequence[PreferencePair]
+def _accuracy(cond: ConditionBlock) -> float:
+    """A condition's mean test accuracy; never None here, the demo always has test pairs."""
+    accuracy = cond["summary"]["accuracy_mean"]
+    assert accuracy is not None, "no test accuracy: the demo's test split is empty"
+    return accuracy
+
+
+def _quality_points(results: ResultsDraft, test: Sequence[PreferencePair]
                     ) -> tuple[np.ndarray, np.ndarray]:
     """True quality and the unfiltered seed-0 model's reward for every test response."""
     run = results["conditions"]["unfiltered"]["runs"][0]
@@ -55,11 +73,12 @@ def _quality_points(results: dict[str, Any], test: Sequence[PreferencePair]
     return np.asarray(quality, dtype=float), np.asarray(rewards, dtype=float)
 
 
-def _teaching(config: CompareConfig, store: Any, name: str, out_dir: Path, noise: float):
+def _teaching(config: CompareConfig, store: Store, name: str, out_dir: Path,
+              noise: float) -> Annotate:
     from rewardlab.experiment.teaching import plot_bt_curves, plot_detector_quality, plot_quality_vs_reward
 
-    def annotate(results: dict[str, Any], pool: list[PreferencePair],
-                 test: list[PreferencePair]) -> dict[str, Any]:
+    def annotate(results: ResultsDraft, pool: list[PreferencePair],
+                 test: list[PreferencePair]) -> TeachingBlock:
         figures = {"bt_curves": out_dir / "teach_bt_curves.png",
                    "quality_vs_reward": out_dir / "teach_quality_vs_reward.png",
                    "detector_quality": out_dir / "teach_detector_quality.png"}
@@ -68,12 +87,11 @@ def _teaching(config: CompareConfig, store: Any, name: str, out_dir: Path, noise
         quality = _detector_quality(store, name, pool)
         plot_detector_quality(quality, figures["detector_quality"])
         conds = results["conditions"]
-        unfiltered = conds["unfiltered"]["summary"]["accuracy_mean"]
-        best = max((c for c in conds if c.startswith("clean-")),
-                   key=lambda c: conds[c]["summary"]["accuracy_mean"])
+        unfiltered = _accuracy(conds["unfiltered"])
+        best = max((c for c in conds if c.startswith("clean-")), key=lambda c: _accuracy(conds[c]))
         oracle = _oracle_accuracy(config, pool, test, results["config"]["seeds"])
         lost = oracle - unfiltered
-        recovered = (conds[best]["summary"]["accuracy_mean"] - unfiltered) / lost if lost > 0 else None
+        recovered = (_accuracy(conds[best]) - unfiltered) / lost if lost > 0 else None
         return {"noise": noise, "injected_flips": int(sum(bool(p.meta.get("flipped")) for p in pool)),
                 "detector_quality": quality, "quality_reward_corr": corr,
                 "oracle_accuracy": oracle, "best_treatment": best,
@@ -84,7 +102,7 @@ def _teaching(config: CompareConfig, store: Any, name: str, out_dir: Path, noise
 
 
 def run_demo(out_dir: Path, *, n: int = 4000, noise: float = 0.2, seed: int = 0,
-             db: str | None = None, progress: bool = True) -> dict[str, Any]:
+             db: str | None = None, progress: bool = True) -> ResultsDocument:
     """Run the offline demo into `out_dir` (its own SQLite store there unless `db` is given)."""
     from rewardlab.data.sources import read_source
     from rewardlab.flags.flagging import flag_dataset

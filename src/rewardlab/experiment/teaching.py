@@ -1,7 +1,8 @@
 """Teaching figures for `rewardlab demo`: what the Bradley-Terry loss does, whether the reward
 recovers the true quality, and how well each detector finds the flips we injected.
 
-Figures use `matplotlib.figure.Figure` directly (no pyplot): no GUI backend, no global figure state.
+Drawn in the shared style of `rewardlab.report.style`: no pyplot, and matplotlib's global rcParams
+are left as they were.
 
 >>> detector_quality(np.array([True, True, False]), np.array([True, False, False]))["precision"]
 0.5
@@ -11,67 +12,60 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from rewardlab.evaluation.metrics import sigmoid
+from rewardlab.report.style import BLUE, GREEN, GREY, ORANGE, TEACHING_RC, new_figure, save, styled
+
+if TYPE_CHECKING:
+    from rewardlab.report.results import DetectorQuality
+
 __all__ = ["plot_bt_curves", "plot_quality_vs_reward", "plot_detector_quality",
            "detector_quality"]
 
-_DPI = 120
-_BLUE, _ORANGE, _GREEN, _GREY = "#0072B2", "#E69F00", "#009E73", "#777777"  # Okabe-Ito
-_STYLE: Any = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
-          "axes.spines.top": False, "axes.spines.right": False}
-
 
 def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
-    import matplotlib
-
-    matplotlib.rcParams.update(_STYLE)  # rc values only; no backend is selected
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    fig = new_figure(width, height)
     return fig, fig.subplots(1, ncols)
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, facecolor="white")
-    return path
-
-
+@styled(TEACHING_RC)
 def plot_bt_curves(path: str | Path) -> Path:
     """Two panels over the margin d = r(chosen) − r(rejected): P(chosen ≻ rejected) = σ(d), and the
     Bradley-Terry loss −log σ(d) that training minimises."""
     d = np.linspace(-6.0, 6.0, 401)  # (401,)
-    prob = 1.0 / (1.0 + np.exp(-d))
+    prob = sigmoid(d)  # σ(d)
     loss = np.logaddexp(0.0, -d)  # −log σ(d), computed without overflow
     fig, (ax_p, ax_l) = _new_figure(11.0, 4.3, ncols=2)
 
-    ax_p.plot(d, prob, color=_BLUE, lw=2.5)
-    ax_p.axhline(0.5, color=_GREY, ls=":", lw=1)
-    ax_p.axvline(0.0, color=_GREY, ls=":", lw=1)
+    ax_p.plot(d, prob, color=BLUE, lw=2.5)
+    ax_p.axhline(0.5, color=GREY, ls=":", lw=1)
+    ax_p.axvline(0.0, color=GREY, ls=":", lw=1)
     ax_p.annotate("d = 2 → the model is 88% sure\nthe chosen reply is better", xy=(2, 0.881),
-                  xytext=(-5.6, 0.80), arrowprops={"arrowstyle": "->", "color": _GREY})
+                  xytext=(-5.6, 0.80), arrowprops={"arrowstyle": "->", "color": GREY})
     ax_p.annotate("d = 0: a coin flip", xy=(0, 0.5), xytext=(0.6, 0.3),
-                  arrowprops={"arrowstyle": "->", "color": _GREY})
+                  arrowprops={"arrowstyle": "->", "color": GREY})
     ax_p.set(title="Bradley-Terry: P(chosen ≻ rejected) = σ(d)", ylim=(-0.02, 1.02),
              xlabel="margin d = reward(chosen) − reward(rejected)", ylabel="probability")
 
-    ax_l.plot(d, loss, color=_ORANGE, lw=2.5)
-    ax_l.axvline(0.0, color=_GREY, ls=":", lw=1)
+    ax_l.plot(d, loss, color=ORANGE, lw=2.5)
+    ax_l.axvline(0.0, color=GREY, ls=":", lw=1)
     ax_l.annotate("wrong order (d < 0): big loss,\nstrong push to fix it", xy=(-3, loss[100]),
-                  xytext=(0.4, 4.6), arrowprops={"arrowstyle": "->", "color": _GREY})
+                  xytext=(0.4, 4.6), arrowprops={"arrowstyle": "->", "color": GREY})
     ax_l.annotate("right order, confident:\nloss → 0, little left to learn", xy=(4.5, loss[375]),
-                  xytext=(2.0, 2.4), arrowprops={"arrowstyle": "->", "color": _GREY})
+                  xytext=(2.0, 2.4), arrowprops={"arrowstyle": "->", "color": GREY})
     ax_l.annotate(f"d = 0: loss = log 2 ≈ {np.log(2):.2f}", xy=(0, np.log(2)), xytext=(-5.6, 0.5),
-                  arrowprops={"arrowstyle": "->", "color": _GREY})
+                  arrowprops={"arrowstyle": "->", "color": GREY})
     ax_l.set(title="Training loss per pair: −log σ(d)", xlabel="margin d", ylabel="loss")
     fig.suptitle("A flipped label turns a confident right answer into a big loss: "
                  "noise pulls the model the wrong way", fontsize=11)
-    return _save(fig, path)
+    return save(fig, path)
 
 
+@styled(TEACHING_RC)
 def plot_quality_vs_reward(true_quality: np.ndarray, rewards: np.ndarray,
                            path: str | Path) -> float:
     """Scatter of each response's hidden true quality against the model's reward, with a least
@@ -82,23 +76,23 @@ def plot_quality_vs_reward(true_quality: np.ndarray, rewards: np.ndarray,
         raise ValueError(f"{q.size} qualities but {r.size} rewards; need one per response")
     corr = float(np.corrcoef(q, r)[0, 1]) if q.size > 1 and q.std() > 0 and r.std() > 0 else 0.0
     fig, ax = _new_figure(6.4, 5.0)
-    ax.scatter(q, r, s=10, alpha=0.35, color=_BLUE, edgecolors="none",
+    ax.scatter(q, r, s=10, alpha=0.35, color=BLUE, edgecolors="none",
                label=f"{q.size:,} test responses")
     if q.size > 1 and q.std() > 0:
         slope, intercept = np.polyfit(q, r, 1)
         xs = np.array([q.min(), q.max()])
-        ax.plot(xs, slope * xs + intercept, color=_ORANGE, lw=2, label="least-squares line")
+        ax.plot(xs, slope * xs + intercept, color=ORANGE, lw=2, label="least-squares line")
     ax.set(title=f"Does the reward recover the hidden quality?  Pearson r = {corr:.3f}",
            xlabel="true quality (hidden from the model)", ylabel="predicted reward")
     ax.legend(loc="upper left", frameon=False)
     ax.text(0.99, 0.02, "The model only ever saw which reply was preferred,\n"
             "never the quality numbers; reward scale is arbitrary.", transform=ax.transAxes,
-            ha="right", va="bottom", fontsize=9, color=_GREY)
-    _save(fig, path)
+            ha="right", va="bottom", fontsize=9, color=GREY)
+    save(fig, path)
     return corr
 
 
-def detector_quality(flagged: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+def detector_quality(flagged: np.ndarray, truth: np.ndarray) -> DetectorQuality:
     """Precision, recall and F1 of `flagged` against the true issues (e.g. injected flips).
 
     Both are (N,) bool arrays aligned on the same pairs. Precision is 0.0 when nothing is flagged.
@@ -116,6 +110,7 @@ def detector_quality(flagged: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
             "true_issues": n_true, "hits": hits}
 
 
+@styled(TEACHING_RC)
 def plot_detector_quality(detector_quality: Mapping[str, Mapping[str, Any]],
                           path: str | Path) -> Path:
     """Grouped precision / recall bars per detector, scored against the injected flips."""
@@ -123,7 +118,7 @@ def plot_detector_quality(detector_quality: Mapping[str, Mapping[str, Any]],
     x = np.arange(len(names))  # (D,)
     width = 0.38
     fig, ax = _new_figure(max(5.5, 1.9 * len(names) + 2.5), 4.6)
-    for offset, key, color in ((-width / 2, "precision", _BLUE), (width / 2, "recall", _GREEN)):
+    for offset, key, color in ((-width / 2, "precision", BLUE), (width / 2, "recall", GREEN)):
         values = [float(detector_quality[n].get(key, 0.0)) for n in names]
         bars = ax.bar(x + offset, values, width, color=color, label=key)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=2, fontsize=10)
@@ -134,8 +129,8 @@ def plot_detector_quality(detector_quality: Mapping[str, Mapping[str, Any]],
     ax.legend(loc="upper center", ncols=2, frameon=False)
     # the definitions sit where an x label would: right under the detector names
     ax.set_xlabel("precision = flagged pairs that really were flipped;  "
-                  "recall = flipped pairs that got flagged", fontsize=9, color=_GREY)
-    return _save(fig, path)
+                  "recall = flipped pairs that got flagged", fontsize=9, color=GREY)
+    return save(fig, path)
 
 
 def _tick(name: str, quality: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -35,6 +35,7 @@ from rewardlab.flags.detectors import (
 from rewardlab.store.store import Store
 
 __all__ = [
+    "FlagSummaryRow",
     "flag_dataset",
     "flag_summary",
     "export_flagged_indices",
@@ -42,6 +43,16 @@ __all__ = [
     "read_indices",
     "write_indices",
 ]
+
+
+class FlagSummaryRow(TypedDict):
+    """`flag_summary` row: one detector run, or "union" (threshold None, threshold_kind "")."""
+
+    detector: str
+    flagged: int
+    rate: float  # flagged / train pairs
+    threshold: float | None
+    threshold_kind: str
 
 
 def _build_detectors(names: Sequence[str], params: Mapping[str, Mapping[str, Any]],
@@ -95,10 +106,10 @@ def flag_dataset(store: Store, name: str, *, detectors: Sequence[str] | None = N
     return results
 
 
-def flag_summary(results: Sequence[DetectorResult], n_train: int) -> list[dict[str, Any]]:
+def flag_summary(results: Sequence[DetectorResult], n_train: int) -> list[FlagSummaryRow]:
     """One row per detector (detector, flagged, rate, threshold, threshold_kind) plus a "union" row
     counting train pairs flagged by at least one of them."""
-    rows = []
+    rows: list[FlagSummaryRow] = []
     union = np.zeros(n_train, dtype=bool)
     for r in results:
         if len(r.flagged) != n_train:

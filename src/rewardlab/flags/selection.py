@@ -10,10 +10,13 @@ import random
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import SelectionError
+
+if TYPE_CHECKING:
+    from rewardlab.store.store import Store
 
 __all__ = [
     "Mode",
@@ -132,7 +135,7 @@ def _treat_flagged(pairs: Sequence[PreferencePair], is_flagged: list[bool], trea
     return Selection(list(pairs), smoothing, "clean", treatment, **{**base, "n_smoothed": n})
 
 
-def resolve_flagged_ids(store: Any, name: str, detectors: Sequence[str] | None = None) -> set[int]:
+def resolve_flagged_ids(store: Store, name: str, detectors: Sequence[str] | None = None) -> set[int]:
     """Union of flagged train example ids over the latest run of each detector.
 
     Default detectors: every rule detector that has run on `name` (imported flag files and

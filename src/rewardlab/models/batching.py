@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -32,11 +33,11 @@ class Encoded:
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None  # None when the tokenizer has no segment ids
-    truncated: np.ndarray  # (N,) bool: some tokens were dropped
-    response_truncated: np.ndarray  # (N,) bool: the response itself did not fit the window
+    truncated: npt.NDArray[np.bool_]  # (N,) some tokens were dropped
+    response_truncated: npt.NDArray[np.bool_]  # (N,) the response itself did not fit the window
 
     @property
-    def lengths(self) -> np.ndarray:
+    def lengths(self) -> npt.NDArray[np.int64]:
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64,
                            count=len(self.input_ids))
 

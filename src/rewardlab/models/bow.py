@@ -82,11 +82,11 @@ class BowForSequenceClassification(PreTrainedModel):
             nn.GELU(),
             nn.Linear(config.hidden_size, config.num_labels or 1),
         )
-        self.post_init()
+        self.post_init()  # type: ignore[no-untyped-call]  # transformers leaves post_init unannotated
 
     def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Mean of the embeddings of unmasked tokens: (B, T) ids → (B, E)."""
-        emb = self.embeddings(input_ids)  # (B, T, E)
+        emb: torch.Tensor = self.embeddings(input_ids)  # (B, T, E)
         if attention_mask is None:
             return emb.mean(dim=1)
         mask = attention_mask.unsqueeze(-1).to(emb.dtype)  # (B, T, 1)

@@ -50,9 +50,10 @@ def _read_info(path: Path) -> dict[str, Any]:
     if not info_path.exists():
         return {}
     try:
-        return json.loads(info_path.read_text(encoding="utf-8"))
+        info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelError(f"{info_path}: unreadable ({first_line(e)})") from e
+    return info
 
 
 class RewardModel:
@@ -64,7 +65,7 @@ class RewardModel:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
                  max_length: int, info: dict[str, Any] | None = None,
                  batch_size: int = 16) -> None:
-        self.model = model.eval()
+        self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.info = info or {}
@@ -142,7 +143,9 @@ class RewardModel:
         """
         if not prompts:
             return []
-        return self.score_encoded(self.encode(prompts, responses), batch_size=batch_size).tolist()
+        rewards: list[float] = self.score_encoded(self.encode(prompts, responses),
+                                                  batch_size=batch_size).tolist()
+        return rewards
 
     def score_pairs(self, pairs: Sequence[PreferencePair], *, batch_size: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:

@@ -9,38 +9,24 @@ The content is built once as `Section`s and rendered to both Markdown and HTML.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rewardlab.jsonable import to_jsonable
 from rewardlab.report.figures import make_figures, plot_table
-from rewardlab.report.render import Figure, Section, Table, render_html, render_markdown
+from rewardlab.report.render import Block, Figure, Section, Table, render_html, render_markdown
 
-__all__ = ["write_report", "to_jsonable", "notebook_cells", "build_sections"]
+if TYPE_CHECKING:
+    from rewardlab.report.results import Comparison, NotebookRow, ResultsDocument
+
+__all__ = ["write_report", "notebook_cells", "build_sections"]
 
 QUESTION = "Does cleaning the preference data give a better reward model?"
 _NOTEBOOK_HEADERS = ["Condition", "Training examples", "Train accuracy", "Train loss",
                      "Test accuracy", "Correct", "Total", "Avg reward gap"]
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars/arrays unwrapped, NaN/inf → None, Paths → str.
-
-    >>> to_jsonable({"a": np.float32(0.5), "b": [float("nan")], "c": (1, 2)})
-    {'a': 0.5, 'b': [None], 'c': [1, 2]}
-    """
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj) if isinstance(obj, Path) else obj
 
 
 # ---------------------------------------------------------------- formatting
@@ -66,7 +52,7 @@ def _p(p: float) -> str:
 
 # ---------------------------------------------------------------- sections
 
-def _header(results: Mapping[str, Any]) -> Section:
+def _header(results: ResultsDocument) -> Section:
     cfg, data = results.get("config", {}), results.get("data", {})
     train, test = data.get("train", {}), data.get("test", {})
     model = cfg.get("train_config", {}).get("model") or cfg.get("model") or "?"
@@ -80,14 +66,14 @@ def _header(results: Mapping[str, Any]) -> Section:
     return Section(QUESTION, [meta], kind="header")
 
 
-def _answer(results: Mapping[str, Any]) -> Section:
+def _answer(results: ResultsDocument) -> Section:
     """The verdict paragraph, its first sentence (the direct answer) in bold."""
     verdict = results.get("verdict", "")
     head, sep, rest = verdict.partition(". ")
     return Section("Answer", [f"**{head}.** {rest}" if sep else verdict], kind="verdict")
 
 
-def _conditions(results: Mapping[str, Any]) -> Section:
+def _conditions(results: ResultsDocument) -> Section:
     rows = [[name, str(cond.get("description") or ""), _count(cond["summary"].get("train_pairs"))]
             for name, cond in results["conditions"].items()]
     intro = ("Every condition trains the same Bradley-Terry reward model with the same settings "
@@ -99,17 +85,17 @@ def _conditions(results: Mapping[str, Any]) -> Section:
     return Section("What was compared", [intro, table])
 
 
-def _mcnemar_cell(comp: Mapping[str, Any]) -> str:
+def _mcnemar_cell(comp: Comparison) -> str:
     return "; ".join(f"seed {m['seed']}: {m['b']} vs {m['c']}, {_p(m['p'])}"
                      for m in comp["mcnemar"]) or "—"
 
 
-def _comparisons(results: Mapping[str, Any]) -> Section:
+def _comparisons(results: ResultsDocument) -> Section:
     rows, n_boot = [], 10_000
     for comp in results.get("comparisons", []):
         boot = comp["bootstrap"]
         n_boot = boot.get("n_boot", n_boot)
-        ci = ("—" if boot["ci"][0] is None else
+        ci = ("—" if boot["ci"][0] is None or boot["ci"][1] is None else
               f"{100 * boot['ci'][0]:+.1f} to {100 * boot['ci'][1]:+.1f}")
         diff = "—" if boot["diff"] is None else f"{100 * boot['diff']:+.1f}"
         rows.append([f"{comp['treated']} vs {comp['baseline']}", diff, ci, _mcnemar_cell(comp),
@@ -127,7 +113,7 @@ def _comparisons(results: Mapping[str, Any]) -> Section:
         "CI. Bars crossing the vertical line at 0 are not significant.")])
 
 
-def _accuracy(results: Mapping[str, Any]) -> Section:
+def _accuracy(results: ResultsDocument) -> Section:
     rows = []
     for name, cond in results["conditions"].items():
         s = cond["summary"]
@@ -153,14 +139,14 @@ def _accuracy(results: Mapping[str, Any]) -> Section:
         "coin flip, and always preferring the longer response.")])
 
 
-def notebook_cells(rows: list[Mapping[str, Any]]) -> list[list[str]]:
+def notebook_cells(rows: Sequence[NotebookRow]) -> list[list[str]]:
     """The notebook table's rows as display strings (shared by Markdown, HTML and the PNG)."""
     return [[r["condition"], _count(r["training_examples"]), _pct(r["train_accuracy"], 2),
              _num(r["train_loss"], 4), _pct(r["test_accuracy"], 2), _count(r["correct"]),
              _count(r["total"]), _num(r["avg_reward_gap"], 4)] for r in rows]
 
 
-def _notebook(results: Mapping[str, Any]) -> Section:
+def _notebook(results: ResultsDocument) -> Section:
     text = ("The same numbers in the layout of the original notebook, which compared one "
             "filtered run with one unfiltered run (62.18% vs 62.33%) without a control or a "
             "significance test. A gap that size is well inside run-to-run noise; the sections "
@@ -170,7 +156,7 @@ def _notebook(results: Mapping[str, Any]) -> Section:
     return Section("Results in the original notebook's format", [text, table, image])
 
 
-def _flags(results: Mapping[str, Any]) -> Section:
+def _flags(results: ResultsDocument) -> Section:
     flags = results.get("flags", {})
     rows = [[d, _count(v["flagged"]), _pct(v["rate"]), _num(v.get("threshold"), 3),
              str(v.get("threshold_kind", ""))] for d, v in flags.get("detectors", {}).items()]
@@ -185,7 +171,7 @@ def _flags(results: Mapping[str, Any]) -> Section:
         Figure("flags", "Flagged training pairs per detector; the top bar is their union.")])
 
 
-def _margins_and_calibration(results: Mapping[str, Any]) -> list[Section]:
+def _margins_and_calibration(results: ResultsDocument) -> list[Section]:
     margins = Section("Reward margins", [
         "The margin r(chosen) − r(rejected) is how strongly a model prefers the human-chosen "
         "response. Right of 0 the model agrees with the label; wider shapes mean more confident "
@@ -201,7 +187,7 @@ def _margins_and_calibration(results: Mapping[str, Any]) -> list[Section]:
     return [margins, calibration]
 
 
-def _length(results: Mapping[str, Any]) -> Section:
+def _length(results: ResultsDocument) -> Section:
     rows, longer = [], None
     for name, cond in results["conditions"].items():
         tests = [r["test"] for r in cond.get("runs", [])]
@@ -218,12 +204,12 @@ def _length(results: Mapping[str, Any]) -> Section:
          "r(margin, length difference) over pairs"], rows)])
 
 
-def _mean_str(tests: list[Mapping[str, Any]], key: str) -> str:
+def _mean_str(tests: Sequence[Mapping[str, Any]], key: str) -> str:
     vals = [t[key] for t in tests if t.get(key) is not None]
     return _num(float(np.mean(vals)), 3) if vals else "—"
 
 
-def _subsets(results: Mapping[str, Any]) -> Section | None:
+def _subsets(results: ResultsDocument) -> Section | None:
     conds = results["conditions"]
     names = sorted({s for c in conds.values() for r in c.get("runs", [])
                     for s in r["test"].get("accuracy_by_subset", {})})
@@ -234,13 +220,14 @@ def _subsets(results: Mapping[str, Any]) -> Section | None:
         by = [r["test"]["accuracy_by_subset"] for r in cond.get("runs", [])]
         rows.append([name] + [_pct(float(np.mean([b[s]["accuracy"] for b in by if s in b])))
                               if any(s in b for b in by) else "—" for s in names])
-    counts = next(iter(conds.values()))["runs"][0]["test"]["accuracy_by_subset"]
+    counts: Mapping[str, Mapping[str, Any]] = next(iter(conds.values()))["runs"][0]["test"][
+        "accuracy_by_subset"]
     headers = ["Condition"] + [f"{s or '(no subset)'} (n={counts.get(s, {}).get('n', '?')})"
                                for s in names]
     return Section("Test accuracy by subset", ["Mean over seeds.", Table(headers, rows)])
 
 
-def _training(results: Mapping[str, Any]) -> Section:
+def _training(results: ResultsDocument) -> Section:
     tc = results.get("config", {}).get("train_config", {})
     shown = {k: tc[k] for k in ("model", "epochs", "batch_size", "lr", "max_length", "precision")
              if tc.get(k) is not None}  # None = "backbone default": nothing worth printing
@@ -251,7 +238,7 @@ def _training(results: Mapping[str, Any]) -> Section:
                "Loss falling below ln 2 ≈ 0.693 means the model learned something.")])
 
 
-def _teaching(results: Mapping[str, Any]) -> Section | None:
+def _teaching(results: ResultsDocument) -> Section | None:
     t = results.get("teaching")
     if not t:
         return None
@@ -264,8 +251,9 @@ def _teaching(results: Mapping[str, Any]) -> Section | None:
              f"{_pct(t.get('recovered_fraction'), 0)}" if "recovered_fraction" in t else "",
              f"correlation of reward with true quality: {_num(t.get('quality_reward_corr'))}"
              if t.get("quality_reward_corr") is not None else ""]
-    blocks: list[Any] = ["This run used synthetic data with a known quality function, so we know "
-                         "which labels were flipped: " + "; ".join(f for f in facts if f) + "."]
+    blocks: list[Block] = ["This run used synthetic data with a known quality function, so we "
+                           "know which labels were flipped: " + "; ".join(f for f in facts if f)
+                           + "."]
     quality = t.get("detector_quality") or {}
     if quality:
         blocks.append(Table(["Detector", "Flagged", "Precision", "Recall", "F1"], [
@@ -308,7 +296,7 @@ _GLOSSARY = Table(["Term", "Meaning"], [
 ])
 
 
-def build_sections(results: Mapping[str, Any]) -> list[Section]:
+def build_sections(results: ResultsDocument) -> list[Section]:
     """The report's content in reading order; optional parts are left out when absent."""
     sections = [_header(results), _answer(results), _conditions(results)]
     if results.get("comparisons"):
@@ -327,14 +315,14 @@ def build_sections(results: Mapping[str, Any]) -> list[Section]:
     return sections
 
 
-def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
+def write_report(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
     """Write results.json, report.md, report.html and the figures into `out_dir`.
 
     Returns {"results": …, "markdown": …, "html": …, <figure name>: …} paths.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clean = to_jsonable(results)
+    clean: ResultsDocument = to_jsonable(results)  # non-finite floats are None from here on
     paths = {"results": out_dir / "results.json"}
     paths["results"].write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n")
     figures = make_figures(clean, out_dir)

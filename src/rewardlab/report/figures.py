@@ -1,23 +1,38 @@
 """The report's PNG figures, each drawn from the results dict (schema: docs/architecture.md).
 
-Figures are built with `matplotlib.figure.Figure` directly (no pyplot), so drawing never touches a
-GUI backend, and the report style applies only inside each plot call (`rc_context`), leaving the
-caller's matplotlib settings alone. One Okabe-Ito colour per condition, the same in every figure.
+Drawn in the shared style of `rewardlab.report.style` (no pyplot; rc settings only inside each plot
+call). One Okabe-Ito colour per condition, the same in every figure.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from rewardlab.report.style import (
+    BLACK,
+    BLUE,
+    DPI,
+    GREEN,
+    GREY,
+    OKABE_ITO,
+    ORANGE,
+    PINK,
+    REPORT_RC,
+    VERMILION,
+    new_figure,
+    save,
+    styled,
+)
+
+if TYPE_CHECKING:
+    from rewardlab.report.results import BootstrapDiff, ConditionBlock, ResultsDocument, RunRecord
+
 __all__ = [
-    "DPI",
     "condition_color",
     "make_figures",
     "plot_accuracy",
@@ -29,57 +44,31 @@ __all__ = [
     "plot_table",
 ]
 
-DPI = 120
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale print.
-_OKABE_ITO = ["#000000", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#D55E00",
-              "#F0E442"]
-_FIXED = {"unfiltered": "#000000", "clean-remove": "#0072B2", "clean-flip": "#009E73",
-          "clean-soft": "#CC79A7", "random": "#E69F00"}
-_STYLE: Any = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "xtick.labelsize": 10,
-          "ytick.labelsize": 10, "legend.fontsize": 10, "axes.spines.top": False,
-          "axes.spines.right": False}
-_SIGNIFICANT_UP, _SIGNIFICANT_DOWN, _NOT_SIGNIFICANT = "#0072B2", "#D55E00", "#777777"
-P = ParamSpec("P")
+_FIXED = {"unfiltered": BLACK, "clean-remove": BLUE, "clean-flip": GREEN, "clean-soft": PINK,
+          "random": ORANGE}
+_SIGNIFICANT_UP, _SIGNIFICANT_DOWN, _NOT_SIGNIFICANT = BLUE, VERMILION, GREY
 
 
 def condition_color(name: str, index: int = 0) -> str:
     """Fixed colours for the standard conditions, Okabe-Ito order for anything else."""
-    return _FIXED.get(name, _OKABE_ITO[(index + 5) % len(_OKABE_ITO)])
+    return _FIXED.get(name, OKABE_ITO[(index + 5) % len(OKABE_ITO)])
 
 
-def _styled(plot: Callable[P, Path]) -> Callable[P, Path]:
-    """Draw under the report style without changing the caller's matplotlib settings."""
-    @functools.wraps(plot)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Path:
-        with matplotlib.rc_context(_STYLE):
-            return plot(*args, **kwargs)
-    return wrapper
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, facecolor="white")
-    return path
-
-
-def _label(name: str, cond: Mapping[str, Any]) -> str:
+def _label(name: str, cond: ConditionBlock) -> str:
     pairs = cond.get("summary", {}).get("train_pairs")
     return f"{name}\n{pairs:,} train pairs" if pairs is not None else name
 
 
-def _seed_accuracies(cond: Mapping[str, Any]) -> list[float]:
-    return [r["test"]["accuracy"] for r in cond.get("runs", []) if r["test"].get("accuracy")
+def _seed_accuracies(cond: ConditionBlock) -> list[float]:
+    return [r["test"]["accuracy"] for r in cond.get("runs", []) if r["test"]["accuracy"]
             is not None]
 
 
-@_styled
-def plot_accuracy(results: Mapping[str, Any], path: Path) -> Path:
+@styled(REPORT_RC)
+def plot_accuracy(results: ResultsDocument, path: Path) -> Path:
     """Mean test accuracy per condition with its 95% CI, every seed as a dot, length baseline."""
     conds = results["conditions"]
-    fig = _new_figure(max(8.0, 1.6 * len(conds) + 2), 5.0)
+    fig = new_figure(max(8.0, 1.6 * len(conds) + 2), 5.0)
     ax = fig.add_subplot()
     rng = np.random.default_rng(0)  # jitter only, so reruns draw the same picture
     ci_kind = "t over seeds"
@@ -89,9 +78,10 @@ def plot_accuracy(results: Mapping[str, Any], path: Path) -> Path:
         accs = np.array(_seed_accuracies(cond)) * 100
         ax.scatter(i + rng.uniform(-0.12, 0.12, accs.size), accs, s=22, color=color, alpha=0.55,
                    zorder=2, label="single seed" if i == 0 else None)
-        if s.get("accuracy_mean") is None:
+        accuracy, (lo, hi) = s.get("accuracy_mean"), s["accuracy_ci"]
+        if accuracy is None or lo is None or hi is None:  # the CI is None exactly when the mean is
             continue
-        mean, (lo, hi) = 100 * s["accuracy_mean"], s["accuracy_ci"]
+        mean = 100 * accuracy
         ax.errorbar(i + 0.28, mean, yerr=[[mean - 100 * lo], [100 * hi - mean]], fmt="D",
                     color=color, ms=8, capsize=6, lw=2, zorder=3,
                     label="mean with 95% CI" if i == 0 else None)
@@ -110,10 +100,10 @@ def plot_accuracy(results: Mapping[str, Any], path: Path) -> Path:
                  f"(the y-axis is zoomed: it does not start at 0)", fontsize=12)
     fig.legend(loc="outside lower center", ncols=2, frameon=False)  # never covers the data
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _accuracy_baselines(ax: Any, results: Mapping[str, Any]) -> None:
+def _accuracy_baselines(ax: Any, results: ResultsDocument) -> None:
     """Dashed reference lines: chance, and 'the longer response wins' on this test set."""
     first = next((r for c in results["conditions"].values() for r in c.get("runs", [])), None)
     longer = first["test"].get("longer_wins_accuracy") if first else None
@@ -128,15 +118,21 @@ def _accuracy_baselines(ax: Any, results: Mapping[str, Any]) -> None:
                 va="bottom", ha="left", fontsize=9, color="#555555")
 
 
-@_styled
-def plot_comparisons(results: Mapping[str, Any], path: Path) -> Path:
+def _points(boot: BootstrapDiff) -> tuple[float, float, float]:
+    """(diff, lo, hi) in percentage points, for a comparison that had test pairs."""
+    diff, (lo, hi) = boot["diff"], boot["ci"]
+    assert diff is not None and lo is not None and hi is not None, "a comparison without test pairs"
+    return 100 * diff, 100 * lo, 100 * hi
+
+
+@styled(REPORT_RC)
+def plot_comparisons(results: ResultsDocument, path: Path) -> Path:
     """Forest plot: accuracy difference of each comparison with its paired-bootstrap 95% CI."""
     comps = [c for c in results["comparisons"] if c["bootstrap"]["diff"] is not None]
-    fig = _new_figure(8.5, 1.0 + 0.75 * max(len(comps), 1))
+    fig = new_figure(8.5, 1.0 + 0.75 * max(len(comps), 1))
     ax = fig.add_subplot()
     for i, comp in enumerate(reversed(comps)):
-        diff, (lo, hi) = (100 * comp["bootstrap"]["diff"],
-                          [100 * x for x in comp["bootstrap"]["ci"]])
+        diff, lo, hi = _points(comp["bootstrap"])
         color = (_SIGNIFICANT_UP if lo > 0 else _SIGNIFICANT_DOWN if hi < 0 else _NOT_SIGNIFICANT)
         ax.plot([lo, hi], [i, i], color=color, lw=3, solid_capstyle="butt")
         ax.plot(diff, i, "o", color=color, ms=9)
@@ -154,14 +150,14 @@ def plot_comparisons(results: Mapping[str, Any], path: Path) -> Path:
     ax.set_xlabel("accuracy difference, percentage points (> 0: first condition is better)")
     ax.set_title("Is the difference real? Paired bootstrap 95% CI over test pairs")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-@_styled
-def plot_margins(results: Mapping[str, Any], path: Path) -> Path:
+@styled(REPORT_RC)
+def plot_margins(results: ResultsDocument, path: Path) -> Path:
     """Distribution of the margin r(chosen) - r(rejected) on the test pairs, per condition."""
     conds = results["conditions"]
-    fig = _new_figure(8.5, 1.2 + 1.0 * len(conds))
+    fig = new_figure(8.5, 1.2 + 1.0 * len(conds))
     ax = fig.add_subplot()
     names = list(conds)
     for i, name in enumerate(names):
@@ -184,7 +180,7 @@ def plot_margins(results: Mapping[str, Any], path: Path) -> Path:
                   "(> 0: model agrees with the label)")
     ax.set_title("How strongly each model prefers the human-chosen response\n"
                  "(test pairs, all seeds; line = median)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -195,7 +191,7 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(y, kernel, "same") / np.convolve(np.ones_like(y), kernel, "same")
 
 
-def _mean_curve(runs: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+def _mean_curve(runs: Sequence[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, value averaged over seeds at each step) for one history key."""
     by_step: dict[int, list[float]] = {}
     for run in runs:
@@ -206,10 +202,10 @@ def _mean_curve(runs: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray
     return steps, np.array([np.mean(by_step[s]) for s in steps])
 
 
-@_styled
-def plot_training_curves(results: Mapping[str, Any], path: Path) -> Path:
+@styled(REPORT_RC)
+def plot_training_curves(results: ResultsDocument, path: Path) -> Path:
     """Training loss and batch accuracy vs step per condition: raw (faint) and smoothed."""
-    fig = _new_figure(11, 4.4)
+    fig = new_figure(11, 4.4)
     axes = fig.subplots(1, 2)
     for ax, key, ylabel in ((axes[0], "loss", "Bradley-Terry loss (nats)"),
                             (axes[1], "accuracy", "training batch accuracy (%)")):
@@ -232,10 +228,10 @@ def plot_training_curves(results: Mapping[str, Any], path: Path) -> Path:
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
                ncols=max(1, len(results["conditions"])), frameon=False)
     fig.suptitle("Training curves, mean over seeds (faint: raw, bold: moving average)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _pooled_reliability(runs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
+def _pooled_reliability(runs: Sequence[RunRecord]) -> tuple[np.ndarray, ...]:
     """(confidence, accuracy, count) per bin, pooled over seeds by count-weighting."""
     rels = [r["test"]["reliability"] for r in runs]
     count = np.sum([rel["count"] for rel in rels], axis=0).astype(float)
@@ -247,14 +243,14 @@ def _pooled_reliability(runs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, 
         return conf / count, acc / count, count
 
 
-@_styled
-def plot_reliability(results: Mapping[str, Any], path: Path) -> Path:
+@styled(REPORT_RC)
+def plot_reliability(results: ResultsDocument, path: Path) -> Path:
     """Reliability diagram on the model's confidence in the response it prefers (bins >= 0.5).
 
     The stored bins cover P(chosen > rejected) with every pair in both orders (symmetric about 0.5),
     so the upper half is exactly "when the model is X% sure, how often is it right".
     """
-    fig = _new_figure(6.4, 5.6)
+    fig = new_figure(6.4, 5.6)
     ax = fig.add_subplot()
     ax.plot([50, 100], [50, 100], color="#999999", ls="--", lw=1, label="perfectly calibrated")
     lowest = 50.0
@@ -276,19 +272,19 @@ def plot_reliability(results: Mapping[str, Any], path: Path) -> Path:
     ax.set_title("Calibration: is each model right as often\nas it is confident? (10-point bins)")
     ax.legend(frameon=False, loc="lower right")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-@_styled
-def plot_flags(results: Mapping[str, Any], path: Path) -> Path:
+@styled(REPORT_RC)
+def plot_flags(results: ResultsDocument, path: Path) -> Path:
     """Horizontal bars: training pairs flagged per detector, plus the union that 'clean' acts on."""
     flags = results["flags"]
     dets = sorted(flags["detectors"].items(), key=lambda kv: kv[1]["flagged"])
     rows = [("any detector (union)", flags["union"])] + [(d, v) for d, v in dets]
-    fig = _new_figure(8.5, 1.3 + 0.42 * len(rows))
+    fig = new_figure(8.5, 1.3 + 0.42 * len(rows))
     ax = fig.add_subplot()
     counts = [v["flagged"] for _, v in rows]
-    colors = ["#D55E00"] + ["#0072B2"] * len(dets)
+    colors = [VERMILION] + [BLUE] * len(dets)
     ax.barh(range(len(rows)), counts, color=colors, height=0.65)
     for i, (_, v) in enumerate(rows):
         ax.annotate(f"{v['flagged']:,} ({100 * v['rate']:.1f}%)", (v["flagged"], i),
@@ -299,10 +295,10 @@ def plot_flags(results: Mapping[str, Any], path: Path) -> Path:
     ax.set_xlabel("flagged training pairs (count, and % of the training pool)")
     ax.set_title(f"What the detectors flagged{f' in {n:,} training pairs' if n else ''}")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-@_styled
+@styled(REPORT_RC)
 def plot_table(headers: Sequence[str], cells: Sequence[Sequence[str]], path: Path, *,
                title: str) -> Path:
     """A table as an image (cells already formatted as text by the caller)."""
@@ -324,11 +320,10 @@ def plot_table(headers: Sequence[str], cells: Sequence[Sequence[str]], path: Pat
             cell.set(facecolor="#e8eef5", height=cell.get_height() * 1.6)
             cell.get_text().set_fontweight("bold")
     ax.set_title(title, fontsize=12)
-    fig.savefig(path, dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.12)
-    return path
+    return save(fig, path, bbox_inches="tight", pad_inches=0.12)
 
 
-def make_figures(results: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+def make_figures(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
     """Draw every figure the results support into `out_dir`; {name: path}, skipping empty ones."""
     out: dict[str, Path] = {}
     conds = results.get("conditions", {})

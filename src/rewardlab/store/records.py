@@ -7,11 +7,12 @@ store depends on no detector); the TypedDicts are the rows the store's queries r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
-__all__ = ["DetectorResult", "ThresholdKind"]
+__all__ = ["DetectorResult", "ThresholdKind", "DatasetSummary", "DetectorRunRow", "FlagRow",
+           "ReviewRow", "ExperimentRow", "ExperimentRunRow"]
 
 ThresholdKind = Literal["fixed", "percentile", "data"]
 
@@ -50,3 +51,77 @@ class DetectorResult:
     def n_flagged(self) -> int:
         """How many train pairs this run flagged."""
         return int(self.flagged.sum())
+
+
+class DatasetSummary(TypedDict):
+    """`Store.dataset_summaries` row."""
+
+    name: str
+    source: str  # source spec(s), " + "-joined
+    created_at: str  # ISO, UTC
+    pairs: dict[str, int]  # split -> pairs
+    flagged: int  # train pairs flagged by the latest run of any detector, counted once
+    detectors: list[str]  # detectors with a run, sorted
+
+
+class DetectorRunRow(TypedDict):
+    """`Store.latest_runs` value: one detector's latest run on a dataset."""
+
+    run_id: int
+    params: dict[str, Any]
+    threshold: float | None
+    threshold_kind: str  # a ThresholdKind
+    flagged: int
+    total: int  # train pairs the run scored
+    seconds: float
+    created_at: str  # ISO, UTC
+
+
+class FlagRow(TypedDict):
+    """`Store.flag_rows` row: a flagged pair and why."""
+
+    example_id: int
+    source_index: int
+    split: str
+    subset: str
+    prompt: str
+    chosen: str
+    rejected: str
+    detector: str
+    score: float  # NaN where the detector gave none
+    reason: str
+
+
+class ReviewRow(TypedDict):
+    """`Store.reviews` row."""
+
+    id: int
+    example_id: int
+    source_index: int
+    split: str
+    subset: str
+    detector: str
+    is_issue: bool
+    note: str
+    created_at: str  # ISO, UTC
+
+
+class ExperimentRunRow(TypedDict):
+    id: int
+    condition: str
+    seed: int
+    metrics: dict[str, Any]
+    checkpoint: str | None
+
+
+class ExperimentRow(TypedDict):
+    """`Store.experiments` row, with the experiment's runs."""
+
+    id: int
+    name: str
+    dataset: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]  # condition -> summary
+    out_dir: str
+    created_at: str  # ISO, UTC
+    runs: list[ExperimentRunRow]

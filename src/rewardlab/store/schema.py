@@ -10,7 +10,6 @@ detector needs no schema change. Timestamps are UTC; SQLite drops the zone, `as_
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -56,7 +55,6 @@ __all__ = [
     "bulk_insert",
     "chunks",
     "first_line",
-    "jsonable",
     "mask_url",
     "open_engine",
 ]
@@ -91,6 +89,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
 
+def _owned_by(table: str, *, index: bool = False) -> Any:
+    """A foreign key to `table.id` whose rows go when the owner goes (ON DELETE CASCADE)."""
+    return mapped_column(ForeignKey(f"{table}.id", ondelete="CASCADE"), index=index)
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
 
@@ -112,7 +115,7 @@ class Example(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = _owned_by("datasets")
     split: Mapped[str] = mapped_column(String(16))
     source_index: Mapped[int] = mapped_column(Integer)
     subset: Mapped[str] = mapped_column(String(200), default="")
@@ -133,7 +136,7 @@ class DetectorRun(Base):
     __table_args__ = (Index("ix_detector_runs_dataset_detector", "dataset_id", "detector"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = _owned_by("datasets")
     detector: Mapped[str] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     threshold: Mapped[float | None] = mapped_column(Float)
@@ -151,8 +154,8 @@ class Flag(Base):
     __table_args__ = (Index("ix_flags_run_flagged", "run_id", "flagged"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("detector_runs.id", ondelete="CASCADE"))
-    example_id: Mapped[int] = mapped_column(ForeignKey("examples.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = _owned_by("detector_runs")
+    example_id: Mapped[int] = _owned_by("examples")
     score: Mapped[float | None] = mapped_column(Float)  # NULL where the detector gave NaN
     flagged: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -164,8 +167,7 @@ class Review(Base):
     __tablename__ = "reviews"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    example_id: Mapped[int] = mapped_column(
-        ForeignKey("examples.id", ondelete="CASCADE"), index=True)
+    example_id: Mapped[int] = _owned_by("examples", index=True)
     detector: Mapped[str] = mapped_column(String(200))
     is_issue: Mapped[bool] = mapped_column(Boolean)
     note: Mapped[str] = mapped_column(Text, default="")
@@ -189,8 +191,7 @@ class ExperimentRun(Base):
     __tablename__ = "experiment_runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    experiment_id: Mapped[int] = mapped_column(
-        ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    experiment_id: Mapped[int] = _owned_by("experiments", index=True)
     condition: Mapped[str] = mapped_column(String(200))
     seed: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -247,22 +248,6 @@ def open_engine(url: str) -> Engine:
         engine.dispose()
         raise StoreError(f"cannot open database {shown}: {first_line(e)}; {EXPECTED_URL}") from e
     return engine
-
-
-def jsonable(value: Any) -> Any:
-    """JSON-safe copy: numpy values become Python ones, NaN/inf become null (PostgreSQL rejects
-    them in json), unknown objects become strings."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return jsonable(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    return str(value)
 
 
 def chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:

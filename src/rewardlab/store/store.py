@@ -1,8 +1,8 @@
 """The store: datasets, examples, detector runs and flags, reviews, experiments in one database.
 
 SQLite by default (`sqlite:///rewardlab.db`), PostgreSQL by URL (`postgresql+psycopg://…`); the same
-SQLAlchemy schema (`store_schema.py`) serves both. Reads return plain dicts and `PreferencePair`s so
-callers never hold ORM objects or sessions.
+SQLAlchemy schema (`schema.py`) serves both. Reads return plain dicts (typed by the TypedDicts in
+`records.py`) and `PreferencePair`s so callers never hold ORM objects or sessions.
 
 >>> store = Store("sqlite://")          # in-memory
 >>> store.dataset_names()
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import distinct, func, select, true
 from sqlalchemy.orm import Session
@@ -23,7 +24,16 @@ from sqlalchemy.orm import Session
 from rewardlab.data.pairs import PreferencePair, Split
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import StoreError
-from rewardlab.store.records import DetectorResult
+from rewardlab.jsonable import to_jsonable
+from rewardlab.store.records import (
+    DatasetSummary,
+    DetectorResult,
+    DetectorRunRow,
+    ExperimentRow,
+    ExperimentRunRow,
+    FlagRow,
+    ReviewRow,
+)
 from rewardlab.store.schema import (
     DB_ERRORS,
     Dataset,
@@ -36,7 +46,6 @@ from rewardlab.store.schema import (
     as_utc,
     bulk_insert,
     first_line,
-    jsonable,
     mask_url,
     open_engine,
 )
@@ -72,7 +81,7 @@ def _group_key(pair: PreferencePair) -> str:
 
 def _example_row(dataset_id: int, pair: PreferencePair, content_hash: str) -> dict[str, Any]:
     row = {col: getattr(pair, col) for col in _PAIR_COLUMNS}
-    row["meta"] = jsonable(pair.meta) if pair.meta else {}
+    row["meta"] = to_jsonable(pair.meta) if pair.meta else {}
     row.update(dataset_id=dataset_id, content_hash=content_hash)
     return row
 
@@ -94,7 +103,7 @@ def _plan_ingest(dataset_id: int, pairs: Sequence[PreferencePair], existing: set
     return rows, by_group
 
 
-def _iso(value: Any) -> str:
+def _iso(value: datetime) -> str:
     return as_utc(value).isoformat(timespec="seconds")
 
 
@@ -202,7 +211,7 @@ class Store:
             pairs.append(PreferencePair(example_id=example_id, **fields))
         return pairs
 
-    def dataset_summaries(self) -> list[dict[str, Any]]:
+    def dataset_summaries(self) -> list[DatasetSummary]:
         """Per dataset: name, source, created_at, pairs per split, flagged (train examples flagged
         by the latest run of any detector, counted once) and detectors (names with a run)."""
         with self._session() as s:
@@ -244,7 +253,7 @@ class Store:
             dataset_id = self._dataset_id(s, name)
             self._check_example_ids(s, name, dataset_id, example_ids)
             run = DetectorRun(
-                dataset_id=dataset_id, detector=result.detector, params=jsonable(result.params),
+                dataset_id=dataset_id, detector=result.detector, params=to_jsonable(result.params),
                 threshold=None if result.threshold is None else float(result.threshold),
                 threshold_kind=result.threshold_kind, n_total=n,
                 n_flagged=int(result.flagged.sum()), seconds=float(result.seconds))
@@ -278,7 +287,7 @@ class Store:
                              f"detectors run: {have}")
         return {d: runs[d] for d in detectors}
 
-    def latest_runs(self, name: str) -> dict[str, dict[str, Any]]:
+    def latest_runs(self, name: str) -> dict[str, DetectorRunRow]:
         """detector -> its latest run: run_id, params, threshold, threshold_kind, flagged, total,
         seconds, created_at (ISO, UTC)."""
         with self._session() as s:
@@ -304,7 +313,7 @@ class Store:
         return flagged
 
     def flag_rows(self, name: str, *, detector: str | None = None,
-                  limit: int | None = None) -> list[dict[str, Any]]:
+                  limit: int | None = None) -> list[FlagRow]:
         """Flagged pairs of the latest runs, most suspect first per detector: example_id,
         source_index, split, subset, prompt, chosen, rejected, detector, score, reason."""
         with self._session() as s:
@@ -318,7 +327,8 @@ class Store:
                     .order_by(DetectorRun.detector, Flag.score.desc().nulls_last(),
                               Example.split, Example.source_index, Example.id)
                     .limit(limit))
-            rows = [dict(row) for row in s.execute(stmt).mappings()]
+            # the selected columns are FlagRow's keys
+            rows = [cast(FlagRow, dict(row)) for row in s.execute(stmt).mappings()]
         for row in rows:  # a NaN score was stored as NULL; hand it back as the float it was
             row["score"] = math.nan if row["score"] is None else row["score"]
         return rows
@@ -365,7 +375,7 @@ class Store:
                              f"{', '.join(subsets)}; name the subset")
         return candidates[0][0]
 
-    def reviews(self, name: str) -> list[dict[str, Any]]:
+    def reviews(self, name: str) -> list[ReviewRow]:
         """Reviews of the dataset's pairs, oldest first."""
         with self._session() as s:
             rows = s.execute(
@@ -375,40 +385,41 @@ class Store:
                 .join(Example, Review.example_id == Example.id)
                 .where(Example.dataset_id == self._dataset_id(s, name))
                 .order_by(Review.id)).mappings().all()
-        return [{**row, "created_at": _iso(row["created_at"])} for row in rows]
+        # the selected columns are ReviewRow's keys
+        return [cast(ReviewRow, {**row, "created_at": _iso(row["created_at"])}) for row in rows]
 
     # ---- experiments -----------------------------------------------------------------------
 
-    def record_experiment(self, *, name: str, dataset: str, config: dict, metrics: dict,
-                          out_dir: str) -> int:
+    def record_experiment(self, *, name: str, dataset: str, config: Mapping[str, Any],
+                          metrics: Mapping[str, Any], out_dir: str) -> int:
         """Save an experiment's config and summary metrics; returns its id."""
         with self._session() as s, s.begin():
-            experiment = Experiment(name=name, dataset=dataset, config=jsonable(config),
-                                    metrics=jsonable(metrics), out_dir=str(out_dir))
+            experiment = Experiment(name=name, dataset=dataset, config=to_jsonable(config),
+                                    metrics=to_jsonable(metrics), out_dir=str(out_dir))
             s.add(experiment)
             s.flush()
             return experiment.id
 
     def add_experiment_run(self, experiment_id: int, *, condition: str, seed: int,
-                           metrics: dict, checkpoint: str | None) -> int:
+                           metrics: Mapping[str, Any], checkpoint: str | None) -> int:
         """Save one (condition, seed) training run of an experiment; returns its id."""
         with self._session() as s, s.begin():
             if s.get(Experiment, experiment_id) is None:
                 raise StoreError(f"no experiment with id {experiment_id} in {mask_url(self.url)}")
             run = ExperimentRun(experiment_id=experiment_id, condition=condition, seed=int(seed),
-                                metrics=jsonable(metrics),
+                                metrics=to_jsonable(metrics),
                                 checkpoint=None if checkpoint is None else str(checkpoint))
             s.add(run)
             s.flush()
             return run.id
 
-    def experiments(self) -> list[dict[str, Any]]:
+    def experiments(self) -> list[ExperimentRow]:
         """All experiments, oldest first, each with its runs (condition, seed, metrics,
         checkpoint)."""
         with self._session() as s:
             experiments = s.scalars(select(Experiment).order_by(Experiment.id)).all()
             runs = s.scalars(select(ExperimentRun).order_by(ExperimentRun.id)).all()
-        by_experiment: dict[int, list[dict[str, Any]]] = {e.id: [] for e in experiments}
+        by_experiment: dict[int, list[ExperimentRunRow]] = {e.id: [] for e in experiments}
         for r in runs:
             by_experiment[r.experiment_id].append(
                 {"id": r.id, "condition": r.condition, "seed": r.seed, "metrics": r.metrics,

@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ import numpy as np
 from accelerate import Accelerator
 
 from rewardlab._version import __version__
-from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import ModelError
 from rewardlab.models.reward_model import INFO_FILE
 
@@ -30,7 +28,6 @@ __all__ = [
     "CHECKPOINTS",
     "STATE_FILE",
     "Progress",
-    "data_fingerprint",
     "smoothing_fingerprint",
     "save_checkpoint",
     "restore_checkpoint",
@@ -86,14 +83,6 @@ class Progress:
     @property
     def epoch_accuracy(self) -> float:
         return self.epoch_correct / max(self.epoch_pairs, 1)
-
-
-def data_fingerprint(pairs: Sequence[PreferencePair]) -> str:
-    """sha256 over the pairs' content hashes, in order (as `rewardlab.experiment.compare.fingerprint`)."""
-    digest = hashlib.sha256()
-    for p in pairs:
-        digest.update(p.content_hash.encode())
-    return digest.hexdigest()
 
 
 def smoothing_fingerprint(eps: np.ndarray | None) -> str | None:
@@ -170,7 +159,7 @@ def finished_run(output_dir: Path, *, config: dict[str, Any],
     if not path.exists():
         return None
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a half-written record: train again
     if not info.get("complete"):

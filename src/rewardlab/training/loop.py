@@ -31,7 +31,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import ModelError
 from rewardlab.models.backbones import load_backbone
 from rewardlab.models.batching import PairEncoding, encode_pairs, length_grouped_batches, pad_rows
@@ -39,7 +39,6 @@ from rewardlab.models.reward_model import RewardModel
 from rewardlab.training.checkpoint import (
     Progress,
     clear_checkpoints,
-    data_fingerprint,
     finished_run,
     restore_checkpoint,
     run_info,
@@ -58,7 +57,7 @@ class TrainResult:
 
     output_dir: Path | None
     model: RewardModel
-    history: list[dict]
+    history: list[dict[str, Any]]  # one entry every logging_steps: step, epoch, loss, accuracy, lr
     train_loss: float
     train_accuracy: float
     n_pairs: int
@@ -246,7 +245,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
     if not pairs:
         raise ModelError("no training pairs")
     eps = _smoothing(pairs, smoothing, config)
-    fingerprints = {"data_fingerprint": data_fingerprint(pairs),
+    fingerprints = {"data_fingerprint": fingerprint_pairs(pairs),
                     "smoothing_fingerprint": smoothing_fingerprint(eps)}
     output_dir = Path(output_dir) if output_dir is not None else None
     if resume and output_dir is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from rewardlab.flags.detectors.rules import (
     TestLeakage,
 )
 from rewardlab.flags.detectors.text_rules import ReadabilityMismatch, RefusalBias, Repetition, UnsafePrompt
+from rewardlab.training.config import TrainConfig
 
 __all__ = [
     "DETECTORS",
@@ -60,7 +62,11 @@ RULE_DETECTORS: tuple[str, ...] = tuple(DETECTORS)
 # ---- Model-based detectors (detectors/model_based.py) ------------------------------------------
 # They train reward models, so they are registered in DETECTORS but stay OUT of RULE_DETECTORS;
 # hence the import after RULE_DETECTORS is fixed.
-from rewardlab.flags.detectors.model_based import EnsembleStrength, OofMargin  # noqa: E402
+from rewardlab.flags.detectors.model_based import (  # noqa: E402
+    EnsembleStrength,
+    OofMargin,
+    detector_train_config,
+)
 
 DETECTORS.update({cls.name: cls for cls in (OofMargin, EnsembleStrength)})
 # -------------------------------------------------------------------------------------------------
@@ -69,6 +75,8 @@ DETECTORS.update({cls.name: cls for cls in (OofMargin, EnsembleStrength)})
 def get_detector(name: str, **params: Any) -> Detector:
     """Build detector `name` with keyword `params`; strings are converted to the field's type.
 
+    A model-based detector also takes the fields of its `train` TrainConfig this way:
+    `get_detector("oof_margin", folds=3, epochs=2)` trains every fold's model for 2 epochs.
     Raises SelectionError for an unknown detector or parameter, or a value of the wrong type.
 
     >>> get_detector("over_length", max_length="512").max_length
@@ -78,29 +86,48 @@ def get_detector(name: str, **params: Any) -> Detector:
     if cls is None:
         raise SelectionError(f"unknown detector {name!r}; detectors: {', '.join(DETECTORS)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - set(fields))
+    train_kinds = _train_kinds() if "train" in fields else {}
+    unknown = sorted(set(params) - set(fields) - set(train_kinds))
     if unknown:
-        known = ", ".join(fields) or "(none)"
+        known = ", ".join([*fields, *train_kinds]) or "(none)"
         raise SelectionError(f"detector {name!r} has no parameter {unknown[0]!r}; "
                              f"parameters: {known}")
-    values = {key: _coerce(name, fields[key], value) for key, value in params.items()}
+    values = {key: _coerce(name, key, _kind(fields[key].default), value)
+              for key, value in params.items() if key in fields}
+    train = {key: _coerce(name, key, train_kinds[key], value)
+             for key, value in params.items() if key not in fields}
+    if train:  # TrainConfig fields one by one, over the model detectors' training defaults
+        values["train"] = dataclasses.replace(values.get("train") or detector_train_config(), **train)
     return cls(**values)
 
 
-def _coerce(detector: str, field: dataclasses.Field[Any], value: Any) -> Any:
-    """Convert a CLI string to the type of the field's default (int, float, bool, str)."""
-    default = field.default
-    if not isinstance(value, str) or isinstance(default, str) or default is dataclasses.MISSING:
+def _kind(default: Any) -> type | None:
+    """The type a string parameter converts to: that of the field's default (None: no default)."""
+    return None if default is dataclasses.MISSING else type(default)
+
+
+def _train_kinds() -> dict[str, type]:
+    """TrainConfig field -> the type a string parameter converts to (`float | None` → float)."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [t for t in typing.get_args(hint) if t is not type(None)]
+        kinds[name] = args[0] if args else hint
+    return kinds
+
+
+def _coerce(detector: str, key: str, kind: type | None, value: Any) -> Any:
+    """Convert a CLI string to `kind` (int, float, bool); strings for str fields pass unchanged."""
+    if not isinstance(value, str) or kind is None or kind is str:
         return value
     try:
-        if isinstance(default, bool):
+        if kind is bool:
             if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
                 raise ValueError(value)
             return value.lower() in {"true", "1", "yes"}
-        return type(default)(value)
+        return kind(value)
     except ValueError:
-        raise SelectionError(f"detector {detector!r}: parameter {field.name!r} expects "
-                             f"{type(default).__name__}, got {value!r}") from None
+        raise SelectionError(f"detector {detector!r}: parameter {key!r} expects "
+                             f"{kind.__name__}, got {value!r}") from None
 
 
 def run_detector(detector: Detector, train: Sequence[PreferencePair],

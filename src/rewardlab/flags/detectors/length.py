@@ -23,7 +23,7 @@ from rewardlab.flags.detectors.base import (
     reasons_where,
     utf8_safe,
 )
-from rewardlab.flags.detectors.embedding import MINILM, resolve_model_dir
+from rewardlab.models.names import MINILM
 
 __all__ = ["LengthRatio", "OverLength"]
 
@@ -66,8 +66,10 @@ class LengthRatio(Detector):
 def _load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
+    from rewardlab.models.backbones import resolve_backbone
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(model), use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(model), use_fast=True)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load tokenizer {model!r}: {e}") from e
     # We only measure lengths; without this every long pair logs a "sequence too long" warning.

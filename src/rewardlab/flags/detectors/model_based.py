@@ -15,10 +15,12 @@ checks run in tests/test_model_based.py.
 >>> result = OofMargin(folds=5).detect(train_pairs)            # doctest: +SKIP
 >>> result.params["estimated_issues"], result.n_flagged          # doctest: +SKIP
 (806, 806)
+>>> OofMargin(train=detector_train_config(model="minilm", epochs=2))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,13 +30,16 @@ from tqdm.auto import tqdm
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import SelectionError
+from rewardlab.evaluation.metrics import sigmoid
 from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, reasons_where
+from rewardlab.models.names import BOW
+from rewardlab.training.config import TrainConfig
 
-__all__ = ["OofMargin", "EnsembleStrength", "estimate_flip_rate", "fold_ids"]
+__all__ = ["OofMargin", "EnsembleStrength", "detector_train_config", "estimate_flip_rate", "fold_ids"]
 
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + e^-x), without overflow warnings
+# TrainConfig fields always recorded in a model detector's `params` (any other one is recorded when
+# it differs from `detector_train_config()`), so stored runs read as they did before `train` existed.
+_RECORDED_TRAIN_FIELDS = ("model", "epochs", "batch_size", "lr", "max_length", "seed")
 
 
 def fold_ids(n: int, folds: int, *, seed: int) -> np.ndarray:
@@ -73,26 +78,35 @@ def _flag_lowest(prob: np.ndarray, count: int) -> tuple[np.ndarray, float]:
     return (score >= threshold) & (prob < 0.5), threshold
 
 
+def detector_train_config(**overrides: Any) -> TrainConfig:
+    """The model detectors' training run: the `bow` backbone (seconds on a CPU) and seed 0, the
+    engine's defaults otherwise; `overrides` are TrainConfig fields."""
+    return TrainConfig(**{"model": BOW, "seed": 0, **overrides})
+
+
 @dataclass
 class _ModelDetector(Detector):
-    """Shared training options: any rewardlab backbone, the engine's defaults otherwise."""
+    """Shared: `train` is how every model is trained; `train.seed` seeds the first one (and folds)."""
 
     kind = "model"
-    model: str = "bow"
-    epochs: int = 1
-    batch_size: int = 8
-    lr: float = 0.0  # 0 = the backbone's default (TrainConfig.lr=None)
-    max_length: int = 256
-    seed: int = 0
+    train: TrainConfig = field(default_factory=detector_train_config)
     progress: bool = field(default=True, metadata=RUNTIME)
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The training settings flattened in TrainConfig order, then the detector's own."""
+        default = detector_train_config()
+        train = {f.name: getattr(self.train, f.name) for f in dataclasses.fields(TrainConfig)
+                 if f.name in _RECORDED_TRAIN_FIELDS
+                 or getattr(self.train, f.name) != getattr(default, f.name)}
+        train["lr"] = train["lr"] or 0.0  # 0.0 = the backbone's default, as runs have recorded it
+        return {**train, **{k: v for k, v in super().params.items() if k != "train"}}
+
     def _train(self, pairs: Sequence[PreferencePair], *, seed: int) -> Any:
-        """A trained `RewardModel` (the engine's, with this detector's options)."""
-        from rewardlab.training.config import TrainConfig
+        """A trained `RewardModel` (the engine's, with this detector's `train` settings)."""
         from rewardlab.training.loop import train_reward_model  # lazy: torch only when needed
 
-        config = TrainConfig(model=self.model, epochs=self.epochs, batch_size=self.batch_size,
-                             lr=self.lr or None, max_length=self.max_length, seed=seed)
+        config = dataclasses.replace(self.train, seed=seed)
         return train_reward_model(pairs, config=config, progress=False).model
 
     def _margins(self, model: Any, pairs: Sequence[PreferencePair]) -> np.ndarray:
@@ -120,17 +134,18 @@ class OofMargin(_ModelDetector):
         if self.folds < 2 or n < 2 * self.folds:
             raise SelectionError(f"oof_margin needs folds >= 2 and at least 2 pairs per fold "
                                  f"(folds={self.folds}, {n} train pairs)")
-        fold = fold_ids(n, self.folds, seed=self.seed)  # (N,)
+        fold = fold_ids(n, self.folds, seed=self.train.seed)  # (N,)
         margins = np.zeros(n)  # (N,) each filled by the model that did not train on it
         for k in tqdm(range(self.folds), desc="oof_margin folds", unit="fold",
                       disable=not self.progress):
             held = np.flatnonzero(fold == k)
-            model = self._train([train[int(i)] for i in np.flatnonzero(fold != k)], seed=self.seed + k)
+            model = self._train([train[int(i)] for i in np.flatnonzero(fold != k)],
+                                seed=self.train.seed + k)
             margins[held] = self._margins(model, [train[int(i)] for i in held])
         return self._result(margins, fold)
 
     def _result(self, margins: np.ndarray, fold: np.ndarray) -> DetectorResult:
-        prob = _sigmoid(margins)  # (N,) out-of-fold P(chosen ≻ rejected)
+        prob = sigmoid(margins)  # (N,) out-of-fold P(chosen ≻ rejected)
         rate, cut, confident = estimate_flip_rate(margins)
         estimated = round(rate * len(margins))
         flagged, threshold = _flag_lowest(prob, estimated)
@@ -150,7 +165,8 @@ class OofMargin(_ModelDetector):
 
 @dataclass
 class EnsembleStrength(_ModelDetector):
-    """K reward models (seeds seed…seed+K−1) on all train pairs; per-pair mean ± std of the margin.
+    """K reward models (seeds train.seed…train.seed+K−1) on all train pairs; per-pair mean ± std of
+    the margin.
 
     score = −(mean + std): the rejected reply's lead even at the ensemble's most favourable view of
     the chosen one. Flagged when score > 0 (fixed threshold 0): the ensemble prefers the rejected
@@ -168,7 +184,7 @@ class EnsembleStrength(_ModelDetector):
             raise SelectionError(f"ensemble_strength needs members >= 1 and train pairs "
                                  f"(members={self.members}, {len(train)} train pairs)")
         margins = np.stack([  # (K, N)
-            self._margins(self._train(train, seed=self.seed + k), train)
+            self._margins(self._train(train, seed=self.train.seed + k), train)
             for k in tqdm(range(self.members), desc="ensemble_strength members", unit="model",
                           disable=not self.progress)])
         mean, std = margins.mean(axis=0), margins.std(axis=0)  # (N,), (N,)

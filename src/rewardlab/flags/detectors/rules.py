@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.flags.detectors.base import Detector, DetectorResult, describe_pair, normalize_text
+from rewardlab.flags.detectors.base import (
+    Detector,
+    DetectorResult,
+    PairRule,
+    describe_pair,
+    normalize_text,
+)
 
 __all__ = [
     "EmptyResponse",
@@ -23,45 +29,36 @@ __all__ = [
 
 
 @dataclass
-class EmptyResponse(Detector):
+class EmptyResponse(PairRule):
     """The final chosen or rejected reply is empty or whitespace (HH rows ending "Assistant: ")."""
 
     name = "empty_response"
     description = "final chosen or rejected reply is empty"
 
-    def detect(self, train: Sequence[PreferencePair], *,
-               test: Sequence[PreferencePair] = ()) -> DetectorResult:
-        return self.binary_result([_empty_reason(p) for p in train])
-
-
-def _empty_reason(pair: PreferencePair) -> str:
-    chosen_empty, rejected_empty = not pair.chosen.strip(), not pair.rejected.strip()
-    if chosen_empty and rejected_empty:
-        return "both replies are empty"
-    if chosen_empty:
-        return "chosen reply is empty"
-    return "rejected reply is empty" if rejected_empty else ""
+    def reason(self, pair: PreferencePair) -> str:
+        chosen_empty, rejected_empty = not pair.chosen.strip(), not pair.rejected.strip()
+        if chosen_empty and rejected_empty:
+            return "both replies are empty"
+        if chosen_empty:
+            return "chosen reply is empty"
+        return "rejected reply is empty" if rejected_empty else ""
 
 
 @dataclass
-class IdenticalResponses(Detector):
+class IdenticalResponses(PairRule):
     """Chosen and rejected are the same text (ignoring case and whitespace): no signal to learn."""
 
     name = "identical_responses"
     description = "chosen and rejected replies are the same text"
 
-    def detect(self, train: Sequence[PreferencePair], *,
-               test: Sequence[PreferencePair] = ()) -> DetectorResult:
-        reasons = [
-            "chosen and rejected replies are identical (ignoring case and whitespace)"
-            if normalize_text(p.chosen) == normalize_text(p.rejected) else ""
-            for p in train
-        ]
-        return self.binary_result(reasons)
+    def reason(self, pair: PreferencePair) -> str:
+        if normalize_text(pair.chosen) != normalize_text(pair.rejected):
+            return ""
+        return "chosen and rejected replies are identical (ignoring case and whitespace)"
 
 
 @dataclass
-class DivergingContext(Detector):
+class DivergingContext(PairRule):
     """The chosen and rejected dialogues differ before the last turn, or the dialogue did not parse.
 
     Such a pair compares replies to two different conversations, so its label says little about
@@ -71,18 +68,13 @@ class DivergingContext(Detector):
     name = "diverging_context"
     description = "chosen and rejected dialogues differ before the last turn, or did not parse"
 
-    def detect(self, train: Sequence[PreferencePair], *,
-               test: Sequence[PreferencePair] = ()) -> DetectorResult:
-        return self.binary_result([_diverging_reason(p) for p in train])
-
-
-def _diverging_reason(pair: PreferencePair) -> str:
-    parts = []
-    if pair.histories_differ:
-        parts.append("chosen and rejected dialogues differ before the last turn")
-    if pair.parse_issue:
-        parts.append(f"dialogue did not parse cleanly ({pair.parse_issue})")
-    return "; ".join(parts)
+    def reason(self, pair: PreferencePair) -> str:
+        parts = []
+        if pair.histories_differ:
+            parts.append("chosen and rejected dialogues differ before the last turn")
+        if pair.parse_issue:
+            parts.append(f"dialogue did not parse cleanly ({pair.parse_issue})")
+        return "; ".join(parts)
 
 
 def _pair_key(pair: PreferencePair) -> tuple[str, str, str]:

@@ -129,6 +129,7 @@ class _RowAttention(torch.autograd.Function):
                 scale: float) -> torch.Tensor:
         kernels = compiled_kernels() if qkv.device.type == "cpu" else None
         with torch.autocast(qkv.device.type, enabled=False):  # keep softmax in qkv's dtype
+            out: torch.Tensor
             if kernels is not None:
                 out, *saved = kernels.row_attention_forward(qkv, lengths, heads, scale)
             else:
@@ -243,7 +244,8 @@ class PackedBertReward(nn.Module):
         x = F.embedding(ids, self._word_weight, padding_idx, sparse=sparse)
         x = x + emb.token_type_embeddings(types)
         x = x + emb.position_embeddings(positions)
-        return emb.dropout(emb.LayerNorm(x))
+        embedded: torch.Tensor = emb.dropout(emb.LayerNorm(x))  # (N, d)
+        return embedded
 
     def _attend(self, layer: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 lay: _Layout) -> torch.Tensor:
@@ -265,14 +267,17 @@ class PackedBertReward(nn.Module):
         out = layer.attention.output
         h = out.LayerNorm(out.dropout(out.dense(context)) + x)
         mlp = layer.output
-        return mlp.LayerNorm(mlp.dropout(mlp.dense(layer.intermediate(h))) + h)
+        y: torch.Tensor = mlp.LayerNorm(mlp.dropout(mlp.dense(layer.intermediate(h))) + h)
+        return y
 
     def _layer(self, layer: Any, x: torch.Tensor, lay: _Layout) -> torch.Tensor:
         attn = layer.attention.self
         qkv = _fused_linear([attn.query, attn.key, attn.value], x)  # (N, 3d)
         if self.row_attention and x.device.type == "cpu" and not (self.training and attn.dropout.p):
             # measured on a 2-core CPU, MiniLM, bf16: 1.5x faster attention than the padded grid
-            context = _RowAttention.apply(qkv, lay.lengths, attn.num_attention_heads, attn.scaling)
+            # torch's stubs leave Function.apply untyped
+            context = _RowAttention.apply(  # type: ignore[no-untyped-call]
+                qkv, lay.lengths, attn.num_attention_heads, attn.scaling)
             return self._feed_forward(layer, context, x)
         q, k, v = _to_heads(qkv, lay, parts=3, heads=attn.num_attention_heads)  # (R, H, T, dh)
         context = self._attend(layer, q, k, v, lay)  # (R, H, T, dh)

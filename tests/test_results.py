@@ -1,0 +1,21 @@
+"""The results document's types (report/results.py) say what run_comparison writes, in its order."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rewardlab.experiment.compare import CompareConfig
+from rewardlab.report.results import ResultsConfig, ResultsDocument
+
+
+def test_results_config_lists_every_compare_config_field() -> None:
+    # run_comparison writes {**asdict(CompareConfig), ..., "train_config": ...}; asdict is untyped
+    fields = [f.name for f in dataclasses.fields(CompareConfig)]
+    assert list(ResultsConfig.__annotations__) == [*fields, "train_config"]
+
+
+def test_results_document_keys_in_written_order() -> None:
+    assert list(ResultsDocument.__annotations__) == [
+        "rewardlab_version", "created", "config", "data", "flags", "conditions", "comparisons",
+        "teaching", "notebook_table", "verdict", "seconds"]
+    assert ResultsDocument.__optional_keys__ == frozenset({"teaching"})
