@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from rewardlab.evaluation.metrics import preference_metrics
 from rewardlab.evaluation.stats import compare_runs, notebook_table, overall_verdict, summarize_runs
 from rewardlab.report.build import write_report
+from rewardlab.report.render import escape_markdown
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # (condition, shift of the reward margin, train pairs): clean-remove is genuinely a bit better.
@@ -164,7 +165,7 @@ def test_markdown_links_figures_and_lists_comparisons(report) -> None:
                  "teach/teach_bt_curves.png"):
         assert f"]({name})" in md
     for comp in results["comparisons"]:
-        assert comp["verdict"].replace("|", "\\|") in md
+        assert escape_markdown(comp["verdict"]) in md
 
 
 def test_report_without_optional_parts(tmp_path: Path) -> None:
@@ -178,3 +179,57 @@ def test_report_without_optional_parts(tmp_path: Path) -> None:
     assert "flags" not in paths and "training_curves" not in paths
     assert json.loads(paths["results"].read_text())["seconds"] is None
     assert "Wilson over test pairs" in paths["html"].read_text()  # one seed: the CI kind is stated
+
+
+HOSTILE = "<script>alert(1)</script> | *x* _y_ `z` [a](b)"
+
+
+def _hostile_results() -> dict:
+    """Data-derived text (dataset, source path, model, detector, subset) that is markup."""
+    results = build_results(n_test=60, seeds=(0,))
+    results["data"]["train"].update(dataset=f"ds {HOSTILE}", source=f"dir/{HOSTILE}.jsonl")
+    results["config"]["train_config"]["model"] = f"model {HOSTILE}"
+    flags = results["flags"]["detectors"]
+    flags[f"det {HOSTILE}"] = flags.pop("length_ratio")
+    for cond in results["conditions"].values():
+        for run in cond["runs"]:
+            by = run["test"]["accuracy_by_subset"]
+            by[f"sub {HOSTILE}"] = by.pop("helpful-base")
+    return results
+
+
+def test_text_from_the_data_is_escaped_in_html(tmp_path: Path) -> None:
+    text = write_report(_hostile_results(), tmp_path)["html"].read_text()
+    assert "<script" not in text and "<em>x</em>" not in text and "<code>z</code>" not in text
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt; | *x* _y_ `z` [a](b)"
+    for where in ("dir/", "model ", "det ", "sub "):  # source path, model, detector, subset
+        assert where + escaped in text, where
+
+
+def _unescaped_pipes(line: str) -> int:
+    return len(re.findall(r"(?<!\\)\|", line))
+
+
+def test_text_from_the_data_is_escaped_in_markdown(tmp_path: Path) -> None:
+    text = write_report(_hostile_results(), tmp_path)["markdown"].read_text()
+    # the Reproduce section's ```json block shows the config verbatim, as code (JSON-quoted, so no
+    # line of it can start a ``` that would close the fence); everything before it is prose/tables
+    md, _, code = text.partition("```json\n")
+    assert code.count("```") == 1 and '"model": "model <script>' in code
+    assert "<script>" not in md and "</script>" not in md and "*x*" not in md and "`z`" not in md
+    escaped = r"\<script\>alert(1)\</script\> \| \*x\* \_y\_ \`z\` \[a\](b)"
+    for where in ("dir/", "model ", "det ", "sub "):
+        assert where + escaped in md, where
+    for line in md.splitlines():  # every table row keeps its column count
+        if line.startswith("| Detector |"):
+            header_pipes = _unescaped_pipes(line)
+        if line.startswith("| det "):
+            assert _unescaped_pipes(line) == header_pipes
+
+
+def test_markdown_escape_round_trips_through_the_html_renderer() -> None:
+    from rewardlab.report.render import Section, escape_markdown, render_html
+
+    page = render_html([Section("t", [f"**bold** then {escape_markdown(HOSTILE)}"])], {})
+    assert "<strong>bold</strong> then &lt;script&gt;alert(1)&lt;/script&gt; | *x* _y_ `z` " \
+           "[a](b)" in page

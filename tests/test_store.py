@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rewardlab.data.pairs import PreferencePair, pair_from_hh
+from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import StoreError
 from rewardlab.store import schema as store_schema
 from rewardlab.store.store import IngestCounts, Store, mask_url, resolve_db_url
@@ -32,20 +33,10 @@ except ImportError:  # written concurrently; the store only needs these fields (
         seconds: float = 0.0
 
 
-@dataclass
-class FakeSource:
-    """Same fields as sources.SourceResult (the store only reads them)."""
-
-    spec: str
-    pairs: list[PreferencePair]
-    read: int
-    rejected: list[tuple[int, str]]
-
-
 def source(pairs: list[PreferencePair], spec: str = "hand-made",
-           rejected: list[tuple[int, str]] | None = None) -> FakeSource:
+           rejected: list[tuple[int, str]] | None = None) -> SourceResult:
     rejected = rejected or []
-    return FakeSource(spec=spec, pairs=pairs, read=len(pairs) + len(rejected), rejected=rejected)
+    return SourceResult(spec=spec, pairs=pairs, read=len(pairs) + len(rejected), rejected=rejected)
 
 
 def make_pairs() -> list[PreferencePair]:
@@ -96,7 +87,7 @@ def test_ingest_round_trip_keeps_every_field(store: Store) -> None:
     counts = store.ingest("hh", source(pairs, rejected=[(7, "missing field 'chosen'")]))
     assert counts == IngestCounts(
         dataset="hh", read=6, ingested=5, already_present=0,
-        rejected=[(7, "missing field 'chosen'")],
+        rejected=[(7, "missing field 'chosen'")], parse_issues=[(2, "rejected: empty reply")],
         by_group={"test/harmless-base": {"ingested": 2, "already_present": 0},
                   "train/-": {"ingested": 1, "already_present": 0},
                   "train/harmless-base": {"ingested": 2, "already_present": 0}})
@@ -111,16 +102,17 @@ def test_ingest_round_trip_keeps_every_field(store: Store) -> None:
 
 
 def test_reingest_is_idempotent(store: Store) -> None:
-    pairs = make_pairs()
-    store.ingest("hh", source(pairs, spec="a.jsonl"))
-    again = store.ingest("hh", source(pairs, spec="a.jsonl"))
-    assert (again.ingested, again.already_present) == (0, 5)
+    train = [p for p in make_pairs() if p.split == "train"]
+    store.ingest("hh", source(train, spec="a.jsonl"))
+    again = store.ingest("hh", source(train, spec="a.jsonl"))
+    assert (again.ingested, again.already_present) == (0, 3)
     assert again.by_group["train/-"] == {"ingested": 0, "already_present": 1}
     new = PreferencePair(source_index=9, split="test", prompt="p", chosen="c", rejected="r")
-    more = store.ingest("hh", source([new, new, pairs[0]], spec="b.jsonl"))
+    # A second source may fill the split the first lacks (a separate test file; see binding.py).
+    more = store.ingest("hh", source([new, new], spec="b.jsonl"))
     # The in-source duplicate of `new` counts as already present, never as a second row.
-    assert (more.ingested, more.already_present) == (1, 2)
-    assert len(store.load_pairs("hh")) == 6
+    assert (more.ingested, more.already_present) == (1, 1)
+    assert len(store.load_pairs("hh")) == 4
     summary = store.dataset_summaries()[0]
     assert summary["source"] == "a.jsonl + b.jsonl"
 
@@ -133,10 +125,13 @@ def test_failed_ingest_leaves_nothing(store: Store, monkeypatch: pytest.MonkeyPa
         store.ingest("broken", source([good[1], good[2], bad, good[3]]))
     assert store.dataset_names() == []
     store.ingest("hh", source(good[:2]))
-    with pytest.raises(StoreError):
-        store.ingest("hh", source([good[2], bad], spec="other"))
+    bad_test = replace(good[3], source_index=98, prompt=None)  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="rolled back, nothing saved"):
+        store.ingest("hh", source([good[3], bad_test], spec="other"))
     assert len(store.load_pairs("hh")) == 2
     assert store.dataset_summaries()[0]["source"] == "hand-made"
+    # the failed ingest left no binding of the test split behind: another test source is taken
+    assert store.ingest("hh", source([good[4]], spec="third")).ingested == 1
 
 
 def test_unknown_dataset_lists_existing(store: Store) -> None:
@@ -307,3 +302,168 @@ def test_shared_sample_ingests_once(store: Store, sample_path: Path) -> None:
     assert again.by_group == {"test/harmless-base": {"ingested": 0, "already_present": 1512}}
     loaded = store.load_pairs("sample")
     assert [replace(p, example_id=None) for p in loaded] == pairs
+
+
+def _create_tables(url: str, *ddl: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in ddl:
+            conn.execute(text(statement))
+    engine.dispose()
+
+
+def _table_names(url: str) -> list[str]:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        return sorted(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_foreign_database_is_refused_untouched(db_url: str) -> None:
+    _create_tables(db_url, "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)",
+                   "CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    with pytest.raises(StoreError, match=r"holds tables that are not rewardlab's: orders, users; "
+                                         r".*another database"):
+        Store(db_url)
+    assert _table_names(db_url) == ["orders", "users"]  # nothing added
+
+
+def test_same_table_names_other_columns_are_refused(db_url: str) -> None:
+    _create_tables(db_url, "CREATE TABLE datasets (id INTEGER PRIMARY KEY, title TEXT)")
+    with pytest.raises(StoreError, match=r"table 'datasets' lacks column\(s\) created_at, name, "
+                                         r"source and has column\(s\) title"):
+        Store(db_url)
+    assert _table_names(db_url) == ["datasets"]
+
+
+def test_rewardlab_database_with_an_extra_table_still_opens(db_url: str) -> None:
+    Store(db_url).close()
+    _create_tables(db_url, "CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    with Store(db_url) as store:  # every rewardlab table exists: nothing is added, so it opens
+        assert store.dataset_names() == []
+
+
+def test_sqlite_connections_wait_and_use_wal(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    with Store(f"sqlite:///{tmp_path}/t.db") as store, store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_second_sqlite_writer_waits_past_five_seconds(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    path = tmp_path / "t.db"
+    Store(f"sqlite:///{path}").close()
+    locked = threading.Event()
+
+    def hold_write_lock() -> None:  # another process's long ingest, as SQLite sees it
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(6)
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=hold_write_lock)
+    holder.start()
+    locked.wait()
+    started = time.monotonic()
+    try:
+        with Store(f"sqlite:///{path}") as store:
+            assert store.ingest("hh", source(make_pairs())).ingested == 5
+    finally:
+        holder.join()
+    assert time.monotonic() - started > 5
+
+
+_WRITER = """
+import sys
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.source_result import SourceResult
+from rewardlab.store.store import Store
+
+url, tag = sys.argv[1], sys.argv[2]
+with Store(url) as store:
+    for i in range(15):
+        pairs = [PreferencePair(source_index=j, split="train", prompt=f"{tag} {i} {j}",
+                                chosen="c", rejected="r") for j in range(300)]
+        store.ingest(f"{tag}-{i}", SourceResult(spec=f"{tag}-{i}", pairs=pairs, read=300,
+                                                rejected=[]))
+        store.add_review(f"{tag}-{i}", source_index=0, detector="d", is_issue=True)
+"""
+
+
+def test_two_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/t.db"
+    Store(url).close()
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, url, tag],
+                                stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    errors = [w.communicate(timeout=120)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    with Store(url) as store:
+        assert len(store.dataset_names()) == 30
+
+
+@pytest.mark.parametrize(("url", "masked"), [
+    ("postgresql+psycopg://u@h/db?password=secret&sslmode=require",
+     "postgresql+psycopg://u@h/db?password=***&sslmode=require"),
+    ("postgresql+psycopg://u:secret@h/db?sslmode=x&PASSWORD=secret",
+     "postgresql+psycopg://u:***@h/db?sslmode=x&PASSWORD=***"),
+    ("postgresql://h/db?sslpassword=secret", "postgresql://h/db?sslpassword=***"),
+    ("host=h password=secret dbname=x", "host=h password=*** dbname=x"),
+])
+def test_mask_url_hides_query_passwords(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://u@127.0.0.1:1/db?password=secret&connect_timeout=2",
+    "postgresql+psycopg://u@127.0.0.1:abc/db?password=secret",
+    "mysql://u@localhost/db?password=secret",
+    "host=localhost password=secret",
+    "postgresql+psycopg://u@127.0.0.1:1/db?password=secret&nosuchoption=1",
+])
+def test_query_password_never_in_errors(url: str) -> None:
+    with pytest.raises(StoreError) as info:
+        Store(url)
+    assert "secret" not in str(info.value) and "***" in str(info.value)
+
+
+def test_nul_characters_reject_the_row_on_every_backend(store: Store) -> None:
+    # PostgreSQL refuses NUL in text and SQLite stores it: both reject the row, naming the field.
+    good = make_pairs()[:3]
+    nul_reply = PreferencePair(source_index=7, split="train", prompt="p", chosen="a\x00b",
+                               rejected="r", raw_chosen="\n\nHuman: p\n\nAssistant: a\x00b")
+    nul_context = PreferencePair(source_index=8, split="train", prompt="p", chosen="c",
+                                 rejected="r", context="Human: x\x00")
+    counts = store.ingest("hh", source(good + [nul_reply, nul_context], rejected=[(9, "other")]))
+    assert (counts.read, counts.ingested, counts.already_present) == (6, 3, 0)
+    assert counts.rejected == [
+        (7, "NUL character (\\x00) in 'chosen', 'raw_chosen' (the database cannot store it)"),
+        (8, "NUL character (\\x00) in 'context' (the database cannot store it)"),
+        (9, "other")]
+    assert sorted(p.source_index for p in store.load_pairs("hh")) == [0, 1, 2]
+
+
+def test_nul_in_a_file_names_its_row(store: Store, tmp_path: Path) -> None:
+    from rewardlab.data.sources import read_source
+
+    path = tmp_path / "nul.jsonl"
+    rows = [{"chosen": "\n\nHuman: q\n\nAssistant: fine", "rejected": "\n\nHuman: q\n\nAssistant: x"},
+            {"chosen": "\n\nHuman: q\n\nAssistant: a\u0000b", "rejected": "\n\nHuman: q\n\nAssistant: y"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    counts = store.ingest("nul", read_source(str(path)))
+    assert counts.ingested == 1 and [i for i, _ in counts.rejected] == [1]
+    assert "'chosen'" in counts.rejected[0][1]

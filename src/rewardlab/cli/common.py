@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
+from rewardlab.errors import RewardlabError
 from rewardlab.jsonable import to_jsonable
 
-__all__ = ["add_config_args", "add_store_options", "config_from_args", "emit", "format_table"]
+__all__ = ["add_config_args", "add_store_options", "check_at_least", "check_output_dir",
+           "check_output_file", "config_from_args", "emit", "format_table"]
 
 C = TypeVar("C")
 
@@ -62,6 +66,14 @@ def _flag_type(tp: Any) -> Callable[[str], Any]:
     return tp if tp in (int, float, str) else str
 
 
+def _help_with_default(help_text: str, default: Any) -> str:
+    """The help plus "(default: X)", unless it states its default itself ("(default 1)",
+    "(preset: 1)", "off by default") or the default is None: None means "derived" (from the preset,
+    the source…), which the help explains and "(default: None)" would only contradict."""
+    stated = "default" in help_text.lower() or "(preset" in help_text
+    return help_text if stated or default is None else f"{help_text} (default: {default})"
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type, *,
                     skip: Sequence[str] = ()) -> None:
     """One `--field-name` flag per dataclass field, help and default taken from the field."""
@@ -72,9 +84,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *,
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = f.metadata.get("help", "")
-        if "(default:" not in help_text:  # a help that explains its own default keeps it
-            help_text += f" (default: {default})"
+        help_text = _help_with_default(f.metadata.get("help", ""), default)
         if hints[f.name] is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
@@ -99,3 +109,42 @@ def add_store_options(p: argparse.ArgumentParser, *, handler: Callable[[argparse
                         "PostgreSQL: postgresql+psycopg://user@host/db)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+# Checked at the top of a handler, before any data is read or model trained: a typo in an option or
+# an output path must cost a second, not the run.
+
+def check_at_least(flag: str, value: int | None, minimum: int) -> None:
+    """Refuse a count option below `minimum` (None = not given) with one error line."""
+    if value is not None and value < minimum:
+        raise RewardlabError(f"{flag} must be at least {minimum} (got {value})")
+
+
+def _writable_dir(directory: Path, flag: str, path: Path) -> None:
+    if not directory.is_dir():
+        raise RewardlabError(f"{flag} {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise RewardlabError(f"{flag} {path}: directory {directory} is not writable")
+
+
+def check_output_file(path: str | Path, flag: str = "-o") -> Path:
+    """An output FILE that can be written: not a directory, its directory exists and is writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise RewardlabError(f"{flag} {path} is a directory; give a file name, e.g. "
+                             f"{path / 'out.json'}")
+    _writable_dir(path.parent, flag, path)
+    return path
+
+
+def check_output_dir(path: str | Path, flag: str = "-o") -> Path:
+    """An output DIR: an existing directory, or one that can be created under a writable parent."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RewardlabError(f"{flag} {path} is an existing file, not a directory")
+    # the nearest existing ancestor decides: parents end at "." or "/", which always exist
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise RewardlabError(f"{flag} {path}: {existing} is a file, not a directory")
+    _writable_dir(existing, flag, path)
+    return path

@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from rewardlab.cli.common import add_store_options, emit, format_table
+from rewardlab.cli.common import add_store_options, check_at_least, emit, format_table
 from rewardlab.data.pairs import SPLITS
 
 if TYPE_CHECKING:
@@ -35,10 +35,19 @@ def _render_ingest(counts: IngestCounts) -> str:
     lines = [f"dataset {counts.dataset!r}: read {counts.read:,} pairs, ingested "
              f"{counts.ingested:,}, already present {counts.already_present:,}, rejected "
              f"{len(counts.rejected):,}", ""]
+    if counts.replaced:
+        lines.insert(0, f"replaced dataset {counts.dataset!r}: its earlier pairs, flags and "
+                        "reviews are gone")
     lines.append(format_table(groups, ["split/subset", "ingested", "already_present"]))
     for reason, n in reasons.most_common():
         first = [i for i, r in counts.rejected if r == reason][:5]
         lines.append(f"rejected {n:,}: {reason} (source indices {', '.join(map(str, first))}…)")
+    # kept pairs whose dialogue did not parse cleanly: stored, but the user should know
+    issues = Counter(issue for _, issue in counts.parse_issues)
+    for issue, n in issues.most_common():
+        first = [i for i, r in counts.parse_issues if r == issue][:5]
+        lines.append(f"parse issues {n:,} (kept): {issue} (source indices "
+                     f"{', '.join(map(str, first))}…)")
     return "\n".join(lines)
 
 
@@ -47,7 +56,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     source = read_source(args.source, split=args.split, test_fraction=args.test_fraction,
                          limit=args.limit)
-    counts = _store(args).ingest(args.name, source)
+    counts = _store(args).ingest(args.name, source, replace=args.replace)
     emit(counts, as_json=args.json, render=lambda: _render_ingest(counts))
     return 0
 
@@ -98,6 +107,7 @@ def _render_flag_rows(rows: list[FlagRow]) -> str:
 
 
 def cmd_flags_show(args: argparse.Namespace) -> int:
+    check_at_least("--limit", args.limit, 0)  # SQLite reads LIMIT -1 as "all", PostgreSQL refuses it
     rows = _store(args).flag_rows(args.name, detector=args.detector, limit=args.limit)
     emit(rows, as_json=args.json, render=lambda: _render_flag_rows(rows))
     return 0
@@ -128,10 +138,11 @@ def cmd_flags_import(args: argparse.Namespace) -> int:
 
 
 def cmd_flags_review(args: argparse.Namespace) -> int:
-    review_id = _store(args).add_review(args.name, source_index=args.source_index,
-                                        detector=args.detector, is_issue=args.is_issue,
-                                        note=args.note, split=args.split,
-                                        subset=args.subset)
+    from rewardlab.flags.flagging import review_flag
+
+    review_id = review_flag(_store(args), args.name, source_index=args.source_index,
+                            detector=args.detector, is_issue=args.is_issue, note=args.note,
+                            split=args.split, subset=args.subset)
     label = "true positive" if args.is_issue else "false positive"
     emit({"review_id": review_id, "is_issue": args.is_issue}, as_json=args.json,
          render=lambda: f"recorded review #{review_id}: pair {args.source_index} is a {label} "
@@ -153,6 +164,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--test-fraction", type=float, metavar="F",
                    help="carve a test split by prompt hash (no prompt in both splits)")
     p.add_argument("--limit", type=int, metavar="N", help="read at most N rows (per split)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the dataset (its pairs, flags, detector runs and reviews) with "
+                        "SOURCE in one transaction; without it, a source other than the one the "
+                        "dataset was ingested from is refused")
     add_store_options(p, handler=cmd_ingest)
 
     p = sub.add_parser("datasets", help="list datasets with pair and flag counts")

@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from rewardlab.cli.common import add_config_args, add_store_options, config_from_args, emit, format_table
+from rewardlab.cli.common import (
+    add_config_args,
+    add_store_options,
+    check_at_least,
+    check_output_dir,
+    config_from_args,
+    emit,
+    format_table,
+)
 from rewardlab.errors import SourceError
 from rewardlab.experiment.compare import CompareConfig
 
@@ -49,7 +57,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rewardlab.experiment.compare import run_comparison
 
     config = config_from_args(CompareConfig, args)
-    out_dir = Path(args.output)
+    check_at_least("--max-pairs", config.max_pairs, 0)  # 0 = all pairs
+    out_dir = check_output_dir(args.output)
     try:
         results = run_comparison(config, out_dir, db=args.db, progress=not args.json)
     except SourceError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -35,15 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _detach_stdout() -> None:
+    """Point stdout at devnull, so the interpreter's last flush into the closed pipe is silent too
+    (the recipe of Python's `signal` docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured): nothing to flush
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rewardlab` console script; returns the exit code."""
     # TOKENIZERS_PARALLELISM is left to the user: nothing here forks after tokenizing, and the
     # tokenizer's own threads encode the 1,030-pair HH sample in 0.7 s instead of 1.1 s (2 cores)
     args = build_parser().parse_args(argv)
     # Progress lines go to stderr so `--json` output on stdout stays one clean document.
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # rewardlab's own progress lines at INFO; third-party libraries only speak up from WARNING on
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("rewardlab").setLevel(logging.INFO)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows up here, not at exit
+        return code
+    except BrokenPipeError:
+        _detach_stdout()
+        return 141  # 128 + SIGPIPE, as a command killed by the closed pipe would report
     except RewardlabError as e:
         if args.debug:
             traceback.print_exc()

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rewardlab.cli.common import add_store_options, config_from_args, emit, format_table
+from rewardlab.cli.common import (
+    add_store_options,
+    check_at_least,
+    check_output_dir,
+    check_output_file,
+    config_from_args,
+    emit,
+    format_table,
+)
 from rewardlab.cli.data import split_names
 from rewardlab.data.pairs import SPLITS
 from rewardlab.errors import SourceError
@@ -27,6 +35,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import train_reward_model
 
+    # options first (TrainConfig refuses NaN, out-of-range values): no work before they are valid
+    config = config_from_args(TrainConfig, args)
+    check_at_least("--max-pairs", args.max_pairs, 0)
+    check_output_dir(args.output)
     store = Store(args.db)
     pairs = store.load_pairs(args.name, split="train")
     if args.max_pairs:
@@ -35,7 +47,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                if args.select != "all" else set())
     selection = select_training_pairs(pairs, flagged, mode=args.select,
                                       treatment=args.treatment, seed=args.seed)
-    config = config_from_args(TrainConfig, args)
     result = train_reward_model(selection.pairs, config=config, output_dir=Path(args.output),
                                 resume=args.resume, smoothing=selection.smoothing,
                                 progress=not args.json)
@@ -78,9 +89,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rewardlab.models.reward_model import RewardModel
     from rewardlab.store.store import Store
 
+    if args.output:  # a bad -o must not cost the evaluation
+        check_output_file(args.output)
     model = RewardModel.load(args.checkpoint)
     pairs = Store(args.db).load_pairs(args.name, split=args.split)
-    result = evaluate_reward_model(model, pairs)
+    result = evaluate_reward_model(model, pairs, progress=not args.json)
     if args.output:
         per_pair = [{"source_index": p.source_index, "subset": p.subset, "chosen_reward": c,
                      "rejected_reward": r} for p, c, r in
@@ -106,6 +119,9 @@ def read_score_file(path: str) -> list[dict[str, str]]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise SourceError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
+        if not isinstance(row, dict):  # a list, string or number is valid JSON but not a row
+            raise SourceError(f"{path}:{lineno}: expected a JSON object with prompt+response or "
+                              f"prompt+chosen+rejected, got {type(row).__name__}")
         keys = {"prompt", "response"} if "response" in row else {"prompt", "chosen", "rejected"}
         missing = sorted(k for k in keys if not isinstance(row.get(k), str))
         if missing:

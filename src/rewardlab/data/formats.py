@@ -12,7 +12,8 @@ Three row shapes are understood, whatever the file format:
   each side's final reply, and `histories_differ` is set when the two sides disagree, as for HH.
 
 A `subset` text column, when present, overrides the subset the caller passes. Rows that cannot be
-turned into a pair (a null or non-text field, an unknown role) are returned as `(index, reason)`,
+turned into a pair (a null or non-text field, an unknown role, plain-text `chosen`/`rejected` with
+no HH markers and no `prompt` column: nothing says where the prompt is) are returned as `(index, reason)`,
 never dropped silently; problems with the file itself raise `SourceError` naming `FILE[:LINE]`.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,10 +50,13 @@ __all__ = [
     "pairs_from_rows",
 ]
 
-FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".parquet")
+FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".parquet",
+                 ".arrow")
 _ROLES = {"user": HUMAN, "assistant": ASSISTANT, "system": "System"}
 _HH_COLUMNS = ("chosen", "rejected")
 _PROMPT_COLUMNS = ("prompt", "chosen", "rejected")
+_NO_MARKERS = ("no 'Human:'/'Assistant:' turn markers in 'chosen' or 'rejected' and no 'prompt' "
+               "column: the prompt cannot be told from the response")
 # Real HH transcripts run to tens of KB; the csv module's default 128 KB cell limit is too close.
 _CSV_FIELD_LIMIT = 2**31 - 1
 
@@ -78,7 +83,7 @@ def read_rows(path: Path, *, limit: int | None = None) -> Rows:
     (`FILE:LINE: …`, 1-based lines) or a file with no rows.
     """
     readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
-               "parquet": _read_parquet}
+               "parquet": _read_parquet, "arrow": _read_arrow}
     fmt = file_format(path)
     if fmt is None:
         raise SourceError(f"{path}: unsupported file type; expected {', '.join(FILE_SUFFIXES)}")
@@ -100,9 +105,11 @@ def _reason(error: BaseException) -> str:
 
 
 def _open_text(path: Path) -> Any:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8", Windows editors) is dropped, not read as
+    # part of the first column's name or the first JSON value; without one it is plain UTF-8
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
 
 
 def _read_jsonl(path: Path, limit: int | None) -> Rows:
@@ -120,10 +127,30 @@ def _parse_json(path: Path, text: str, *, lineno: int | None = None) -> Any:
     """`json.loads(text)`; a syntax error becomes one SourceError naming the file and line
     (`lineno` for a line of JSON lines, else the line within `text`)."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
         line = e.lineno if lineno is None else lineno
         raise SourceError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from e
+    _refuse_lone_surrogates(path, text, value, lineno)
+    return value
+
+
+# `"\ud800"` is valid JSON but decodes to a lone UTF-16 surrogate, which is not text: hashing and
+# storing it fail later with a traceback. A high+low pair (an emoji written by ensure_ascii) is fine.
+_LONE_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                             r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _refuse_lone_surrogates(path: Path, text: str, value: Any, lineno: int | None) -> None:
+    found = _LONE_SURROGATE.search(text)
+    if found is None:
+        return
+    try:  # the regex only locates; an escaped backslash before "ud800" is plain text
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        line = lineno if lineno is not None else text.count("\n", 0, found.start()) + 1
+        raise SourceError(f"{path}:{line}: {found.group()} is a lone UTF-16 surrogate escape, "
+                          "not text") from None
 
 
 def _json_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
@@ -181,6 +208,26 @@ def _read_parquet(path: Path, limit: int | None) -> Rows:
     return table.column_names, table.to_pylist()
 
 
+def _read_arrow(path: Path, limit: int | None) -> Rows:
+    """An `.arrow` file: the Arrow stream `datasets` writes (`Dataset.from_file`, memory-mapped),
+    else the Arrow IPC file format pyarrow and feather write."""
+    import datasets
+    import pyarrow as pa
+
+    try:
+        dataset = datasets.Dataset.from_file(str(path))
+    except pa.ArrowInvalid:
+        try:
+            table = pa.ipc.open_file(path).read_all()
+        except pa.ArrowException as e:
+            raise SourceError(f"{path}: cannot read arrow ({e})") from e
+        table = table.slice(0, limit) if limit is not None else table
+        return table.column_names, table.to_pylist()
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset.column_names, dataset.to_list()
+
+
 def check_columns(columns: Sequence[str], name: str) -> bool:
     """True if rows have an explicit `prompt` column; `SourceError` naming what is missing."""
     expected = _PROMPT_COLUMNS if "prompt" in columns else _HH_COLUMNS
@@ -229,6 +276,10 @@ def pair_from_row(row: Mapping[str, Any], *, source_index: int, split: Split, su
             raw_chosen=chosen if isinstance(chosen, str) else None,
             raw_rejected=rejected if isinstance(rejected, str) else None)
     if isinstance(chosen, str) and isinstance(rejected, str):
+        if not parse_dialogue(chosen) and not parse_dialogue(rejected):
+            # TRL's implicit prompt lives in the HH markers; plain text on both sides has no prompt,
+            # and storing it as an empty one would train on pairs that look fine but are not
+            raise RowError(_NO_MARKERS)
         return pair_from_hh(chosen, rejected, source_index=source_index, split=split,
                             subset=subset)
     if isinstance(chosen, list) and isinstance(rejected, list):

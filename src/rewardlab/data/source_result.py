@@ -17,3 +17,7 @@ class SourceResult:
     pairs: list[PreferencePair]  # all accepted pairs, split assigned
     read: int  # rows read from the source
     rejected: list[tuple[int, str]]  # (source_index, reason) rows not turned into pairs
+
+    def parse_issues(self) -> list[tuple[int, str]]:
+        """(source_index, issue) of the accepted pairs whose dialogue did not parse cleanly."""
+        return [(p.source_index, p.parse_issue) for p in self.pairs if p.parse_issue]

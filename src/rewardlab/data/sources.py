@@ -5,7 +5,11 @@ Specs understood by `read_source`:
 - `hh-rlhf` / `hh-rlhf:<subset>[,<subset>…]`: Anthropic/hh-rlhf from the Hugging Face hub, train and
   test splits, each preference subset loaded separately so `pair.subset` is known.
   `red-team-attempts` is not preference data and is refused.
-- a file: `.jsonl`, `.json`, `.csv` (each optionally `.gz`) or `.parquet`, in any row shape of
+- a `datasets` folder: what `Dataset`/`DatasetDict.save_to_disk` writes (`load_from_disk`), or a
+  hub dataset repo on disk (`data/train-00000-of-00003.parquet` shards, or README `configs:`;
+  `load_dataset`). A DatasetDict's `train`/`test` are the splits; any other split is refused
+  unless `split` picks one. Rows go through the same row shapes as files.
+- a file: `.jsonl`, `.json`, `.csv` (each optionally `.gz`), `.parquet` or `.arrow`, in any row shape of
   `rewardlab.data.formats`. All its rows get `split` (default "train"); the subset is the parent folder's
   name when that is an HH-RLHF subset (`…/harmless-base/test.jsonl.gz`), else "".
 - a directory laid out like github.com/anthropics/hh-rlhf: `<dir>/<subset>/{train,test}.jsonl.gz`
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -53,8 +58,11 @@ HH_REPO = "Anthropic/hh-rlhf"
 SAMPLE = "hh-rlhf-sample"  # the embedded offline default (module doc)
 SAMPLE_TEST_FRACTION = 0.3
 HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
+# a hub repo's data shard: data/train-00000-of-00003.parquet (any file type datasets reads)
+_SHARD = re.compile(r"^[\w.-]+?-\d{5}-of-\d{5}\.\w+")
 _NOT_PREFERENCE = "red-team-attempts"  # transcripts with ratings, no chosen/rejected pairs
 _UNKNOWN = ("expected a file ({suffixes}), a directory laid out like anthropics/hh-rlhf, "
+            "a datasets folder (save_to_disk, hub-style parquet shards), "
             "'hh-rlhf[:subset]', 'hh-rlhf-sample' or 'synthetic:…'")
 
 
@@ -75,12 +83,24 @@ def read_source(spec: str, *, split: Split | None = None, test_fraction: float |
     if spec == SAMPLE and split is None and test_fraction is None:
         test_fraction = SAMPLE_TEST_FRACTION
     result = _read_unsplit(spec, split=split, limit=limit)
+    _refuse_all_rejected(result)
     if test_fraction is None:
         return result
     if {p.split for p in result.pairs} == {"train", "test"}:
         raise SourceError(f"{spec}: already has train and test splits; a test fraction only "
                           "applies to a single-split source")
     return replace(result, pairs=assign_split_by_hash(result.pairs, test_fraction))
+
+
+def _refuse_all_rejected(result: SourceResult, *, shown: int = 3) -> None:
+    """A source none of whose rows is a pair is a wrong file or a wrong shape, not an empty
+    dataset: fail, naming it and the first reasons, instead of ingesting nothing with exit 0."""
+    if result.pairs or not result.rejected:
+        return
+    first = "; ".join(f"row {i}: {reason}" for i, reason in result.rejected[:shown])
+    more = "; …" if len(result.rejected) > shown else ""
+    raise SourceError(f"{result.spec}: all {result.read:,} rows rejected, nothing to ingest "
+                      f"(first: {first}{more})")
 
 
 def _check_options(split: str | None, test_fraction: float | None, limit: int | None) -> None:
@@ -128,7 +148,11 @@ def _read_file(spec: str, path: Path, *, split: Split | None, limit: int | None)
 
 def _read_directory(spec: str, root: Path, *, split: Split | None,
                     limit: int | None) -> SourceResult:
-    """Every `<subset>/<split>.<ext>` file of an anthropics/hh-rlhf-shaped directory."""
+    """A `datasets` folder (save_to_disk or hub-style), else every `<subset>/<split>.<ext>` file
+    of an anthropics/hh-rlhf-shaped directory."""
+    saved = _is_saved_dataset(root)
+    if saved or _is_hub_style(root):
+        return _read_datasets_folder(spec, root, saved=saved, split=split, limit=limit)
     try:
         files = [f for f in _layout_files(root) if split is None or f[1] == split]
     except OSError as e:
@@ -145,6 +169,73 @@ def _read_directory(spec: str, root: Path, *, split: Split | None,
             reason_prefix=f"{subset}/{file_split}: ")
         _extend(result, pairs, rejected, read)
     return result
+
+
+def _is_saved_dataset(root: Path) -> bool:
+    """What `Dataset.save_to_disk` (state.json) or `DatasetDict.save_to_disk` writes."""
+    return (root / "dataset_dict.json").is_file() or (root / "state.json").is_file()
+
+
+def _is_hub_style(root: Path) -> bool:
+    """A hub dataset repo on disk: `data/<split>-00000-of-0000N.<ext>` shards or README configs.
+    Strict on purpose, so an HH-shaped directory with a `data/` subset folder stays one."""
+    data = root / "data"
+    if data.is_dir() and any(_SHARD.match(f.name) for f in data.iterdir()):
+        return True
+    readme = root / "README.md"
+    if not readme.is_file():
+        return False
+    header = readme.read_text(encoding="utf-8", errors="replace").split("\n---", 1)[0]
+    return header.startswith("---") and "\nconfigs:" in header
+
+
+def _read_datasets_folder(spec: str, root: Path, *, saved: bool, split: Split | None,
+                          limit: int | None) -> SourceResult:
+    """Each train/test split of a `datasets` folder, rows through the same row-shape parsing."""
+    splits = _pick_splits(root, _load_datasets_folder(root, saved=saved), split)
+    result = SourceResult(spec=spec, pairs=[], read=0, rejected=[])
+    for name, dataset in splits:
+        if limit is not None:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+        pairs, rejected, read = pairs_from_rows(
+            dataset, columns=dataset.column_names, name=f"{root} {name}", split=name,
+            reason_prefix=f"{name}: " if len(splits) > 1 else "")
+        _extend(result, pairs, rejected, read)
+    return result
+
+
+def _load_datasets_folder(root: Path, *, saved: bool) -> Any:
+    """`load_from_disk` for a save_to_disk folder, `load_dataset` (shards, README configs) else."""
+    import datasets  # slow to import; only datasets folders and the hub need it
+
+    quiet = not datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # "Generating train split" bars are not ingest's progress
+    try:
+        return (datasets.load_from_disk(str(root)) if saved
+                else datasets.load_dataset(str(root)))
+    except (OSError, ValueError, KeyError, datasets.exceptions.DatasetsError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SourceError(f"{root}: cannot load with datasets ({first_line})") from e
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+
+
+def _pick_splits(root: Path, loaded: Any, split: Split | None) -> list[tuple[Split, Any]]:
+    """(split, Dataset) to read: a lone Dataset is one split; a DatasetDict must hold only train
+    and test, unless `split` picks one (a 'validation' split is named, never dropped silently)."""
+    if not hasattr(loaded, "keys"):  # a Dataset, not a DatasetDict
+        return [(split or "train", loaded)]
+    names = list(loaded.keys())
+    if split is not None:
+        if split not in names:
+            raise SourceError(f"{root}: no {split!r} split; splits: {', '.join(names)}")
+        return [(split, loaded[split])]
+    other = [n for n in names if n not in SPLITS]
+    if other:
+        raise SourceError(f"{root}: split(s) {', '.join(map(repr, other))} are neither train "
+                          "nor test; read one split with --split train or --split test")
+    return [(s, loaded[s]) for s in SPLITS if s in names]
 
 
 def _layout_files(root: Path) -> list[tuple[str, Split, Path]]:

@@ -78,8 +78,9 @@ class CompareConfig:
     """Everything `rewardlab compare` needs; saved in results.json."""
 
     train: str = field(default="hh-rlhf-sample", metadata=_help(
-        "train source (see `rewardlab ingest`): the embedded HH-RLHF sample by default (offline, "
-        "split 70/30); 'hh-rlhf' for the full dataset from the hub"))
+        "train source (see `rewardlab ingest`): the embedded HH-RLHF sample 'hh-rlhf-sample' by "
+        "default (offline, split 70/30); 'hh-rlhf' for the full dataset from the hub (the sample "
+        "when the hub is unreachable)"))
     test: str | None = field(default=None, metadata=_help("separate test source"))
     test_fraction: float | None = field(default=None, metadata=_help(
         "carve a test split from a single-split train source by prompt hash"))
@@ -130,6 +131,31 @@ def plan_conditions(conditions: str, treatments: str) -> list[Condition]:
     return plan
 
 
+def _is_hub_spec(spec: str | None) -> bool:
+    # the same test as data.sources: 'hh-rlhf' is the hub even when a folder of that name exists
+    return spec is not None and (spec == "hh-rlhf" or spec.startswith("hh-rlhf:"))
+
+
+def _offline_fallback(config: CompareConfig) -> CompareConfig:
+    """`--train hh-rlhf` with the hub unreachable → the bundled sample, said in one line at once.
+
+    Without this, `datasets` sits through ~30 s of retries and the main job (`make run`) fails on a
+    machine without the hub; a hub test source follows, since the sample carries its own split.
+    """
+    from rewardlab.data.sources import SAMPLE
+    from rewardlab.models.backbones import hub_unreachable
+
+    if not _is_hub_spec(config.train):
+        return config
+    why = hub_unreachable()
+    if why is None:
+        return config
+    log.warning("the Hugging Face hub is unreachable (%s): running on the bundled HH-RLHF sample "
+                "%r (1,512 harmless-base pairs) instead of %r", why, SAMPLE, config.train)
+    return dataclasses.replace(config, train=SAMPLE,
+                               test=None if _is_hub_spec(config.test) else config.test)
+
+
 def dataset_name_for(spec: str, test_fraction: float | None) -> str:
     """A stable store name for a source, e.g. '../x/harmless-sample.jsonl.gz' → 'harmless-sample'."""
     base = Path(spec).name if Path(spec).exists() else spec
@@ -139,6 +165,12 @@ def dataset_name_for(spec: str, test_fraction: float | None) -> str:
 
 
 def _ingest(store: Store, config: CompareConfig, name: str) -> None:
+    """Ingest the train source, then `--test` as the dataset's test split.
+
+    The name comes from the file name alone, so two files called `set.jsonl` share it: the store
+    binds each split to its source and refuses the second one (a StoreError asking for `--name`)
+    rather than training on both.
+    """
     from rewardlab.data.sources import read_source
 
     counts = store.ingest(name, read_source(config.train, test_fraction=config.test_fraction))
@@ -202,7 +234,7 @@ def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], fl
     ckpt = out_dir / "runs" / f"{condition.name}-s{seed}" if config.save_checkpoints else None
     trained = train_reward_model(selection.pairs, config=train_config_for(config, seed),
                                  output_dir=ckpt, smoothing=selection.smoothing, progress=progress)
-    evaluation = evaluate_reward_model(trained.model, test)
+    evaluation = evaluate_reward_model(trained.model, test, progress=progress)
     return {
         "seed": seed, "train_pairs": len(selection.pairs), "selection": selection.describe(),
         "flagged_in_train": selection.n_flagged, "removed": selection.n_removed,
@@ -259,6 +291,7 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
     from rewardlab.store.store import Store
 
     started = time.perf_counter()
+    config = _offline_fallback(config)  # first: everything below (name, ingest, results) reads it
     store = store or Store(db)
     plan = plan_conditions(config.conditions, config.treatments)
     name = config.name or dataset_name_for(config.train, config.test_fraction)

@@ -52,7 +52,8 @@ def _oracle_accuracy(config: CompareConfig, pool: Sequence[PreferencePair],
 
     truth = [p.flipped() if p.meta.get("flipped") else p for p in pool]
     accs = [evaluate_reward_model(train_reward_model(
-        truth, config=train_config_for(config, s), progress=False).model, test).metrics["accuracy"]
+        truth, config=train_config_for(config, s), progress=False).model, test,
+        progress=False).metrics["accuracy"]
         for s in seeds]
     return float(np.mean(np.array(accs, dtype=float)))  # floats: `test` is never empty
 

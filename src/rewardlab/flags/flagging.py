@@ -13,8 +13,10 @@ index once if any of them is flagged, and importing flags every train pair with 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
@@ -22,8 +24,8 @@ from typing import Any, TypedDict
 import numpy as np
 from tqdm.auto import tqdm
 
-from rewardlab.data.pairs import PreferencePair
-from rewardlab.errors import SelectionError, SourceError, StoreError
+from rewardlab.data.pairs import PreferencePair, Split
+from rewardlab.errors import RewardlabError, SelectionError, SourceError, StoreError
 from rewardlab.flags.detectors import (
     DETECTORS,
     RULE_DETECTORS,
@@ -41,6 +43,7 @@ __all__ = [
     "export_flagged_indices",
     "import_flagged_indices",
     "read_indices",
+    "review_flag",
     "write_indices",
 ]
 
@@ -99,7 +102,10 @@ def flag_dataset(store: Store, name: str, *, detectors: Sequence[str] | None = N
     test = store.load_pairs(name, split="test")
     example_ids = _example_ids(train)
     results = []
-    for detector in tqdm(built, desc="detectors", unit="detector", disable=not progress):
+    bar = tqdm(built, desc="detectors", unit="detector", disable=not progress)
+    for detector in bar:
+        # name the running one: a bar sitting at 0/13 for the embedding detector's minute says nothing
+        bar.set_postfix_str(detector.name)
         result = run_detector(detector, train, test)
         store.save_detector_run(name, result, example_ids)
         results.append(result)
@@ -141,9 +147,32 @@ def export_flagged_indices(store: Store, name: str, *,
 def write_indices(path: str | Path, indices: Iterable[int]) -> Path:
     """Write `indices` as a JSON list (the notebook's flagged_indices.json); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([int(i) for i in indices]) + "\n", encoding="utf-8")
+    if path.is_dir():
+        raise RewardlabError(f"{path} is a directory; give a file name, e.g. "
+                             f"{path / 'flagged_indices.json'}")
+    text = json.dumps([int(i) for i in indices]) + "\n"
+    partial = path.with_name(f".{path.name}.partial")
+    try:  # written aside, then renamed: a failed write leaves an existing file as it was
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise RewardlabError(f"{path}: cannot write ({e.strerror or e})") from e
     return path
+
+
+class _LongInteger(str):
+    """Stands in for an integer literal too long to be a source index (shown as its length)."""
+
+
+def _parse_index(literal: str) -> int | str:
+    # Python refuses int() of more than 4,300 digits with a ValueError (not a JSON error); no source
+    # index comes near 30 digits, so a longer one is kept aside and reported by its length.
+    if len(literal.lstrip("-")) > 30:
+        return _LongInteger(f"a {len(literal.lstrip('-')):,}-digit integer")
+    return int(literal)
 
 
 def read_indices(path: str | Path) -> list[int]:
@@ -157,7 +186,7 @@ def read_indices(path: str | Path) -> list[int]:
     except (OSError, UnicodeDecodeError) as e:
         raise SourceError(f"{path}: cannot read: {e}") from e
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=_parse_index)
     except json.JSONDecodeError as e:
         raise SourceError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
     if not isinstance(data, list):
@@ -166,9 +195,22 @@ def read_indices(path: str | Path) -> list[int]:
     for position, value in enumerate(data):
         # bool is an int subclass in Python; true/false in the file is a mistake, not 1/0.
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SourceError(f"{path}: item {position} is {json.dumps(value)}, "
+            shown = value if isinstance(value, _LongInteger) else json.dumps(value)
+            raise SourceError(f"{path}: item {position} is {shown}, "
                               "expected a non-negative integer source index")
     return sorted(set(data))
+
+
+def review_flag(store: Store, name: str, *, source_index: int, detector: str, is_issue: bool,
+                note: str = "", split: Split = "train", subset: str | None = None) -> int:
+    """`Store.add_review` for a detector that has run on `name` (else SelectionError listing those
+    that did): a review under a mistyped detector would count towards no detector's precision."""
+    ran = store.latest_runs(name)
+    if detector not in ran:
+        raise SelectionError(f"detector {detector!r} has not run on dataset {name!r}; detectors "
+                             f"that ran: {', '.join(sorted(ran)) or 'none'}")
+    return store.add_review(name, source_index=source_index, detector=detector, is_issue=is_issue,
+                            note=note, split=split, subset=subset)
 
 
 def import_flagged_indices(store: Store, name: str, indices: Iterable[int], *, label: str,

@@ -70,6 +70,8 @@ def sample_stratified(pairs: Sequence[PreferencePair], max_pairs: int, *,
     >>> len(sample_stratified([PreferencePair(i, "train", "p", "a", "b") for i in range(10)], 4))
     4
     """
+    if max_pairs < 0:
+        raise SelectionError(f"max_pairs must be at least 0 (got {max_pairs})")
     if max_pairs >= len(pairs):
         return list(pairs)
     by_subset: dict[str, list[int]] = defaultdict(list)

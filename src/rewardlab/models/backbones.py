@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import socket
@@ -37,6 +38,9 @@ __all__ = [
     "first_line",
 ]
 
+# Libraries that log INFO on every load ("Loading SentenceTransformer model from …") into the
+# root logger, which the CLI keeps at INFO for rewardlab's own progress lines.
+_CHATTY_LOGGERS = ("sentence_transformers", "datasets", "huggingface_hub", "httpx")
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _BACKBONES_HINT = ("use 'minilm' (offline default), 'bow', a local model directory or a Hugging Face "
                    "model id (the hub may be offline: ids must then be in the local HF cache)")
@@ -67,17 +71,34 @@ def resolve_backbone(name: str) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Hide load reports ("classifier.weight newly initialized") and weight-loading bars."""
+    """Hide load reports ("classifier.weight newly initialized"), weight-loading bars and the
+    INFO lines of the libraries around transformers (sentence-transformers, datasets, the hub)."""
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with _warnings_only(_CHATTY_LOGGERS):
+            yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _warnings_only(names: tuple[str, ...]) -> Iterator[None]:
+    """Raise these loggers to WARNING for the block (a logger set quieter stays so)."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        if lg.getEffectiveLevel() < logging.WARNING:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
 
 
 def register_bow() -> None:

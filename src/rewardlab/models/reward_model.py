@@ -13,6 +13,7 @@ Scoring here equals the plain-transformers recipe
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import PartialState
+from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -118,16 +120,21 @@ class RewardModel:
         return encode_pairs(self.tokenizer, prompts, [p.chosen for p in pairs],
                             [p.rejected for p in pairs], max_length=self.max_length)
 
-    def score_encoded(self, enc: Encoded, *, batch_size: int | None = None) -> np.ndarray:
-        """(N,) fp32 rewards; batches sorted by length so they hardly pad."""
+    def score_encoded(self, enc: Encoded, *, batch_size: int | None = None,
+                      progress: bool = False, desc: str = "score") -> np.ndarray:
+        """(N,) fp32 rewards; batches sorted by length so they hardly pad.
+
+        `progress` draws a bar on stderr (sequences scored), labelled `desc`.
+        """
         rewards = np.zeros(len(enc.input_ids), dtype=np.float64)
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), _scoring_bar(len(rewards), desc, progress) as bar:
             for idx in sorted_batches(enc.lengths, batch_size=batch_size or self.batch_size):
                 types = [enc.token_type_ids[i] for i in idx] if enc.token_type_ids else None
                 inputs = pad_rows([enc.input_ids[i] for i in idx], types, **self._pad_kwargs())
                 logits = self.model(**inputs).logits  # (B, 1)
                 rewards[idx] = logits[:, 0].float().cpu().numpy()
+                bar.update(len(idx))
         return rewards
 
     def _pad_kwargs(self) -> dict[str, Any]:
@@ -154,7 +161,8 @@ class RewardModel:
                                                        batch_size=batch_size)
         return chosen, rejected
 
-    def score_pair_encoding(self, enc: PairEncoding, *, batch_size: int | None = None
+    def score_pair_encoding(self, enc: PairEncoding, *, batch_size: int | None = None,
+                            progress: bool = False, desc: str = "score"
                             ) -> tuple[np.ndarray, np.ndarray, PairEncoding]:
         """Score both sides in one length-sorted stream of 2N sequences (fewer, fuller batches)."""
         both = Encoded(enc.chosen.input_ids + enc.rejected.input_ids,
@@ -164,9 +172,17 @@ class RewardModel:
                        np.concatenate([enc.chosen.truncated, enc.rejected.truncated]),
                        np.concatenate([enc.chosen.response_truncated,
                                        enc.rejected.response_truncated]))
-        rewards = self.score_encoded(both, batch_size=batch_size)  # (2N,) chosen first
+        rewards = self.score_encoded(both, batch_size=batch_size, progress=progress,
+                                     desc=desc)  # (2N,) chosen first
         n = len(enc)
         return rewards[:n], rewards[n:], enc
+
+
+def _scoring_bar(total: int, desc: str, enabled: bool) -> tqdm[None]:
+    # as the training bar: in a log file (no terminal) every redraw would be a line, so one in 30 s
+    return tqdm(total=total, desc=desc, unit="seq", dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 30.0,
+                disable=not enabled or not PartialState().is_main_process)
 
 
 def _window(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:

@@ -17,7 +17,15 @@ import numpy as np
 
 from rewardlab.jsonable import to_jsonable
 from rewardlab.report.figures import make_figures, plot_table
-from rewardlab.report.render import Block, Figure, Section, Table, render_html, render_markdown
+from rewardlab.report.render import (
+    Block,
+    Figure,
+    Section,
+    Table,
+    escape_markdown,
+    render_html,
+    render_markdown,
+)
 
 if TYPE_CHECKING:
     from rewardlab.report.results import Comparison, NotebookRow, ResultsDocument
@@ -55,10 +63,12 @@ def _p(p: float) -> str:
 def _header(results: ResultsDocument) -> Section:
     cfg, data = results.get("config", {}), results.get("data", {})
     train, test = data.get("train", {}), data.get("test", {})
-    model = cfg.get("train_config", {}).get("model") or cfg.get("model") or "?"
+    # names and paths come from the user's data and flags: literal text, never markup
+    model = escape_markdown(cfg.get("train_config", {}).get("model") or cfg.get("model") or "?")
+    source = escape_markdown(train.get("source", train.get("dataset", "?")))
     seeds = cfg.get("seeds", [])
     minutes = (results.get("seconds") or 0) / 60
-    meta = (f"Training data: {train.get('source', train.get('dataset', '?'))} "
+    meta = (f"Training data: {source} "
             f"({_count(train.get('pairs'))} pairs). Test data: {_count(test.get('pairs'))} pairs, "
             f"the same for every model. Backbone: {model}. Seeds per condition: {len(seeds)}. "
             f"rewardlab {results.get('rewardlab_version', '?')}, {results.get('created', '')}, "
@@ -231,7 +241,7 @@ def _training(results: ResultsDocument) -> Section:
     tc = results.get("config", {}).get("train_config", {})
     shown = {k: tc[k] for k in ("model", "epochs", "batch_size", "lr", "max_length", "precision")
              if tc.get(k) is not None}  # None = "backbone default": nothing worth printing
-    settings = ", ".join(f"{k}={v}" for k, v in shown.items())
+    settings = ", ".join(f"{k}={escape_markdown(v)}" for k, v in shown.items())
     return Section("Training curves", [
         f"Training settings: {settings or 'see results.json'}.",
         Figure("training_curves", "Loss and batch accuracy per optimizer step, mean over seeds. "
@@ -247,7 +257,8 @@ def _teaching(results: ResultsDocument) -> Section | None:
              if "injected_flips" in t else "",
              f"accuracy with the flips undone (the ceiling): {_pct(t.get('oracle_accuracy'))}"
              if t.get("oracle_accuracy") is not None else "",
-             f"share of the lost accuracy recovered by {t.get('best_treatment', 'the best')}: "
+             f"share of the lost accuracy recovered by "
+             f"{escape_markdown(t.get('best_treatment', 'the best'))}: "
              f"{_pct(t.get('recovered_fraction'), 0)}" if "recovered_fraction" in t else "",
              f"correlation of reward with true quality: {_num(t.get('quality_reward_corr'))}"
              if t.get("quality_reward_corr") is not None else ""]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-__all__ = ["Table", "Figure", "Section", "Block", "render_markdown", "render_html"]
+__all__ = ["Table", "Figure", "Section", "Block", "escape_markdown", "render_markdown", "render_html"]
 
 
 @dataclass
@@ -43,8 +43,25 @@ class Section:
 
 # ---------------------------------------------------------------- Markdown
 
+# Markdown's inline syntax characters, plus `|` (GFM table cells), `#` and `~` (strikethrough).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~&])")
+
+
+def escape_markdown(text: object) -> str:
+    """Text from the data (names, paths, reasons) as literal Markdown, on one line.
+
+    Backslash escapes are CommonMark's own, so every renderer (and `render_html`) shows the text
+    as it was instead of running it as markup or HTML.
+
+    >>> print(escape_markdown("<b>a|b</b> *c*"))
+    \\<b\\>a\\|b\\</b\\> \\*c\\*
+    """
+    return _MD_SPECIAL.sub(r"\\\1", re.sub(r"[\r\n]+", " ", str(text)))
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    # a table cell is literal text (names, numbers, verdicts); prose carries the markup
+    return escape_markdown(text)
 
 
 def _md_table(table: Table) -> str:
@@ -111,23 +128,37 @@ def _emphasis(text: str) -> str:
     return re.sub(r"\*([^*\s][^*]*)\*", r"<em>\1</em>", text)
 
 
-def _inline(text: str) -> str:
-    """Escape, then turn `code`, **strong** and *emphasis* into tags; nothing else is interpreted.
+# A backslash escape (CommonMark: before ASCII punctuation) or a code span, whichever comes first,
+# so an escaped backtick never opens a code span and a backslash inside one stays literal.
+_ESCAPE_OR_CODE = re.compile(r"\\([!-/:-@\[-`{-~])|`([^`]+)`")
+_HELD = re.compile(r"\x00(\d+)\x00")
 
-    >>> _inline("`clean-*` is *better* & <b>")
-    '<code>clean-*</code> is <em>better</em> &amp; &lt;b&gt;'
+
+def _inline(text: str) -> str:
+    """Escape, then turn `code`, **strong** and *emphasis* into tags; a backslash-escaped character
+    (how `escape_markdown` marks data) stays literal; nothing else is interpreted.
+
+    >>> _inline("`clean-*` is *better* & <b> \\\\*not\\\\*")
+    '<code>clean-*</code> is <em>better</em> &amp; &lt;b&gt; *not*'
     """
-    parts = re.split(r"(`[^`]+`)", html.escape(str(text)))  # odd items are code spans
-    return "".join(f"<code>{p[1:-1]}</code>" if i % 2 else _emphasis(p)
-                   for i, p in enumerate(parts))
+    held: list[str] = []  # escaped characters and code spans, kept away from the emphasis rules
+
+    def hold(m: re.Match[str]) -> str:
+        char, code = m.group(1), m.group(2)
+        held.append(html.escape(char) if char is not None else f"<code>{html.escape(code)}</code>")
+        return f"\x00{len(held) - 1}\x00"
+
+    marked = _ESCAPE_OR_CODE.sub(hold, str(text).replace("\x00", ""))
+    return _HELD.sub(lambda m: held[int(m.group(1))], _emphasis(html.escape(marked)))
 
 
 def _html_table(table: Table) -> str:
+    # cells are literal text, as in Markdown: a detector or subset name is never markup
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
     body = []
     for row in table.rows:
         cells = "".join(f'<td class="num">{html.escape(c)}</td>' if _NUMERIC.match(str(c))
-                        else f"<td>{_inline(c)}</td>" for c in row)
+                        else f"<td>{html.escape(str(c))}</td>" for c in row)
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, cast
+from urllib.parse import unquote
 
 from sqlalchemy import (
     JSON,
@@ -31,8 +32,9 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -41,6 +43,7 @@ from rewardlab.errors import StoreError
 __all__ = [
     "Base",
     "Dataset",
+    "DatasetSource",
     "Example",
     "DetectorRun",
     "Flag",
@@ -53,13 +56,19 @@ __all__ = [
     "DB_ERRORS",
     "EXPECTED_URL",
     "bulk_insert",
+    "check_existing_tables",
     "chunks",
     "first_line",
+    "hide_secrets",
     "mask_url",
     "open_engine",
+    "writer",
 ]
 
 EXPECTED_URL = "expected sqlite:///PATH.db or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB"
+# How long a second SQLite writer waits for the first to commit before giving up.
+SQLITE_BUSY_TIMEOUT_S = 30
+WRITE_OPTION = "rewardlab_write"  # execution option marking a writing transaction (`writer`)
 # Rows per executemany: big enough to amortise round trips, small enough to bound memory.
 CHUNK = 5_000
 
@@ -100,6 +109,28 @@ class Dataset(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     source: Mapped[str] = mapped_column(Text)  # source spec(s) ingested, " + "-joined
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetSource(Base):
+    """What one split of a dataset was read from, so that a different source is refused, not merged.
+
+    Bound per (dataset, split): a train file and a separate test file (`compare --test`) make one
+    dataset with two bindings. `location` is the resolved path (the spec for the hub, synthetic and
+    the embedded sample); `fingerprint` is `fingerprint_pairs` of the split's pairs as read.
+    A table of its own, not columns of `datasets`: `create_all` adds it to an older database.
+    """
+
+    __tablename__ = "dataset_sources"
+    __table_args__ = (UniqueConstraint("dataset_id", "split", name="uq_dataset_sources_split"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = _owned_by("datasets")
+    split: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[str] = mapped_column(Text)
+    location: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    n_pairs: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -201,20 +232,56 @@ class ExperimentRun(Base):
 # ---- database plumbing ---------------------------------------------------------------------
 
 
+# Greedy up to the last "@" before the path: an unescaped "@" in a password stays hidden.
+_USERINFO_PASSWORD = re.compile(r"(://[^/:@]*:)([^/]*)@")
+# password=… in a query string (libpq reads `?password=`) or a key=value DSN; sslpassword too.
+_PARAM_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('[^']*'|[^&\s]*)")
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe for messages and logs."""
-    # Greedy up to the last "@" before the path: an unescaped "@" in a password stays hidden.
-    return re.sub(r"(://[^/:@]*:)[^/]*@", r"\1***@", url)
+    """The URL with any password replaced by `***`, safe for messages and logs.
+
+    >>> mask_url("postgresql+psycopg://me:pw@h/db?sslmode=require&password=pw")
+    'postgresql+psycopg://me:***@h/db?sslmode=require&password=***'
+    """
+    return _PARAM_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+
+
+def hide_secrets(text: str, url: str) -> str:
+    """`text` (e.g. a driver's message) with every password in `url` replaced by `***`."""
+    secrets = [m.group(2).strip("'") for m in _PARAM_PASSWORD.finditer(url)]
+    secrets += [m.group(2) for m in _USERINFO_PASSWORD.finditer(url)]
+    secrets += [unquote(secret) for secret in secrets]  # the driver sees them decoded
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return mask_url(text)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL + synchronous=NORMAL: bulk ingest without an fsync per commit, still crash-safe for the
-    # database file; foreign keys are off by default in SQLite.
+    # database file; foreign keys are off by default in SQLite. A second writer waits for the lock
+    # (busy_timeout) instead of failing after the driver's 5 s.
+    # isolation_level=None: the driver stops opening transactions itself; `_sqlite_begin` does.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A write transaction takes the write lock at BEGIN (IMMEDIATE), where the busy timeout waits
+    # for it. Begun DEFERRED, it would read first and then fail at once on its first write when
+    # another writer had committed meanwhile (SQLITE_BUSY_SNAPSHOT; no waiting can fix that).
+    write = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine for transactions that write: on SQLite they take the write lock when they begin."""
+    return engine.execution_options(**{WRITE_OPTION: True})
 
 
 def first_line(error: BaseException) -> str:
@@ -228,7 +295,7 @@ def open_engine(url: str) -> Engine:
     shown = mask_url(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a non-numeric port ("h:abc")
         raise StoreError(f"cannot parse database URL {shown!r}; {EXPECTED_URL}") from None
     if parsed.drivername in ("postgresql", "postgres"):  # psycopg 3 is the driver we ship
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -238,16 +305,62 @@ def open_engine(url: str) -> Engine:
     try:
         engine = create_engine(parsed)
     except (NoSuchModuleError, ImportError, ArgumentError) as e:
-        raise StoreError(f"unknown database driver in {shown} ({first_line(e)}); "
+        raise StoreError(f"unknown database driver in {shown} ({hide_secrets(first_line(e), url)}); "
                          f"{EXPECTED_URL}") from e
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
-        Base.metadata.create_all(engine)
+        # one write transaction: the check and the creation see the same database, and two
+        # processes opening a new SQLite file create the schema one after the other
+        with writer(engine).begin() as conn:
+            check_existing_tables(conn, shown)
+            Base.metadata.create_all(conn)
+    except StoreError:
+        engine.dispose()
+        raise
     except SQLAlchemyError as e:
         engine.dispose()
-        raise StoreError(f"cannot open database {shown}: {first_line(e)}; {EXPECTED_URL}") from e
+        raise StoreError(f"cannot open database {shown}: {hide_secrets(first_line(e), url)}; "
+                         f"{EXPECTED_URL}") from e
     return engine
+
+
+def _listed(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_existing_tables(conn: Connection, shown: str) -> None:
+    """Refuse a database that is not (only) rewardlab's before anything is written to it.
+
+    Tables of another application: refused when rewardlab would have to add its own tables next
+    to them (a store created there earlier, with every table present, still opens). A rewardlab
+    table name with other columns (another app, or another rewardlab version): refused, naming
+    the table and the columns. Tables missing from an older rewardlab store are simply added.
+    """
+    inspector = inspect(conn)
+    ours = Base.metadata.tables
+    # sqlite_sequence and the like are SQLite's own bookkeeping, not another application's
+    existing = {t for t in inspector.get_table_names() if not t.startswith("sqlite_")}
+    foreign = sorted(existing - set(ours))
+    if foreign and set(ours) - existing:
+        raise StoreError(f"database {shown} holds tables that are not rewardlab's: "
+                         f"{_listed(foreign)}; rewardlab adds its tables only to an empty "
+                         "database or its own: use another database for the store")
+    for table in sorted(existing & set(ours)):
+        have = {c["name"] for c in inspector.get_columns(table)}
+        want = set(ours[table].columns.keys())
+        if have != want:
+            raise StoreError(_column_mismatch(shown, table, sorted(want - have),
+                                              sorted(have - want)))
+
+
+def _column_mismatch(shown: str, table: str, lacks: list[str], extra: list[str]) -> str:
+    parts = ([f"lacks column(s) {_listed(lacks)}"] if lacks else []) + (
+        [f"has column(s) {_listed(extra)} that rewardlab does not know"] if extra else [])
+    return (f"database {shown} is not a rewardlab store of this version: table {table!r} "
+            f"{' and '.join(parts)}; use another database for the store")
 
 
 def chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:

@@ -25,6 +25,7 @@ from rewardlab.data.pairs import PreferencePair, Split
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import StoreError
 from rewardlab.jsonable import to_jsonable
+from rewardlab.store.binding import bind_source, clear_dataset
 from rewardlab.store.records import (
     DatasetSummary,
     DetectorResult,
@@ -48,6 +49,7 @@ from rewardlab.store.schema import (
     first_line,
     mask_url,
     open_engine,
+    writer,
 )
 
 __all__ = ["DEFAULT_DB_URL", "IngestCounts", "Store", "mask_url", "resolve_db_url"]
@@ -56,6 +58,9 @@ DEFAULT_DB_URL = "sqlite:///rewardlab.db"
 # PreferencePair fields stored as same-named Example columns, in load order.
 _PAIR_COLUMNS = ("source_index", "split", "subset", "context", "prompt", "chosen", "rejected",
                  "raw_chosen", "raw_rejected", "histories_differ", "parse_issue", "meta")
+# The text columns among them (PostgreSQL refuses a NUL character in any of them).
+_TEXT_COLUMNS = ("subset", "context", "prompt", "chosen", "rejected", "raw_chosen", "raw_rejected",
+                 "parse_issue")
 
 
 @dataclass
@@ -68,6 +73,9 @@ class IngestCounts:
     already_present: int
     rejected: list[tuple[int, str]] = field(default_factory=list)
     by_group: dict[str, dict[str, int]] = field(default_factory=dict)
+    replaced: bool = False  # ingested with `replace=True`: nothing the dataset held before remains
+    # (source_index, issue) of pairs kept although their dialogue did not parse cleanly
+    parse_issues: list[tuple[int, str]] = field(default_factory=list)
 
 
 def resolve_db_url(url: str | None) -> str:
@@ -84,6 +92,25 @@ def _example_row(dataset_id: int, pair: PreferencePair, content_hash: str) -> di
     row["meta"] = to_jsonable(pair.meta) if pair.meta else {}
     row.update(dataset_id=dataset_id, content_hash=content_hash)
     return row
+
+
+def _split_nul_rows(pairs: Sequence[PreferencePair]
+                    ) -> tuple[list[PreferencePair], list[tuple[int, str]]]:
+    """(pairs to store, rejected rows): a pair with a NUL character in any text is rejected.
+
+    PostgreSQL refuses NUL in text and SQLite stores it; rejecting the row (reason naming the
+    fields, source index as for any rejected row) makes both backends keep the same pairs.
+    """
+    kept: list[PreferencePair] = []
+    rejected: list[tuple[int, str]] = []
+    for pair in pairs:
+        fields = [col for col in _TEXT_COLUMNS if "\x00" in (getattr(pair, col) or "")]
+        if fields:
+            rejected.append((pair.source_index, f"NUL character (\\x00) in "
+                             f"{', '.join(map(repr, fields))} (the database cannot store it)"))
+        else:
+            kept.append(pair)
+    return kept, rejected
 
 
 def _plan_ingest(dataset_id: int, pairs: Sequence[PreferencePair], existing: set[str]
@@ -127,6 +154,7 @@ class Store:
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_db_url(url)
         self.engine = open_engine(self.url)
+        self._writer = writer(self.engine)
 
     def close(self) -> None:
         """Release pooled connections (needed before e.g. dropping a PostgreSQL database)."""
@@ -144,6 +172,10 @@ class Store:
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    def _write_session(self) -> Session:
+        # Writes take SQLite's write lock when they begin, so a second writer waits for it.
+        return Session(self._writer, expire_on_commit=False)
+
     # ---- datasets and examples -------------------------------------------------------------
 
     def dataset_names(self) -> list[str]:
@@ -160,39 +192,52 @@ class Store:
             raise StoreError(f"no dataset {name!r} in {mask_url(self.url)}; {known}")
         return dataset_id
 
-    def _dataset_for_ingest(self, s: Session, name: str, spec: str) -> Dataset:
+    def _dataset_for_ingest(self, s: Session, name: str, spec: str, *, replace: bool) -> Dataset:
         dataset = s.scalar(select(Dataset).where(Dataset.name == name))
         if dataset is None:
             dataset = Dataset(name=name, source=spec)
             s.add(dataset)
             s.flush()  # assigns dataset.id
+        elif replace:
+            clear_dataset(s, dataset.id)
+            dataset.source = spec
         elif spec not in dataset.source.split(" + "):
             # e.g. a train file and a test file ingested into one dataset
             dataset.source = f"{dataset.source} + {spec}"
         return dataset
 
-    def ingest(self, name: str, source: SourceResult) -> IngestCounts:
+    def ingest(self, name: str, source: SourceResult, *, replace: bool = False) -> IngestCounts:
         """Add the source's pairs to dataset `name` (created if new) in one transaction.
 
-        Idempotent: pairs whose content hash is already in the dataset are counted, not re-added.
+        Each split of a dataset is bound to one source (`store/binding.py`): re-ingesting the
+        identical source is idempotent (pairs whose content hash is present are counted, not
+        re-added); another source, or the same file with other content, is a StoreError and
+        nothing changes. A split not yet bound takes a new source: a train file plus a separate
+        test file make one dataset. `replace=True` first drops everything the dataset held
+        (examples, flags, detector runs, reviews, bindings), in the same transaction.
+        A pair with a NUL character in its text is a rejected row on SQLite and PostgreSQL alike.
         On any error nothing of this ingest remains.
         """
         if not name.strip():
             raise StoreError("dataset name must not be empty")
+        pairs, nul_rows = _split_nul_rows(source.pairs)
         try:
-            with self._session() as s, s.begin():
-                dataset = self._dataset_for_ingest(s, name, source.spec)
+            with self._write_session() as s, s.begin():
+                dataset = self._dataset_for_ingest(s, name, source.spec, replace=replace)
+                bind_source(s, dataset.id, name, source.spec, pairs)
                 existing = set(s.scalars(
                     select(Example.content_hash).where(Example.dataset_id == dataset.id)))
-                rows, by_group = _plan_ingest(dataset.id, source.pairs, existing)
+                rows, by_group = _plan_ingest(dataset.id, pairs, existing)
                 bulk_insert(s, Example, rows)
         except DB_ERRORS as e:
             raise StoreError(f"ingest into dataset {name!r} failed and was rolled back, "
                              f"nothing saved: {first_line(e)}") from e
         return IngestCounts(
             dataset=name, read=source.read, ingested=len(rows),
-            already_present=len(source.pairs) - len(rows), rejected=list(source.rejected),
-            by_group=dict(sorted(by_group.items())))
+            already_present=len(pairs) - len(rows),
+            rejected=sorted(source.rejected + nul_rows, key=lambda r: r[0]),
+            by_group=dict(sorted(by_group.items())), replaced=replace,
+            parse_issues=source.parse_issues())
 
     def load_pairs(self, name: str, *, split: Split | None = None) -> list[PreferencePair]:
         """The dataset's pairs ordered by (split, source_index, id), with `example_id` set."""
@@ -249,7 +294,7 @@ class Store:
             raise StoreError(
                 f"detector {result.detector!r} returned {len(result.scores)} scores, "
                 f"{len(result.flagged)} flags and {len(result.reasons)} reasons for {n} examples")
-        with self._session() as s, s.begin():
+        with self._write_session() as s, s.begin():
             dataset_id = self._dataset_id(s, name)
             self._check_example_ids(s, name, dataset_id, example_ids)
             run = DetectorRun(
@@ -343,7 +388,7 @@ class Store:
         source_index per subset. Among several matches the ones `detector` flagged win; if they
         still span subsets it is a StoreError asking for `subset`, else the newest is reviewed
         (a re-ingested, edited source)."""
-        with self._session() as s, s.begin():
+        with self._write_session() as s, s.begin():
             example_id = self._review_target(s, name, split, source_index, subset, detector)
             review = Review(example_id=example_id, detector=detector, is_issue=is_issue, note=note)
             s.add(review)
@@ -393,7 +438,7 @@ class Store:
     def record_experiment(self, *, name: str, dataset: str, config: Mapping[str, Any],
                           metrics: Mapping[str, Any], out_dir: str) -> int:
         """Save an experiment's config and summary metrics; returns its id."""
-        with self._session() as s, s.begin():
+        with self._write_session() as s, s.begin():
             experiment = Experiment(name=name, dataset=dataset, config=to_jsonable(config),
                                     metrics=to_jsonable(metrics), out_dir=str(out_dir))
             s.add(experiment)
@@ -403,7 +448,7 @@ class Store:
     def add_experiment_run(self, experiment_id: int, *, condition: str, seed: int,
                            metrics: Mapping[str, Any], checkpoint: str | None) -> int:
         """Save one (condition, seed) training run of an experiment; returns its id."""
-        with self._session() as s, s.begin():
+        with self._write_session() as s, s.begin():
             if s.get(Experiment, experiment_id) is None:
                 raise StoreError(f"no experiment with id {experiment_id} in {mask_url(self.url)}")
             run = ExperimentRun(experiment_id=experiment_id, condition=condition, seed=int(seed),

@@ -1,16 +1,26 @@
 """Training state on disk: resumable checkpoints and the run record (`rewardlab.json`).
 
-A resumable checkpoint is `OUT/checkpoints/step-NNNNNNN/`: accelerate's `save_state` (model,
-optimizer, the registered LR scheduler, every RNG) plus `trainer_state.json` (`Progress`: position
-in the data plan, running sums, history). `trainer_state.json` is written last, so its presence
-marks a complete checkpoint. Only the newest checkpoint is kept; a finished run removes them all,
-since the final `save_pretrained` directory is the artifact.
+A resumable checkpoint is `OUT/checkpoints/step-NNNNNNN/`: accelerate's `save_state` (model
+weights as safetensors, optimizer), `scheduler.json` (the LR scheduler), `rng_state_RANK.json`
+(every RNG of each process) plus `trainer_state.json` (`Progress`: position in the data plan,
+running sums, history). `trainer_state.json` is written last and atomically, so its presence marks
+a complete checkpoint. Only the newest checkpoint is kept; a finished run removes them all, since
+the final `save_pretrained` directory is the artifact.
+
+Resume executes nothing from disk: a checkpoint folder may come from anywhere, and a pickle can run
+code when loaded. So restore reads no pickle but through `torch.load(weights_only=True)` (tensors
+and plain containers only; anything else is refused with a ModelError), reads the scheduler and RNG
+states from JSON, and never reads the pickles accelerate writes beside them (`random_states_*.pkl`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import pickle
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from accelerate import Accelerator
+from accelerate.utils import OPTIMIZER_NAME, SAFE_MODEL_NAME, SCALER_NAME
+from safetensors.torch import load_model
 
 from rewardlab._version import __version__
 from rewardlab.errors import ModelError
@@ -38,6 +51,8 @@ __all__ = [
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+SCHEDULER_FILE = "scheduler.json"
+log = logging.getLogger("rewardlab")
 # Settings that may change between an interrupted run and its resume: they do not shape the weights.
 _FREE_ON_RESUME = frozenset({"save_steps", "logging_steps", "eval_batch_size", "max_steps"})
 
@@ -95,20 +110,47 @@ def smoothing_fingerprint(eps: np.ndarray | None) -> str | None:
 def _checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     root = output_dir / CHECKPOINTS
-    found = [d for d in root.glob("step-*") if (d / STATE_FILE).exists()] if root.is_dir() else []
+    found = ([d for d in root.glob("step-*") if d.name[5:].isdigit() and (d / STATE_FILE).exists()]
+             if root.is_dir() else [])
     return sorted(found, key=lambda d: int(d.name.split("-")[1]))
 
 
+def _rng_file(accelerator: Accelerator) -> str:
+    return f"rng_state_{accelerator.process_index}.json"
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every RNG of this process as plain JSON numbers."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    cuda = [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
+    return {"python": [version, list(internal), gauss],
+            "numpy": [kind, np.asarray(keys).tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state().tolist(), "cuda": cuda}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write then rename: a reader (or a killed run) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: Path | None, state: Progress, *,
-                    config: dict[str, Any], fingerprints: dict[str, str | None]) -> Path | None:
+                    config: dict[str, Any], fingerprints: dict[str, str | None],
+                    scheduler: Any = None) -> Path | None:
     """Save everything a resume needs at `state.step`; keep only this newest checkpoint."""
     if output_dir is None:
         return None
     ckpt = output_dir / CHECKPOINTS / f"step-{state.step:07d}"
-    accelerator.save_state(str(ckpt))
+    accelerator.save_state(str(ckpt))  # model (safetensors) + optimizer; nothing registered
+    (ckpt / _rng_file(accelerator)).write_text(json.dumps(_rng_state()), encoding="utf-8")
+    accelerator.wait_for_everyone()  # every process's files are there before the state marks it complete
     if accelerator.is_main_process:
+        if scheduler is not None:
+            (ckpt / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
         payload = {"progress": asdict(state), "config": config, **fingerprints}
-        (ckpt / STATE_FILE).write_text(json.dumps(payload), encoding="utf-8")
+        _write_atomically(ckpt / STATE_FILE, json.dumps(payload))
         for old in _checkpoints(output_dir):
             if old != ckpt:
                 shutil.rmtree(old, ignore_errors=True)
@@ -132,20 +174,102 @@ def _check_same_run(saved: dict[str, Any], config: dict[str, Any],
                              "--resume)")
 
 
-def restore_checkpoint(accelerator: Accelerator, output_dir: Path, *, config: dict[str, Any],
-                       fingerprints: dict[str, str | None]) -> Progress | None:
-    """Load the newest checkpoint into the prepared objects; None when there is none."""
-    found = _checkpoints(output_dir)
-    if not found:
-        return None
-    ckpt = found[-1]
+def _read_state(ckpt: Path) -> dict[str, Any] | None:
+    """The checkpoint's trainer_state.json, None (with a warning) when it is unreadable."""
     try:
         saved = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ModelError(f"{ckpt / STATE_FILE}: unreadable ({e})") from e
-    _check_same_run(saved, config, fingerprints, ckpt)
-    accelerator.load_state(str(ckpt))
-    return Progress(**saved["progress"])
+        log.warning("resume: %s is unreadable (%s); skipping that checkpoint", ckpt / STATE_FILE, e)
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("progress"), dict):
+        log.warning("resume: %s holds no progress record; skipping that checkpoint", ckpt / STATE_FILE)
+        return None
+    return saved
+
+
+def _load_tensors(path: Path) -> Any:
+    """torch.load of tensors and plain containers only: a pickle that would run code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: refused, not plain tensor data ({first})") from e
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: unreadable ({e})") from e
+
+
+def _set_rng_state(rng: Any, path: Path) -> None:
+    """Put back every RNG of this process; a malformed record is a ModelError naming the file."""
+    try:
+        version, internal, gauss = rng["python"]
+        kind, keys, pos, has_gauss, cached = rng["numpy"]
+        random.setstate((version, tuple(internal), gauss))
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+        if torch.cuda.is_available() and rng["cuda"]:
+            torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in rng["cuda"]])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not an RNG state record ({e})") from e
+
+
+def _load_state(accelerator: Accelerator, ckpt: Path, scheduler: Any) -> None:
+    """accelerate's load_state without its pickle loads (it reads registered objects and RNG
+    states with weights_only=False); the pickles and JSON are read before anything is changed."""
+    # the objects accelerator.prepare registered: the same ones save_state wrote, in that order
+    models, optimizers = accelerator._models, accelerator._optimizers
+    names = [f"{SAFE_MODEL_NAME}{f'_{i}' if i else ''}.safetensors" for i in range(len(models))]
+    for name in names:
+        if not (ckpt / name).is_file():
+            raise ModelError(f"{ckpt / name}: missing (resume reads model weights as safetensors)")
+    opt_states = [_load_tensors(ckpt / f"{OPTIMIZER_NAME}{f'_{i}' if i else ''}.bin")
+                  for i in range(len(optimizers))]
+    scaler_state = (_load_tensors(ckpt / SCALER_NAME) if accelerator.scaler is not None else None)
+    sched_state = _load_json(ckpt / SCHEDULER_FILE) if scheduler is not None else None
+    rng = _load_json(ckpt / _rng_file(accelerator))
+    try:
+        for model, name in zip(models, names):
+            load_model(model, str(ckpt / name), device="cpu")
+        for optimizer, opt_state in zip(optimizers, opt_states):
+            optimizer.load_state_dict(opt_state)
+        if scaler_state is not None:
+            accelerator.scaler.load_state_dict(scaler_state)
+        if scheduler is not None:
+            scheduler.load_state_dict(sched_state)
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+        raise ModelError(f"{ckpt}: does not fit this run ({e})") from e
+    _set_rng_state(rng, ckpt / _rng_file(accelerator))
+
+
+def restore_checkpoint(accelerator: Accelerator, output_dir: Path, *, config: dict[str, Any],
+                       fingerprints: dict[str, str | None], scheduler: Any = None) -> Progress | None:
+    """Load the newest readable checkpoint into the prepared objects; None when there is none.
+
+    A checkpoint whose trainer_state.json is unreadable (half-written) is skipped for the one
+    before it; with none left the run starts from scratch, and says so.
+    """
+    found = _checkpoints(output_dir)
+    if not found:
+        log.warning("resume: no checkpoint in %s; training from scratch", output_dir / CHECKPOINTS)
+        return None
+    for ckpt in reversed(found):
+        saved = _read_state(ckpt)
+        if saved is None:
+            continue
+        _check_same_run(saved, config, fingerprints, ckpt)
+        try:
+            progress = Progress(**saved["progress"])
+        except TypeError as e:
+            raise ModelError(f"{ckpt / STATE_FILE}: not a progress record ({e})") from e
+        _load_state(accelerator, ckpt, scheduler)
+        return progress
+    log.warning("resume: no readable checkpoint in %s; training from scratch",
+                output_dir / CHECKPOINTS)
+    return None
 
 
 def clear_checkpoints(output_dir: Path) -> None:

@@ -5,6 +5,7 @@ Kept apart from `loop.py` so the CLI can build its flags without importing torch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,9 +57,17 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ModelError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        # NaN passes every `<`/`>` check below and trains a NaN model without a word; inf likewise
+        for name in ("lr", "margin", "warmup_ratio", "weight_decay", "max_grad_norm",
+                     "label_smoothing"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ModelError(f"{name} must be a finite number (got {value})")
         if self.precision not in PRECISIONS:
             raise ModelError(f"precision must be one of {', '.join(PRECISIONS)} "
                              f"(got {self.precision!r})")
+        if not 0.0 <= self.warmup_ratio <= 1.0:  # a share of the optimizer steps
+            raise ModelError(f"warmup_ratio must be in [0, 1] (got {self.warmup_ratio})")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ModelError(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
         if self.lr is not None and self.lr <= 0:

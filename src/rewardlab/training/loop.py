@@ -187,7 +187,7 @@ def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
         stop = bool(config.max_steps) and state.step >= config.max_steps and state.step < total
         if stop or (config.save_steps and state.step % config.save_steps == 0 and state.step < total):
             save_checkpoint(run.accelerator, run.output_dir, state, config=dataclasses.asdict(config),
-                            fingerprints=run.fingerprints)
+                            fingerprints=run.fingerprints, scheduler=run.scheduler)
         if stop:
             bar.close()
             return True
@@ -225,8 +225,9 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
     optimizer = _optimizer(forward, config, accelerator.device)
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
+    # the scheduler is not registered with accelerate: it would pickle it and load it back with
+    # weights_only=False; save_checkpoint/restore_checkpoint keep its state as JSON instead
     forward, optimizer = accelerator.prepare(forward, optimizer)
-    accelerator.register_for_checkpointing(scheduler)  # saved/restored with save_state/load_state
     return _Run(config, accelerator, forward, tokenizer, optimizer, scheduler, data, eps, plan,
                 output_dir, fingerprints, precision, restore)
 
@@ -256,7 +257,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
     state = Progress()
     if resume and output_dir is not None:
         state = restore_checkpoint(run.accelerator, output_dir, config=dataclasses.asdict(config),
-                                   fingerprints=fingerprints) or state
+                                   fingerprints=fingerprints, scheduler=run.scheduler) or state
     elif output_dir is not None and run.accelerator.is_main_process:
         clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
     with training_context(run.accelerator.device, model=config.model):

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import ModelError
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = ["NearDuplicateResponses"]
+
+_BATCHES_PER_BAR_STEP = 8  # encode calls of 8 batches: the bar moves often, the calls stay cheap
 
 
 @lru_cache(maxsize=2)
@@ -73,15 +76,40 @@ class NearDuplicateResponses(Detector):
             return np.zeros(0, dtype=np.float64)
         texts = list(dict.fromkeys(t for p in pairs for t in (p.chosen, p.rejected)))
         row = {t: i for i, t in enumerate(texts)}
-        encoder = _load_encoder(self.model, self.device)
-        # (U, D) unit vectors, so a dot product is the cosine
-        # its batch bar nests under the detectors bar; in a log file (no terminal) every redraw
-        # would be a line, and the outer bar already says which detector is running
-        vectors = encoder.encode([utf8_safe(t) for t in texts], batch_size=self.batch_size,
-                                 convert_to_numpy=True, normalize_embeddings=True,
-                                 show_progress_bar=self.progress and sys.stderr.isatty())
+        vectors = self._embed(_load_encoder(self.model, self.device), texts)
         chosen = vectors[[row[p.chosen] for p in pairs]]  # (N, D)
         rejected = vectors[[row[p.rejected] for p in pairs]]  # (N, D)
         cosine: np.ndarray = np.clip(np.einsum("nd,nd->n", chosen, rejected).astype(np.float64),
                                      -1.0, 1.0)  # (N,) einsum is untyped
         return cosine
+
+    def _embed(self, encoder: SentenceTransformer, texts: list[str]) -> np.ndarray:
+        """(U, D) unit vectors (a dot product is the cosine), under an "embedding" bar of its own.
+
+        Encoded in chunks of whole batches, longest texts first as sentence-transformers orders
+        one call, so the batches are those of a single call and the bar can advance between them.
+        """
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        step = self.batch_size * _BATCHES_PER_BAR_STEP
+        chunks = []
+        with _embedding_bar(len(texts), self.progress) as bar:
+            for start in range(0, len(order), step):
+                chunk = [utf8_safe(texts[i]) for i in order[start:start + step]]
+                chunks.append(encoder.encode(chunk, batch_size=self.batch_size,
+                                             convert_to_numpy=True, normalize_embeddings=True,
+                                             show_progress_bar=False))
+                bar.update(len(chunk))
+        stacked = np.concatenate(chunks)  # (U, D) longest first
+        vectors = np.empty_like(stacked)
+        vectors[order] = stacked  # back in the order of `texts`
+        return vectors
+
+
+def _embedding_bar(total: int, enabled: bool) -> tqdm[None]:
+    # on a terminal it nests under the detectors bar and goes when done; in a log file (no
+    # terminal) every redraw is a line, so one in 30 s, the last one stays, and position 0 spares
+    # the file the cursor-up codes of a nested bar
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, desc="embedding", unit="text", dynamic_ncols=True, leave=not tty,
+                mininterval=0.1 if tty else 30.0, position=None if tty else 0,
+                disable=not enabled)
