@@ -2,9 +2,9 @@
 
 Fast by construction: every text is tokenized once, batches group pairs of similar length and pad
 only to their longest row, chosen and rejected go through the model in ONE forward, BERT-family
-backbones run packed (linears on real tokens only, last layer for the pooled token only, on a CPU
-attention row by row over real tokens; see `rewardlab.training.fast.packed`), bf16 autocast runs where the
-hardware does it faster, and accelerate places the model and splits the work across processes.
+backbones run packed, all behind one call (`fast_forward`, see `rewardlab.training.fast`), bf16
+autocast runs where the hardware does it faster, and accelerate places the model and splits the work
+across processes.
 Checkpoints hold model, optimizer, scheduler, RNG and the position in the data plan, so a resumed
 run equals an uninterrupted one.
 
@@ -50,6 +50,7 @@ from rewardlab.training.fast import Restore, fast_forward
 from rewardlab.training.runtime import disable_dropout, make_accelerator, training_context
 
 __all__ = ["TrainResult", "bradley_terry_loss", "train_reward_model"]
+
 
 @dataclass
 class TrainResult:
