@@ -16,7 +16,7 @@ import rewardlab
 PACKAGE = Path(rewardlab.__file__).parent
 # the data flow, bottom to top (docs/architecture.md); the package root modules sit below everything
 STAGES = ["data", "store", "models", "training", "evaluation", "flags", "report", "experiment",
-          "web", "cli"]
+          "web", "integrations", "cli"]
 
 
 def _module_name(path: Path) -> str:

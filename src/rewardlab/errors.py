@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RewardlabError", "SourceError", "StoreError", "ModelError", "SelectionError"]
+__all__ = ["RewardlabError", "SourceError", "StoreError", "ModelError", "SelectionError", "WebError"]
 
 
 class RewardlabError(Exception):
@@ -23,3 +23,7 @@ class ModelError(RewardlabError):
 
 class SelectionError(RewardlabError):
     """Empty training selection, unknown detector or condition."""
+
+
+class WebError(RewardlabError):
+    """A server that cannot start as asked (e.g. a non-loopback bind without a token)."""

@@ -1,0 +1,74 @@
+"""Run a FastAPI app with uvicorn: in the foreground for the CLI, in a thread for tests and benchmarks.
+
+uvicorn handles SIGTERM/SIGINT itself: it stops accepting, lets in-flight requests finish (up to
+`graceful_seconds`), runs the app's shutdown, then exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from rewardlab.errors import WebError
+
+__all__ = ["run_server", "background_server", "free_port"]
+
+log = logging.getLogger(__name__)
+
+
+def _config(app: Any, host: str, port: int, *, graceful_seconds: float) -> uvicorn.Config:
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                          timeout_graceful_shutdown=int(graceful_seconds), lifespan="on")
+
+
+def run_server(app: Any, *, host: str, port: int, graceful_seconds: float = 30.0) -> None:
+    """Serve until SIGTERM/SIGINT; a port in use is a one-line error, not a traceback."""
+    _check_port_free(host, port)
+    log.info("listening on http://%s:%d (Ctrl-C or SIGTERM to stop)",
+             f"[{host}]" if ":" in host else host, port)
+    uvicorn.Server(_config(app, host, port, graceful_seconds=graceful_seconds)).run()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise WebError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free now (for tests and benchmarks that start servers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def background_server(app: Any, *, host: str = "127.0.0.1", port: int | None = None,
+                      graceful_seconds: float = 5.0, start_timeout: float = 60.0) -> Iterator[str]:
+    """Run `app` in a thread; yields its base URL ("http://127.0.0.1:PORT") and stops it after."""
+    port = port or free_port(host)
+    server = uvicorn.Server(_config(app, host, port, graceful_seconds=graceful_seconds))
+    # uvicorn installs signal handlers only from the main thread, so this one leaves them alone
+    thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise WebError(f"server on {host}:{port} did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=graceful_seconds + 5)
