@@ -27,8 +27,10 @@ check: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy src/rewardlab
 
-# Tests: the store tests run on SQLite and on a real PostgreSQL started here (a failure in CI).
+# Tests: the store tests run on SQLite and on a real PostgreSQL started here, the review UI tests in
+# Debian's Chromium installed here (apt, as root); each a failure in CI when it cannot be had.
 test: setup
+	bash scripts/install_browser.sh
 	@url="$$(bash scripts/start_postgres.sh)" || { [ "$${CI:-}" != true ] || exit 1; url=; }; \
 	REWARDLAB_TEST_PG_URL="$$url" $(PY) -m pytest -q
 

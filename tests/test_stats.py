@@ -102,7 +102,7 @@ def test_mean_ci_matches_hand_formula() -> None:
                                       (-0.03, (-0.06, 0.0)), (0.2, (-0.01, 0.41))])
 def test_verdict_never_overstates(diff: float, ci: tuple[float, float]) -> None:
     text = verdict_sentence("clean", "unfiltered", diff=diff, ci=ci, p_values=[0.001, 0.002])
-    assert "no significant difference" in text
+    assert "no detectable difference" in text
     assert "better" not in text and "worse" not in text
 
 

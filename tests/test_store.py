@@ -228,10 +228,10 @@ def test_reviews(store: Store, loaded: list[PreferencePair]) -> None:
                               split="test")
     reviews = store.reviews("hh")
     assert [r["id"] for r in reviews] == [first, second]
-    assert reviews[0] | {"created_at": None} == {
+    assert reviews[0] | {"created_at": None, "updated_at": None, "reviewer": None} == {
         "id": first, "example_id": loaded[2].example_id, "source_index": 2, "split": "train",
-        "subset": "harmless-base", "detector": "dup", "is_issue": True, "note": "real",
-        "created_at": None}
+        "subset": "harmless-base", "detector": "dup", "verdict": "tp", "is_issue": True,
+        "note": "real", "created_at": None, "updated_at": None, "reviewer": None}
     assert (reviews[1]["split"], reviews[1]["is_issue"]) == ("test", False)
     with pytest.raises(StoreError, match="no train pair with source_index 42 in dataset 'hh'"):
         store.add_review("hh", source_index=42, detector="dup", is_issue=True)

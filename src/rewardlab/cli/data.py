@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rewardlab.cli.common import add_store_options, check_at_least, emit, format_table
 from rewardlab.data.pairs import SPLITS
+from rewardlab.errors import RewardlabError
 
 if TYPE_CHECKING:
+    from rewardlab.flags.flagging import FlagSummaryRow
     from rewardlab.store.records import FlagRow
     from rewardlab.store.store import IngestCounts, Store
 
 __all__ = ["register", "cmd_ingest", "cmd_datasets", "cmd_flag", "cmd_flags_show", "cmd_flags_export",
-           "cmd_flags_import", "cmd_flags_review", "split_names"]
+           "cmd_flags_import", "cmd_flags_review", "detector_params", "split_names"]
 
 
 def split_names(value: str | None) -> list[str] | None:
@@ -72,17 +74,53 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+# `flag` options that become llm_judge parameters (flag → LlmJudge field)
+_JUDGE_OPTIONS = {"judge_url": "url", "judge_model": "models", "judge_key_env": "key_env",
+                  "judge_template": "template", "judge_concurrency": "concurrency",
+                  "judge_timeout": "timeout", "judge_retries": "retries"}
+
+
+def detector_params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Detector parameters from `--param DETECTOR.KEY=VALUE` and the `--judge-*` options (values
+    stay strings where given as such: `get_detector` converts them to each field's type)."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in args.param or []:
+        target, sep, value = item.partition("=")
+        detector, dot, key = target.strip().partition(".")
+        if not (sep and dot and detector and key):
+            raise RewardlabError(f"--param {item!r}: expected DETECTOR.KEY=VALUE, e.g. "
+                                 "preference_strength.mode=finetune")
+        params.setdefault(detector, {})[key.strip()] = value.strip()
+    judge = {field: getattr(args, flag) for flag, field in _JUDGE_OPTIONS.items()
+             if getattr(args, flag, None) is not None}
+    if judge:
+        params.setdefault("llm_judge", {}).update(judge)
+    return params
+
+
+def _render_flag(name: str, n_train: int, rows: list[FlagSummaryRow],
+                 notes: dict[str, list[str]]) -> str:
+    lines = [f"{n_train:,} train pairs in {name!r}", "",
+             format_table(rows, ["detector", "flagged", "rate", "threshold", "threshold_kind"])]
+    # what a detector must say beyond its counts: unjudged pairs, failed calls, tokens, shares
+    lines += [""] * bool(notes) + [f"{det}: {note}" for det, det_notes in notes.items()
+                                   for note in det_notes]
+    return "\n".join(lines)
+
+
 def cmd_flag(args: argparse.Namespace) -> int:
     from rewardlab.flags.flagging import flag_dataset, flag_summary
 
+    params = detector_params(args)  # before the store opens: a bad option costs nothing
     store = _store(args)
     results = flag_dataset(store, args.name, detectors=split_names(args.detectors),
-                           progress=not args.json)
+                           params=params, progress=not args.json)
     n_train = len(results[0].flagged) if results else 0
     rows = flag_summary(results, n_train)
-    emit({"dataset": args.name, "train_pairs": n_train, "detectors": rows}, as_json=args.json,
-         render=lambda: f"{n_train:,} train pairs in {args.name!r}\n\n" + format_table(
-             rows, ["detector", "flagged", "rate", "threshold", "threshold_kind"]))
+    notes = {r.detector: [str(n) for n in r.params["notes"]] for r in results
+             if r.params.get("notes")}
+    emit({"dataset": args.name, "train_pairs": n_train, "detectors": rows, "notes": notes},
+         as_json=args.json, render=lambda: _render_flag(args.name, n_train, rows, notes))
     return 0
 
 
@@ -176,6 +214,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("flag", help="run detectors on a dataset's train pairs and store the flags")
     p.add_argument("name")
     p.add_argument("--detectors", metavar="A,B,…", help="default: every rule detector")
+    p.add_argument("--param", action="append", metavar="DETECTOR.KEY=VALUE",
+                   help="a detector parameter, repeatable: e.g. preference_strength.mode=finetune, "
+                        "preference_strength.threshold=0, oof_margin.folds=3, oof_margin.epochs=2")
+    judge = p.add_argument_group("llm_judge (with --detectors …,llm_judge)")
+    judge.add_argument("--judge-url", metavar="URL",
+                       help="base URL of an OpenAI-compatible API (OpenAI, vLLM, Ollama, llama.cpp "
+                            "server): POST URL/chat/completions, e.g. http://localhost:11434/v1")
+    judge.add_argument("--judge-model", metavar="NAME[,NAME…]",
+                       help="judge model(s); several vote")
+    judge.add_argument("--judge-key-env", metavar="VAR",
+                       help="environment variable holding the API key, sent as a Bearer token "
+                            "(default: OPENAI_API_KEY; unset: no key)")
+    judge.add_argument("--judge-template", metavar="FILE",
+                       help="prompt and rubric (default: the bundled judge_template.md)")
+    judge.add_argument("--judge-concurrency", type=int, metavar="N",
+                       help="requests in flight (default: 4)")
+    judge.add_argument("--judge-timeout", type=float, metavar="S",
+                       help="seconds per request before it counts as a timeout (default: 60)")
+    judge.add_argument("--judge-retries", type=int, metavar="N",
+                       help="retries on 429, 5xx, timeouts and dropped connections, with "
+                            "exponential backoff and Retry-After honoured (default: 4)")
     add_store_options(p, handler=cmd_flag)
 
     flags = sub.add_parser("flags", help="show, export, import and review flags")

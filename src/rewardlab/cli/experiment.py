@@ -19,7 +19,7 @@ from rewardlab.errors import SourceError
 from rewardlab.experiment.compare import CompareConfig
 
 if TYPE_CHECKING:
-    from rewardlab.report.results import ResultsDocument
+    from rewardlab.report.results import DoseResponse, ResultsDocument
 
 __all__ = ["register", "add_compare_args", "cmd_compare", "cmd_experiments", "cmd_demo"]
 
@@ -45,12 +45,25 @@ def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
                      *cast("list[float]", c["bootstrap"]["ci"])),
                  "McNemar p": ", ".join(f"{m['p']:.3g}" for m in c["mcnemar"])}
                 for c in results["comparisons"]]
-    parts = [format_table(rows, list(rows[0]))]
+    parts = [format_table(rows, list(rows[0]))] if rows else []
     if cmp_rows:
         parts.append(format_table(cmp_rows, list(cmp_rows[0])))
+    parts += [_dose_table(dose) for dose in results.get("dose_response", [])]
     parts += [results["verdict"], f"report: {out_dir / 'report.html'} "
               f"({results['seconds']:.0f} s)"]
     return "\n\n".join(parts)
+
+
+def _dose_table(dose: DoseResponse) -> str:
+    """Per fraction: pairs treated, both arms' mean accuracy, the paired difference and its CI."""
+    rows = [{"fraction": p["fraction"], "pairs": p["count"], "flagged": p["flagged_among"],
+             f"acc top by {dose['rank_by']}": p["detector"]["summary"]["accuracy_mean"],
+             "acc random": p["random"]["summary"]["accuracy_mean"],
+             "Δacc": p["comparison"]["bootstrap"]["diff"],
+             "95% CI": "{:+.4f}…{:+.4f}".format(*cast("list[float]",
+                                                   p["comparison"]["bootstrap"]["ci"]))}
+            for p in dose["points"]]
+    return f"dose-response ({dose['treatment']}):\n" + format_table(rows, list(rows[0]))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -68,6 +81,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {k: results[k]
                                for k in ("verdict", "comparisons", "notebook_table", "seconds")}
     summary["conditions"] = {c: b["summary"] for c, b in results["conditions"].items()}
+    if results.get("dose_response"):  # the curves without their runs (those are in results.json)
+        summary["dose_response"] = [
+            {"rank_by": d["rank_by"], "treatment": d["treatment"], "curve_test": d["curve_test"],
+             "points": [{"fraction": p["fraction"], "count": p["count"],
+                         "detector": p["detector"]["summary"], "random": p["random"]["summary"],
+                         "comparison": p["comparison"]} for p in d["points"]]}
+            for d in results["dose_response"]]
+    if results.get("multiplicity"):
+        summary["multiplicity"] = results["multiplicity"]
     summary["report"] = str(out_dir / "report.html")
     emit(summary, as_json=args.json, render=lambda: _render_compare(results, out_dir))
     return 0
@@ -103,7 +125,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compare", help="the main job: unfiltered vs clean vs random control",
                        description="Train reward models on unfiltered, cleaned and randomly reduced "
                        "data (× seeds), evaluate on the same test pairs, test the differences "
-                       "(McNemar, paired bootstrap) and write a report.")
+                       "(McNemar, CMH pooled over seeds, paired bootstrap, power, Holm) and write a "
+                       "report. --fractions/--rank-by add a dose-response curve (the detector's "
+                       "top pairs vs as many random pairs), --ablation each detector on its own.")
     add_compare_args(p)
     add_store_options(p, handler=cmd_compare)
 

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from rewardlab._version import __version__
-from rewardlab.cli import data, experiment, model
+from rewardlab.cli import data, experiment, model, review, serve
 from rewardlab.errors import RewardlabError
 
 __all__ = ["main", "build_parser"]
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rewardlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (data, model, experiment):
+    for group in (data, model, experiment, serve, review):
         group.register(sub)
     return parser
 

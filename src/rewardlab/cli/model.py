@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +35,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rewardlab.store.store import Store
     from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import train_reward_model
+    from rewardlab.training.runtime import launch_cpu_processes, process_rank
 
     # options first (TrainConfig refuses NaN, out-of-range values): no work before they are valid
     config = config_from_args(TrainConfig, args)
     check_at_least("--max-pairs", args.max_pairs, 0)
     check_output_dir(args.output)
+    launched = launch_cpu_processes()  # `accelerate launch --cpu --num_processes N`: start the N
+    if launched is not None:
+        return launched
+    main_process = process_rank() == 0  # one of N processes: only the first one speaks
+    if not main_process:
+        logging.getLogger("rewardlab").setLevel(logging.ERROR)
     store = Store(args.db)
     pairs = store.load_pairs(args.name, split="train")
     if args.max_pairs:
@@ -52,9 +60,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 progress=not args.json)
     summary = {"output_dir": str(args.output), "selection": selection.describe(),
                "train_pairs": result.n_pairs, "truncated_pairs": result.n_truncated,
+               "identical_pairs_dropped": result.n_identical,
                "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
                "seconds": result.seconds, "pairs_per_second": result.n_pairs * config.epochs
-               / max(result.seconds, 1e-9)}
+               / max(result.seconds, 1e-9),
+               "num_processes": result.model.info.get("num_processes", 1)}
+    if not main_process:
+        return 0
     emit(summary, as_json=args.json, render=lambda: "\n".join(
         f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
         for k, v in summary.items()))

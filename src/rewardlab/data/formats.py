@@ -11,10 +11,13 @@ Three row shapes are understood, whatever the file format:
   message stays in the context as a `System: …` line. Without `prompt`, the history is what precedes
   each side's final reply, and `histories_differ` is set when the two sides disagree, as for HH.
 
-A `subset` text column, when present, overrides the subset the caller passes. Rows that cannot be
-turned into a pair (a null or non-text field, an unknown role, plain-text `chosen`/`rejected` with
-no HH markers and no `prompt` column: nothing says where the prompt is) are returned as `(index, reason)`,
-never dropped silently; problems with the file itself raise `SourceError` naming `FILE[:LINE]`.
+A `subset` text column, when present, overrides the subset the caller passes. A `margin` column
+(TRL's: how much better `chosen` is) gives each pair its own margin in the BT loss, kept in
+`pair.meta["margin"]`; a present but null, non-numeric or non-finite margin rejects the row.
+Rows that cannot be turned into a pair (a null or non-text field, an unknown role, plain-text
+`chosen`/`rejected` with no HH markers and no `prompt` column: nothing says where the prompt
+is) are returned as `(index, reason)`, never dropped silently; problems with the file itself
+raise `SourceError` naming `FILE[:LINE]`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +269,33 @@ def pairs_from_rows(rows: Iterable[Mapping[str, Any]], *, columns: Sequence[str]
 def pair_from_row(row: Mapping[str, Any], *, source_index: int, split: Split, subset: str = "",
                   explicit: bool) -> PreferencePair:
     """One row (any of the three shapes) → pair; raises `RowError` with the reason it cannot."""
+    margin = _margin(row)
+    pair = _pair_from_shape(row, source_index=source_index, split=split, subset=subset,
+                            explicit=explicit)
+    return replace(pair, meta={**pair.meta, "margin": margin}) if margin is not None else pair
+
+
+def _margin(row: Mapping[str, Any]) -> float | None:
+    """The optional per-pair `margin` (TRL's column) as a finite number; CSV cells come as text."""
+    if "margin" not in row:
+        return None
+    value = row["margin"]
+    if value is None:
+        raise RowError("field 'margin' is null")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise RowError(f"field 'margin' is {row['margin']!r}, expected a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RowError(f"field 'margin' is {type(value).__name__}, expected a number")
+    if not math.isfinite(value):
+        raise RowError(f"field 'margin' is {value}, expected a finite number")
+    return float(value)
+
+
+def _pair_from_shape(row: Mapping[str, Any], *, source_index: int, split: Split, subset: str,
+                     explicit: bool) -> PreferencePair:
     chosen, rejected = _field(row, "chosen"), _field(row, "rejected")
     row_subset = row.get("subset")
     if isinstance(row_subset, str) and row_subset:

@@ -74,6 +74,15 @@ class PreferencePair:
         return f"{self.context}\n\n{last}" if self.context else last
 
     @property
+    def margin(self) -> float | None:
+        """How much better `chosen` is, from the data's `margin` column (TRL's), else None.
+
+        Kept in `meta`, so it is part of the content hash and survives the store unchanged.
+        """
+        value = self.meta.get("margin")
+        return float(value) if value is not None else None
+
+    @property
     def content_hash(self) -> str:
         """Identity for idempotent ingest; includes the index so true duplicates stay countable."""
         payload = json.dumps(

@@ -24,6 +24,7 @@ class EvalMetrics(PreferenceMetrics):
 
     n_truncated: int  # pairs with a side cut at max_length
     n_response_truncated: int  # pairs whose cut reached into a response
+    n_identical: int  # pairs whose two sides are the same tokens: kept, a tie (= wrong)
 
 
 @dataclass
@@ -67,5 +68,7 @@ def evaluate_reward_model(model: RewardModel, pairs: Sequence[PreferencePair], *
         ),
         "n_truncated": int(enc.truncated.sum()),
         "n_response_truncated": int(enc.response_truncated.sum()),
+        # kept, unlike in training: every model of an experiment is compared on the same pairs
+        "n_identical": int(enc.identical.sum()),
     }
     return EvalResult(metrics=metrics, chosen_rewards=chosen, rejected_rewards=rejected)

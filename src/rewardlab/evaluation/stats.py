@@ -1,33 +1,46 @@
 """Paired statistics for "is condition A's reward model better than B's?", and the verdicts.
 
 All conditions of one experiment are scored on the same test pairs in the same order, so the tests
-are *paired*: exact McNemar per seed (only pairs where the two models disagree carry information)
+are *paired*: exact McNemar per seed (only pairs where the two models disagree carry information),
+a Cochran–Mantel–Haenszel test pooling the seeds (each test pair of each seed one matched stratum),
 and a paired bootstrap over test pairs pooled across seeds. A verdict only says "better" or "worse"
-when the bootstrap 95% CI of the accuracy difference excludes zero.
+when the bootstrap 95% CI of the accuracy difference excludes zero, and says "no detectable
+difference" otherwise. Curves of differences (dose-response) get a sign-flip permutation test;
+many tests get Holm's correction (`holm_adjust`). Power: `rewardlab.evaluation.power`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from statistics import median
-from typing import Any, TypedDict
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from scipy import stats as sps
 
 from rewardlab.evaluation.metrics import wilson_interval
+from rewardlab.evaluation.power import ALPHA, PowerEstimate, power_estimate
+from rewardlab.evaluation.verdict import overall_verdict
 
 __all__ = [
     "ALPHA",
     "McNemarResult",
     "SeedMcNemar",
     "BootstrapDiff",
+    "CMHResult",
+    "PooledTest",
+    "SignFlipTest",
+    "Multiplicity",
     "RunSummary",
     "Comparison",
     "NotebookRow",
     "mcnemar_exact",
     "paired_bootstrap_diff",
+    "cmh_test",
+    "pooled_paired_test",
+    "sign_flip_test",
+    "holm_adjust",
+    "correct_for_multiplicity",
     "mean_ci",
     "verdict_sentence",
     "run_correct",
@@ -37,7 +50,7 @@ __all__ = [
     "notebook_table",
 ]
 
-ALPHA = 0.05
+_EXACT_SIGN_FLIPS = 16  # up to 2**16 sign patterns are enumerated; more are sampled
 _BOOT_CHUNK = 500  # bootstrap replicates per batch: bounds memory at 500 x n_pairs indices
 
 
@@ -58,6 +71,52 @@ class BootstrapDiff(TypedDict):
     diff: float | None
     ci: list[float | None]  # [lo, hi]
     n_boot: int
+
+
+class CMHResult(TypedDict):
+    """Cochran–Mantel–Haenszel test of a common odds ratio of 1 over K 2×2 tables (`cmh_test`)."""
+
+    statistic: float  # MH chi-square, 1 df
+    p: float
+    odds_ratio: float | None  # Mantel-Haenszel common odds ratio; None when infinite or 0/0
+    odds_ratio_ci: list[float | None]  # 95%, Robins-Breslow-Greenland variance
+    strata: int  # tables that carried information (n ≥ 2)
+
+
+class PooledTest(CMHResult):
+    """`pooled_paired_test`: the CMH test over the seeds of two conditions, on per-pair correctness.
+
+    Every test pair of every seed is one matched stratum, so the statistic is McNemar's on the
+    discordant pairs summed over seeds, (|b − c| − 1)² / (b + c).
+    """
+
+    method: str
+    replicates: int  # rows pooled: seeds (a dose-response curve: seed × fraction cells)
+    b: int  # (replicate, pair) cells only A got right, summed over replicates
+    c: int  # only B got right
+
+
+class SignFlipTest(TypedDict):
+    """`sign_flip_test`: is the mean of paired differences 0? Exact or Monte Carlo permutation."""
+
+    n: int  # differences
+    mean: float | None
+    p: float
+    exact: bool  # every sign pattern enumerated (else `n_perm` random ones)
+    n_perm: int
+
+
+class Multiplicity(TypedDict):
+    """Holm's correction over every test a report makes (`correct_for_multiplicity`)."""
+
+    method: str
+    alpha: float
+    tests: int
+    significant: int  # p < alpha before the correction
+    significant_holm: int  # after it
+    labels: list[str]  # one per test, in the order of p and p_holm
+    p: list[float]
+    p_holm: list[float]
 
 
 class RunSummary(TypedDict):
@@ -81,6 +140,9 @@ class Comparison(TypedDict):
     baseline: str
     mcnemar: list[SeedMcNemar]  # one per seed both conditions ran
     bootstrap: BootstrapDiff
+    pooled: NotRequired[PooledTest]  # CMH over the seeds (results.json since 0.2)
+    power: NotRequired[PowerEstimate]  # test pairs / seeds that would resolve the difference
+    p_holm: NotRequired[float]  # pooled p after Holm's correction over all tests of the report
     verdict: str
 
 
@@ -144,6 +206,106 @@ def paired_bootstrap_diff(a_correct: np.ndarray, b_correct: np.ndarray, *, n_boo
     return {"diff": float(d.mean()), "ci": [float(lo), float(hi)], "n_boot": n_boot}
 
 
+def cmh_test(tables: np.ndarray, *, correction: bool = True, level: float = 0.95) -> CMHResult:
+    """Cochran–Mantel–Haenszel test on K 2×2 tables `[[a, b], [c, d]]` (shape (K, 2, 2)).
+
+    The statistic, its continuity correction and the Robins-Breslow-Greenland interval of the
+    Mantel-Haenszel odds ratio are R's `mantelhaen.test` (tests/test_stats_pooled.py checks
+    R's UCBAdmissions numbers). Tables with fewer than 2 observations carry no information.
+    """
+    t = np.asarray(tables, dtype=float).reshape(-1, 2, 2)
+    n = t.sum(axis=(1, 2))
+    t, n = t[n >= 2], n[n >= 2]
+    a, b, c, d = t[:, 0, 0], t[:, 0, 1], t[:, 1, 0], t[:, 1, 1]
+    row1, row2, col1, col2 = a + b, c + d, a + c, b + d
+    delta = float(np.sum(a - row1 * col1 / n))
+    variance = float(np.sum(row1 * row2 * col1 * col2 / (n**2 * (n - 1))))
+    yates = 0.5 if correction and abs(delta) >= 0.5 else 0.0
+    stat = (abs(delta) - yates) ** 2 / variance if variance > 0 else 0.0
+    p = float(sps.chi2.sf(stat, df=1)) if variance > 0 else 1.0
+    r, s = a * d / n, b * c / n  # (K,) the MH weights
+    big_r, big_s = float(r.sum()), float(s.sum())
+    if big_r == 0 or big_s == 0:  # 0 or infinite (not JSON), or 0/0: no finite estimate
+        ratio = 0.0 if big_r == 0 and big_s > 0 else None
+        return {"statistic": float(stat), "p": p, "odds_ratio": ratio,
+                "odds_ratio_ci": [None, None], "strata": int(n.size)}
+    pp, qq = (a + d) / n, (b + c) / n
+    var_log = (float(np.sum(pp * r)) / (2 * big_r**2)
+               + float(np.sum(pp * s + qq * r)) / (2 * big_r * big_s)
+               + float(np.sum(qq * s)) / (2 * big_s**2))
+    ratio = big_r / big_s
+    half = float(sps.norm.ppf(0.5 + level / 2)) * math.sqrt(var_log)
+    return {"statistic": float(stat), "p": p, "odds_ratio": ratio,
+            "odds_ratio_ci": [ratio * math.exp(-half), ratio * math.exp(half)],
+            "strata": int(n.size)}
+
+
+def pooled_paired_test(a_correct: np.ndarray, b_correct: np.ndarray, *,
+                       over: str = "seeds") -> PooledTest:
+    """CMH test stratified by seed and test pair on (S, P) right/wrong arrays of A and B.
+
+    `over` names what the S rows are, for the record ("seeds", "seed × fraction cells").
+
+    The (seed, pair) strata are matched pairs, so this is McNemar's test on the discordant pairs
+    summed over seeds: it pools the seeds' evidence while keeping every comparison paired. It
+    treats each (seed, pair) cell as its own coin flip under "no difference"; the paired
+    bootstrap, which resamples test pairs for all seeds at once, is the more cautious interval.
+    The odds ratio b / c is how many more pairs only A got right than only B got right.
+    """
+    a = np.atleast_2d(np.asarray(a_correct, dtype=bool)).reshape(-1)  # (S·P,)
+    b = np.atleast_2d(np.asarray(b_correct, dtype=bool)).reshape(-1)
+    rows = int(np.atleast_2d(np.asarray(a_correct)).shape[0])
+    tables = np.stack([np.stack([a, ~a], axis=1), np.stack([b, ~b], axis=1)], axis=1)  # (S·P, 2, 2)
+    return {"method": f"Cochran-Mantel-Haenszel over {over}, each test pair a matched stratum",
+            "replicates": rows, "b": int((a & ~b).sum()), "c": int((~a & b).sum()),
+            **cmh_test(tables.astype(float))}
+
+
+def sign_flip_test(diffs: Sequence[float] | np.ndarray, *, n_perm: int = 20_000,
+                   seed: int = 0) -> SignFlipTest:
+    """Two-sided sign-flip permutation test of mean(diffs) = 0 for paired differences.
+
+    Under "no difference" each paired difference is as likely to have either sign, so its sign is
+    flipped at random and the observed |mean| is ranked among the flipped ones. Up to 16
+    differences every one of the 2**n patterns is enumerated (exact p); beyond that `n_perm`
+    random patterns give p = (1 + hits) / (1 + n_perm).
+
+    >>> sign_flip_test([1.0, 2.0, 3.0])["p"]  # only +++ and --- reach |mean| 2: 2 of 8
+    0.25
+    """
+    d = np.asarray(diffs, dtype=float).reshape(-1)  # (n,)
+    if d.size == 0:
+        return {"n": 0, "mean": None, "p": 1.0, "exact": True, "n_perm": 0}
+    observed = abs(float(d.mean())) - 1e-12  # ties with the observed value count as hits
+    if d.size <= _EXACT_SIGN_FLIPS:
+        codes = np.arange(2**d.size)[:, None]  # (2^n, 1)
+        signs = 1.0 - 2.0 * ((codes >> np.arange(d.size)) & 1)  # (2^n, n) every ± pattern
+        hits = int((np.abs(signs @ d) / d.size >= observed).sum())
+        return {"n": int(d.size), "mean": float(d.mean()), "p": hits / signs.shape[0],
+                "exact": True, "n_perm": int(signs.shape[0])}
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(n_perm, d.size))  # (n_perm, n)
+    hits = int((np.abs(signs @ d) / d.size >= observed).sum())
+    return {"n": int(d.size), "mean": float(d.mean()), "p": (1 + hits) / (1 + n_perm),
+            "exact": False, "n_perm": n_perm}
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): controls the chance of any
+    false "significant" among all the tests at α.
+
+    >>> holm_adjust([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    """
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])  # (m,) (m - rank) * p in rank order
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return [round(float(x), 15) for x in adjusted]
+
+
 def mean_ci(values: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float, float]:
     """(mean, sample std, lo, hi) with a Student-t interval; one value gives std 0 and lo = hi.
 
@@ -171,8 +333,11 @@ def _mcnemar_phrase(p_values: Sequence[float]) -> str:
 
 
 def verdict_sentence(treated: str, baseline: str, *, diff: float | None,
-                     ci: Sequence[float | None], p_values: Sequence[float]) -> str:
-    """One sentence that never overstates: "better"/"worse" only when the 95% CI excludes 0.
+                     ci: Sequence[float | None], p_values: Sequence[float],
+                     pooled_p: float | None = None) -> str:
+    """One sentence that never overstates: "better"/"worse" only when the 95% CI excludes 0, else
+    "no detectable difference"; always the effect size with its CI. `pooled_p` (the CMH test over
+    several seeds) is quoted when given.
 
     >>> print(verdict_sentence("A", "B", diff=0.03, ci=(0.01, 0.05), p_values=[0.01, 0.2]))
     A is better than B by 3.0 points (95% CI +1.0 to +5.0; McNemar p < 0.05 in 1 of 2 seeds).
@@ -180,12 +345,17 @@ def verdict_sentence(treated: str, baseline: str, *, diff: float | None,
     lo, hi = ci  # None when there were no test pairs
     if diff is None or lo is None or hi is None:
         return f"{treated} vs {baseline}: not compared (no test pairs)."
-    evidence = f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; {_mcnemar_phrase(p_values)}"
+    pooled = "" if pooled_p is None else f"; pooled over seeds {_p_text(pooled_p)} (CMH)"
+    evidence = f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; {_mcnemar_phrase(p_values)}{pooled}"
     if lo <= 0 <= hi:
-        return (f"{treated} vs {baseline}: no significant difference "
+        return (f"{treated} vs {baseline}: no detectable difference "
                 f"({100 * diff:+.1f} points, {evidence}).")
     word = "better" if lo > 0 else "worse"
     return f"{treated} is {word} than {baseline} by {_points(abs(diff))} points ({evidence})."
+
+
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.995 else "p = 1"
 
 
 def run_correct(run: Mapping[str, Any]) -> np.ndarray:
@@ -229,10 +399,12 @@ def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> RunSummary:
 def compare_runs(treated: str, treated_runs: Sequence[Mapping[str, Any]], baseline: str,
                  baseline_runs: Sequence[Mapping[str, Any]], *, n_boot: int = 10_000,
                  seed: int = 0) -> Comparison:
-    """One "comparisons" entry: McNemar per seed (paired by seed), pooled bootstrap, verdict.
+    """One "comparisons" entry: McNemar per seed (paired by seed), the CMH test pooling the seeds,
+    the pooled bootstrap, the power estimate and the verdict.
 
     Seeds present in both conditions are paired; if none match, the bootstrap still compares the
-    seed-averaged predictions of each side and there are no McNemar rows.
+    seed-averaged predictions of each side and there are no McNemar rows, no pooled test and no
+    power estimate (nothing is paired).
     """
     by_seed = {r["seed"]: r for r in baseline_runs}
     matched = [(r, by_seed[r["seed"]]) for r in treated_runs if r["seed"] in by_seed]
@@ -245,10 +417,16 @@ def compare_runs(treated: str, treated_runs: Sequence[Mapping[str, Any]], baseli
         a = np.stack([run_correct(r) for r in treated_runs])
         b = np.stack([run_correct(r) for r in baseline_runs])
     boot = paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed)
+    pooled = pooled_paired_test(a, b) if matched else None
     verdict = verdict_sentence(treated, baseline, diff=boot["diff"], ci=tuple(boot["ci"]),
-                               p_values=[m["p"] for m in mcnemar])
-    return {"treated": treated, "baseline": baseline, "mcnemar": mcnemar, "bootstrap": boot,
-            "verdict": verdict}
+                               p_values=[m["p"] for m in mcnemar],
+                               pooled_p=pooled["p"] if pooled and len(matched) > 1 else None)
+    out: Comparison = {"treated": treated, "baseline": baseline, "mcnemar": mcnemar,
+                       "bootstrap": boot, "verdict": verdict}
+    if pooled is not None:
+        out["pooled"] = pooled
+        out["power"] = power_estimate(a, b)
+    return out
 
 
 def notebook_table(conditions: Mapping[str, Mapping[str, Any]]) -> list[NotebookRow]:
@@ -275,127 +453,42 @@ def notebook_table(conditions: Mapping[str, Mapping[str, Any]]) -> list[Notebook
     return rows
 
 
-# ---------------------------------------------------------------- the overall verdict paragraph
+def _tests_of(results: Mapping[str, Any]) -> list[tuple[str, MutableMapping[str, Any], float]]:
+    """(label, the record to annotate, p) for every paired test the results hold."""
+    found: list[tuple[str, MutableMapping[str, Any], float]] = []
 
-def _find(comparisons: Sequence[Mapping[str, Any]], treated: str, baseline: str
-          ) -> dict[str, Any] | None:
-    return next((dict(c) for c in comparisons
-                 if c["treated"] == treated and c["baseline"] == baseline), None)
+    def add(comp: MutableMapping[str, Any], label: str) -> None:
+        if comp.get("pooled") is not None:
+            found.append((label, comp, float(comp["pooled"]["p"])))
 
-
-def _direction(comp: Mapping[str, Any] | None) -> int:
-    """+1 significantly better, -1 significantly worse, 0 no significant difference / missing."""
-    if comp is None or comp["bootstrap"]["ci"][0] is None:
-        return 0
-    lo, hi = comp["bootstrap"]["ci"]
-    return 1 if lo > 0 else -1 if hi < 0 else 0
-
-
-def _treatment_names(results: Mapping[str, Any]) -> list[str]:
-    """Conditions that clean the data: everything except the unfiltered baseline and the control."""
-    return [c for c in results.get("conditions", {}) if c not in ("unfiltered", "random")]
-
-
-def _best_treatment(results: Mapping[str, Any]) -> str | None:
-    conds = results.get("conditions", {})
-    scored = [(conds[c]["summary"].get("accuracy_mean"), c) for c in _treatment_names(results)]
-    scored = [(a, c) for a, c in scored if a is not None]
-    return max(scored)[1] if scored else None
+    for comp in results.get("comparisons", []):
+        add(comp, f"{comp['treated']} vs {comp['baseline']}")
+    for dose in results.get("dose_response", []):
+        for point in dose.get("points", []):
+            add(point["comparison"], f"{dose['rank_by']} top {100 * point['fraction']:g}% "
+                                     f"vs random ({dose['treatment']})")
+        curve = dose.get("curve_test")
+        if curve and curve.get("p") is not None:
+            found.append((f"{dose['rank_by']} curve vs random ({dose['treatment']})", curve,
+                          float(curve["p"])))
+    for entry in results.get("ablation", []):
+        if not entry.get("reused"):  # the same runs as a clean vs random comparison above
+            add(entry["comparison"], f"ablation {entry['detector']} vs its random control")
+    return found
 
 
-def _headline(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> str:
-    """The direct answer, driven by the treatments' comparisons against unfiltered data."""
-    dirs = {t: _direction(_find(comps, t, "unfiltered")) for t in _treatment_names(results)}
-    better = [t for t, d in dirs.items() if d > 0]
-    worse = [t for t, d in dirs.items() if d < 0]
-    if better:
-        return f"Yes, on this test set: {', '.join(better)} beat training on unfiltered data."
-    if worse and len(worse) == len(dirs):
-        return "No: every cleaning treatment made the reward model worse than unfiltered data."
-    if worse:
-        return (f"No improvement was shown: {', '.join(worse)} made the model worse and the other "
-                f"treatments were indistinguishable from unfiltered data.")
-    return ("No evidence that it does: no cleaning treatment differed significantly from "
-            "training on unfiltered data.")
+def correct_for_multiplicity(results: Mapping[str, Any], *, alpha: float = ALPHA) -> Multiplicity:
+    """Holm over every test in `results` (comparisons, dose-response points and curves,
+    ablations); writes each test's adjusted p as `p_holm` next to it and returns the summary.
 
-
-def _control_treatment(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]
-                       ) -> str | None:
-    """The treatment to judge against the control: one that beat unfiltered, else the best."""
-    with_control = [t for t in _treatment_names(results) if _find(comps, t, "random")]
-    winners = [t for t in with_control if _direction(_find(comps, t, "unfiltered")) > 0]
-    conds = results["conditions"]
-    pool = winners or with_control
-    return max(pool, key=lambda t: conds[t]["summary"].get("accuracy_mean") or 0.0, default=None)
-
-
-_CONTROL_MEANING = {  # (vs random, vs unfiltered) -> what the control says
-    (1, 1): "so the gain comes from which pairs were cleaned, not from training on fewer pairs",
-    (0, 1): "so this run cannot tell cleaner data from merely less data",
-    (-1, 1): "so a random subset of the same size did even better: less data, not cleaner data, "
-             "explains the gain",
-    (1, 0): "so the cleaned data beat a random subset of the same size, though not the full data",
-    (1, -1): "so the cleaned data beat a random subset of the same size, though not the full data",
-}
-
-
-def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> str:
-    """Why the random control exists, and what it says here."""
-    if "random" not in results.get("conditions", {}):
-        return ("There was no random-subset control, so a gain from cleaning cannot be told apart "
-                "from a gain from simply training on fewer pairs.")
-    lead = ("The random control removes as many pairs as cleaning does, but at random: clean vs "
-            "random tells better data from less data.")
-    treated = _control_treatment(results, comps)
-    if treated is None:
-        return lead
-    comp = _find(comps, treated, "random")
-    if comp is None:
-        return lead
-    key = (_direction(comp), _direction(_find(comps, treated, "unfiltered")))
-    meaning = _CONTROL_MEANING.get(key, "so the cleaned data did not beat a random subset of the "
-                                        "same size" if key[0] <= 0 else "")
-    return f"{lead} {comp['verdict'][:-1]}; {meaning}." if meaning else f"{lead} {comp['verdict']}"
-
-
-def _resolution_sentence(comps: Sequence[Mapping[str, Any]], results: Mapping[str, Any]) -> str:
-    """How small a difference this experiment can resolve: the typical CI half-width."""
-    halves = [(c["bootstrap"]["ci"][1] - c["bootstrap"]["ci"][0]) / 2 for c in comps
-              if c["bootstrap"]["ci"][0] is not None]
-    if not halves:
-        return ""
-    seeds = len(results.get("config", {}).get("seeds", [])) or None
-    n_test = results.get("data", {}).get("test", {}).get("pairs")
-    setup = " and ".join(x for x in (f"{seeds} seed{'s' if seeds != 1 else ''}" if seeds else "",
-                                     f"{n_test} test pairs" if n_test else "") if x)
-    return (f"With {setup or 'this setup'}, the 95% intervals are about ±{_points(median(halves))} "
-            f"points wide: effects smaller than that need more test pairs or seeds to resolve.")
-
-
-def _teaching_sentence(results: Mapping[str, Any]) -> str:
-    teaching = results.get("teaching") or {}
-    frac = teaching.get("recovered_fraction")
-    if frac is None:
-        return ""
-    best = teaching.get("best_treatment") or _best_treatment(results) or "the best treatment"
-    noise = teaching.get("noise")
-    where = f"with {100 * noise:.0f}% of labels flipped" if noise is not None else "label noise"
-    if frac <= 0:
-        return (f"In this synthetic demo ({where}), {best} recovered none of the accuracy lost to "
-                f"noise.")
-    return (f"In this synthetic demo ({where}), {best} recovered an estimated {100 * frac:.0f}% of "
-            f"the accuracy lost to noise (point estimate, mean over seeds).")
-
-
-def overall_verdict(results: Mapping[str, Any]) -> str:
-    """A paragraph answering "does cleaning my preference data give me a better reward model?".
-
-    Built only from the comparisons' bootstrap CIs, so it never claims more than they support.
+    The p of a comparison is its pooled (CMH) test; a curve's is its sign-flip test.
     """
-    comps = results.get("comparisons", [])
-    parts = [_headline(results, comps)]
-    parts += [c["verdict"] for c in comps
-              if c["baseline"] == "unfiltered" and c["treated"] in _treatment_names(results)]
-    parts += [_control_sentence(results, comps), _resolution_sentence(comps, results),
-              _teaching_sentence(results)]
-    return " ".join(p for p in parts if p)
+    tests = _tests_of(results)
+    adjusted = holm_adjust([p for _, _, p in tests])
+    for (_, record, _), p_holm in zip(tests, adjusted):
+        record["p_holm"] = p_holm
+    return {"method": "Holm", "alpha": alpha, "tests": len(tests),
+            "significant": sum(p < alpha for _, _, p in tests),
+            "significant_holm": sum(p < alpha for p in adjusted),
+            "labels": [label for label, _, _ in tests], "p": [p for _, _, p in tests],
+            "p_holm": adjusted}

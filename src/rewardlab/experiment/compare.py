@@ -2,36 +2,52 @@
 
 `run_comparison(config)` ingests what the store lacks, runs missing detectors, trains every
 condition with every seed, evaluates all of them on one test set and returns the results dict that
-`report.write_report` renders (schema: docs/architecture.md).
+`report.write_report` renders (schema: docs/architecture.md). With `--fractions F --rank-by D` it
+adds dose-response curves (`experiment/dose.py`), with `--ablation` each detector against its own
+size-matched random control; Holm's correction then runs over every test the report makes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import SelectionError, SourceError
+from rewardlab.experiment.dose import TrainRun, run_ablation, run_dose_response
+from rewardlab.experiment.strength import STRENGTH_DETECTORS, strength_block
+from rewardlab.flags.precision import (
+    confirmed_flag_ids,
+    flagged_ids_for,
+    precision_stats,
+    run_names,
+)
 from rewardlab.flags.selection import (
     TREATMENTS,
+    Selection,
+    detector_scores,
     resolve_flagged_ids,
     sample_stratified,
     select_training_pairs,
 )
 
 if TYPE_CHECKING:
+    from rewardlab.flags.precision import DetectorPrecision
     from rewardlab.report.results import (
         Comparison,
         ConditionBlock,
         DetectorFlags,
+        DoseResponse,
         FlagsBlock,
         ResultsConfig,
         ResultsDocument,
@@ -43,23 +59,39 @@ if TYPE_CHECKING:
     from rewardlab.training.config import TrainConfig
 
 __all__ = ["CompareConfig", "Preset", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",
-           "dataset_name_for", "train_config_for", "Annotate", "run_comparison"]
+           "dataset_name_for", "train_config_for", "validate_compare_config", "Annotate",
+           "run_comparison"]
 
 log = logging.getLogger("rewardlab")
 
-# Training settings per preset. `seed` is the original notebook's (a GPU job); `quick` finishes on a
-# 2-core CPU in minutes.
+# Settings per preset; an option given on the command line wins. `seed` is the original notebook's
+# (a GPU job); `quick` finishes on a 2-core CPU in minutes; `strength` ranks pairs by cross-fitted
+# preference strength and runs the dose-response curve within ~20 minutes on a 2-core CPU for the
+# 1,512-pair sample (timings: docs/architecture.md, "compare --preset strength").
 class Preset(TypedDict):
     model: str
     max_pairs: int | None  # None = all train pairs
     seeds: int
+    detectors: NotRequired[str]  # define "flagged" for the clean conditions
+    rank_by: NotRequired[str]  # the dose-response ranking
+    fractions: NotRequired[str]
+    epochs: NotRequired[int]
+    max_length: NotRequired[int]
 
 
 PRESETS: dict[str, Preset] = {
     "quick": {"model": "minilm", "max_pairs": 4000, "seeds": 1},
     "seed": {"model": "distilbert-base-uncased", "max_pairs": None, "seeds": 1},
+    # bow: ~5 s a run on the sample (61% test accuracy at max_length 512, MiniLM fine-tuning ~90 s),
+    # so 5 seeds × (3 conditions + 4 fractions × 2 arms) = 55 runs fit next to the detector
+    "strength": {"model": "bow", "max_pairs": None, "seeds": 5, "epochs": 1, "max_length": 512,
+                 "detectors": "preference_strength", "rank_by": "preference_strength",
+                 "fractions": "0.05,0.1,0.2,0.3"},
 }
-CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random")
+# clean-reviewed removes only the flags reviewers confirmed (`rewardlab review`); it joins a plan
+# with `clean` by itself once reviewers confirmed any flag of the experiment's detectors
+REVIEWED_CONDITION = "clean-reviewed"
+CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random", REVIEWED_CONDITION)
 # Detectors that say a pair's *label or content* is suspect. unsafe_prompt, refusal_bias and
 # over_length describe a pair without doubting it, so they only clean when named explicitly.
 CLEAN_DETECTORS: tuple[str, ...] = (
@@ -84,15 +116,18 @@ class CompareConfig:
     test: str | None = field(default=None, metadata=_help("separate test source"))
     test_fraction: float | None = field(default=None, metadata=_help(
         "carve a test split from a single-split train source by prompt hash"))
-    preset: str = field(default="quick", metadata=_help("quick (CPU minutes) or seed (notebook)",
-                                                        choices=list(PRESETS)))
+    preset: str = field(default="quick", metadata=_help(
+        "quick (CPU minutes), seed (the notebook's) or strength (preference strength + "
+        "dose-response, CPU ≤ 20 min on the sample)", choices=list(PRESETS)))
     seeds: int | None = field(default=None, metadata=_help("seeds per condition (preset: 1)"))
     conditions: str = field(default="unfiltered,clean,random", metadata=_help(
-        "comma list of unfiltered, clean, random"))
+        "comma list of unfiltered, clean, random, clean-reviewed (remove only the flags reviewers "
+        "confirmed; added by itself next to clean once reviewers confirmed any)"))
     treatments: str = field(default="remove", metadata=_help(
         "what clean does to flagged pairs: comma list of remove, flip, soft"))
     detectors: str | None = field(default=None, metadata=_help(
-        "detectors whose flags define 'flagged' (default: the label/content-quality rule set)"))
+        "detectors whose flags define 'flagged' (default: the label/content-quality rule set); "
+        "reviewed:DET = the flags of DET that reviewers confirmed"))
     model: str | None = field(default=None, metadata=_help("backbone (preset: minilm)"))
     max_pairs: int | None = field(default=None, metadata=_help(
         "train pairs, stratified by subset (quick: 4000; 0 = all)"))
@@ -101,6 +136,15 @@ class CompareConfig:
     name: str | None = field(default=None, metadata=_help("dataset name in the store"))
     save_checkpoints: bool = field(default=False, metadata=_help(
         "keep every run's checkpoint under DIR/runs"))
+    fractions: str | None = field(default=None, metadata=_help(
+        "dose-response: comma list of shares of the training pairs to treat with the first "
+        "--treatments, e.g. 0.05,0.1,0.2,0.3 (needs --rank-by; preset strength sets both)"))
+    rank_by: str | None = field(default=None, metadata=_help(
+        "dose-response: the detector whose score (higher = more suspect) ranks the pairs; each "
+        "fraction treats its top pairs and, as the control, as many random ones"))
+    ablation: bool = field(default=False, metadata=_help(
+        "also train each detector's own clean condition against its own size-matched random "
+        "control (first treatment only; off by default)"))
 
 
 @dataclass(frozen=True)
@@ -126,6 +170,8 @@ def plan_conditions(conditions: str, treatments: str) -> list[Condition]:
             plan.append(Condition("unfiltered", "all", None))
         elif c == "random":
             plan.append(Condition("random", "random", None))
+        elif c == REVIEWED_CONDITION:
+            plan.append(Condition(REVIEWED_CONDITION, "clean", "remove"))
         else:
             plan += [Condition(f"clean-{t}", "clean", t) for t in kinds]
     return plan
@@ -200,14 +246,55 @@ def _flags_block(store: Store, name: str, detectors: Sequence[str],
     """Flag counts within the training pool, per detector and for their union."""
     pool_ids = {p.example_id for p in pool}
     runs = store.latest_runs(name)
-    by_det = store.flagged_example_ids(name, list(detectors))
+    by_det = flagged_ids_for(store, name, list(detectors))
+    reviewed = precision_stats(store, name)  # over the whole dataset's reviews of each detector
     n = max(len(pool_ids), 1)
-    block: dict[str, DetectorFlags] = {d: {"flagged": len(by_det.get(d, set()) & pool_ids),
-                 "rate": len(by_det.get(d, set()) & pool_ids) / n,
-                 "threshold": runs[d]["threshold"], "threshold_kind": runs[d]["threshold_kind"]}
-             for d in detectors}
+    block: dict[str, DetectorFlags] = {}
+    for d in detectors:
+        run = runs[run_names([d])[0]]  # reviewed:DET has DET's threshold
+        flagged = len(by_det.get(d, set()) & pool_ids)
+        block[d] = _with_reviewed_precision(
+            {"flagged": flagged, "rate": flagged / n, "threshold": run["threshold"],
+             "threshold_kind": run["threshold_kind"]}, reviewed.get(d))
     union = set().union(*by_det.values()) & pool_ids if by_det else set()
     return {"detectors": block, "union": {"flagged": len(union), "rate": len(union) / n}}
+
+
+def _with_reviewed_precision(flags: DetectorFlags, stats: DetectorPrecision | None
+                             ) -> DetectorFlags:
+    """`flags` plus the detector's reviewed precision (none reviewed: 0 and None)."""
+    flags["reviewed"] = stats["reviewed"] if stats else 0
+    flags["reviewed_tp"] = stats["tp"] if stats else 0
+    flags["precision"] = stats["precision"] if stats else None
+    flags["precision_ci"] = stats["ci"] if stats else None
+    return flags
+
+
+def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Sequence[str],
+                   pool: Sequence[PreferencePair]) -> tuple[list[Condition], set[int]]:
+    """(the plan, the pool's flags reviewers confirmed): clean-reviewed joins a plan with clean
+    once reviewers confirmed any flag of `detectors`; asked for with none confirmed, it is an error."""
+    pool_ids = {p.example_id for p in pool}
+    by_detector = confirmed_flag_ids(store, name, run_names(detectors))
+    confirmed = set().union(*by_detector.values()) & pool_ids if by_detector else set()
+    asked = any(c.name == REVIEWED_CONDITION for c in plan)
+    if asked and not confirmed:
+        raise SelectionError(f"condition {REVIEWED_CONDITION}: reviewers confirmed none of the "
+                             f"training pool's flags of {', '.join(detectors)}; review some with "
+                             f"`rewardlab review {name}` first")
+    if confirmed and not asked and any(c.mode == "clean" for c in plan):
+        log.info("reviewers confirmed %d flagged training pairs: adding condition %s",
+                 len(confirmed), REVIEWED_CONDITION)
+        last_clean = max(i for i, c in enumerate(plan) if c.mode == "clean")
+        plan = [*plan[:last_clean + 1], Condition(REVIEWED_CONDITION, "clean", "remove"),
+                *plan[last_clean + 1:]]
+    return plan, confirmed
+
+
+def _setting(config: CompareConfig, key: str) -> Any:
+    """The option if it was given, else the preset's value (None when neither sets it)."""
+    value = getattr(config, key)
+    return value if value is not None else PRESETS[config.preset].get(key)
 
 
 def train_config_for(config: CompareConfig, seed: int) -> TrainConfig:
@@ -216,22 +303,77 @@ def train_config_for(config: CompareConfig, seed: int) -> TrainConfig:
 
     preset = PRESETS[config.preset]
     overrides: dict[str, Any] = {"model": config.model or preset["model"], "seed": seed}
-    if config.epochs:
-        overrides["epochs"] = config.epochs
-    if config.max_length:
-        overrides["max_length"] = config.max_length
+    for key in ("epochs", "max_length"):
+        if _setting(config, key):
+            overrides[key] = _setting(config, key)
     return TrainConfig(**overrides)
 
 
-def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], flagged: set[int],
-             test: Sequence[PreferencePair], config: CompareConfig, out_dir: Path,
-             progress: bool) -> RunRecord:
+def validate_compare_config(config: CompareConfig, store: Store | None = None) -> list[float]:
+    """Check the options before any data is read or model trained; return the dose-response
+    fractions ([] when there is no dose-response). SelectionError naming the option otherwise.
+
+    `--rank-by` must be a known detector, or one already run on the dataset (an imported flag
+    file) when `store` is given.
+    """
+    from rewardlab.experiment.dose import parse_fractions
+    from rewardlab.flags.detectors import DETECTORS
+
+    if config.preset not in PRESETS:
+        raise SelectionError(f"--preset: unknown preset {config.preset!r}; presets: "
+                             f"{', '.join(PRESETS)}")
+    plan_conditions(config.conditions, config.treatments)
+    fractions, rank_by = _setting(config, "fractions"), _setting(config, "rank_by")
+    if fractions is None and rank_by is None:
+        return []
+    if rank_by is None:
+        raise SelectionError("--fractions needs --rank-by DETECTOR: the detector whose scores "
+                             "rank the pairs")
+    if fractions is None:
+        raise SelectionError(f"--rank-by {rank_by} needs --fractions, e.g. 0.05,0.1,0.2,0.3")
+    parsed = parse_fractions(fractions)
+    known = set(DETECTORS) | _stored_detectors(config, store)
+    if rank_by not in known:
+        raise SelectionError(f"--rank-by: unknown detector {rank_by!r}; detectors: "
+                             f"{', '.join(sorted(known))}")
+    return parsed
+
+
+def _stored_detectors(config: CompareConfig, store: Store | None) -> set[str]:
+    """Detectors already run on the dataset this config names (imported flag files count)."""
+    name = config.name or dataset_name_for(config.train, config.test_fraction)
+    if store is None or name not in store.dataset_names():
+        return set()
+    return set(store.latest_runs(name))
+
+
+def _rank_scores(store: Store, name: str, rank_by: str, pool: Sequence[PreferencePair],
+                 fractions: Sequence[float]) -> dict[int, float]:
+    """The ranking detector's scores; SelectionError when they cannot rank the pool."""
+    scores = detector_scores(store, name, rank_by)
+    values = [scores.get(p.example_id, math.nan) for p in pool if p.example_id is not None]
+    finite = [v for v in values if math.isfinite(v)]
+    if len(set(finite)) < 2:
+        raise SelectionError(f"--rank-by {rank_by}: its latest run on {name!r} gives "
+                             f"{'no pair a score' if not finite else 'every pair the same score'}"
+                             "; it cannot rank the pairs")
+    top = max(finite)
+    share = sum(v == top for v in finite) / len(values)
+    if set(finite) <= {0.0, 1.0} and fractions[-1] > share:
+        log.warning("--rank-by %s is a yes/no detector that flags %.1f%% of the pool: beyond that "
+                    "fraction its 'ranking' is a random choice among unflagged pairs", rank_by,
+                    100 * share)
+    return scores
+
+
+def _train_and_evaluate(selection: Selection, seed: int, tag: str,
+                        test: Sequence[PreferencePair], config: CompareConfig, out_dir: Path,
+                        progress: bool) -> RunRecord:
+    """Train on `selection` with this seed's TrainConfig, evaluate on `test`: one run record."""
     from rewardlab.evaluation.evaluate import evaluate_reward_model
     from rewardlab.training.loop import train_reward_model
 
-    selection = select_training_pairs(pool, flagged, mode=condition.mode,
-                                      treatment=condition.treatment or "remove", seed=seed)
-    ckpt = out_dir / "runs" / f"{condition.name}-s{seed}" if config.save_checkpoints else None
+    ckpt = out_dir / "runs" / f"{tag}-s{seed}" if config.save_checkpoints else None
     trained = train_reward_model(selection.pairs, config=train_config_for(config, seed),
                                  output_dir=ckpt, smoothing=selection.smoothing, progress=progress)
     evaluation = evaluate_reward_model(trained.model, test, progress=progress)
@@ -245,6 +387,14 @@ def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], fl
         "test_chosen_rewards": evaluation.chosen_rewards.tolist(),
         "test_rejected_rewards": evaluation.rejected_rewards.tolist(),
     }
+
+
+def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], flagged: set[int],
+             test: Sequence[PreferencePair], config: CompareConfig, out_dir: Path,
+             progress: bool) -> RunRecord:
+    selection = select_training_pairs(pool, flagged, mode=condition.mode,
+                                      treatment=condition.treatment or "remove", seed=seed)
+    return _train_and_evaluate(selection, seed, condition.name, test, config, out_dir, progress)
 
 
 def _load_pool_and_test(store: Store, name: str, config: CompareConfig
@@ -286,21 +436,32 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
     `teaching(results, pool, test)`, if given, returns the `teaching` block (the demo's ground-truth
     analysis); it runs before the verdict so the verdict can use it.
     """
-    from rewardlab.evaluation.stats import notebook_table, overall_verdict, summarize_runs
+    from rewardlab.evaluation.stats import (
+        correct_for_multiplicity,
+        notebook_table,
+        overall_verdict,
+        summarize_runs,
+    )
     from rewardlab.report.build import write_report
     from rewardlab.store.store import Store
 
     started = time.perf_counter()
-    config = _offline_fallback(config)  # first: everything below (name, ingest, results) reads it
     store = store or Store(db)
+    fractions = validate_compare_config(config, store)  # before the hub check, ingest or training
+    config = _offline_fallback(config)  # first: everything below (name, ingest, results) reads it
     plan = plan_conditions(config.conditions, config.treatments)
     name = config.name or dataset_name_for(config.train, config.test_fraction)
     _ingest(store, config, name)
     n_train, pool, test = _load_pool_and_test(store, name, config)
-    detectors = [d.strip() for d in (config.detectors or ",".join(CLEAN_DETECTORS)).split(",")
-                 if d.strip()]
-    _ensure_detector_runs(store, name, detectors, n_train, progress)
+    detectors = [d.strip() for d in (_setting(config, "detectors") or ",".join(CLEAN_DETECTORS))
+                 .split(",") if d.strip()]
+    rank_by: str | None = _setting(config, "rank_by") if fractions else None
+    _ensure_detector_runs(store, name,
+                          list(dict.fromkeys(run_names(detectors) + ([rank_by] if rank_by else []))),
+                          n_train, progress)
     flagged = resolve_flagged_ids(store, name, detectors)
+    plan, confirmed = _with_reviewed(plan, store, name, detectors, pool)
+    scores = _rank_scores(store, name, rank_by, pool, fractions) if rank_by else {}
     seeds = list(range(config.seeds or PRESETS[config.preset]["seeds"]))
     conditions: dict[str, ConditionBlock] = {}
     for i, cond in enumerate(plan):
@@ -308,7 +469,8 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
         for seed in seeds:
             log.info("[%d/%d] %s, seed %d", i * len(seeds) + seed + 1, len(plan) * len(seeds),
                      cond.name, seed)
-            runs.append(_run_one(cond, seed, pool, flagged, test, config, out_dir, progress))
+            acted_on = confirmed if cond.name == REVIEWED_CONDITION else flagged
+            runs.append(_run_one(cond, seed, pool, acted_on, test, config, out_dir, progress))
             log.info("    test accuracy %.4f on %d pairs (%.0f s)", runs[-1]["test"]["accuracy"],
                      len(test), runs[-1]["seconds"])
         conditions[cond.name] = {"treatment": cond.treatment, "description": runs[0]["selection"],
@@ -319,8 +481,8 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
         # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/test_results.py)
         "config": cast("ResultsConfig", {
             **dataclasses.asdict(config), "seeds": seeds, "detectors": detectors,
-            "conditions": [c.name for c in plan],
-            "train_config": dataclasses.asdict(train_config_for(config, 0)),
+            "conditions": [c.name for c in plan], "fractions": _setting(config, "fractions"),
+            "rank_by": rank_by, "train_config": dataclasses.asdict(train_config_for(config, 0)),
             "max_pairs": len(pool)}),
         "data": {"train": {"dataset": name, "source": config.train, "pairs": len(pool),
                            "fingerprint": fingerprint_pairs(pool)},
@@ -330,6 +492,20 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
         "conditions": conditions,
         "comparisons": _comparisons(conditions),
     }
+    train = functools.partial(_train_and_evaluate, test=test, config=config, out_dir=out_dir,
+                              progress=progress)
+    if rank_by:
+        draft["dose_response"] = _dose_blocks(config, store, name, pool, scores, rank_by,
+                                              fractions, seeds, conditions, train)
+    if config.ablation:
+        draft["ablation"] = run_ablation(
+            pool, flagged_ids_for(store, name, detectors), treatment=_treatments(config)[0],
+            seeds=seeds, train=train, conditions=conditions)
+    measured = [d for d in (rank_by, *detectors) if d in STRENGTH_DETECTORS]
+    strength = strength_block(store, name, pool, measured[0], config.train) if measured else None
+    if strength is not None:
+        draft["strength"] = strength
+    draft["multiplicity"] = correct_for_multiplicity(draft)
     if teaching is not None:
         draft["teaching"] = teaching(draft, pool, test)
     # the draft's keys in their order, then the last three (the verdict reads no notebook table)
@@ -339,6 +515,24 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
     write_report(results, out_dir)
     _record(store, results, out_dir)
     return results
+
+
+def _treatments(config: CompareConfig) -> list[str]:
+    return [t.strip() for t in config.treatments.split(",") if t.strip()]
+
+
+def _dose_blocks(config: CompareConfig, store: Store, name: str, pool: Sequence[PreferencePair],
+                 scores: dict[int, float], rank_by: str, fractions: Sequence[float],
+                 seeds: Sequence[int], conditions: dict[str, ConditionBlock],
+                 train: TrainRun) -> list[DoseResponse]:
+    """The dose-response curve of the first treatment (a list, so a later version can draw more),
+    drawn from the unfiltered condition at fraction 0. One treatment keeps the cost at
+    2 × fractions × seeds runs; `--treatments flip,remove` puts flip's curve first."""
+    flagged = store.flagged_example_ids(name, [rank_by])[rank_by]
+    baseline = "unfiltered" if "unfiltered" in conditions else None
+    return [run_dose_response(pool, scores, rank_by=rank_by, treatment=_treatments(config)[0],
+                              fractions=fractions, seeds=seeds, train=train, flagged_ids=flagged,
+                              baseline=baseline)]
 
 
 def _record(store: Store, results: ResultsDocument, out_dir: Path) -> None:

@@ -1,8 +1,11 @@
 """`rewardlab demo`: the whole loop on synthetic preferences whose truth is known.
 
 Synthetic pairs with a hidden quality function and 20% flipped labels → model-based detectors →
-unfiltered / clean (remove, flip) / random → report, plus teaching figures: what the BT loss does,
-how well the reward recovers true quality, and how well each detector finds the injected flips.
+unfiltered / clean (remove, flip) / random, and a dose-response curve (remove the 5–30% of pairs
+oof_margin ranks most suspect vs as many random pairs) → report, plus teaching figures: what the
+BT loss does, how well the reward recovers true quality, and how well each detector finds the
+injected flips. The teaching block also says, per fraction, how many of the removed pairs really
+were flipped.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = ["run_demo", "DEMO_DETECTORS"]
 # oof_margin defines "flagged" for the clean conditions; ensemble_strength is scored for comparison.
 DEMO_DETECTORS = ("oof_margin", "ensemble_strength")
 DEMO_SEEDS = 3
+DEMO_FRACTIONS = (0.05, 0.1, 0.2, 0.3)  # around the 20% noise: the curve should rise, then level
 
 
 def _detector_quality(store: Store, name: str, pool: Sequence[PreferencePair]
@@ -93,18 +97,40 @@ def _teaching(config: CompareConfig, store: Store, name: str, out_dir: Path,
         oracle = _oracle_accuracy(config, pool, test, results["config"]["seeds"])
         lost = oracle - unfiltered
         recovered = (_accuracy(conds[best]) - unfiltered) / lost if lost > 0 else None
-        return {"noise": noise, "injected_flips": int(sum(bool(p.meta.get("flipped")) for p in pool)),
-                "detector_quality": quality, "quality_reward_corr": corr,
-                "oracle_accuracy": oracle, "best_treatment": best,
-                "recovered_fraction": recovered,
-                "figures": {k: str(v) for k, v in figures.items()}}
+        block: TeachingBlock = {
+            "noise": noise, "injected_flips": int(sum(bool(p.meta.get("flipped")) for p in pool)),
+            "detector_quality": quality, "quality_reward_corr": corr,
+            "oracle_accuracy": oracle, "best_treatment": best, "recovered_fraction": recovered,
+            "figures": {k: str(v) for k, v in figures.items()}}
+        if results.get("dose_response"):
+            block["dose_flipped_share"] = _dose_flipped_share(results, store, name, pool)
+        return block
 
     return annotate
 
 
+def _dose_flipped_share(results: ResultsDraft, store: Store, name: str,
+                        pool: Sequence[PreferencePair]) -> dict[str, float]:
+    """Per fraction ("0.1"), the share of the detector arm's treated pairs that were flipped."""
+    from rewardlab.flags.selection import detector_scores, rank_pairs, treated_count
+
+    dose = results["dose_response"][0]
+    ranked = rank_pairs(pool, detector_scores(store, name, dose["rank_by"]))  # as the curve did
+    out = {}
+    for point in dose["points"]:
+        top = ranked[:treated_count(point["fraction"], len(pool))]
+        out[f"{point['fraction']:g}"] = float(np.mean([bool(pool[i].meta.get("flipped"))
+                                                       for i in top]))
+    return out
+
+
 def run_demo(out_dir: Path, *, n: int = 4000, noise: float = 0.2, seed: int = 0,
-             db: str | None = None, progress: bool = True) -> ResultsDocument:
-    """Run the offline demo into `out_dir` (its own SQLite store there unless `db` is given)."""
+             db: str | None = None, progress: bool = True, seeds: int = DEMO_SEEDS,
+             fractions: Sequence[float] = DEMO_FRACTIONS) -> ResultsDocument:
+    """Run the offline demo into `out_dir` (its own SQLite store there unless `db` is given).
+
+    `seeds` and `fractions` (the dose-response curve; () for none) make a smaller demo for tests.
+    """
     from rewardlab.data.sources import read_source
     from rewardlab.flags.flagging import flag_dataset
     from rewardlab.store.store import Store
@@ -116,7 +142,8 @@ def run_demo(out_dir: Path, *, n: int = 4000, noise: float = 0.2, seed: int = 0,
     config = CompareConfig(
         train=f"synthetic:n={n},noise={noise:g},seed={seed}", conditions="unfiltered,clean,random",
         treatments="remove,flip", detectors="oof_margin", model="bow", max_pairs=0,
-        seeds=DEMO_SEEDS, name=name)
+        seeds=seeds, name=name, rank_by="oof_margin" if fractions else None,
+        fractions=",".join(f"{f:g}" for f in fractions) or None)
     # ensemble_strength does not define "flagged" here, but its precision/recall is reported.
     store.ingest(name, read_source(config.train))
     if "ensemble_strength" not in store.latest_runs(name):

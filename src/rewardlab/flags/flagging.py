@@ -59,8 +59,9 @@ class FlagSummaryRow(TypedDict):
 
 
 def _build_detectors(names: Sequence[str], params: Mapping[str, Mapping[str, Any]],
-                     progress: bool) -> list[Detector]:
-    """Every detector built before any runs, so a typo fails in a second, not after an hour."""
+                     progress: bool, store: Store | None = None) -> list[Detector]:
+    """Every detector built before any runs, so a typo fails in a second, not after an hour.
+    A detector with a `store` field (llm_judge: its answer cache) gets the store flagged."""
     stray = sorted(set(params) - set(names))
     if stray:
         raise SelectionError(f"parameters given for detector {stray[0]!r}, which is not being "
@@ -69,8 +70,11 @@ def _build_detectors(names: Sequence[str], params: Mapping[str, Mapping[str, Any
     for name in names:
         options = dict(params.get(name, {}))
         cls = DETECTORS.get(name)
-        if cls is not None and "progress" in {f.name for f in dataclasses.fields(cls)}:
+        fields = {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
+        if "progress" in fields:
             options.setdefault("progress", progress)
+        if "store" in fields and store is not None:
+            options.setdefault("store", store)
         built.append(get_detector(name, **options))
     return built
 
@@ -95,7 +99,7 @@ def flag_dataset(store: Store, name: str, *, detectors: Sequence[str] | None = N
     names = list(dict.fromkeys(detectors if detectors is not None else RULE_DETECTORS))
     if not names:
         raise SelectionError(f"no detectors selected; detectors: {', '.join(DETECTORS)}")
-    built = _build_detectors(names, params or {}, progress)
+    built = _build_detectors(names, params or {}, progress, store)
     train = store.load_pairs(name, split="train")
     if not train:
         raise StoreError(f"dataset {name!r} has no train pairs; nothing to flag")

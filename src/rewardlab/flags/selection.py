@@ -1,14 +1,18 @@
 """Which pairs a reward model trains on: all, clean (flagged pairs treated), or the random control.
 
 The random control removes as many pairs as `clean` does, uniformly at random: comparing clean with
-random separates "better data" from "less data".
+random separates "better data" from "less data". For dose-response curves, `rank_pairs` orders a
+pool by a detector's scores and `treat_positions` treats its top k (or, for the control, the
+first k of `random_order`): the same count, the same treatment, only the choice differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -27,6 +31,11 @@ __all__ = [
     "sample_stratified",
     "select_training_pairs",
     "resolve_flagged_ids",
+    "detector_scores",
+    "rank_pairs",
+    "random_order",
+    "treated_count",
+    "treat_positions",
 ]
 
 Mode = Literal["all", "clean", "random"]
@@ -60,7 +69,12 @@ class Selection:
         if self.mode == "random":
             return f"{self.n_removed} pairs removed at random (as many as clean removes)"
         verb = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
-        return f"{self.n_flagged} flagged pairs {verb[self.treatment or 'remove']}"
+        done = verb[self.treatment or "remove"]
+        if self.mode == "ranked":
+            return f"{self.n_flagged} top-ranked pairs {done}"
+        if self.mode == "matched-random":
+            return f"{self.n_flagged} random pairs {done} (size-matched control)"
+        return f"{self.n_flagged} flagged pairs {done}"
 
 
 def sample_stratified(pairs: Sequence[PreferencePair], max_pairs: int, *,
@@ -141,16 +155,98 @@ def resolve_flagged_ids(store: Store, name: str, detectors: Sequence[str] | None
     """Union of flagged train example ids over the latest run of each detector.
 
     Default detectors: every rule detector that has run on `name` (imported flag files and
-    model-based detectors count only when named explicitly).
+    model-based detectors count only when named explicitly). `reviewed:DET` stands for the flags
+    of DET that reviewers confirmed (`rewardlab review`; flags/precision.py).
     """
     from rewardlab.flags.detectors import RULE_DETECTORS
+    from rewardlab.flags.precision import flagged_ids_for, run_names
 
     ran = store.latest_runs(name)
     chosen = list(detectors) if detectors else [d for d in ran if d in RULE_DETECTORS]
-    missing = [d for d in chosen if d not in ran]
+    missing = [d for d in run_names(chosen) if d not in ran]
     if missing:
         raise SelectionError(f"detector(s) {', '.join(missing)} have not run on {name!r}; run "
                              f"`rewardlab flag {name} --detectors {','.join(missing)}` "
                              f"(ran: {', '.join(ran) or 'none'})")
-    by_detector = store.flagged_example_ids(name, chosen)
+    by_detector = flagged_ids_for(store, name, chosen)
     return set().union(*by_detector.values()) if by_detector else set()
+
+
+def detector_scores(store: Store, name: str, detector: str) -> dict[int, float]:
+    """example id -> score of `detector`'s latest run on dataset `name` (NaN where it gave none).
+
+    SelectionError when the detector has not run on `name`.
+    """
+    # Reads the flags table through the store's engine: the Store API lists flagged rows only,
+    # and a ranking needs every pair's score. (Candidate for a `Store.detector_scores` method.)
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from rewardlab.store.schema import Flag
+
+    runs = store.latest_runs(name)
+    if detector not in runs:
+        raise SelectionError(f"detector {detector!r} has not run on {name!r} (ran: "
+                             f"{', '.join(runs) or 'none'})")
+    with Session(store.engine) as s:
+        rows = s.execute(select(Flag.example_id, Flag.score)
+                         .where(Flag.run_id == runs[detector]["run_id"])).all()
+    return {int(eid): math.nan if score is None else float(score) for eid, score in rows}
+
+
+def rank_pairs(pairs: Sequence[PreferencePair], scores: Mapping[int, float], *,
+               seed: int = 0) -> list[int]:
+    """Positions in `pairs`, most suspect first: score descending, ties in a seeded random order
+    (so a yes/no detector's unflagged pairs follow its flagged ones in no systematic order, not
+    by source index), pairs without a finite score last.
+
+    >>> ps = [PreferencePair(i, "train", "p", "a", "b", example_id=i) for i in range(3)]
+    >>> rank_pairs(ps, {0: 0.1, 1: 0.9, 2: float("nan")})
+    [1, 0, 2]
+    >>> rank_pairs(ps, {0: float("nan"), 1: 0.9, 2: 0.1})
+    [1, 2, 0]
+    """
+    shuffled = list(range(len(pairs)))
+    random.Random(seed).shuffle(shuffled)
+    tie_break = {pos: k for k, pos in enumerate(shuffled)}
+
+    def key(pos: int) -> tuple[bool, float, int]:
+        example_id = pairs[pos].example_id
+        score = math.nan if example_id is None else scores.get(example_id, math.nan)
+        finite = math.isfinite(score)
+        return (not finite, -score if finite else 0.0, tie_break[pos])
+
+    return sorted(range(len(pairs)), key=key)
+
+
+def random_order(n: int, *, seed: int) -> list[int]:
+    """A seeded permutation of range(n): its first k are the random control for k treated pairs,
+    nested across fractions like the detector's top k."""
+    order = list(range(n))
+    random.Random(f"random-control-{seed}").shuffle(order)
+    return order
+
+
+def treated_count(fraction: float, n: int) -> int:
+    """How many of `n` pairs a fraction treats: round(fraction · n), at least 1."""
+    return max(1, round(fraction * n))
+
+
+def treat_positions(pairs: Sequence[PreferencePair], positions: Collection[int], *,
+                    treatment: str, mode: str = "ranked") -> Selection:
+    """Remove, flip or label-smooth the pairs at `positions`; the rest unchanged, order kept.
+
+    `mode` says who chose them, for `describe()`: "ranked" (a detector's top k), "clean" (a
+    detector's flags) or "matched-random" (the size-matched random control).
+    """
+    if treatment not in TREATMENTS:
+        raise SelectionError(f"unknown treatment {treatment!r}; expected one of "
+                             f"{', '.join(TREATMENTS)}")
+    chosen = set(positions)
+    is_treated = [i in chosen for i in range(len(pairs))]
+    base = dict(n_pool=len(pairs), n_flagged=len(chosen), n_removed=0, n_flipped=0, n_smoothed=0)
+    treated = _treat_flagged(pairs, is_treated, treatment, base)
+    if not treated.pairs:
+        raise SelectionError(f"treating {len(chosen)} of {len(pairs)} train pairs leaves nothing "
+                             "to train on; choose a smaller fraction")
+    return dataclasses.replace(treated, mode=mode)

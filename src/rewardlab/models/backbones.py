@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -25,6 +26,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from rewardlab.errors import ModelError
+from rewardlab.models.input_rule import prepare_special_tokens
 from rewardlab.models.names import BOW, MINILM
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
 # root logger, which the CLI keeps at INFO for rewardlab's own progress lines.
 _CHATTY_LOGGERS = ("sentence_transformers", "datasets", "huggingface_hub", "httpx")
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+# --torch-dtype: the weights' dtype at load; 'auto' (not here) = the checkpoint's own, transformers' default
+_TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _BACKBONES_HINT = ("use 'minilm' (offline default), 'bow', a local model directory or a Hugging Face "
                    "model id (the hub may be offline: ids must then be in the local HF cache)")
 
@@ -156,13 +160,16 @@ def _from_hub(path: str) -> bool:
     return path != BOW and not os.path.isdir(path)
 
 
-def load_backbone(name: str, *, max_length: int, seed: int
+def load_backbone(name: str, *, max_length: int, seed: int, dtype: str = "auto"
                   ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A fresh reward model (`num_labels=1`, new scalar head) and its fast tokenizer.
 
     The caller seeds torch before this for a reproducible head; `seed` initialises the `bow` model.
-    A hub id loads from the local HF cache alone when the hub is unreachable.
+    A hub id loads from the local HF cache alone when the hub is unreachable. `dtype` is the
+    weights' dtype: 'auto' (the checkpoint's own, transformers' default), 'bf16', 'fp16', 'fp32'.
     """
+    if dtype != "auto" and dtype not in _TORCH_DTYPES:
+        raise ModelError(f"unknown weight dtype {dtype!r}: use auto, {', '.join(_TORCH_DTYPES)}")
     path = resolve_backbone(name)
     tok_path = str(minilm_path()) if path == BOW else path
     offline = hub_unreachable() if _from_hub(path) else None
@@ -174,11 +181,13 @@ def load_backbone(name: str, *, max_length: int, seed: int
                 from rewardlab.models.bow import create_bow_model
 
                 model = create_bow_model(tokenizer, seed=seed)
+                if dtype != "auto":  # nn.Module.to: transformers' wrapper of it confuses the type stubs
+                    torch.nn.Module.to(model, _TORCH_DTYPES[dtype])
             else:
                 register_bow()
                 # ignore_mismatched_sizes: a classifier head of another size is replaced by ours
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=1, ignore_mismatched_sizes=True,
+                    path, num_labels=1, ignore_mismatched_sizes=True, dtype=_TORCH_DTYPES.get(dtype, "auto"),
                     local_files_only=offline is not None)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         if offline is not None:
@@ -190,7 +199,7 @@ def load_backbone(name: str, *, max_length: int, seed: int
     if not tokenizer.is_fast:
         raise ModelError(f"backbone {name!r} has no fast tokenizer; rewardlab needs one")
     configure_tokenizer(tokenizer, max_length=max_length)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    prepare_special_tokens(model, tokenizer)  # decoders: pad ≠ EOS; encoders: an EOS; id2label
     _check_window(model, max_length)
     return model, tokenizer
 

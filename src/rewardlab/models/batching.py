@@ -1,9 +1,15 @@
 """Tokenize once, batch by length, pad per batch: the data side of training and scoring.
 
-A model input is the tokenizer text pair `(prompt_text, response)`. Truncation keeps the response
-and the *end* of the prompt (the tokenizer's `truncation_side` is "left", strategy "only_first");
-only when the response alone does not fit the window is it cut too (strategy "longest_first", which
-is what a plain `tokenizer(prompt, response, truncation=True)` does). Both kinds are counted.
+How a (prompt, response) becomes tokens is the backbone's input rule (`rewardlab.models.input_rule`).
+Encoders ("text-pair"): the tokenizer text pair `(prompt_text, response)`. Truncation keeps the
+response and the *end* of the prompt (the tokenizer's `truncation_side` is "left", strategy
+"only_first"); only when the response alone does not fit the window is it cut too (strategy
+"longest_first", which is what a plain `tokenizer(prompt, response, truncation=True)` does).
+Decoders ("chat-template", "plain-dialogue"): the rendered dialogue; truncation keeps its *end*
+(the last `max_length` tokens, after a leading BOS, which stays), so the prompt is cut from the
+left and the reward is still read at the end of the response; a response longer than the window
+loses its start. Both kinds are counted, and so are the pairs whose two sides come out
+token-identical (`PairEncoding.identical`): training drops them, evaluation reports them.
 """
 
 from __future__ import annotations
@@ -16,10 +22,13 @@ import numpy.typing as npt
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from rewardlab.models.input_rule import InputRule, render_input
+
 __all__ = [
     "Encoded",
     "PairEncoding",
     "encode_texts",
+    "encode_dialogues",
     "encode_pairs",
     "length_grouped_batches",
     "sorted_batches",
@@ -41,6 +50,13 @@ class Encoded:
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64,
                            count=len(self.input_ids))
 
+    def subset(self, idx: Sequence[int]) -> Encoded:
+        """Rows `idx`, in that order."""
+        types = [self.token_type_ids[i] for i in idx] if self.token_type_ids is not None else None
+        rows = np.asarray(idx, dtype=np.int64)
+        return Encoded([self.input_ids[i] for i in idx], types, self.truncated[rows],
+                       self.response_truncated[rows])
+
 
 @dataclass
 class PairEncoding:
@@ -51,6 +67,10 @@ class PairEncoding:
 
     def __len__(self) -> int:
         return len(self.chosen.input_ids)
+
+    def subset(self, idx: Sequence[int]) -> PairEncoding:
+        """Pairs `idx`, in that order."""
+        return PairEncoding(self.chosen.subset(idx), self.rejected.subset(idx))
 
     @property
     def lengths(self) -> np.ndarray:
@@ -65,6 +85,15 @@ class PairEncoding:
     def response_truncated(self) -> np.ndarray:
         return self.chosen.response_truncated | self.rejected.response_truncated
 
+    @property
+    def identical(self) -> npt.NDArray[np.bool_]:
+        """(N,) both sides are the same tokens (e.g. after truncation): no preference to learn."""
+        c, r = self.chosen, self.rejected
+        same = [a == b and (c.token_type_ids is None or r.token_type_ids is None
+                            or c.token_type_ids[i] == r.token_type_ids[i])
+                for i, (a, b) in enumerate(zip(c.input_ids, r.input_ids))]
+        return np.array(same, dtype=bool)
+
 
 def _token_counts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> np.ndarray:
     """(N,) tokens per text without special tokens; each distinct text is tokenized once."""
@@ -77,15 +106,18 @@ def _token_counts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> n
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                  responses: Sequence[str], *, max_length: int,
-                 prompt_tokens: np.ndarray | None = None) -> Encoded:
-    """Tokenize (prompt, response) text pairs in batch, truncating to `max_length` tokens.
+                 prompt_tokens: np.ndarray | None = None,
+                 rule: InputRule = "text-pair") -> Encoded:
+    """Tokenize (prompt, response) pairs in batch by `rule`, truncating to `max_length` tokens.
 
-    The tokenizer must have `truncation_side="left"` (see
+    For "text-pair" the tokenizer must have `truncation_side="left"` (see
     `rewardlab.models.backbones.configure_tokenizer`).
     `prompt_tokens` (N,) are the prompts' token counts when the caller has them already.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if rule != "text-pair":
+        return encode_dialogues(tokenizer, prompts, responses, max_length=max_length, rule=rule)
     n = len(prompts)
     p_len = _token_counts(tokenizer, prompts) if prompt_tokens is None else prompt_tokens
     r_len = _token_counts(tokenizer, responses)
@@ -111,14 +143,43 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
     return Encoded(ids, types, truncated, response_truncated)
 
 
+def encode_dialogues(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                     responses: Sequence[str], *, max_length: int, rule: InputRule) -> Encoded:
+    """A decoder's inputs: each dialogue rendered by `rule`, tokenized, cut to its last tokens.
+
+    chat-template text is tokenized without special tokens (the template wrote them), the
+    plain-dialogue text with them, as TRL's RewardTrainer does; a leading BOS survives truncation.
+    """
+    rendered = [render_input(rule, tokenizer, p, r) for p, r in zip(prompts, responses)]
+    out = tokenizer([text for text, _ in rendered], add_special_tokens=rule == "plain-dialogue",
+                    return_offsets_mapping=True, verbose=False) if rendered else {
+        "input_ids": [], "offset_mapping": []}
+    n = len(rendered)
+    ids: list[list[int]] = []
+    truncated, response_truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    for i, (row, offsets) in enumerate(zip(out["input_ids"], out["offset_mapping"])):
+        head = 1 if row and tokenizer.bos_token_id is not None and row[0] == tokenizer.bos_token_id \
+            else 0  # the BOS a decoder was trained to see first
+        keep = max_length - head
+        start = rendered[i][1]
+        response_tokens = sum(1 for s, e in offsets if s >= start and e > s)
+        truncated[i], response_truncated[i] = len(row) > max_length, response_tokens > keep
+        ids.append(row[:head] + row[len(row) - keep:] if len(row) > max_length else row)
+    return Encoded(ids, None, truncated, response_truncated)
+
+
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                 chosen: Sequence[str], rejected: Sequence[str], *, max_length: int
-                 ) -> PairEncoding:
+                 chosen: Sequence[str], rejected: Sequence[str], *, max_length: int,
+                 rule: InputRule = "text-pair") -> PairEncoding:
     """Encode both sides of N pairs that share their prompt.
 
-    The prompts are counted once for both sides: they are the long texts (the whole conversation
-    so far); a second count was 17% of encoding the HH sample (0.19 of 1.1 s).
+    For text pairs the prompts are counted once for both sides: they are the long texts (the whole
+    conversation so far); a second count was 17% of encoding the HH sample (0.19 of 1.1 s).
     """
+    if rule != "text-pair":
+        return PairEncoding(
+            encode_dialogues(tokenizer, prompts, chosen, max_length=max_length, rule=rule),
+            encode_dialogues(tokenizer, prompts, rejected, max_length=max_length, rule=rule))
     p_len = _token_counts(tokenizer, prompts)
     return PairEncoding(
         encode_texts(tokenizer, prompts, chosen, max_length=max_length, prompt_tokens=p_len),
@@ -151,8 +212,13 @@ def sorted_batches(lengths: np.ndarray, *, batch_size: int) -> list[list[int]]:
 
 def pad_rows(ids: Sequence[list[int]], types: Sequence[list[int]] | None, *, pad_id: int,
              pad_type_id: int = 0, padding_side: str = "right",
-             device: torch.device | None = None) -> dict[str, torch.Tensor]:
-    """Pad R rows to the longest one: `input_ids`, `attention_mask` (and `token_type_ids`), (R, T)."""
+             device: torch.device | None = None,
+             position_ids: bool = False) -> dict[str, torch.Tensor]:
+    """Pad R rows to the longest one: `input_ids`, `attention_mask` (and `token_type_ids`), (R, T).
+
+    `position_ids` adds positions counted over the real tokens (0 at each row's first one), so a
+    left-padded decoder row sees the positions it sees unpadded (what OpenRLHF passes, too).
+    """
     width = max(len(r) for r in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)  # (R, T)
     mask = torch.zeros((len(ids), width), dtype=torch.long)  # (R, T) 1 = real token
@@ -166,4 +232,6 @@ def pad_rows(ids: Sequence[list[int]], types: Sequence[list[int]] | None, *, pad
     batch = {"input_ids": input_ids, "attention_mask": mask}
     if seg is not None:
         batch["token_type_ids"] = seg
+    if position_ids:
+        batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # (R, T)
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch

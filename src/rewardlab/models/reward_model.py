@@ -1,13 +1,18 @@
 """The trained reward model: load, score, save.
 
 A rewardlab checkpoint is a plain `AutoModelForSequenceClassification` directory (`num_labels=1`)
-plus its tokenizer, so any HF tool loads it; `rewardlab.json` next to them records how it was made.
-Scoring here equals the plain-transformers recipe
+plus its tokenizer, so any HF tool loads it; `rewardlab.json` next to them records how it was made
+and its input rule (`rewardlab.models.input_rule`), and README.md is its model card. Scoring here
+equals the plain-transformers recipe of the rule, for an encoder ("text-pair")
 
 >>> # tok = AutoTokenizer.from_pretrained(d); model = AutoModelForSequenceClassification.from_pretrained(d)
 >>> # model(**tok(prompt, response, truncation="only_first", return_tensors="pt")).logits[0, 0]
 
-(`truncation=True` gives the same input whenever the response fits in half the window).
+(`truncation=True` gives the same input whenever the response fits in half the window), and for a
+decoder with a chat template ("chat-template")
+
+>>> # text = tok.apply_chat_template(dialogue_messages(prompt, response), tokenize=False)
+>>> # model(**tok(text, add_special_tokens=False, return_tensors="pt")).logits[0, 0]
 """
 
 from __future__ import annotations
@@ -40,8 +45,16 @@ from rewardlab.models.batching import (
     pad_rows,
     sorted_batches,
 )
+from rewardlab.models.card import write_model_card
+from rewardlab.models.input_rule import (
+    INPUT_RULES,
+    REWARD_LABEL,
+    InputRule,
+    choose_rule,
+    split_query,
+)
 
-__all__ = ["INFO_FILE", "RewardModel"]
+__all__ = ["INFO_FILE", "STATS_PAIRS", "RewardModel", "reward_stats"]
 
 INFO_FILE = "rewardlab.json"
 
@@ -66,12 +79,25 @@ class RewardModel:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
                  max_length: int, info: dict[str, Any] | None = None,
-                 batch_size: int = 16) -> None:
+                 batch_size: int = 16, input_rule: InputRule | None = None) -> None:
         self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.info = info or {}
         self.batch_size = batch_size
+        self._rule: InputRule = input_rule or choose_rule(tokenizer, model.config)
+
+    @property
+    def input_rule(self) -> InputRule:
+        """How (prompt, response) becomes model input: "text-pair", "chat-template" or
+        "plain-dialogue" (rewardlab.json's `input_rule`; chosen by `choose_rule` for a plain HF
+        directory)."""
+        return self._rule
+
+    def split_query(self, query: str) -> tuple[str, str]:
+        """(prompt, response) of one string holding both, e.g. an OpenRLHF `/get_reward` query;
+        `score([prompt], [response])` then scores that string. ModelError when it cannot."""
+        return split_query(self._rule, self.tokenizer, query)
 
     @classmethod
     def load(cls, path: str | Path) -> RewardModel:
@@ -93,32 +119,53 @@ class RewardModel:
             raise ModelError(f"{path} has num_labels={model.config.num_labels}; a reward model has 1")
         max_length = int(info.get("config", {}).get("max_length") or _window(model, tokenizer))
         batch_size = int(info.get("config", {}).get("eval_batch_size") or 16)
+        rule = info.get("input_rule")
+        if rule is not None and rule not in INPUT_RULES:
+            raise ModelError(f"{path / INFO_FILE}: input_rule {rule!r} is not one of "
+                             f"{', '.join(INPUT_RULES)}")
         return cls(model.to(PartialState().device), tokenizer, max_length=max_length, info=info,
-                   batch_size=batch_size)
+                   batch_size=batch_size, input_rule=rule)
 
     def save(self, path: str | Path, *, info: dict[str, Any] | None = None) -> Path:
-        """`save_pretrained` of model and tokenizer, plus rewardlab.json when `info` is given."""
+        """`save_pretrained` of model and tokenizer, rewardlab.json (`info`, or the loaded one,
+        with the input rule) and the model card README.md.
+
+        The config carries what other tools read: `id2label = {0: "reward"}` and, when the run
+        measured them, the train-set reward `mean`/`std` (OpenRLHF normalises rewards with them).
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        self.info = {**(self.info if info is None else info), "input_rule": self._rule}
+        self._annotate_config()
         with quiet_transformers():
             self.model.save_pretrained(path)
             self.tokenizer.save_pretrained(path)
-        if info is not None:
-            self.info = info
-            (path / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        (path / INFO_FILE).write_text(json.dumps(self.info, indent=2), encoding="utf-8")
+        write_model_card(path, info=self.info, rule=self._rule, max_length=self.max_length,
+                         config=self.model.config)
         return path
+
+    def _annotate_config(self) -> None:
+        config = self.model.config
+        if config.id2label in ({0: "LABEL_0"}, {}, None):
+            config.id2label, config.label2id = {0: REWARD_LABEL}, {REWARD_LABEL: 0}
+        stats = self.info.get("reward_stats")
+        if stats:
+            config.mean, config.std = float(stats["mean"]), float(stats["std"])
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Encoded:
-        return encode_texts(self.tokenizer, prompts, responses, max_length=self.max_length)
+        return encode_texts(self.tokenizer, prompts, responses, max_length=self.max_length,
+                            rule=self._rule)
 
     def encode_pairs(self, pairs: Sequence[PreferencePair]) -> PairEncoding:
         prompts = [p.prompt_text for p in pairs]
         return encode_pairs(self.tokenizer, prompts, [p.chosen for p in pairs],
-                            [p.rejected for p in pairs], max_length=self.max_length)
+                            [p.rejected for p in pairs], max_length=self.max_length,
+                            rule=self._rule)
 
     def score_encoded(self, enc: Encoded, *, batch_size: int | None = None,
                       progress: bool = False, desc: str = "score") -> np.ndarray:
@@ -138,9 +185,11 @@ class RewardModel:
         return rewards
 
     def _pad_kwargs(self) -> dict[str, Any]:
+        side = self.tokenizer.padding_side
         return {"pad_id": self.tokenizer.pad_token_id, "device": self.device,
-                "pad_type_id": self.tokenizer.pad_token_type_id,
-                "padding_side": self.tokenizer.padding_side}
+                "pad_type_id": self.tokenizer.pad_token_type_id, "padding_side": side,
+                # a left-padded decoder row gets the positions it has unpadded
+                "position_ids": side == "left" and self._rule != "text-pair"}
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *,
               batch_size: int = 32) -> list[float]:
@@ -176,6 +225,24 @@ class RewardModel:
                                      desc=desc)  # (2N,) chosen first
         n = len(enc)
         return rewards[:n], rewards[n:], enc
+
+
+STATS_PAIRS = 1000  # reward mean/std from at most this many pairs (2,000 responses): SE of std ~1.6%
+
+
+def reward_stats(model: RewardModel, data: PairEncoding, *, seed: int,
+                 max_pairs: int = STATS_PAIRS) -> dict[str, float | int]:
+    """Mean and std of the rewards of both sides of (a seeded sample of `max_pairs` of) the pairs
+    in `data`: what OpenRLHF's `--normalize_reward` reads as `config.mean`/`config.std`."""
+    n = len(data)
+    idx = (np.sort(np.random.default_rng(seed).choice(n, size=max_pairs, replace=False))
+           if n > max_pairs else np.arange(n))
+    chosen, rejected, _ = model.score_pair_encoding(data.subset(idx.tolist()))
+    rewards = np.concatenate([chosen, rejected])  # (2k,)
+    # std as OpenRLHF's reward-model trainer computes it (unbiased, at least 1e-8)
+    std = max(float(rewards.std(ddof=1)) if len(rewards) > 1 else 0.0, 1e-8)
+    return {"mean": float(rewards.mean()), "std": std,
+            "pairs": int(len(idx)), "sequences": int(len(rewards))}
 
 
 def _scoring_bar(total: int, desc: str, enabled: bool) -> tqdm[None]:

@@ -28,7 +28,13 @@ from rewardlab.report.render import (
 )
 
 if TYPE_CHECKING:
-    from rewardlab.report.results import Comparison, NotebookRow, ResultsDocument
+    from rewardlab.report.results import (
+        ArmBlock,
+        Comparison,
+        DoseResponse,
+        NotebookRow,
+        ResultsDocument,
+    )
 
 __all__ = ["write_report", "notebook_cells", "build_sections"]
 
@@ -100,27 +106,164 @@ def _mcnemar_cell(comp: Comparison) -> str:
                      for m in comp["mcnemar"]) or "—"
 
 
+def _ci_cell(comp: Comparison) -> str:
+    lo, hi = comp["bootstrap"]["ci"]
+    return "—" if lo is None or hi is None else f"{100 * lo:+.1f} to {100 * hi:+.1f}"
+
+
+def _diff_cell(comp: Comparison) -> str:
+    diff = comp["bootstrap"]["diff"]
+    return "—" if diff is None else f"{100 * diff:+.1f}"
+
+
+def _pooled_cell(comp: Comparison) -> str:
+    pooled = comp.get("pooled")
+    if pooled is None:
+        return "—"
+    holm = f" (Holm {_p(comp['p_holm'])})" if comp.get("p_holm") is not None else ""
+    return f"{pooled['b']:,} vs {pooled['c']:,}, {_p(pooled['p'])}{holm}"
+
+
+def _power_cell(comp: Comparison) -> str:
+    """Test pairs one seed's McNemar test needs to resolve the observed difference."""
+    power = comp.get("power")
+    if power is None:
+        return "—"
+    needed = power.get("test_pairs_needed")
+    return "no difference to resolve" if needed is None else f"{needed:,}"
+
+
+def _comparison_rows(comps: Sequence[Comparison]) -> list[list[str]]:
+    return [[f"{c['treated']} vs {c['baseline']}", _diff_cell(c), _ci_cell(c), _mcnemar_cell(c),
+             _pooled_cell(c), _power_cell(c), c["verdict"]] for c in comps]
+
+
+_COMPARISON_HEADERS = ["Comparison", "Difference (points)", "95% CI (points)",
+                       "McNemar per seed (b vs c, p)", "Pooled over seeds (b vs c, CMH p)",
+                       "Test pairs for 80% power", "Verdict"]
+
+
 def _comparisons(results: ResultsDocument) -> Section:
-    rows, n_boot = [], 10_000
-    for comp in results.get("comparisons", []):
-        boot = comp["bootstrap"]
-        n_boot = boot.get("n_boot", n_boot)
-        ci = ("—" if boot["ci"][0] is None or boot["ci"][1] is None else
-              f"{100 * boot['ci'][0]:+.1f} to {100 * boot['ci'][1]:+.1f}")
-        diff = "—" if boot["diff"] is None else f"{100 * boot['diff']:+.1f}"
-        rows.append([f"{comp['treated']} vs {comp['baseline']}", diff, ci, _mcnemar_cell(comp),
-                     comp["verdict"]])
+    comps = results.get("comparisons", [])
+    n_boot = next((c["bootstrap"].get("n_boot") for c in comps), 10_000)
+    n_test = results.get("data", {}).get("test", {}).get("pairs")
     intro = ("All models are scored on the same test pairs, so each comparison is paired. The "
              "difference is in percentage points of test accuracy (averaged over seeds); its 95% "
              f"CI comes from resampling test pairs {n_boot:,} times (paired bootstrap). McNemar's "
              "exact test, per seed, looks only at pairs the two models disagree on: 'b vs c' = "
-             "pairs only the first model got right vs pairs only the second got right. A "
-             "difference is called better or worse only when its CI excludes 0.")
-    table = Table(["Comparison", "Difference (points)", "95% CI (points)",
-                   "McNemar per seed (b vs c, p)", "Verdict"], rows)
+             "pairs only the first model got right vs pairs only the second got right. The pooled "
+             "test adds up those disagreements over all seeds (Cochran-Mantel-Haenszel, each test "
+             "pair of each seed a matched stratum). A difference is called better or worse only "
+             "when its CI excludes 0; otherwise 'no detectable difference'. The power column "
+             f"says how many test pairs (this run: {n_test or '?'}) one seed's McNemar test would "
+             "need to find the observed difference with 80% power at α = 0.05.")
+    table = Table(_COMPARISON_HEADERS, _comparison_rows(comps))
     return Section("Is the difference real?", [intro, table, Figure(
         "comparisons", "Accuracy difference per comparison; the bar is the paired-bootstrap 95% "
-        "CI. Bars crossing the vertical line at 0 are not significant.")])
+        "CI. Bars crossing the vertical line at 0 show no detectable difference.")])
+
+
+def _arm_accuracy(arm: ArmBlock) -> str:
+    return _pct(arm["summary"].get("accuracy_mean"))
+
+
+def _dose_table(dose: DoseResponse) -> Table:
+    rows = [[f"{100 * p['fraction']:g}%", _count(p["count"]), _count(p["flagged_among"]),
+             _arm_accuracy(p["detector"]), _arm_accuracy(p["random"]),
+             _diff_cell(p["comparison"]), _ci_cell(p["comparison"]),
+             _pooled_cell(p["comparison"])] for p in dose["points"]]
+    name = dose["rank_by"]  # table cells are escaped by the renderer
+    return Table(["Fraction", "Pairs treated", f"Of them flagged by {name}",
+                  f"Accuracy, top by {name}", "Accuracy, random", "Difference (points)",
+                  "95% CI (points)", "Pooled over seeds (b vs c, CMH p)"], rows)
+
+
+def _curve_text(dose: DoseResponse) -> str:
+    curve = dose["curve_test"]
+    holm = f", Holm-adjusted {_p(curve['p_holm'])}" if curve.get("p_holm") is not None else ""
+    p_t = curve.get("p_t")
+    t = f"; a t-test on the same differences gives {_p(p_t)}" if p_t is not None else ""
+    return (f"{escape_markdown(dose['verdict'])} The whole-curve test: {curve['method']} "
+            f"({curve['cells']} cells, {'exact' if curve['exact'] else 'Monte Carlo'}{holm}{t}). "
+            f"The cells share seeds and test pairs, so they are not independent: read the "
+            f"permutation p next to the bootstrap CI, which resamples the test pairs of every cell "
+            f"together.")
+
+
+def _dose_response(results: ResultsDocument) -> Section | None:
+    doses = results.get("dose_response") or []
+    if not doses:
+        return None
+    first = doses[0]
+    intro = (f"Instead of one threshold, a curve. At each fraction the training pairs "
+             f"{escape_markdown(first['rank_by'])} scores most suspect are treated (ranked by "
+             f"score; {first['ranking']}), and, as the control, the same number of pairs chosen at "
+             f"random (the random choices grow with the fraction, as the top-ranked ones do). If "
+             f"the detector finds real label noise, its curve rises above the random one. Both "
+             f"arms train over the same seeds and are scored on the same test pairs.")
+    blocks: list[Block] = [intro, Figure(
+        "dose_response", "Top: test accuracy per arm, mean over seeds with a 95% band; dots are "
+        "single seeds; fraction 0 is the unfiltered condition. Bottom: the paired difference "
+        "(detector − random) per fraction with its paired-bootstrap 95% CI.")]
+    for dose in doses:
+        if len(doses) > 1:
+            blocks.append(f"**Treatment: {dose['treatment']}.**")
+        blocks += [_dose_table(dose), _curve_text(dose)]
+    return Section("Dose-response: the detector's ranking vs random", blocks)
+
+
+def _ablation(results: ResultsDocument) -> Section | None:
+    entries = results.get("ablation") or []
+    if not entries:
+        return None
+    rows = [[e["detector"], _count(e["flagged"]), _arm_accuracy(e["clean"]),
+             _arm_accuracy(e["random"]), _diff_cell(e["comparison"]), _ci_cell(e["comparison"]),
+             _pooled_cell(e["comparison"]),
+             "same runs as the clean vs random comparison" if e.get("reused") else ""]
+            for e in entries]
+    text = ("Each detector on its own: its flagged pairs treated "
+            f"({entries[0]['treatment']}) vs as many pairs chosen at random, so a detector is "
+            "judged by its own flags rather than by the union the clean conditions use. "
+            "Detectors that flagged nothing in the training pool are left out.")
+    return Section("Per-detector ablation", [text, Table(
+        ["Detector", "Flagged", "Accuracy, its flags treated", "Accuracy, random", "Difference "
+         "(points)", "95% CI (points)", "Pooled over seeds (b vs c, CMH p)", "Note"], rows),
+        Figure("ablation", "Each detector's flags vs a random choice of the same size: paired "
+               "bootstrap 95% CI of the accuracy difference.")])
+
+
+def _strength(results: ResultsDocument) -> Section | None:
+    block = results.get("strength")
+    if not block:
+        return None
+    ref = block.get("reference")
+    compared = (f" For comparison, {escape_markdown(ref['source'])} reports about "
+                f"{100 * ref['share']:.0f}% for {escape_markdown(ref['dataset'])}." if ref else "")
+    text = (f"Preference strength: for every training pair, the margin r(chosen) − r(rejected) "
+            f"of reward models that never trained on it ({escape_markdown(block['detector'])}). "
+            f"A negative mean margin means models trained on the other pairs prefer the rejected "
+            f"reply: a candidate label error, or a pair on which the data disagree with "
+            f"themselves. Here {100 * block['share_negative']:.1f}% of "
+            f"{_count(block['pairs'])} pairs are below 0.{compared}")
+    return Section("Preference strength", [text, Figure(
+        "strength", "Histogram of the per-pair mean held-out margin; bars left of 0 (vermilion) "
+        "are pairs the models would label the other way.")])
+
+
+def _multiplicity(results: ResultsDocument) -> Section | None:
+    mult = results.get("multiplicity")
+    if not mult or mult["tests"] <= 1:
+        return None
+    rows = [[label, _p(p), _p(adj)]
+            for label, p, adj in zip(mult["labels"], mult["p"], mult["p_holm"])]
+    text = (f"This report makes {mult['tests']} paired tests. At α = {mult['alpha']}, about "
+            f"{mult['tests'] * mult['alpha']:.1f} of them would come out 'significant' by chance "
+            f"alone. Holm's correction controls the chance of even one false finding among all "
+            f"of them: {mult['significant']} had p < {mult['alpha']} before it, "
+            f"{mult['significant_holm']} after. Comparisons use their pooled (CMH) p, curves "
+            f"their permutation p.")
+    return Section("All tests, corrected for multiplicity", [text, Table(
+        ["Test", "p", "Holm-adjusted p"], rows)])
 
 
 def _accuracy(results: ResultsDocument) -> Section:
@@ -166,18 +309,31 @@ def _notebook(results: ResultsDocument) -> Section:
     return Section("Results in the original notebook's format", [text, table, image])
 
 
+def _reviewed_cell(v: Mapping[str, Any]) -> str:
+    """'62.5% (31–86%) of 8' from a detector's reviewed precision; '—' before any review."""
+    precision, ci = v.get("precision"), v.get("precision_ci")
+    if precision is None or not v.get("reviewed"):
+        return "—"
+    interval = f" ({100 * ci[0]:.0f}–{100 * ci[1]:.0f}%)" if ci else ""
+    return f"{100 * precision:.1f}%{interval} of {v['reviewed']:,}"
+
+
 def _flags(results: ResultsDocument) -> Section:
     flags = results.get("flags", {})
     rows = [[d, _count(v["flagged"]), _pct(v["rate"]), _num(v.get("threshold"), 3),
-             str(v.get("threshold_kind", ""))] for d, v in flags.get("detectors", {}).items()]
+             str(v.get("threshold_kind", "")), _reviewed_cell(v)]
+            for d, v in flags.get("detectors", {}).items()]
     union = flags.get("union", {})
     rows.append(["any detector (union)", _count(union.get("flagged")), _pct(union.get("rate")),
-                 "", ""])
+                 "", "", ""])
     text = ("Pairs in the training pool each detector flagged. `clean-*` conditions act on the "
             "union. A threshold is 'fixed' when set in advance, 'percentile' when it flags a "
-            "fixed share, 'data' when derived from the data.")
+            "fixed share, 'data' when derived from the data. Reviewed precision: the share of "
+            "the detector's flags that reviewers confirmed (`rewardlab review`; TP / (TP + FP) "
+            "over the decided flags of the whole dataset, Wilson 95% CI, and how many).")
     return Section("What the detectors flagged", [
-        text, Table(["Detector", "Flagged", "Rate", "Threshold", "Threshold kind"], rows),
+        text, Table(["Detector", "Flagged", "Rate", "Threshold", "Threshold kind",
+                     "Reviewed precision"], rows),
         Figure("flags", "Flagged training pairs per detector; the top bar is their union.")])
 
 
@@ -265,6 +421,11 @@ def _teaching(results: ResultsDocument) -> Section | None:
     blocks: list[Block] = ["This run used synthetic data with a known quality function, so we "
                            "know which labels were flipped: " + "; ".join(f for f in facts if f)
                            + "."]
+    shares = t.get("dose_flipped_share") or {}
+    if shares:
+        blocks.append("Of the pairs the dose-response curve treated, the share that really were "
+                      "flipped: " + "; ".join(f"top {100 * float(f):g}%: {_pct(v, 0)}"
+                                               for f, v in shares.items()) + ".")
     quality = t.get("detector_quality") or {}
     if quality:
         blocks.append(Table(["Detector", "Flagged", "Precision", "Recall", "F1"], [
@@ -301,6 +462,16 @@ _GLOSSARY = Table(["Term", "Meaning"], [
     ["paired bootstrap", "resample the test pairs with replacement, recompute the difference; "
      "the middle 95% of the repeats is the CI."],
     ["McNemar (exact)", "binomial test on the pairs where two models disagree."],
+    ["CMH (Cochran-Mantel-Haenszel)", "pools the disagreements of all seeds into one test, "
+     "keeping every comparison paired (here: McNemar on the summed disagreements)."],
+    ["dose-response", "accuracy as a function of how many pairs are treated, here the detector's "
+     "most suspect pairs against as many random ones."],
+    ["sign-flip permutation test", "flips the sign of each paired difference at random; p is the "
+     "share of sign patterns with a mean at least as far from 0 as the observed one."],
+    ["Holm's correction", "multiplies the smallest of k p-values by k, the next by k − 1, …: "
+     "keeps the chance of any false 'significant' among all tests at α."],
+    ["power", "the chance a test finds a real difference of a given size; 80% is the usual "
+     "target."],
     ["NLL", "negative log-likelihood, the BT loss on test pairs; 0.693 = guessing."],
     ["ECE", "expected calibration error: average |confidence − accuracy| over 10 bins."],
     ["seed", "random initialisation and data order; repeats show run-to-run noise."],
@@ -312,6 +483,8 @@ def build_sections(results: ResultsDocument) -> list[Section]:
     sections = [_header(results), _answer(results), _conditions(results)]
     if results.get("comparisons"):
         sections.append(_comparisons(results))
+    sections += [s for s in (_dose_response(results), _ablation(results), _strength(results),
+                             _multiplicity(results)) if s]
     sections += [_accuracy(results), _notebook(results)]
     if results.get("flags", {}).get("detectors"):
         sections.append(_flags(results))

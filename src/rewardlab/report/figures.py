@@ -30,13 +30,26 @@ from rewardlab.report.style import (
 )
 
 if TYPE_CHECKING:
-    from rewardlab.report.results import BootstrapDiff, ConditionBlock, ResultsDocument, RunRecord
+    from rewardlab.report.results import (
+        ArmBlock,
+        BootstrapDiff,
+        Comparison,
+        ConditionBlock,
+        DoseResponse,
+        ResultsDocument,
+        RunRecord,
+        RunSummary,
+        StrengthBlock,
+    )
 
 __all__ = [
     "condition_color",
     "make_figures",
     "plot_accuracy",
     "plot_comparisons",
+    "plot_ablation",
+    "plot_dose_response",
+    "plot_strength",
     "plot_margins",
     "plot_training_curves",
     "plot_reliability",
@@ -125,31 +138,210 @@ def _points(boot: BootstrapDiff) -> tuple[float, float, float]:
     return 100 * diff, 100 * lo, 100 * hi
 
 
-@styled(REPORT_RC)
-def plot_comparisons(results: ResultsDocument, path: Path) -> Path:
+def _forest(comps: Sequence[Comparison], path: Path, *, title: str,
+            labels: Sequence[str] | None = None, xlabel: str | None = None) -> Path:
     """Forest plot: accuracy difference of each comparison with its paired-bootstrap 95% CI."""
-    comps = [c for c in results["comparisons"] if c["bootstrap"]["diff"] is not None]
-    fig = new_figure(8.5, 1.0 + 0.75 * max(len(comps), 1))
+    keep = [i for i, c in enumerate(comps) if c["bootstrap"]["diff"] is not None]
+    names = [labels[i] if labels else f"{comps[i]['treated']}  vs  {comps[i]['baseline']}"
+             for i in keep]
+    comps = [comps[i] for i in keep]
+    fig = new_figure(8.5, max(2.4, 1.0 + 0.75 * len(comps)))
     ax = fig.add_subplot()
     for i, comp in enumerate(reversed(comps)):
         diff, lo, hi = _points(comp["bootstrap"])
         color = (_SIGNIFICANT_UP if lo > 0 else _SIGNIFICANT_DOWN if hi < 0 else _NOT_SIGNIFICANT)
         ax.plot([lo, hi], [i, i], color=color, lw=3, solid_capstyle="butt")
         ax.plot(diff, i, "o", color=color, ms=9)
-        word = "better" if lo > 0 else "worse" if hi < 0 else "not significant"
+        word = "better" if lo > 0 else "worse" if hi < 0 else "no detectable\ndifference"
         # A text column right of the axes: it can never overlap a bar or be clipped.
         ax.annotate(f"{diff:+.1f} pts [{lo:+.1f}, {hi:+.1f}]\n{word}", (1.0, i),
                     xycoords=("axes fraction", "data"), xytext=(10, 0),
                     textcoords="offset points", va="center", fontsize=10, color=color)
     ax.axvline(0, color="#333333", lw=1)
-    ax.set_yticks(range(len(comps)),
-                  [f"{c['treated']}  vs  {c['baseline']}" for c in reversed(comps)])
+    ax.set_yticks(range(len(comps)), list(reversed(names)))
     ax.set_ylim(-0.6, len(comps) - 0.4)
     lo, hi = ax.get_xlim()
     ax.set_xlim(min(lo, -0.05 * (hi - lo)), max(hi, 0.05 * (hi - lo)))  # 0 always visible
-    ax.set_xlabel("accuracy difference, percentage points (> 0: first condition is better)")
-    ax.set_title("Is the difference real? Paired bootstrap 95% CI over test pairs")
+    ax.set_xlabel(xlabel or "accuracy difference, percentage points (> 0: first condition is "
+                  "better)")
+    ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
+    return save(fig, path)
+
+
+@styled(REPORT_RC)
+def plot_comparisons(results: ResultsDocument, path: Path) -> Path:
+    """Forest plot of the comparisons between conditions (paired bootstrap 95% CIs)."""
+    return _forest(results["comparisons"], path,
+                   title="Is the difference real? Paired bootstrap 95% CI over test pairs")
+
+
+@styled(REPORT_RC)
+def plot_ablation(results: ResultsDocument, path: Path) -> Path:
+    """Forest plot: each detector's own flags treated vs as many random pairs."""
+    entries = results.get("ablation", [])
+    verb = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
+    done = verb.get(entries[0]["treatment"], "treated") if entries else "treated"
+    return _forest([e["comparison"] for e in entries], path,
+                   labels=[f"{e['detector']}\n({e['flagged']:,} flags)" for e in entries],
+                   title=f"Each detector's own flags {done} vs as many random pairs",
+                   xlabel="accuracy difference, percentage points (> 0: the detector's flags "
+                          "beat random)")
+
+
+def _band(summary: RunSummary) -> tuple[float, float, float] | None:
+    """(mean, lo, hi) accuracy in %, or None without test pairs."""
+    mean, (lo, hi) = summary.get("accuracy_mean"), summary["accuracy_ci"]
+    if mean is None or lo is None or hi is None:
+        return None
+    return 100 * mean, 100 * lo, 100 * hi
+
+
+def _dose_arm(ax: Any, xs: list[float], arms: list[ArmBlock], start: ConditionBlock | None, *,
+              color: str, label: str, offset: float) -> None:
+    """One curve: mean over seeds with its 95% band, single seeds as faint dots."""
+    points = [(0.0, _band(start["summary"]), start["runs"])] if start else []
+    points += [(x, _band(a["summary"]), a["runs"]) for x, a in zip(xs, arms)]
+    shown = [(x, b) for x, b, _ in points if b is not None]
+    if not shown:
+        return
+    x = np.array([p[0] for p in shown])
+    mean, lo, hi = (np.array([p[1][k] for p in shown]) for k in range(3))
+    ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+    ax.plot(x, mean, "o-", color=color, lw=2.2, ms=6, label=label, zorder=3)
+    for px, _, runs in points[1:] if start else points:
+        accs = [100 * r["test"]["accuracy"] for r in runs if r["test"]["accuracy"] is not None]
+        ax.scatter(np.full(len(accs), px + offset), accs, s=12, color=color, alpha=0.45,
+                   zorder=2, edgecolors="none")
+
+
+_DONE = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
+
+
+def _dose_ticks(ax: Any, dose: DoseResponse, with_zero: bool, *, counts: bool) -> None:
+    xs = [100 * p["fraction"] for p in dose["points"]]
+    labels = [f"{x:g}%\n{p['count']:,} pairs" if counts else f"{x:g}%"
+              for x, p in zip(xs, dose["points"])]
+    ax.set_xticks(([0.0] if with_zero else []) + xs, (["0"] if with_zero else []) + labels)
+
+
+def _dose_panel(ax: Any, dose: DoseResponse, results: ResultsDocument) -> None:
+    """Top: accuracy of both arms vs the share treated, fraction 0 = the baseline condition."""
+    xs = [100 * p["fraction"] for p in dose["points"]]
+    start = results["conditions"].get(dose["baseline"] or "")
+    step = 0.012 * (xs[-1] if xs else 1)  # seeds' dots sit just left/right of their mean
+    _dose_arm(ax, xs, [p["detector"] for p in dose["points"]], start, color=BLUE,
+              label=f"top-ranked by {dose['rank_by']}", offset=-step)
+    _dose_arm(ax, xs, [p["random"] for p in dose["points"]], start, color=ORANGE,
+              label="as many random pairs (control)", offset=step)
+    if start is not None and (band := _band(start["summary"])) is not None:
+        # the shared start of both curves, in the legend rather than on top of the lines
+        ax.plot(0, band[0], "s", color=BLACK, ms=7, zorder=4,
+                label=f"{dose['baseline']} (fraction 0): {band[0]:.1f}%")
+    ax.tick_params(labelbottom=False)  # the difference panel below carries the x axis
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{_DONE.get(dose['treatment'], dose['treatment']).capitalize()}: "
+                 f"accuracy per arm (band: 95% CI)", fontsize=11)
+    ax.grid(alpha=0.3)
+
+
+def _difference_panel(ax: Any, dose: DoseResponse, with_zero: bool) -> None:
+    """Bottom: the paired difference detector − random per fraction, paired-bootstrap 95% CI."""
+    for point in dose["points"]:
+        boot = point["comparison"]["bootstrap"]
+        if boot["diff"] is None:
+            continue
+        diff, lo, hi = _points(boot)
+        # black where the CI excludes 0: blue and orange already mean the two arms above
+        color = BLACK if lo > 0 or hi < 0 else _NOT_SIGNIFICANT
+        x = 100 * point["fraction"]
+        ax.plot([x, x], [lo, hi], color=color, lw=3, solid_capstyle="butt")
+        ax.plot(x, diff, "o", color=color, ms=7)
+        ax.annotate(f"{diff:+.1f}", (x, diff), xytext=(7, 0), textcoords="offset points",
+                    va="center", fontsize=9, color=color)
+    ax.axhline(0, color="#333333", lw=1)
+    ax.text(0.01, 0.96, "black: 95% CI excludes 0 · grey: no detectable difference",
+            transform=ax.transAxes, va="top", fontsize=8.5, color=GREY)
+    _dose_ticks(ax, dose, with_zero, counts=True)
+    last = 100 * dose["points"][-1]["fraction"] if dose["points"] else 1.0
+    # shared with the panel above; set last so no autoscale undoes it: room for the last label
+    ax.set_xlim(-0.05 * last, 1.08 * last)
+    verb = _DONE.get(dose["treatment"], dose["treatment"])
+    ax.set_xlabel(f"share of training pairs {verb}")
+    ax.set_ylabel("detector − random\n(points)")
+    curve = dose["curve_test"]
+    if curve["diff"] is not None and curve["ci"][0] is not None and curve["ci"][1] is not None:
+        p = "p < 0.001" if curve["p"] < 0.001 else f"p = {curve['p']:.3f}"
+        ax.set_title(f"Paired difference detector − random, 95% CI over test pairs\nwhole curve: "
+                     f"{100 * curve['diff']:+.1f} pts [{100 * curve['ci'][0]:+.1f}, "
+                     f"{100 * curve['ci'][1]:+.1f}], sign-flip {p}", fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+@styled(REPORT_RC)
+def plot_dose_response(results: ResultsDocument, path: Path) -> Path:
+    """Accuracy vs share of pairs treated: the detector's top pairs vs as many random pairs.
+
+    One column per treatment. Top: both arms' mean over seeds with a 95% band (t over seeds),
+    single seeds as dots, fraction 0 = the unfiltered condition shared by both curves. Bottom: the
+    paired difference per fraction with its paired-bootstrap CI, the sharper view of the same runs.
+    """
+    doses = results.get("dose_response", [])
+    fig = new_figure(max(8.0, 6.4 * len(doses)), 7.4)
+    grid = fig.add_gridspec(2, max(len(doses), 1), height_ratios=[2.2, 1.0])
+    first = None
+    for col, dose in enumerate(doses):
+        top = fig.add_subplot(grid[0, col], sharey=first)
+        bottom = fig.add_subplot(grid[1, col], sharex=top)
+        first = first or top
+        _dose_panel(top, dose, results)
+        _difference_panel(bottom, dose, results["conditions"].get(dose["baseline"] or "")
+                          is not None)
+    seeds = max((len(p["detector"]["runs"]) for d in doses for p in d["points"]), default=0)
+    kind = "t over seeds" if seeds > 1 else "Wilson over test pairs, 1 seed"
+    wide = ", wide with 2–3 seeds" if seeds in (2, 3) else ""
+    n_test = results.get("data", {}).get("test", {}).get("pairs")
+    fig.suptitle(f"Dose-response: the detector's most suspect pairs vs as many random pairs\n"
+                 f"{seeds} seed{'s' if seeds != 1 else ''} per point · {n_test or '?'} test pairs "
+                 f"· bands: {kind}{wide}", fontsize=12)
+    if first is not None:
+        fig.legend(*first.get_legend_handles_labels(), loc="outside lower center", ncols=2,
+                   frameon=False)
+    return save(fig, path)
+
+
+@styled(REPORT_RC)
+def plot_strength(results: ResultsDocument, path: Path) -> Path:
+    """Histogram of the per-pair mean held-out margin; the share below 0 against the literature."""
+    block: StrengthBlock = results["strength"]
+    margins = np.asarray(block["mean_margin"], dtype=float)
+    lo, hi = np.percentile(margins, [0.5, 99.5]) if margins.size else (-1.0, 1.0)
+    span = max(abs(lo), abs(hi), 1e-6)
+    edges = np.linspace(-span, span, 41)  # symmetric about 0, so a bar never straddles it
+    fig = new_figure(8.5, 4.8)
+    ax = fig.add_subplot()
+    counts, _ = np.histogram(np.clip(margins, -span, span), bins=edges)
+    centers = (edges[:-1] + edges[1:]) / 2
+    ax.bar(centers, counts, width=np.diff(edges), color=np.where(centers < 0, VERMILION, BLUE),
+           alpha=0.8, edgecolor="white", lw=0.5)
+    ax.axvline(0, color="#333333", lw=1, ls="--")
+    share = block["share_negative"]
+    ref = block.get("reference")
+    text = f"{100 * share:.1f}% of pairs below 0\n(models prefer the rejected reply)"
+    if ref:
+        text += f"\npublished for {ref['dataset']}: ~{100 * ref['share']:.0f}%"
+    ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=10,
+            color=VERMILION)
+    outside = int(((margins < -span) | (margins > span)).sum())
+    if outside:
+        ax.text(0.98, 0.97, f"{outside} pair{'s' if outside != 1 else ''} beyond the axis\n"
+                f"counted in the end bars", transform=ax.transAxes, va="top", ha="right",
+                fontsize=9, color=GREY)
+    ax.set_xlabel("held-out margin r(chosen) − r(rejected), model units\n"
+                  "(mean over the models that never trained on the pair)")
+    ax.set_ylabel("training pairs")
+    ax.set_title(f"Preference strength of {block['pairs']:,} training pairs ({block['detector']})")
+    ax.grid(axis="y", alpha=0.3)
     return save(fig, path)
 
 
@@ -339,4 +531,10 @@ def make_figures(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
         out["reliability"] = plot_reliability(results, out_dir / "reliability.png")
     if results.get("flags", {}).get("detectors"):
         out["flags"] = plot_flags(results, out_dir / "flags.png")
+    if results.get("dose_response"):
+        out["dose_response"] = plot_dose_response(results, out_dir / "dose_response.png")
+    if any(e["comparison"]["bootstrap"]["diff"] is not None for e in results.get("ablation", [])):
+        out["ablation"] = plot_ablation(results, out_dir / "ablation.png")
+    if results.get("strength", {}).get("mean_margin"):
+        out["strength"] = plot_strength(results, out_dir / "strength.png")
     return out

@@ -5,6 +5,8 @@ statistics' records (summary, comparison, notebook row) and a run's test metrics
 they are computed, in `rewardlab.evaluation`, and re-exported here so the whole document can be
 read from one module. Key order is the order written to results.json. Once written, non-finite
 floats are `null` (`to_jsonable`), so a reader of the file may meet None where a float is typed.
+Keys marked NotRequired came later (dose-response, ablation, strength, multiplicity, a comparison's
+pooled test and power): results.json files written before them lack them and still read.
 
 >>> doc: ResultsDocument = json.loads(Path("out/results.json").read_text())  # doctest: +SKIP
 >>> doc["conditions"]["unfiltered"]["summary"]["accuracy_mean"]  # doctest: +SKIP
@@ -15,13 +17,18 @@ floats are `null` (`to_jsonable`), so a reader of the file may meet None where a
 # (ResultsDocument.__optional_keys__), which string annotations hide on Python 3.11.
 from typing import Any, NotRequired, TypedDict
 
+from rewardlab.evaluation.dose import CurveTest
 from rewardlab.evaluation.evaluate import EvalMetrics
 from rewardlab.evaluation.metrics import PreferenceMetrics, Reliability, SubsetAccuracy
+from rewardlab.evaluation.power import PowerEstimate
 from rewardlab.evaluation.stats import (
     BootstrapDiff,
+    CMHResult,
     Comparison,
     McNemarResult,
+    Multiplicity,
     NotebookRow,
+    PooledTest,
     RunSummary,
     SeedMcNemar,
 )
@@ -39,6 +46,12 @@ __all__ = [
     "RunRecord",
     "TeachingBlock",
     "DetectorQuality",
+    "ArmBlock",
+    "DosePoint",
+    "DoseResponse",
+    "AblationEntry",
+    "StrengthReference",
+    "StrengthBlock",
     # computed in rewardlab.evaluation, re-exported as parts of the document
     "EvalMetrics",
     "PreferenceMetrics",
@@ -50,6 +63,11 @@ __all__ = [
     "SeedMcNemar",
     "BootstrapDiff",
     "NotebookRow",
+    "CMHResult",
+    "PooledTest",
+    "PowerEstimate",
+    "Multiplicity",
+    "CurveTest",
 ]
 
 
@@ -70,6 +88,9 @@ class ResultsConfig(TypedDict):
     max_length: int | None
     name: str | None
     save_checkpoints: bool
+    fractions: NotRequired[str | None]  # as given ("0.05,0.1"); parsed in dose_response
+    rank_by: NotRequired[str | None]  # resolved: the preset's when not given
+    ablation: NotRequired[bool]
     train_config: dict[str, Any]  # TrainConfig as a dict (seed 0's)
 
 
@@ -93,6 +114,11 @@ class FlagCount(TypedDict):
 class DetectorFlags(FlagCount):
     threshold: float | None
     threshold_kind: str  # "fixed" | "percentile" | "data"
+    # reviewers' verdicts on the detector's flags, whole dataset (`rewardlab review`)
+    reviewed: NotRequired[int]  # decided flags: tp + fp
+    reviewed_tp: NotRequired[int]
+    precision: NotRequired[float | None]  # reviewed_tp / reviewed; None before any review
+    precision_ci: NotRequired[list[float] | None]  # Wilson 95%
 
 
 class FlagsBlock(TypedDict):
@@ -148,6 +174,68 @@ class TeachingBlock(TypedDict):
     best_treatment: str
     recovered_fraction: float | None  # None when the noise cost no accuracy
     figures: dict[str, str]  # name -> PNG path
+    dose_flipped_share: NotRequired[dict[str, float]]  # fraction -> flipped share of its top pairs
+
+
+class ArmBlock(TypedDict):
+    """One arm of a dose-response point or an ablation: its runs (one per seed) and summary."""
+
+    description: str
+    runs: list[RunRecord]
+    summary: RunSummary
+
+
+class DosePoint(TypedDict):
+    fraction: float  # share of the training pool treated
+    count: int  # pairs treated, the same in both arms
+    flagged_among: int  # of the detector arm's treated pairs, how many the detector had flagged
+    detector: ArmBlock  # the top `count` pairs by the detector's score treated
+    random: ArmBlock  # `count` random pairs treated (nested across fractions, per seed)
+    comparison: Comparison  # detector arm vs random arm, paired by seed
+
+
+class DoseResponse(TypedDict):
+    """`compare --fractions F --rank-by DETECTOR`: accuracy vs fraction treated, detector vs random."""
+
+    rank_by: str
+    treatment: str  # remove | flip | soft
+    fractions: list[float]
+    pool: int  # training pairs ranked
+    scored: int  # of those, with a finite score (the rest rank last)
+    baseline: str | None  # the condition drawn at fraction 0 (usually "unfiltered")
+    ranking: str  # how ties and missing scores were ordered
+    points: list[DosePoint]
+    curve_test: CurveTest
+    verdict: str
+
+
+class AblationEntry(TypedDict):
+    """`compare --ablation`: one detector's own flags treated vs as many random pairs."""
+
+    detector: str
+    treatment: str
+    flagged: int  # pairs of the pool it flagged
+    reused: bool  # True when the runs are the main clean/random conditions' (same pairs)
+    clean: ArmBlock
+    random: ArmBlock
+    comparison: Comparison
+
+
+class StrengthReference(TypedDict):
+    dataset: str
+    share: float  # published share of pairs with a negative mean margin
+    source: str
+
+
+class StrengthBlock(TypedDict):
+    """Per-pair preference strength of the training pool (the strength histogram)."""
+
+    detector: str
+    pairs: int
+    mean_margin: list[float]  # (pool,) mean r(chosen) - r(rejected) over held-out models
+    strength: list[float] | None  # (pool,) mean / std where the detector has it
+    share_negative: float  # share of pairs with mean margin < 0
+    reference: StrengthReference | None  # the published figure to compare with, if any
 
 
 class ResultsDraft(TypedDict):
@@ -161,6 +249,10 @@ class ResultsDraft(TypedDict):
     flags: FlagsBlock
     conditions: dict[str, ConditionBlock]
     comparisons: list[Comparison]
+    dose_response: NotRequired[list[DoseResponse]]  # one per treatment, with --fractions
+    ablation: NotRequired[list[AblationEntry]]  # with --ablation
+    strength: NotRequired[StrengthBlock]  # when the ranking detector measures strength
+    multiplicity: NotRequired[Multiplicity]  # Holm over every test above (since 0.2)
     teaching: NotRequired[TeachingBlock]
 
 

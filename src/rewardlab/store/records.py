@@ -12,9 +12,17 @@ from typing import Any, Literal, TypedDict
 import numpy as np
 
 __all__ = ["DetectorResult", "ThresholdKind", "DatasetSummary", "DetectorRunRow", "FlagRow",
-           "ReviewRow", "ExperimentRow", "ExperimentRunRow"]
+           "ReviewRow", "NewReview", "Verdict", "VERDICTS", "ReviewState", "REVIEW_STATES", "QueueReview",
+           "QueueItem", "QueuePage", "ReviewOutcome", "ExperimentRow", "ExperimentRunRow"]
 
 ThresholdKind = Literal["fixed", "percentile", "data"]
+# A reviewer's word on one flag: the detector was right (tp), wrong (fp), or it is unclear.
+Verdict = Literal["tp", "fp", "needs_review"]
+VERDICTS: tuple[str, ...] = ("tp", "fp", "needs_review")
+# Which flags a review queue lists: every flag, none reviewed yet, any review, a needs_review
+# verdict among the reviews, or reviewers who gave different verdicts.
+ReviewState = Literal["all", "unreviewed", "reviewed", "needs_review", "disagreements"]
+REVIEW_STATES: tuple[str, ...] = ("all", "unreviewed", "reviewed", "needs_review", "disagreements")
 
 
 @dataclass
@@ -93,7 +101,7 @@ class FlagRow(TypedDict):
 
 
 class ReviewRow(TypedDict):
-    """`Store.reviews` row."""
+    """`Store.reviews` row: one reviewer's verdict on one flag (example × detector)."""
 
     id: int
     example_id: int
@@ -101,9 +109,66 @@ class ReviewRow(TypedDict):
     split: str
     subset: str
     detector: str
-    is_issue: bool
+    reviewer: str
+    verdict: str  # a Verdict
+    is_issue: bool  # verdict == "tp" (the v1 field, kept for callers of add_review)
     note: str
     created_at: str  # ISO, UTC
+    updated_at: str  # ISO, UTC; the last edit
+
+
+class NewReview(TypedDict):
+    """`Store.save_reviews` input: a verdict on the flag (example_id, detector)."""
+
+    example_id: int
+    detector: str
+    verdict: str  # a Verdict
+    reviewer: str
+    note: str
+
+
+class QueueReview(TypedDict):
+    """A review as shown on a queue card."""
+
+    reviewer: str
+    verdict: str  # a Verdict
+    note: str
+    updated_at: str  # ISO, UTC
+
+
+class QueueItem(TypedDict):
+    """`Store.review_queue` item: one flag of a latest run, its pair, and the reviews so far."""
+
+    example_id: int
+    source_index: int
+    split: str
+    subset: str
+    context: str
+    prompt: str
+    chosen: str
+    rejected: str
+    detector: str
+    score: float | None  # None where the detector gave NaN
+    reason: str
+    reviews: list[QueueReview]  # by reviewer name
+
+
+class QueuePage(TypedDict):
+    """`Store.review_queue` result: `total` flags match; `items` are [offset, offset + limit)."""
+
+    total: int
+    offset: int
+    limit: int
+    items: list[QueueItem]
+
+
+class ReviewOutcome(TypedDict):
+    """`Store.review_outcomes` row: a flag of a detector's latest run that has reviews."""
+
+    detector: str
+    example_id: int
+    score: float | None
+    verdicts: dict[str, str]  # reviewer -> Verdict
 
 
 class ExperimentRunRow(TypedDict):

@@ -4,6 +4,8 @@ Detector output is stored generically (score, flagged, reason per example and ru
 detector needs no schema change. Timestamps are UTC; SQLite drops the zone, `as_utc` puts it back.
 `open_engine` turns a URL into an engine with the schema created (or one StoreError line), and
 `bulk_insert` is the fast path for ingest and flags (executemany on SQLite, COPY on PostgreSQL).
+The schema carries a version (`SCHEMA_VERSION`, table `rewardlab_schema`): `migrate_schema` updates
+an older store in place and refuses a newer one.
 `rewardlab.store.store.Store` is the API; nothing here is meant to be called from outside the store.
 """
 
@@ -19,20 +21,25 @@ from urllib.parse import unquote
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     DateTime,
     Engine,
     Float,
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
+    func,
     insert,
     inspect,
+    select,
 )
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -48,8 +55,12 @@ __all__ = [
     "DetectorRun",
     "Flag",
     "Review",
+    "SchemaVersion",
+    "SCHEMA_VERSION",
+    "VERSION_TABLE",
     "Experiment",
     "ExperimentRun",
+    "JudgeAnswer",
     "utcnow",
     "as_utc",
     "CHUNK",
@@ -61,10 +72,16 @@ __all__ = [
     "first_line",
     "hide_secrets",
     "mask_url",
+    "migrate_schema",
     "open_engine",
     "writer",
 ]
 
+# Bumped whenever a table changes; `migrate_schema` brings an older store up to it in place.
+# 1: before versions (reviews: is_issue, one row per call); 2: reviews with verdict, reviewer and
+# updated_at, one row per example × detector × reviewer.
+SCHEMA_VERSION = 2
+VERSION_TABLE = "rewardlab_schema"
 EXPECTED_URL = "expected sqlite:///PATH.db or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB"
 # How long a second SQLite writer waits for the first to commit before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -193,16 +210,30 @@ class Flag(Base):
 
 
 class Review(Base):
-    """A human label on a flagged pair: was the detector right (true positive) or not."""
+    """A reviewer's verdict on a flag: was the detector right (tp), wrong (fp), or is it unclear
+    (needs_review). One row per example × detector × reviewer, edited in place (`updated_at`)."""
 
     __tablename__ = "reviews"
+    # the unique index leads with example_id, so it also serves lookups by example
+    __table_args__ = (UniqueConstraint("example_id", "detector", "reviewer",
+                                       name="uq_reviews_example_detector_reviewer"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    example_id: Mapped[int] = _owned_by("examples", index=True)
+    example_id: Mapped[int] = _owned_by("examples")
     detector: Mapped[str] = mapped_column(String(200))
-    is_issue: Mapped[bool] = mapped_column(Boolean)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(16))  # a records.Verdict: tp | fp | needs_review
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SchemaVersion(Base):
+    """One row: the SCHEMA_VERSION this store was written by (no table = version 1)."""
+
+    __tablename__ = VERSION_TABLE
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class Experiment(Base):
@@ -227,6 +258,28 @@ class ExperimentRun(Base):
     seed: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     checkpoint: Mapped[str | None] = mapped_column(Text)
+
+
+class JudgeAnswer(Base):
+    """A parsed `llm_judge` answer: what `model` replied to one rendering (one order) of one pair
+    under one template, so a re-run asks nothing twice. Keyed by content, not by dataset: the same
+    pair in two datasets is asked once. Failed and unparseable calls are not cached (a re-run
+    retries them). A table of its own: `create_all` adds it to an older store."""
+
+    __tablename__ = "judge_answers"
+    __table_args__ = (UniqueConstraint("model", "template_hash", "pair_hash",
+                                       name="uq_judge_answers_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    template_hash: Mapped[str] = mapped_column(String(64))  # messages + generation settings
+    pair_hash: Mapped[str] = mapped_column(String(64))  # the rendered messages of one order
+    preferred: Mapped[str] = mapped_column(String(1))  # "A" | "B"
+    confidence: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # ---- database plumbing ---------------------------------------------------------------------
@@ -314,8 +367,10 @@ def open_engine(url: str) -> Engine:
         # one write transaction: the check and the creation see the same database, and two
         # processes opening a new SQLite file create the schema one after the other
         with writer(engine).begin() as conn:
+            migrate_schema(conn, shown)
             check_existing_tables(conn, shown)
             Base.metadata.create_all(conn)
+            _stamp_version(conn)
     except StoreError:
         engine.dispose()
         raise
@@ -344,7 +399,8 @@ def check_existing_tables(conn: Connection, shown: str) -> None:
     # sqlite_sequence and the like are SQLite's own bookkeeping, not another application's
     existing = {t for t in inspector.get_table_names() if not t.startswith("sqlite_")}
     foreign = sorted(existing - set(ours))
-    if foreign and set(ours) - existing:
+    # the version table arrived after the first stores, some of which share a database
+    if foreign and set(ours) - existing - {VERSION_TABLE}:
         raise StoreError(f"database {shown} holds tables that are not rewardlab's: "
                          f"{_listed(foreign)}; rewardlab adds its tables only to an empty "
                          "database or its own: use another database for the store")
@@ -354,6 +410,63 @@ def check_existing_tables(conn: Connection, shown: str) -> None:
         if have != want:
             raise StoreError(_column_mismatch(shown, table, sorted(want - have),
                                               sorted(have - want)))
+
+
+def _stored_version(conn: Connection) -> int | None:
+    """The store's schema version: its version row, 1 for a store from before versions, None for
+    a database without rewardlab tables."""
+    tables = set(inspect(conn).get_table_names())
+    if VERSION_TABLE in tables:
+        return conn.scalar(select(func.max(SchemaVersion.version))) or 1
+    return 1 if tables & (set(Base.metadata.tables) - {VERSION_TABLE}) else None
+
+
+def migrate_schema(conn: Connection, shown: str) -> None:
+    """Bring an older rewardlab store up to SCHEMA_VERSION in place (inside the caller's
+    transaction, so a failure leaves it as it was); refuse a store written by a newer rewardlab."""
+    version = _stored_version(conn)
+    if version is None or version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"database {shown} is a rewardlab store of schema version {version}, "
+                         f"newer than this rewardlab reads ({SCHEMA_VERSION}): upgrade rewardlab "
+                         "or use another database for the store")
+    if version < 2:
+        _migrate_reviews_v2(conn)
+
+
+# The v1 reviews table, to read the old rows typed (SQLite hands back datetimes as text).
+_V1_REVIEWS = Table("reviews", MetaData(), Column("id", Integer), Column("example_id", Integer),
+                    Column("detector", String(200)), Column("is_issue", Boolean),
+                    Column("note", Text), Column("created_at", DateTime(timezone=True)))
+MIGRATED_REVIEWER = "unknown"  # v1 reviews had no reviewer
+
+
+def _migrate_reviews_v2(conn: Connection) -> None:
+    """v1 → v2: is_issue becomes verdict tp/fp, reviewer "unknown"; v1 appended a row per call,
+    so of several reviews of one example × detector the latest is kept (it was the last word)."""
+    have = {c["name"] for c in inspect(conn).get_columns("reviews")} \
+        if "reviews" in inspect(conn).get_table_names() else None
+    if have != set(_V1_REVIEWS.columns.keys()):
+        return  # no reviews table (created below) or not v1's: check_existing_tables names it
+    latest: dict[tuple[int, str], Any] = {}
+    for row in conn.execute(select(_V1_REVIEWS).order_by(_V1_REVIEWS.c.id)):
+        latest[(row.example_id, row.detector)] = row
+    # dropping the table drops its index too, so the new table can take the names
+    _V1_REVIEWS.drop(conn)
+    cast(Table, Review.__table__).create(conn)
+    rows = [{"example_id": r.example_id, "detector": r.detector, "reviewer": MIGRATED_REVIEWER,
+             "verdict": "tp" if r.is_issue else "fp", "note": r.note or "",
+             "created_at": r.created_at, "updated_at": r.created_at}
+            for r in sorted(latest.values(), key=lambda r: r.id)]
+    if rows:
+        conn.execute(insert(Review), rows)
+
+
+def _stamp_version(conn: Connection) -> None:
+    if conn.scalar(select(func.max(SchemaVersion.version))) != SCHEMA_VERSION:
+        conn.execute(delete(SchemaVersion))
+        conn.execute(insert(SchemaVersion), [{"version": SCHEMA_VERSION}])
 
 
 def _column_mismatch(shown: str, table: str, lacks: list[str], extra: list[str]) -> str:

@@ -16,9 +16,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
-from sqlalchemy import distinct, func, select, true
+from sqlalchemy import ColumnElement, distinct, func, select, true
 from sqlalchemy.orm import Session
 
 from rewardlab.data.pairs import PreferencePair, Split
@@ -27,13 +27,29 @@ from rewardlab.errors import StoreError
 from rewardlab.jsonable import to_jsonable
 from rewardlab.store.binding import bind_source, clear_dataset
 from rewardlab.store.records import (
+    REVIEW_STATES,
+    VERDICTS,
     DatasetSummary,
     DetectorResult,
     DetectorRunRow,
     ExperimentRow,
     ExperimentRunRow,
     FlagRow,
+    NewReview,
+    QueueItem,
+    QueuePage,
+    ReviewOutcome,
     ReviewRow,
+    Verdict,
+)
+from rewardlab.store.reviews import (
+    MAX_QUEUE_PAGE,
+    REVIEWER_ENV,
+    check_reviewer,
+    default_reviewer,
+    queue_select,
+    reviews_of,
+    upsert_review,
 )
 from rewardlab.store.schema import (
     DB_ERRORS,
@@ -43,16 +59,20 @@ from rewardlab.store.schema import (
     Experiment,
     ExperimentRun,
     Flag,
+    JudgeAnswer,
     Review,
     as_utc,
     bulk_insert,
+    chunks,
     first_line,
     mask_url,
     open_engine,
+    utcnow,
     writer,
 )
 
-__all__ = ["DEFAULT_DB_URL", "IngestCounts", "Store", "mask_url", "resolve_db_url"]
+__all__ = ["DEFAULT_DB_URL", "IngestCounts", "JudgeAnswerRow", "MAX_QUEUE_PAGE", "REVIEWER_ENV",
+           "Store", "default_reviewer", "mask_url", "resolve_db_url"]
 
 DEFAULT_DB_URL = "sqlite:///rewardlab.db"
 # PreferencePair fields stored as same-named Example columns, in load order.
@@ -76,6 +96,19 @@ class IngestCounts:
     replaced: bool = False  # ingested with `replace=True`: nothing the dataset held before remains
     # (source_index, issue) of pairs kept although their dialogue did not parse cleanly
     parse_issues: list[tuple[int, str]] = field(default_factory=list)
+
+
+class JudgeAnswerRow(TypedDict):
+    """One cached `llm_judge` answer (`Store.judge_answers`, `Store.save_judge_answers`)."""
+
+    preferred: str  # "A" | "B"
+    confidence: float  # in [0, 1]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None  # as the endpoint reported it, None when it did not
+
+
+_IN_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's bound-parameter limit
 
 
 def resolve_db_url(url: str | None) -> str:
@@ -381,19 +414,53 @@ class Store:
     # ---- reviews ---------------------------------------------------------------------------
 
     def add_review(self, name: str, *, source_index: int, detector: str, is_issue: bool,
-                   note: str = "", split: Split = "train", subset: str | None = None) -> int:
-        """Record whether a (flagged) pair really is an issue; returns the review id.
+                   note: str = "", split: Split = "train", subset: str | None = None,
+                   reviewer: str | None = None) -> int:
+        """Record whether a (flagged) pair really is an issue (verdict tp or fp); returns the
+        review id. One review per pair × detector × reviewer (default `default_reviewer()`):
+        reviewing the pair again edits it.
 
         The pair is found by (split, source_index), plus `subset` when given: hub sources restart
         source_index per subset. Among several matches the ones `detector` flagged win; if they
         still span subsets it is a StoreError asking for `subset`, else the newest is reviewed
         (a re-ingested, edited source)."""
+        who = check_reviewer(reviewer if reviewer is not None else default_reviewer())
         with self._write_session() as s, s.begin():
             example_id = self._review_target(s, name, split, source_index, subset, detector)
-            review = Review(example_id=example_id, detector=detector, is_issue=is_issue, note=note)
-            s.add(review)
-            s.flush()
-            return review.id
+            return upsert_review(s, example_id, detector, who, "tp" if is_issue else "fp", note)
+
+    def save_review(self, name: str, *, example_id: int, detector: str, verdict: Verdict,
+                    reviewer: str, note: str = "") -> ReviewRow:
+        """Create or edit `reviewer`'s review of the flag (example, detector); returns the row.
+
+        StoreError for a verdict outside VERDICTS, an empty reviewer name or an example that is
+        not in dataset `name`."""
+        review: NewReview = {"example_id": example_id, "detector": detector, "verdict": verdict,
+                             "reviewer": reviewer, "note": note}
+        with self._write_session() as s, s.begin():
+            dataset_id, (review_id,) = self._save_reviews(s, name, [review])
+            return self._review_rows(s, dataset_id, Review.id == review_id)[0]
+
+    def save_reviews(self, name: str, reviews: Sequence[NewReview]) -> list[int]:
+        """`save_review` for many reviews in one transaction (all saved, or none); their ids."""
+        with self._write_session() as s, s.begin():
+            return self._save_reviews(s, name, reviews)[1]
+
+    def _save_reviews(self, s: Session, name: str, reviews: Sequence[NewReview]
+                      ) -> tuple[int, list[int]]:
+        dataset_id = self._dataset_id(s, name)
+        wanted = {r["example_id"] for r in reviews}
+        known = set(s.scalars(select(Example.id).where(Example.dataset_id == dataset_id,
+                                                       Example.id.in_(wanted))))
+        ids = []
+        for r in reviews:
+            if r["verdict"] not in VERDICTS:
+                raise StoreError(f"verdict {r['verdict']!r} is not one of {', '.join(VERDICTS)}")
+            if r["example_id"] not in known:
+                raise StoreError(f"example {r['example_id']} is not in dataset {name!r}")
+            ids.append(upsert_review(s, r["example_id"], r["detector"],
+                                      check_reviewer(r["reviewer"]), r["verdict"], r["note"]))
+        return dataset_id, ids
 
     def _review_target(self, s: Session, name: str, split: str, source_index: int,
                        subset: str | None, detector: str) -> int:
@@ -421,17 +488,74 @@ class Store:
         return candidates[0][0]
 
     def reviews(self, name: str) -> list[ReviewRow]:
-        """Reviews of the dataset's pairs, oldest first."""
+        """Reviews of the dataset's pairs, oldest first (an edit keeps a review's place)."""
         with self._session() as s:
+            return self._review_rows(s, self._dataset_id(s, name), true())
+
+    def _review_rows(self, s: Session, dataset_id: int, where: ColumnElement[bool]
+                     ) -> list[ReviewRow]:
+        rows = s.execute(
+            select(Review.id, Review.example_id, Example.source_index, Example.split,
+                   Example.subset, Review.detector, Review.reviewer, Review.verdict, Review.note,
+                   Review.created_at, Review.updated_at)
+            .join(Example, Review.example_id == Example.id)
+            .where(Example.dataset_id == dataset_id, where)
+            .order_by(Review.id)).mappings().all()
+        # the selected columns plus is_issue are ReviewRow's keys
+        return [cast(ReviewRow, {**row, "is_issue": row["verdict"] == "tp",
+                                 "created_at": _iso(row["created_at"]),
+                                 "updated_at": _iso(row["updated_at"])}) for row in rows]
+
+    def review_queue(self, name: str, *, detector: str | None = None, state: str = "all",
+                     reviewer: str | None = None, ascending: bool = False, offset: int = 0,
+                     limit: int = 20) -> QueuePage:
+        """One page of the flags of the latest runs (of `detector`, or of every detector, one
+        detector after another) with their pairs and reviews, most suspect first (`ascending`:
+        least suspect first).
+
+        `state` (REVIEW_STATES) filters: unreviewed / reviewed count only `reviewer`'s reviews
+        when one is named; needs_review and disagreements (two reviewers, two verdicts) look at
+        every reviewer. `total` counts every matching flag, not just the page.
+        """
+        if state not in REVIEW_STATES:
+            raise StoreError(f"state {state!r} is not one of {', '.join(REVIEW_STATES)}")
+        if offset < 0 or not 1 <= limit <= MAX_QUEUE_PAGE:
+            raise StoreError(f"offset must be >= 0 and limit 1..{MAX_QUEUE_PAGE} "
+                             f"(got offset {offset}, limit {limit})")
+        with self._session() as s:
+            run_ids = self._latest_run_ids(s, name, None if detector is None else [detector])
+            stmt = queue_select(list(run_ids.values()), state, reviewer)
+            total = s.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+            score = (Flag.score.asc() if ascending else Flag.score.desc()).nulls_last()
+            # detectors score on their own scales: across detectors, one detector after another
+            order = [score] if detector is not None else [DetectorRun.detector, score]
+            rows = s.execute(stmt.order_by(*order, Example.split, Example.source_index,
+                                           Example.id)
+                             .offset(offset).limit(limit)).mappings().all()
+            reviews = reviews_of(s, [row["example_id"] for row in rows])
+        items = [cast(QueueItem, {**row, "reviews": reviews.get(
+            (row["example_id"], row["detector"]), [])}) for row in rows]
+        return {"total": total, "offset": offset, "limit": limit, "items": items}
+
+    def review_outcomes(self, name: str) -> list[ReviewOutcome]:
+        """Every reviewed flag of the detectors' latest runs: detector, example, score and each
+        reviewer's verdict (reviews of pairs a latest run no longer flags are left out)."""
+        with self._session() as s:
+            run_ids = list(self._latest_run_ids(s, name).values())
             rows = s.execute(
-                select(Review.id, Review.example_id, Example.source_index, Example.split,
-                       Example.subset, Review.detector, Review.is_issue, Review.note,
-                       Review.created_at)
-                .join(Example, Review.example_id == Example.id)
-                .where(Example.dataset_id == self._dataset_id(s, name))
-                .order_by(Review.id)).mappings().all()
-        # the selected columns are ReviewRow's keys
-        return [cast(ReviewRow, {**row, "created_at": _iso(row["created_at"])}) for row in rows]
+                select(DetectorRun.detector, Flag.example_id, Flag.score, Review.reviewer,
+                       Review.verdict)
+                .join(DetectorRun, Flag.run_id == DetectorRun.id)
+                .join(Review, (Review.example_id == Flag.example_id)
+                      & (Review.detector == DetectorRun.detector))
+                .where(Flag.run_id.in_(run_ids), Flag.flagged == true())
+                .order_by(DetectorRun.detector, Flag.example_id, Review.reviewer)).all()
+        outcomes: dict[tuple[str, int], ReviewOutcome] = {}
+        for detector, example_id, score, reviewer, verdict in rows:
+            outcome = outcomes.setdefault((detector, example_id), {
+                "detector": detector, "example_id": example_id, "score": score, "verdicts": {}})
+            outcome["verdicts"][reviewer] = verdict
+        return list(outcomes.values())
 
     # ---- experiments -----------------------------------------------------------------------
 
@@ -472,3 +596,45 @@ class Store:
         return [{"id": e.id, "name": e.name, "dataset": e.dataset, "config": e.config,
                  "metrics": e.metrics, "out_dir": e.out_dir, "created_at": _iso(e.created_at),
                  "runs": by_experiment[e.id]} for e in experiments]
+
+    # ---- the llm_judge answer cache --------------------------------------------------------
+
+    def judge_answers(self, model: str, template_hash: str,
+                      pair_hashes: Sequence[str]) -> dict[str, JudgeAnswerRow]:
+        """pair hash → the answer `model` gave under `template_hash`, for the hashes cached."""
+        found: dict[str, JudgeAnswerRow] = {}
+        with self._session() as s:
+            for chunk in chunks(list(pair_hashes), _IN_CHUNK):
+                for row in s.execute(
+                        select(JudgeAnswer.pair_hash, JudgeAnswer.preferred, JudgeAnswer.confidence,
+                               JudgeAnswer.prompt_tokens, JudgeAnswer.completion_tokens,
+                               JudgeAnswer.cost)
+                        .where(JudgeAnswer.model == model,
+                               JudgeAnswer.template_hash == template_hash,
+                               JudgeAnswer.pair_hash.in_(chunk))):
+                    found[row.pair_hash] = {
+                        "preferred": row.preferred, "confidence": row.confidence,
+                        "prompt_tokens": row.prompt_tokens,
+                        "completion_tokens": row.completion_tokens, "cost": row.cost}
+        return found
+
+    def save_judge_answers(self, model: str, template_hash: str,
+                           answers: Mapping[str, JudgeAnswerRow]) -> int:
+        """Cache `answers` (pair hash → answer) in one transaction; a hash already cached keeps
+        its first answer. Returns how many rows were added."""
+        try:
+            with self._write_session() as s, s.begin():
+                have: set[str] = set()
+                for chunk in chunks(list(answers), _IN_CHUNK):
+                    have.update(s.scalars(select(JudgeAnswer.pair_hash).where(
+                        JudgeAnswer.model == model, JudgeAnswer.template_hash == template_hash,
+                        JudgeAnswer.pair_hash.in_(chunk))))
+                now = utcnow()  # given, not defaulted: COPY on PostgreSQL applies no Python default
+                rows = [{"model": model, "template_hash": template_hash, "pair_hash": key,
+                         **answer, "created_at": now}
+                        for key, answer in answers.items() if key not in have]
+                bulk_insert(s, JudgeAnswer, rows)
+        except DB_ERRORS as e:
+            raise StoreError(f"caching llm_judge answers failed and was rolled back: "
+                             f"{first_line(e)}") from e
+        return len(rows)

@@ -32,6 +32,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import OPTIMIZER_NAME, SAFE_MODEL_NAME, SCALER_NAME
 from safetensors.torch import load_model
+from transformers import AutoModelForSequenceClassification
 
 from rewardlab._version import __version__
 from rewardlab.errors import ModelError
@@ -47,6 +48,7 @@ __all__ = [
     "clear_checkpoints",
     "finished_run",
     "run_info",
+    "gather_model",
 ]
 
 CHECKPOINTS = "checkpoints"
@@ -149,7 +151,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path | None, state: Pr
     if accelerator.is_main_process:
         if scheduler is not None:
             (ckpt / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
-        payload = {"progress": asdict(state), "config": config, **fingerprints}
+        payload = {"progress": asdict(state), "config": config, **fingerprints,
+                   "num_processes": accelerator.num_processes}
         _write_atomically(ckpt / STATE_FILE, json.dumps(payload))
         for old in _checkpoints(output_dir):
             if old != ckpt:
@@ -172,6 +175,14 @@ def _check_same_run(saved: dict[str, Any], config: dict[str, Any],
             raise ModelError(f"cannot resume from {where}: it was trained with {name}="
                              f"{old.get(name)!r}, not {value!r} (use another --output or drop "
                              "--resume)")
+
+
+def _check_same_processes(saved: Any, processes: int, where: Path) -> None:
+    """A step of the plan is grad_accum × processes batches: the same steps need as many processes."""
+    if saved != processes:
+        raise ModelError(f"cannot resume from {where}: it ran as {saved} process(es), this run has "
+                         f"{processes} (its steps hold other batches); launch {saved}, or use "
+                         "another --output")
 
 
 def _read_state(ckpt: Path) -> dict[str, Any] | None:
@@ -261,6 +272,7 @@ def restore_checkpoint(accelerator: Accelerator, output_dir: Path, *, config: di
         if saved is None:
             continue
         _check_same_run(saved, config, fingerprints, ckpt)
+        _check_same_processes(saved.get("num_processes", 1), accelerator.num_processes, ckpt)
         try:
             progress = Progress(**saved["progress"])
         except TypeError as e:
@@ -319,3 +331,19 @@ def run_info(*, config: dict[str, Any], state: Progress, fingerprints: dict[str,
         "history": state.history,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
+
+
+def gather_model(accelerator: Accelerator, prepared: Any, output_dir: Path) -> Any:
+    """The trained model, whole, in every process, from a run that holds it in shards (FSDP,
+    DeepSpeed): `get_state_dict` gathers the full weights on the main process (a collective call:
+    every process makes it), the main process writes them as a standard checkpoint into
+    `output_dir`, and every process reads that back onto its device, in the saved dtype (so the
+    whole model must fit one device, for the train-set reward statistics that follow)."""
+    import rewardlab.models.bow  # noqa: F401  (registers the `bow` architecture with the Auto classes)
+
+    state = accelerator.get_state_dict(prepared)
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(prepared).save_pretrained(output_dir, state_dict=state)
+    accelerator.wait_for_everyone()
+    model = AutoModelForSequenceClassification.from_pretrained(output_dir, dtype="auto")
+    return model.to(accelerator.device)

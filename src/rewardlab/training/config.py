@@ -12,9 +12,11 @@ from typing import Any
 from rewardlab.errors import ModelError
 from rewardlab.models.names import BOW, BOW_LR, TRANSFORMER_LR
 
-__all__ = ["PRECISIONS", "TrainConfig"]
+__all__ = ["LORA_LR", "PRECISIONS", "TrainConfig", "WEIGHT_DTYPES"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
+WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp32")
+LORA_LR = 1e-4  # TRL's RewardConfig default: a low-rank adapter needs larger steps than full fine-tuning
 
 
 def _opt(default: Any, help_text: str, **extra: Any) -> Any:
@@ -30,7 +32,7 @@ class TrainConfig:
     epochs: int = _opt(1, "passes over the training pairs")
     batch_size: int = _opt(8, "pairs per forward (each pair = 2 sequences) per process")
     lr: float | None = _opt(None, f"AdamW learning rate (default: {TRANSFORMER_LR} for transformer "
-                            f"backbones, {BOW_LR} for 'bow')")
+                            f"backbones, {LORA_LR} with --lora-r, {BOW_LR} for 'bow')")
     warmup_ratio: float = _opt(0.0, "fraction of optimizer steps with linear LR warm-up")
     weight_decay: float = _opt(0.0, "AdamW weight decay (not applied to biases and norms)")
     max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0 = no clipping)")
@@ -38,9 +40,31 @@ class TrainConfig:
     max_length: int = _opt(256, "max tokens of (prompt, response); keeps the response and the end "
                            "of the prompt")
     seed: int = _opt(42, "seed for head init, dropout and batch order")
-    precision: str = _opt("auto", "auto = bf16 where the hardware runs it faster (CUDA with bf16, "
-                          "CPUs with native bf16), else fp32", choices=PRECISIONS)
-    margin: float = _opt(0.0, "BT margin: loss = -log σ(r_chosen - r_rejected - margin)")
+    precision: str = _opt("auto", "autocast: the dtype matmuls compute in, weights and optimizer "
+                          "state stay as loaded (see --torch-dtype); auto = bf16 where the hardware "
+                          "runs it faster (CUDA with bf16, CPUs with native bf16), else fp32",
+                          choices=PRECISIONS)
+    torch_dtype: str = _opt("auto", "dtype the weights are loaded and trained in (memory: bf16/fp16 "
+                            "halve it; --precision only sets autocast); auto = the checkpoint's own "
+                            "dtype, fp16 needs a CUDA GPU and --lora-r", choices=WEIGHT_DTYPES)
+    gradient_checkpointing: bool = _opt(False, "recompute activations in the backward instead "
+                                        "of keeping them: less memory for one more forward per "
+                                        "step; off by default")
+    lora_r: int = _opt(0, "train a LoRA adapter of this rank plus the score head instead of every "
+                       "weight (0 = full fine-tuning); the saved model is merged")
+    lora_alpha: int | None = _opt(None, "LoRA scaling α (not given: 2 × lora_r)")
+    lora_dropout: float = _opt(0.0, "dropout on the LoRA adapter's input")
+    lora_target_modules: str | None = _opt(None, "comma-separated module names to adapt, or "
+                                           "'all-linear' (not given: peft's choice for the "
+                                           "architecture, e.g. q_proj,v_proj)")
+    save_adapter: bool = _opt(False, "with --lora-r also save the adapter form (adapter/: "
+                              "adapter_model.safetensors + adapter_config.json) next to the merged "
+                              "model; off by default")
+    margin: float = _opt(0.0, "BT margin: loss = -log σ(r_chosen - r_rejected - margin); a 'margin' "
+                         "column in the data adds a per-pair margin to it (as TRL)")
+    center_rewards_coefficient: float = _opt(0.0, "reward centering (TRL): add C × mean((r_chosen + "
+                                             "r_rejected)²) to the loss, pulling rewards towards 0 "
+                                             "(0 = off)")
     label_smoothing: float = _opt(0.0, "conservative BT ε: loss = -(1-ε) log σ(d) - ε log σ(-d)")
     save_steps: int = _opt(0, "save a resumable checkpoint every N optimizer steps (0 = only the "
                            "final model)")
@@ -59,7 +83,7 @@ class TrainConfig:
                 raise ModelError(f"{name} must be at least 1 (got {getattr(self, name)})")
         # NaN passes every `<`/`>` check below and trains a NaN model without a word; inf likewise
         for name in ("lr", "margin", "warmup_ratio", "weight_decay", "max_grad_norm",
-                     "label_smoothing"):
+                     "label_smoothing", "lora_dropout", "center_rewards_coefficient"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ModelError(f"{name} must be a finite number (got {value})")
@@ -72,10 +96,51 @@ class TrainConfig:
             raise ModelError(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
         if self.lr is not None and self.lr <= 0:
             raise ModelError(f"lr must be positive (got {self.lr})")
+        if self.center_rewards_coefficient < 0:
+            raise ModelError("center_rewards_coefficient must be at least 0 (got "
+                             f"{self.center_rewards_coefficient})")
+        self._check_scale_options()
+
+    def _check_scale_options(self) -> None:
+        """LoRA and weight-dtype combinations that cannot work, refused before any work."""
+        if self.torch_dtype not in WEIGHT_DTYPES:
+            raise ModelError(f"torch_dtype must be one of {', '.join(WEIGHT_DTYPES)} "
+                             f"(got {self.torch_dtype!r})")
+        if self.lora_r < 0:
+            raise ModelError(f"lora_r must be at least 0 (got {self.lora_r})")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise ModelError(f"lora_alpha must be positive (got {self.lora_alpha})")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ModelError(f"lora_dropout must be in [0, 1) (got {self.lora_dropout})")
+        lora_only = {"lora_alpha": self.lora_alpha is not None, "lora_dropout": self.lora_dropout,
+                     "lora_target_modules": self.lora_target_modules, "save_adapter": self.save_adapter}
+        given = [name for name, value in lora_only.items() if value]
+        if given and not self.lora_r:
+            raise ModelError(f"{given[0]} applies to a LoRA adapter: add --lora-r R")
+        if self.lora_target_modules is not None and not self.target_modules():
+            raise ModelError(f"lora_target_modules names no module (got {self.lora_target_modules!r})")
+        if (self.lora_r or self.gradient_checkpointing) and self.model == BOW:
+            raise ModelError("--lora-r and --gradient-checkpointing need a transformer backbone, "
+                             "not 'bow'")
+        if self.torch_dtype == "fp16" and not self.lora_r:
+            # AdamW steps on fp16 weights underflow, and accelerate's loss scaler refuses fp16 gradients
+            raise ModelError("--torch-dtype fp16 trains only a LoRA adapter over frozen fp16 weights: "
+                             "add --lora-r R, or use --torch-dtype bf16")
+        if self.torch_dtype == "fp16" and self.precision == "bf16":
+            raise ModelError("--torch-dtype fp16 with --precision bf16 mixes two half formats: use "
+                             "--precision fp32 (fp16 weights already compute in fp16) or bf16 weights")
+
+    def target_modules(self) -> list[str] | str | None:
+        """`lora_target_modules` as peft takes it: a list of names, 'all-linear', or None."""
+        if self.lora_target_modules is None:
+            return None
+        if self.lora_target_modules.strip() == "all-linear":
+            return "all-linear"
+        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
 
     def resolved_lr(self) -> float:
         if self.lr is not None:
             return self.lr
         if self.model == BOW:
             return BOW_LR
-        return TRANSFORMER_LR
+        return LORA_LR if self.lora_r else TRANSFORMER_LR

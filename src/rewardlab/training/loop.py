@@ -14,8 +14,8 @@ run equals an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -35,11 +35,13 @@ from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import ModelError
 from rewardlab.models.backbones import load_backbone
 from rewardlab.models.batching import PairEncoding, encode_pairs, length_grouped_batches, pad_rows
-from rewardlab.models.reward_model import RewardModel
+from rewardlab.models.input_rule import InputRule, choose_rule
+from rewardlab.models.reward_model import RewardModel, reward_stats
 from rewardlab.training.checkpoint import (
     Progress,
     clear_checkpoints,
     finished_run,
+    gather_model,
     restore_checkpoint,
     run_info,
     save_checkpoint,
@@ -47,9 +49,28 @@ from rewardlab.training.checkpoint import (
 )
 from rewardlab.training.config import TrainConfig
 from rewardlab.training.fast import Restore, fast_forward
-from rewardlab.training.runtime import disable_dropout, make_accelerator, training_context
+from rewardlab.training.lora import (
+    ADAPTER_DIR,
+    Finish,
+    adapt_for_training,
+    autocast_precision,
+    check_weight_dtype,
+    unchanged,
+)
+from rewardlab.training.runtime import (
+    check_launch,
+    disable_dropout,
+    fit_deepspeed,
+    make_accelerator,
+    micro_batch,
+    shards_model,
+    summed,
+    training_context,
+)
 
 __all__ = ["TrainResult", "bradley_terry_loss", "train_reward_model"]
+
+log = logging.getLogger("rewardlab")
 
 
 @dataclass
@@ -68,21 +89,37 @@ class TrainResult:
     precision: str = "fp32"
     steps: int = 0
     complete: bool = True  # False when max_steps stopped the run early
+    n_identical: int = 0  # pairs dropped: both sides the same tokens (after truncation)
 
 
-def bradley_terry_loss(rewards: torch.Tensor, *, margin: float = 0.0,
-                       smoothing: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean BT loss of (2B,) rewards, chosen rows first; `smoothing` (B,) is per-pair ε.
+def bradley_terry_loss(rewards: torch.Tensor, *, margin: float | torch.Tensor = 0.0,
+                       smoothing: torch.Tensor | None = None,
+                       center_coefficient: float = 0.0) -> torch.Tensor:
+    """Mean BT loss of (2B,) rewards, chosen rows first; `margin` a number or (B,) per pair,
+    `smoothing` (B,) is per-pair ε; `center_coefficient` C adds TRL's C · mean((r_c + r_r)²).
 
     >>> round(float(bradley_terry_loss(torch.tensor([0.0, 0.0]))), 4)  # log 2
     0.6931
     """
     r_c, r_r = rewards.chunk(2)  # (B,), (B,)
-    if smoothing is None:
-        return -F.logsigmoid(r_c - r_r - margin).mean()
     d = r_c - r_r - margin  # (B,)
-    # conservative BT: the label is wrong with probability ε, so ε of the pull points the other way
-    return (-(1 - smoothing) * F.logsigmoid(d) - smoothing * F.logsigmoid(-d)).mean()
+    if smoothing is None:
+        loss = -F.logsigmoid(d).mean()
+    else:  # conservative BT: the label is wrong with probability ε, so ε of the pull points the other way
+        loss = (-(1 - smoothing) * F.logsigmoid(d) - smoothing * F.logsigmoid(-d)).mean()
+    if center_coefficient:  # TRL's auxiliary loss: rewards centred on 0 (Eisenstein et al., 2023)
+        loss = loss + center_coefficient * ((r_c + r_r) ** 2).mean()
+    return loss
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One optimizer step, as this process runs it."""
+
+    epoch: int
+    batches: list[list[int]]  # this process's micro-batches (pair indices)
+    pairs: int  # pairs in the whole step, over every process: its loss is their mean
+    lockstep: int = 0  # trailing batches repeated only so that every process has one (weight 0)
 
 
 @dataclass
@@ -97,16 +134,24 @@ class _Run:
     scheduler: Any
     data: PairEncoding
     smoothing: np.ndarray | None  # (N,) per-pair ε, None when all zero
-    plan: list[tuple[int, list[list[int]]]]  # per optimizer step: (epoch, micro-batches of indices)
+    plan: list[_Step]  # every optimizer step of the run, this process's share of it
     output_dir: Path | None
     fingerprints: dict[str, str | None]  # data_fingerprint, smoothing_fingerprint
     precision: str
     restore: Restore  # the trained forward → the plain model (undoes the fast path)
+    finish: Finish = unchanged  # the plain model → the one to save (merges a LoRA adapter)
+    margins: np.ndarray | None = None  # (N,) per-pair margins from the data, None when there are none
+    rule: InputRule = "text-pair"  # how (prompt, response) became the tokens in `data`
+    n_identical: int = 0  # pairs left out of the plan: token-identical sides
 
 
-def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int
-          ) -> list[tuple[int, list[list[int]]]]:
-    """Every optimizer step of every epoch, fixed by the seed: resume = skip the first k steps."""
+def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int) -> list[_Step]:
+    """Every optimizer step of every epoch, fixed by the seed: resume = skip the first k steps.
+
+    A step is the next `grad_accum × world` batches of the epoch; process `rank` takes every
+    world-th of them from the rank-th on, so the processes share each step without overlap and
+    the run takes the same steps as one process with `grad_accum × world` (the global batch).
+    """
     per_step = config.grad_accum * world
     plan = []
     for epoch in range(config.epochs):
@@ -114,9 +159,11 @@ def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int
                                          epoch=epoch)
         for j in range(0, len(batches), per_step):
             group = batches[j:j + per_step]
+            real, pairs = len(group), sum(len(b) for b in group)
             if world > 1:  # every process needs a micro-batch to stay in lockstep: wrap around
                 group += [batches[k % len(batches)] for k in range(per_step - len(group))]
-            plan.append((epoch, group[rank::world]))
+            mine = range(rank, len(group), world)
+            plan.append(_Step(epoch, [group[i] for i in mine], pairs, sum(i >= real for i in mine)))
     return plan
 
 
@@ -139,32 +186,42 @@ def _collate(run: _Run, idx: list[int]) -> dict[str, torch.Tensor]:
         types = [c.token_type_ids[i] for i in idx] + [r.token_type_ids[i] for i in idx]
     tok = run.tokenizer
     return pad_rows(ids, types, pad_id=tok.pad_token_id, pad_type_id=tok.pad_token_type_id,
-                    padding_side=tok.padding_side, device=run.accelerator.device)
+                    padding_side=tok.padding_side, device=run.accelerator.device,
+                    position_ids=tok.padding_side == "left" and run.rule != "text-pair")
 
 
-def _train_step(run: _Run, batches: list[list[int]]) -> tuple[float, int, int]:
-    """One optimizer step over the step's micro-batches → (loss × pairs, correct, pairs)."""
+def _train_step(run: _Run, step: _Step) -> tuple[float, int, int]:
+    """One optimizer step over this process's micro-batches → (loss × pairs, correct, pairs)."""
     acc, model, config = run.accelerator, run.model, run.config
-    n_step = sum(len(b) for b in batches)
-    loss_sum, correct = 0.0, 0
-    for k, idx in enumerate(batches):
+    # the step's loss is the mean over all its pairs: the processes' gradients are averaged, and
+    # backward divides by accelerate's gradient-accumulation steps (DeepSpeed's, else 1)
+    scale = acc.num_processes * acc.gradient_accumulation_steps
+    real = len(step.batches) - step.lockstep  # the rest only keep the processes in step
+    loss_sum, correct, n = 0.0, 0, 0
+    for k, idx in enumerate(step.batches):
         inputs = _collate(run, idx)
         eps = (torch.as_tensor(run.smoothing[idx], dtype=torch.float32, device=acc.device)
                if run.smoothing is not None else None)  # (B,)
+        margin = (config.margin + torch.as_tensor(run.margins[idx], dtype=torch.float32,
+                                                  device=acc.device)
+                  if run.margins is not None else config.margin)  # (B,) or a number
         # gradients are all-reduced across processes only on the step's last micro-batch
-        with acc.no_sync(model) if k < len(batches) - 1 else contextlib.nullcontext():
+        with micro_batch(acc, model, last=k == len(step.batches) - 1):
             rewards = model(**inputs).logits[:, 0].float()  # (2B,) chosen first, then rejected
-            loss = bradley_terry_loss(rewards, margin=config.margin, smoothing=eps)
-            acc.backward(loss * len(idx) / n_step)
-        r_c, r_r = rewards.detach().chunk(2)
-        loss_sum += float(loss.detach()) * len(idx)
-        correct += int((r_c > r_r).sum())
+            loss = bradley_terry_loss(rewards, margin=margin, smoothing=eps,
+                                      center_coefficient=config.center_rewards_coefficient)
+            acc.backward(loss * (len(idx) * scale if k < real else 0) / step.pairs)
+        if k < real:
+            r_c, r_r = rewards.detach().chunk(2)
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((r_c > r_r).sum())
+            n += len(idx)
     if config.max_grad_norm > 0:
         acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return loss_sum, correct, n_step
+    return loss_sum, correct, n
 
 
 def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
@@ -175,10 +232,11 @@ def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
                mininterval=0.1 if sys.stderr.isatty() else 30.0,
                disable=not progress or not run.accelerator.is_main_process)
     run.model.train()
-    for epoch, batches in run.plan[state.step:]:
+    for step in run.plan[state.step:]:
         lr = run.scheduler.get_last_lr()[0]
         t0 = time.perf_counter()
-        state.record(epoch, *_train_step(run, batches))
+        loss_sum, correct, pairs = summed(run.accelerator, _train_step(run, step))  # all processes
+        state.record(step.epoch, loss_sum, int(correct), int(pairs))
         state.seconds += time.perf_counter() - t0
         if state.step % config.logging_steps == 0 or state.step == total:
             state.log(lr)
@@ -208,29 +266,73 @@ def _smoothing(pairs: Sequence[PreferencePair], smoothing: Sequence[float] | Non
     return eps if eps.any() else None
 
 
+def _margins(pairs: Sequence[PreferencePair]) -> np.ndarray | None:
+    """(N,) per-pair margins from the data's `margin` column (0 where a pair has none), or None."""
+    given = [p.margin for p in pairs]
+    n_given = sum(m is not None for m in given)
+    if n_given == 0:
+        return None
+    if n_given < len(pairs):
+        log.warning("%d of %d training pairs have no margin: they train with margin 0 (+ --margin)",
+                    len(pairs) - n_given, len(pairs))
+    return np.array([m or 0.0 for m in given], dtype=np.float64)
+
+
 def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | None,
-           eps: np.ndarray | None, fingerprints: dict[str, str | None]) -> _Run:
-    accelerator, precision = make_accelerator(config.precision, model=config.model)
+           eps: np.ndarray | None, fingerprints: dict[str, str | None], *,
+           resume: bool = False) -> _Run:
+    accelerator, precision = make_accelerator(autocast_precision(config), model=config.model)
+    check_launch(accelerator, resume=resume, save_steps=config.save_steps,
+                 max_steps=config.max_steps, lora_r=config.lora_r, has_output=output_dir is not None)
+    check_weight_dtype(config, device=accelerator.device)
     set_seed(config.seed)
-    model, tokenizer = load_backbone(config.model, max_length=config.max_length, seed=config.seed)
-    data = encode_pairs(tokenizer, [p.prompt_text for p in pairs], [p.chosen for p in pairs],
-                        [p.rejected for p in pairs], max_length=config.max_length)
-    plan = _plan(data.lengths, config, rank=accelerator.process_index,
-                 world=accelerator.num_processes)
+    model, tokenizer = load_backbone(config.model, max_length=config.max_length, seed=config.seed,
+                                     dtype=config.torch_dtype)
     if not config.dropout:
-        disable_dropout(model)
-    # the same rewards with less work (packed forward, kernels, …): a wrapper, the weights stay put
-    forward, restore = fast_forward(model, device=accelerator.device, precision=precision,
-                                    processes=accelerator.num_processes,
-                                    padding_side=tokenizer.padding_side)
+        disable_dropout(model)  # before LoRA: --lora-dropout is the adapter's own, kept
+    rule = choose_rule(tokenizer, model.config)  # text pair, chat template or plain dialogue
+    model, finish = adapt_for_training(model, config, device=accelerator.device)
+    data = encode_pairs(tokenizer, [p.prompt_text for p in pairs], [p.chosen for p in pairs],
+                        [p.rejected for p in pairs], max_length=config.max_length, rule=rule)
+    keep = _distinct_pairs(data)
+    plan = _plan(data.lengths[keep], config, rank=accelerator.process_index,
+                 world=accelerator.num_processes)
+    if len(keep) < len(data):  # plan positions → pair indices
+        plan = [dataclasses.replace(s, batches=[[int(keep[i]) for i in b] for b in s.batches])
+                for s in plan]
+    # the same rewards with less work (packed forward, kernels, …): a wrapper, the weights stay put;
+    # not with checkpointing, whose recomputation lives in the stock layers the packed path bypasses,
+    # nor under FSDP/DeepSpeed, which gather a layer's weights only when its own forward runs
+    forward, restore = (fast_forward(model, device=accelerator.device, precision=precision,
+                                     processes=accelerator.num_processes,
+                                     padding_side=tokenizer.padding_side)
+                        if not config.gradient_checkpointing and not shards_model(accelerator)
+                        else (model, unchanged))
     optimizer = _optimizer(forward, config, accelerator.device)
     scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
                               num_warmup_steps=round(config.warmup_ratio * len(plan)))
     # the scheduler is not registered with accelerate: it would pickle it and load it back with
     # weights_only=False; save_checkpoint/restore_checkpoint keep its state as JSON instead
+    fit_deepspeed(accelerator.state.deepspeed_plugin, batch_size=config.batch_size,
+                  grad_accum=config.grad_accum, max_grad_norm=config.max_grad_norm)
     forward, optimizer = accelerator.prepare(forward, optimizer)
     return _Run(config, accelerator, forward, tokenizer, optimizer, scheduler, data, eps, plan,
-                output_dir, fingerprints, precision, restore)
+                output_dir, fingerprints, precision, restore, finish=finish,
+                margins=_margins(pairs), rule=rule, n_identical=len(data) - len(keep))
+
+
+def _distinct_pairs(data: PairEncoding) -> np.ndarray:
+    """Indices of the pairs whose sides differ as tokens; the others (identical texts, or cut to
+    the same tokens) cannot teach a preference (their loss is log 2 whatever the weights): dropped,
+    counted, said."""
+    identical = data.identical
+    if identical.all():
+        raise ModelError(f"all {len(data)} training pairs have token-identical chosen and rejected "
+                         f"inputs (after truncation to max_length): nothing to learn")
+    if identical.any():
+        log.warning("%d of %d training pairs dropped: chosen and rejected are the same tokens "
+                    "(after truncation to max_length)", int(identical.sum()), len(data))
+    return np.flatnonzero(~identical)
 
 
 def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
@@ -254,7 +356,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
         done = finished_run(output_dir, config=dataclasses.asdict(config), fingerprints=fingerprints)
         if done is not None:
             return _result_from_info(output_dir, done)
-    run = _setup(pairs, config, output_dir, eps, fingerprints)
+    run = _setup(pairs, config, output_dir, eps, fingerprints, resume=resume)
     state = Progress()
     if resume and output_dir is not None:
         state = restore_checkpoint(run.accelerator, output_dir, config=dataclasses.asdict(config),
@@ -269,16 +371,25 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
 def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> TrainResult:
     acc = run.accelerator
     acc.wait_for_everyone()
-    # keep_fp32_wrapper=False: scoring after training runs in fp32, exactly like a reloaded model
-    model = run.restore(acc.unwrap_model(run.model, keep_fp32_wrapper=False))
+    if shards_model(acc):  # FSDP/DeepSpeed: gathered whole (check_launch asked for output_dir)
+        assert run.output_dir is not None
+        model = gather_model(acc, run.model, run.output_dir)
+    else:  # keep_fp32_wrapper=False: scoring after training runs in fp32, like a reloaded model
+        model = run.restore(acc.unwrap_model(run.model, keep_fp32_wrapper=False))
+    adapter = (run.output_dir / ADAPTER_DIR if run.config.save_adapter and run.output_dir is not None
+               and acc.is_main_process else None)
+    model = run.finish(model, adapter_dir=adapter)  # LoRA: merged into a plain model
     rm = RewardModel(model, run.tokenizer, max_length=run.config.max_length,
-                     batch_size=run.config.eval_batch_size)
+                     batch_size=run.config.eval_batch_size, input_rule=run.rule)
     data = run.data
     info = run_info(config=dataclasses.asdict(run.config), state=state, fingerprints=run.fingerprints,
                     lr=run.config.resolved_lr(), precision=run.precision,
                     n_pairs=len(data), n_truncated=int(data.truncated.sum()),
                     n_response_truncated=int(data.response_truncated.sum()),
                     total_steps=len(run.plan), num_processes=acc.num_processes)
+    # OpenRLHF normalises rewards with config.mean/std: measured on the train pairs, trained model
+    info.update(input_rule=run.rule, n_identical=run.n_identical,
+                reward_stats=reward_stats(rm, data, seed=run.config.seed))
     rm.info = info
     if run.output_dir is not None and acc.is_main_process:
         rm.save(run.output_dir, info=info)
@@ -295,7 +406,7 @@ def _result(output_dir: Path | None, rm: RewardModel, info: dict[str, Any], *,
                        n_pairs=info["n_pairs"], n_truncated=info["n_truncated"], seconds=seconds,
                        n_response_truncated=info["n_response_truncated"],
                        precision=info["precision"], steps=info["steps"],
-                       complete=info["complete"])
+                       complete=info["complete"], n_identical=info.get("n_identical", 0))
 
 
 def _result_from_info(output_dir: Path, info: dict[str, Any]) -> TrainResult:

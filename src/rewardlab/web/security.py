@@ -23,6 +23,7 @@ __all__ = [
     "token_matches",
     "bearer_token",
     "BodyLimit",
+    "BearerAuth",
 ]
 
 TOKEN_ENV = "REWARDLAB_TOKEN"
@@ -126,3 +127,34 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     """Raised inside the app's receive() when a streamed body passes the limit."""
+
+
+class BearerAuth:
+    """ASGI middleware: every HTTP path but `open_paths` needs `Authorization: Bearer <token>`.
+
+    A missing or wrong token gets 401 with a JSON error and `WWW-Authenticate: Bearer`, before the
+    app reads the body; unknown paths are refused too, so nothing can be probed without the token.
+    """
+
+    def __init__(self, app: ASGIApp, *, token: str, open_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.token = token
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization")
+        given = bearer_token(header.decode("latin-1") if header is not None else None)
+        if token_matches(given, self.token):
+            await self.app(scope, receive, send)
+            return
+        reason = "missing" if given is None else "wrong"
+        body = json.dumps({"error": f"{reason} bearer token: send 'Authorization: Bearer <token>'",
+                           "field": "Authorization"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": body})

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from rewardlab.errors import WebError
 
-__all__ = ["run_server", "background_server", "free_port"]
+__all__ = ["run_server", "background_server", "free_port", "check_port_free"]
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +32,24 @@ def _config(app: Any, host: str, port: int, *, graceful_seconds: float) -> uvico
 
 def run_server(app: Any, *, host: str, port: int, graceful_seconds: float = 30.0) -> None:
     """Serve until SIGTERM/SIGINT; a port in use is a one-line error, not a traceback."""
-    _check_port_free(host, port)
+    check_port_free(host, port)
     log.info("listening on http://%s:%d (Ctrl-C or SIGTERM to stop)",
              f"[{host}]" if ":" in host else host, port)
-    uvicorn.Server(_config(app, host, port, graceful_seconds=graceful_seconds)).run()
+    # uvicorn re-raises the signal it stopped on once it is done; a graceful stop on SIGTERM is
+    # the normal end of a server (systemd, Kubernetes, a test), so it exits 0 instead of dying by it
+    previous = signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.Server(_config(app, host, port, graceful_seconds=graceful_seconds)).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _check_port_free(host: str, port: int) -> None:
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM after uvicorn's graceful shutdown: nothing left to do."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A port in use is a one-line WebError (checked before a model loads, and again at start)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

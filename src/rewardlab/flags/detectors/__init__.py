@@ -62,13 +62,17 @@ RULE_DETECTORS: tuple[str, ...] = tuple(DETECTORS)
 # ---- Model-based detectors (detectors/model_based.py) ------------------------------------------
 # They train reward models, so they are registered in DETECTORS but stay OUT of RULE_DETECTORS;
 # hence the import after RULE_DETECTORS is fixed.
+from rewardlab.flags.detectors.judge import LlmJudge  # noqa: E402
 from rewardlab.flags.detectors.model_based import (  # noqa: E402
     EnsembleStrength,
     OofMargin,
     detector_train_config,
 )
+from rewardlab.flags.detectors.strength import PreferenceStrength  # noqa: E402
 
-DETECTORS.update({cls.name: cls for cls in (OofMargin, EnsembleStrength)})
+# llm_judge calls an LLM endpoint rather than training, but is no rule either: it costs tokens.
+DETECTORS.update({cls.name: cls for cls in (OofMargin, EnsembleStrength, PreferenceStrength,
+                                            LlmJudge)})
 # -------------------------------------------------------------------------------------------------
 
 
@@ -92,7 +96,7 @@ def get_detector(name: str, **params: Any) -> Detector:
         known = ", ".join([*fields, *train_kinds]) or "(none)"
         raise SelectionError(f"detector {name!r} has no parameter {unknown[0]!r}; "
                              f"parameters: {known}")
-    values = {key: _coerce(name, key, _kind(fields[key].default), value)
+    values = {key: _coerce(name, key, _kind(cls, fields[key]), value)
               for key, value in params.items() if key in fields}
     train = {key: _coerce(name, key, train_kinds[key], value)
              for key, value in params.items() if key not in fields}
@@ -101,9 +105,19 @@ def get_detector(name: str, **params: Any) -> Detector:
     return cls(**values)
 
 
-def _kind(default: Any) -> type | None:
-    """The type a string parameter converts to: that of the field's default (None: no default)."""
-    return None if default is dataclasses.MISSING else type(default)
+def _kind(cls: type[Detector], f: dataclasses.Field[Any]) -> type | None:
+    """The type a string parameter converts to: that of the field's default (None: no default);
+    for a default of None, the annotation's (`float | None` → float)."""
+    if f.default is dataclasses.MISSING:
+        return None
+    if f.default is not None:
+        return type(f.default)
+    try:
+        hint = typing.get_type_hints(cls)[f.name]
+    except (NameError, KeyError):  # an annotation only importable under TYPE_CHECKING
+        return None
+    args = [t for t in typing.get_args(hint) if t is not type(None)]
+    return args[0] if len(args) == 1 and isinstance(args[0], type) else None
 
 
 def _train_kinds() -> dict[str, type]:

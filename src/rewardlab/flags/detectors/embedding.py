@@ -6,18 +6,16 @@ directory so it works offline; any sentence-transformers model id or path can re
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.errors import ModelError
-from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, reasons_where, utf8_safe
+from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, reasons_where
+from rewardlab.flags.detectors.embedding_cache import encode_texts
+from rewardlab.flags.detectors.embedding_cache import load_encoder as _load_encoder
 from rewardlab.models.names import MINILM
 
 if TYPE_CHECKING:
@@ -26,24 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["NearDuplicateResponses"]
 
 _BATCHES_PER_BAR_STEP = 8  # encode calls of 8 batches: the bar moves often, the calls stay cheap
-
-
-@lru_cache(maxsize=2)
-def _load_encoder(model: str, device: str) -> SentenceTransformer:
-    """Load once per process: flagging, tests and the demo reuse the same encoder."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.util import get_device_name
-
-    from rewardlab.models.backbones import quiet_transformers, resolve_backbone
-
-    # "auto" resolved here with sentence-transformers' own choice: left to it, it logs "No device
-    # provided" at INFO, a line in every CLI run
-    device = get_device_name() if device == "auto" else device
-    try:
-        with quiet_transformers():  # no "Loading weights" bar on stderr, e.g. under --json
-            return SentenceTransformer(resolve_backbone(model), device=device)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load sentence-transformers model {model!r}: {e}") from e
 
 
 @dataclass
@@ -84,32 +64,6 @@ class NearDuplicateResponses(Detector):
         return cosine
 
     def _embed(self, encoder: SentenceTransformer, texts: list[str]) -> np.ndarray:
-        """(U, D) unit vectors (a dot product is the cosine), under an "embedding" bar of its own.
-
-        Encoded in chunks of whole batches, longest texts first as sentence-transformers orders
-        one call, so the batches are those of a single call and the bar can advance between them.
-        """
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        step = self.batch_size * _BATCHES_PER_BAR_STEP
-        chunks = []
-        with _embedding_bar(len(texts), self.progress) as bar:
-            for start in range(0, len(order), step):
-                chunk = [utf8_safe(texts[i]) for i in order[start:start + step]]
-                chunks.append(encoder.encode(chunk, batch_size=self.batch_size,
-                                             convert_to_numpy=True, normalize_embeddings=True,
-                                             show_progress_bar=False))
-                bar.update(len(chunk))
-        stacked = np.concatenate(chunks)  # (U, D) longest first
-        vectors = np.empty_like(stacked)
-        vectors[order] = stacked  # back in the order of `texts`
-        return vectors
-
-
-def _embedding_bar(total: int, enabled: bool) -> tqdm[None]:
-    # on a terminal it nests under the detectors bar and goes when done; in a log file (no
-    # terminal) every redraw is a line, so one in 30 s, the last one stays, and position 0 spares
-    # the file the cursor-up codes of a nested bar
-    tty = sys.stderr.isatty()
-    return tqdm(total=total, desc="embedding", unit="text", dynamic_ncols=True, leave=not tty,
-                mininterval=0.1 if tty else 30.0, position=None if tty else 0,
-                disable=not enabled)
+        """(U, D) unit vectors (a dot product is the cosine), under an "embedding" bar of its own."""
+        return encode_texts(encoder, texts, batch_size=self.batch_size, progress=self.progress,
+                            batches_per_step=_BATCHES_PER_BAR_STEP)

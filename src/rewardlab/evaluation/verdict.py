@@ -1,0 +1,280 @@
+"""The report's verdict paragraph: "does cleaning my preference data give me a better reward model?"
+
+Built only from numbers the statistics already computed (each comparison's bootstrap CI and
+sentence, the dose-response curves' tests, the Holm summary, the power estimates), so it never
+claims more than they support: "better" or "worse" only where a 95% CI excludes 0, hedged when the
+finding does not survive the correction for the number of tests, and always how large an
+experiment would resolve what was seen. Reads results dicts (schema: docs/architecture.md), so an
+older results.json without the newer blocks gets the older paragraph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from statistics import median
+from typing import Any
+
+from rewardlab.evaluation.power import ALPHA, POWER
+
+__all__ = ["overall_verdict"]
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _find(comparisons: Sequence[Mapping[str, Any]], treated: str, baseline: str
+          ) -> dict[str, Any] | None:
+    return next((dict(c) for c in comparisons
+                 if c["treated"] == treated and c["baseline"] == baseline), None)
+
+
+def _direction(comp: Mapping[str, Any] | None) -> int:
+    """+1 significantly better, -1 significantly worse, 0 no detectable difference / missing."""
+    if comp is None or comp["bootstrap"]["ci"][0] is None:
+        return 0
+    lo, hi = comp["bootstrap"]["ci"]
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def _holm_tests(results: Mapping[str, Any]) -> int:
+    return int((results.get("multiplicity") or {}).get("tests") or 0)
+
+
+def _survives(comp: Mapping[str, Any], results: Mapping[str, Any]) -> bool:
+    """Still significant after Holm's correction (True when there was nothing to correct)."""
+    if _holm_tests(results) <= 1 or comp.get("p_holm") is None:
+        return True
+    return float(comp["p_holm"]) < ALPHA
+
+
+def _treatment_names(results: Mapping[str, Any]) -> list[str]:
+    """Conditions that clean the data: everything except the unfiltered baseline and the control."""
+    return [c for c in results.get("conditions", {}) if c not in ("unfiltered", "random")]
+
+
+def _best_treatment(results: Mapping[str, Any]) -> str | None:
+    conds = results.get("conditions", {})
+    scored = [(conds[c]["summary"].get("accuracy_mean"), c) for c in _treatment_names(results)]
+    scored = [(a, c) for a, c in scored if a is not None]
+    return max(scored)[1] if scored else None
+
+
+def _dose_headline(results: Mapping[str, Any]) -> str:
+    """The answer when no clean condition ran: the dose-response curves against random removal."""
+    doses = results.get("dose_response") or []
+    if not doses:
+        return "No cleaning condition was run, so this report cannot answer the question."
+    ups = [d for d in doses if _curve_direction(d) > 0]
+    if ups:
+        names = ", ".join(f"{d['rank_by']} ({d['treatment']})" for d in ups)
+        hedge = ("" if all(_survives(d["curve_test"], results) for d in ups) else
+                 f", though not after correcting for the {_holm_tests(results)} tests made")
+        return (f"Yes, on this test set: treating the pairs ranked most suspect by {names} beat "
+                f"treating as many random pairs{hedge}.")
+    return ("No evidence that it does: treating the pairs the detector ranks most suspect did "
+            "not differ detectably from treating as many random pairs.")
+
+
+def _headline(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> str:
+    """The direct answer, driven by the treatments' comparisons against unfiltered data."""
+    treatments = _treatment_names(results)
+    if not treatments:
+        return _dose_headline(results)
+    found = {t: _find(comps, t, "unfiltered") for t in treatments}
+    dirs = {t: _direction(c) for t, c in found.items()}
+    better = [t for t, d in dirs.items() if d > 0]
+    worse = [t for t, d in dirs.items() if d < 0]
+    if better:
+        firm = [t for t in better if _survives(found[t] or {}, results)]
+        if firm:
+            return f"Yes, on this test set: {', '.join(firm)} beat training on unfiltered data."
+        return (f"Possibly, but not conclusively: {', '.join(better)} beat training on unfiltered "
+                f"data on this test set (95% CI above 0), but not after correcting for the "
+                f"{_holm_tests(results)} tests this report makes.")
+    if worse and len(worse) == len(dirs):
+        return "No: every cleaning treatment made the reward model worse than unfiltered data."
+    if worse:
+        return (f"No improvement was shown: {', '.join(worse)} made the model worse and the other "
+                f"treatments were indistinguishable from unfiltered data.")
+    return ("No evidence that it does: no cleaning treatment differed detectably from "
+            "training on unfiltered data.")
+
+
+def _control_treatment(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]
+                       ) -> str | None:
+    """The treatment to judge against the control: one that beat unfiltered, else the best."""
+    with_control = [t for t in _treatment_names(results) if _find(comps, t, "random")]
+    winners = [t for t in with_control if _direction(_find(comps, t, "unfiltered")) > 0]
+    conds = results["conditions"]
+    pool = winners or with_control
+    return max(pool, key=lambda t: conds[t]["summary"].get("accuracy_mean") or 0.0, default=None)
+
+
+_CONTROL_MEANING = {  # (vs random, vs unfiltered) -> what the control says
+    (1, 1): "so the gain comes from which pairs were cleaned, not from training on fewer pairs",
+    (0, 1): "so this run cannot tell cleaner data from merely less data",
+    (-1, 1): "so a random subset of the same size did even better: less data, not cleaner data, "
+             "explains the gain",
+    (1, 0): "so the cleaned data beat a random subset of the same size, though not the full data",
+    (1, -1): "so the cleaned data beat a random subset of the same size, though not the full data",
+}
+
+
+def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> str:
+    """Why the random control exists, and what it says here."""
+    if not _treatment_names(results):
+        return ""
+    if "random" not in results.get("conditions", {}):
+        return ("There was no random-subset control, so a gain from cleaning cannot be told apart "
+                "from a gain from simply training on fewer pairs.")
+    lead = ("The random control removes as many pairs as cleaning does, but at random: clean vs "
+            "random tells better data from less data.")
+    treated = _control_treatment(results, comps)
+    if treated is None:
+        return lead
+    comp = _find(comps, treated, "random")
+    if comp is None:
+        return lead
+    key = (_direction(comp), _direction(_find(comps, treated, "unfiltered")))
+    meaning = _CONTROL_MEANING.get(key, "so the cleaned data did not beat a random subset of the "
+                                        "same size" if key[0] <= 0 else "")
+    return f"{lead} {comp['verdict'][:-1]}; {meaning}." if meaning else f"{lead} {comp['verdict']}"
+
+
+def _curve_direction(dose: Mapping[str, Any]) -> int:
+    curve = dose.get("curve_test") or {}
+    lo, hi = (curve.get("ci") or [None, None])[:2]
+    if lo is None or hi is None:
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def _dose_sentences(results: Mapping[str, Any]) -> list[str]:
+    return [d["verdict"] for d in results.get("dose_response") or [] if d.get("verdict")]
+
+
+def _ablation_sentence(results: Mapping[str, Any]) -> str:
+    """Each detector's own flags vs a random removal of the same size, in one sentence."""
+    entries = [e for e in results.get("ablation") or [] if not e.get("reused")]
+    if not entries:  # none, or only the clean vs random comparison already said
+        return ""
+    decided = [e for e in entries if _direction(e["comparison"]) != 0]
+    lead = (f"Per-detector ablation ({len(entries)} detector{'s' if len(entries) != 1 else ''}, "
+            f"each detector's own flagged pairs vs as many random pairs)")
+    if not decided:
+        return (f"{lead}: no detector's flags differed detectably from a random choice of the "
+                f"same size.")
+    said = "; ".join(e["comparison"]["verdict"].rstrip(".") for e in decided)
+    rest = len(entries) - len(decided)
+    tail = (f"; the other {rest} show no detectable difference" if rest else "")
+    return f"{lead}: {said}{tail}."
+
+
+def _strength_sentence(results: Mapping[str, Any]) -> str:
+    block = results.get("strength") or {}
+    share, n = block.get("share_negative"), block.get("pairs")
+    if share is None or not n:
+        return ""
+    ref = block.get("reference") or {}
+    compared = (f" (reported for {ref['dataset']}: about {100 * ref['share']:.0f}%, "
+                f"{ref['source']})" if ref.get("share") is not None else "")
+    return (f"{block['detector']}: {100 * share:.1f}% of the {_count(n)} training pairs have a "
+            f"negative mean margin across models that never trained on them{compared}.")
+
+
+def _headline_comparison(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]
+                         ) -> Mapping[str, Any] | None:
+    """The comparison the power sentence sizes: best treatment vs unfiltered, else the first."""
+    best = _best_treatment(results)
+    comp: Mapping[str, Any] | None = _find(comps, best, "unfiltered") if best else None
+    if comp is None or comp.get("power") is None:
+        comp = next((c for c in comps if c.get("power")), None)
+    return comp
+
+
+def _power_sentence(comp: Mapping[str, Any] | None) -> str:
+    """How many test pairs (or seeds) would resolve the observed difference, with 80% power."""
+    power = (comp or {}).get("power")
+    if not power or power.get("diff") is None or comp is None:
+        return ""
+    what = f"{comp['treated']} vs {comp['baseline']}"
+    target = f"with {100 * POWER:.0f}% power at α = {ALPHA}"
+    detectable = power.get("detectable_diff")
+    resolves = (f" On its {_count(power['test_pairs'])} test pairs, one seed's McNemar test "
+                f"finds differences of about ±{_points(detectable)} points {target}; averaging "
+                f"seeds narrows the intervals above, not the test-pair noise they share."
+                if detectable is not None else "")
+    pairs_needed, seeds_needed = power.get("test_pairs_needed"), power.get("seeds_needed")
+    if pairs_needed is None:
+        return (f"The observed difference of {what} is 0, so no sample size resolves it."
+                f"{resolves}")
+    seeds = (f", or, on these test pairs, about {_count(seeds_needed)} seeds (paired t over seeds; "
+             f"this run has {power['seeds']})" if seeds_needed is not None else "")
+    return (f"To resolve the observed {100 * power['diff']:+.1f}-point difference of {what} "
+            f"{target} would take about {_count(pairs_needed)} test pairs for one seed's McNemar "
+            f"test (this run has {_count(power['test_pairs'])}){seeds}.{resolves}")
+
+
+def _resolution_sentence(comps: Sequence[Mapping[str, Any]], results: Mapping[str, Any]) -> str:
+    """How small a difference this experiment can resolve: the typical CI half-width."""
+    halves = [(c["bootstrap"]["ci"][1] - c["bootstrap"]["ci"][0]) / 2 for c in comps
+              if c["bootstrap"]["ci"][0] is not None]
+    if not halves:
+        return ""
+    seeds = len(results.get("config", {}).get("seeds", [])) or None
+    n_test = results.get("data", {}).get("test", {}).get("pairs")
+    setup = " and ".join(x for x in (f"{seeds} seed{'s' if seeds != 1 else ''}" if seeds else "",
+                                     f"{n_test} test pairs" if n_test else "") if x)
+    return (f"With {setup or 'this setup'}, the 95% intervals are about ±{_points(median(halves))} "
+            f"points wide: effects smaller than that need more test pairs or seeds to resolve.")
+
+
+def _multiplicity_sentence(results: Mapping[str, Any]) -> str:
+    mult = results.get("multiplicity") or {}
+    k = int(mult.get("tests") or 0)
+    if k <= 1:
+        return ""
+    raw, held = mult.get("significant", 0), mult.get("significant_holm", 0)
+    survivors = [label for label, p in zip(mult.get("labels", []), mult.get("p_holm", []))
+                 if p < ALPHA]
+    named = f" ({', '.join(survivors[:3])}{', …' if len(survivors) > 3 else ''})" if survivors else ""
+    return (f"This report makes {k} paired tests, so about {k * ALPHA:.1f} would reach p < {ALPHA} "
+            f"by chance alone; {raw} did, {held} after Holm's correction{named}.")
+
+
+def _teaching_sentence(results: Mapping[str, Any]) -> str:
+    teaching = results.get("teaching") or {}
+    frac = teaching.get("recovered_fraction")
+    if frac is None:
+        return ""
+    best = teaching.get("best_treatment") or _best_treatment(results) or "the best treatment"
+    noise = teaching.get("noise")
+    where = f"with {100 * noise:.0f}% of labels flipped" if noise is not None else "label noise"
+    if frac <= 0:
+        return (f"In this synthetic demo ({where}), {best} recovered none of the accuracy lost to "
+                f"noise.")
+    return (f"In this synthetic demo ({where}), {best} recovered an estimated {100 * frac:.0f}% of "
+            f"the accuracy lost to noise (point estimate, mean over seeds).")
+
+
+def overall_verdict(results: Mapping[str, Any]) -> str:
+    """A paragraph answering "does cleaning my preference data give me a better reward model?".
+
+    Built only from the comparisons' bootstrap CIs (and, when present, the dose-response tests,
+    the Holm summary and the power estimates), so it never claims more than they support.
+    """
+    comps = results.get("comparisons", [])
+    parts = [_headline(results, comps)]
+    parts += [c["verdict"] for c in comps
+              if c["baseline"] == "unfiltered" and c["treated"] in _treatment_names(results)]
+    parts += [_control_sentence(results, comps), *_dose_sentences(results),
+              _ablation_sentence(results), _strength_sentence(results),
+              _resolution_sentence(comps, results),
+              _power_sentence(_headline_comparison(results, comps)),
+              _multiplicity_sentence(results), _teaching_sentence(results)]
+    return " ".join(p for p in parts if p)

@@ -1,0 +1,111 @@
+"""Review SQL for the store: reviewer names, the one-row-per-reviewer upsert, the queue filters.
+
+Called by `Store` inside its sessions; nothing here commits. A review is one reviewer's verdict on
+one flag (example × detector); the queue lists the flags of the detectors' latest runs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, distinct, exists, func, select, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from rewardlab.errors import StoreError
+from rewardlab.store.records import QueueReview
+from rewardlab.store.schema import DetectorRun, Example, Flag, Review, as_utc, utcnow
+
+__all__ = ["REVIEWER_ENV", "MAX_REVIEWER_CHARS", "MAX_QUEUE_PAGE", "default_reviewer",
+           "check_reviewer", "upsert_review", "queue_select", "reviews_of"]
+
+REVIEWER_ENV = "REWARDLAB_REVIEWER"
+MAX_REVIEWER_CHARS = 200  # the column's width
+MAX_QUEUE_PAGE = 500  # flags per review_queue page
+
+
+def _iso(value: datetime) -> str:
+    return as_utc(value).isoformat(timespec="seconds")
+
+
+def default_reviewer() -> str:
+    """The reviewer name when none is given: $REWARDLAB_REVIEWER, else the login name."""
+    try:
+        login = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without the user in /etc/passwd)
+        login = ""
+    return os.environ.get(REVIEWER_ENV) or login or "anonymous"
+
+
+def check_reviewer(reviewer: str) -> str:
+    """The name stripped; StoreError when empty or wider than the column."""
+    who = reviewer.strip()
+    if not who or len(who) > MAX_REVIEWER_CHARS:
+        raise StoreError(f"reviewer name must be 1..{MAX_REVIEWER_CHARS} characters "
+                         f"(got {len(who)})")
+    return who
+
+
+def upsert_review(s: Session, example_id: int, detector: str, reviewer: str, verdict: str,
+                  note: str) -> int:
+    """Insert the review, or edit the one this reviewer left on this flag; returns its id.
+
+    INSERT … ON CONFLICT DO UPDATE (both backends have it): atomic, so two tabs saving the
+    same card at once end with one row, the later verdict."""
+    dialect_insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    stmt = dialect_insert(Review).values(example_id=example_id, detector=detector,
+                                         reviewer=reviewer, verdict=verdict, note=note,
+                                         created_at=now, updated_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["example_id", "detector", "reviewer"],
+        set_={"verdict": stmt.excluded.verdict, "note": stmt.excluded.note,
+              "updated_at": stmt.excluded.updated_at})
+    review_id = s.scalar(stmt.returning(Review.id))
+    assert review_id is not None  # RETURNING of an upsert always yields the row
+    return int(review_id)
+
+
+def queue_select(run_ids: list[int], state: str,
+                 reviewer: str | None) -> Select[*tuple[Any, ...]]:
+    """The flags of `run_ids` with their pairs, filtered by review `state` (not yet ordered)."""
+    stmt = (select(Example.id.label("example_id"), Example.source_index, Example.split,
+                   Example.subset, Example.context, Example.prompt, Example.chosen,
+                   Example.rejected, DetectorRun.detector, Flag.score, Flag.reason)
+            .select_from(Flag)
+            .join(Example, Flag.example_id == Example.id)
+            .join(DetectorRun, Flag.run_id == DetectorRun.id)
+            .where(Flag.run_id.in_(run_ids), Flag.flagged == true()))
+    # correlated with the outer flag row: the reviews of this example × detector
+    of_flag = (Review.example_id == Flag.example_id) & (Review.detector == DetectorRun.detector)
+    mine = of_flag & (Review.reviewer == reviewer) if reviewer else of_flag
+    if state == "unreviewed":
+        stmt = stmt.where(~exists().where(mine))
+    elif state == "reviewed":
+        stmt = stmt.where(exists().where(mine))
+    elif state == "needs_review":
+        stmt = stmt.where(exists().where(of_flag & (Review.verdict == "needs_review")))
+    elif state == "disagreements":
+        verdicts = select(func.count(distinct(Review.verdict))).where(of_flag).scalar_subquery()
+        stmt = stmt.where(verdicts > 1)
+    return stmt
+
+
+def reviews_of(s: Session, example_ids: list[int]) -> dict[tuple[int, str], list[QueueReview]]:
+    """(example_id, detector) -> its reviews, by reviewer name."""
+    found: dict[tuple[int, str], list[QueueReview]] = {}
+    if not example_ids:
+        return found
+    rows = s.execute(select(Review.example_id, Review.detector, Review.reviewer, Review.verdict,
+                            Review.note, Review.updated_at)
+                     .where(Review.example_id.in_(example_ids))
+                     .order_by(Review.reviewer)).all()
+    for example_id, detector, reviewer, verdict, note, updated_at in rows:
+        found.setdefault((example_id, detector), []).append(
+            {"reviewer": reviewer, "verdict": verdict, "note": note,
+             "updated_at": _iso(updated_at)})
+    return found

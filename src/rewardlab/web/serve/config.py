@@ -1,0 +1,62 @@
+"""`ServeConfig`: how `rewardlab serve` listens, batches and limits (the CLI flags mirror it).
+
+Kept free of torch and FastAPI so the CLI validates every option before a model loads. `/info`
+reports it, so a client can read the limits it must stay under. The token is not a field: it is a
+secret, and the config is printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rewardlab.errors import WebError
+
+__all__ = ["PRECISIONS", "ServeConfig"]
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _opt(default: Any, help_text: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Options of one `rewardlab serve` process."""
+
+    host: str = _opt("127.0.0.1", "address to bind; anything but loopback needs a token")
+    port: int = _opt(8000, "TCP port")
+    max_batch: int = _opt(32, "most sequences scored together: requests arriving together are merged "
+                          "into one batch of up to this many")
+    forward_batch: int = _opt(8, "sequences per forward within a batch, sorted by length so they "
+                              "hardly pad")
+    workers: int = _opt(0, "batches scored at once, each on its own thread (0 = auto: 2 on a CPU "
+                        "with 2+ cores, sharing its threads; 1 on a GPU); 1 = lowest latency for "
+                        "a lone request")
+    max_wait_ms: float = _opt(5.0, "how long the first request of a batch waits for company "
+                              "(milliseconds; 0 = score whatever has arrived)")
+    max_body_bytes: int = _opt(8 * 1024 * 1024, "largest request body; larger → 413")
+    max_queries: int = _opt(1024, "most queries (pairs, rows) in one request; more → 413")
+    max_chars: int = _opt(100_000, "most characters in one query, prompt or response; more → 413")
+    precision: str = _opt("auto", "autocast dtype of the forward: auto = bf16 where the hardware "
+                          "runs it natively (CUDA with bf16, CPUs with avx512_bf16/AMX), else fp32; "
+                          "fp32 reproduces `rewardlab score` to float rounding", choices=PRECISIONS)
+
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise WebError("--host is empty: give an address, e.g. 127.0.0.1")
+        if not 1 <= self.port <= 65535:
+            raise WebError(f"--port must be in 1..65535 (got {self.port})")
+        if self.workers < 0:
+            raise WebError(f"--workers must be at least 0 (0 = auto; got {self.workers})")
+        for name in ("max_batch", "forward_batch", "max_body_bytes", "max_queries", "max_chars"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise WebError(f"{flag} must be at least 1 (got {getattr(self, name)})")
+        # NaN would pass `< 0` and make every batch wait forever; 10 s is already no longer "short"
+        if not 0.0 <= self.max_wait_ms <= 10_000.0:
+            raise WebError(f"--max-wait-ms must be in [0, 10000] (got {self.max_wait_ms})")
+        if self.precision not in PRECISIONS:
+            raise WebError(f"--precision must be one of {', '.join(PRECISIONS)} "
+                           f"(got {self.precision!r})")

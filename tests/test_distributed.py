@@ -1,0 +1,301 @@
+"""Multi-process training: one run of N processes, as `accelerate launch` and `torchrun` start it.
+
+The end-to-end test launches real processes (gloo on the CPU) on a tiny BERT: 2 processes with
+batch 4 must train like 1 process with batch 4 × grad_accum 2 (the same global batch of 8 pairs,
+the same steps). Not bit for bit: the two processes each sum their gradient and gloo averages the
+two, where one process sums all of them in one buffer, so float32 rounding differs (~1e-7
+relative per step). Measured, the loss curves and the reward margins agree to 4e-6; the
+tolerances (1e-4, 1e-3) leave room for that rounding, not for other steps: the same pairs cut
+into other steps (batch 8 instead of 4 × grad_accum 2, measured at lr 5e-3) move the losses by
+7e-2.
+
+The unit tests below check, in this process, the pieces the launch relies on: each process's
+disjoint share of every step, accelerate's launch arguments read back, DeepSpeed's "auto" values,
+the refusals of what a sharded (FSDP/DeepSpeed) run cannot do, and the thread share per process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+from rewardlab.data.source_result import SourceResult
+from rewardlab.errors import ModelError
+from rewardlab.models.reward_model import INFO_FILE, RewardModel
+from rewardlab.store.store import Store
+from rewardlab.training.checkpoint import CHECKPOINTS, gather_model
+from rewardlab.training.config import TrainConfig
+from rewardlab.training.loop import _plan, train_reward_model
+from rewardlab.training.runtime import (
+    check_launch,
+    fit_deepspeed,
+    make_accelerator,
+    process_rank,
+    split_cpu_launch,
+    threads_for,
+)
+from tests._tiny import make_tiny_backbone, planted_pairs
+
+BIN = Path(sys.executable).parent
+# the run both launches continue: 44 pairs, 11 batches of 4 per epoch, 2 epochs; each epoch's
+# last step has one batch, so the second process repeats one with weight 0 (lockstep)
+TRAIN = ["--lr", "1e-2", "--max-length", "64", "--batch-size", "4", "--epochs", "2",
+         "--logging-steps", "1", "--seed", "42"]
+STEPS = 12  # 2 epochs × ⌈11 batches / (2 processes × 1 micro-batch)⌉
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _environment() -> dict[str, str]:
+    """This environment without any launcher's variables, one thread per process, offline."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ACCELERATE_", "FSDP_", "MASTER_", "LOCAL_", "TORCHELASTIC"))
+           and k not in ("RANK", "WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _launch(command: list[str], cwd: Path) -> dict[str, Any]:
+    """Run a launch; it must succeed and print exactly one JSON document on stdout."""
+    done = subprocess.run(command, cwd=cwd, env=_environment(), capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document: dict[str, Any] = json.loads(done.stdout)  # two documents would be "Extra data"
+    assert done.stdout.count('"output_dir"') == 1
+    return document
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    root = tmp_path_factory.mktemp("distributed")
+    url = f"sqlite:///{root / 'store.db'}"
+    pairs = planted_pairs(44, seed=0)
+    Store(url).ingest("planted", SourceResult(spec="planted", pairs=pairs, read=len(pairs),
+                                              rejected=[]))
+    with torch.random.fork_rng():  # the same tiny BERT every session: how fast it learns
+        torch.manual_seed(0)        # depends on its random init
+        backbone = str(make_tiny_backbone(root / "tiny"))
+    yield SimpleNamespace(root=root, url=url, backbone=backbone,
+                          pairs=Store(url).load_pairs("planted", split="train"))
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(workspace: SimpleNamespace
+                                                                 ) -> None:
+    w, out = workspace, workspace.root / "two"
+    common = ["-m", "rewardlab", "train", "planted", "-o", str(out), "--model", w.backbone,
+              "--db", w.url, "--json", *TRAIN]
+    # 1) accelerate's CPU launch, stopped after 5 steps: one checkpoint, written once
+    first = _launch([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2",
+                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                     "--main_process_port", str(_free_port()), *common, "--max-steps", "5"], w.root)
+    assert first["num_processes"] == 2 and first["train_pairs"] == 44
+    record = json.loads((out / INFO_FILE).read_text())
+    assert (record["num_processes"], record["steps"], record["complete"]) == (2, 5, False)
+    assert [d.name for d in (out / CHECKPOINTS).iterdir()] == ["step-0000005"]
+    assert sorted(p.name for p in (out / CHECKPOINTS / "step-0000005").iterdir()) == [
+        "model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl",
+        "rng_state_0.json", "rng_state_1.json", "scheduler.json", "trainer_state.json"]
+    assert not list(out.rglob("*.tmp"))
+    config = TrainConfig(model=w.backbone, lr=1e-2, max_length=64, batch_size=4, epochs=2,
+                         logging_steps=1, seed=42)
+    with pytest.raises(ModelError, match=r"ran as 2 process\(es\), this run has 1"):
+        train_reward_model(w.pairs, config=config, output_dir=out, resume=True, progress=False)
+
+    # 2) torchrun resumes it to the end
+    second = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                      "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *common,
+                      "--resume"], w.root)
+    assert second["num_processes"] == 2
+    record = json.loads((out / INFO_FILE).read_text())
+    assert (record["num_processes"], record["steps"], record["complete"]) == (2, STEPS, True)
+    assert not (out / CHECKPOINTS).exists()  # the final model is the artifact
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+    losses = [h["loss"] for h in record["history"]]
+    assert len(losses) == STEPS and losses[-1] < losses[0] - 0.3  # it learned (0.69 → 0.03)
+
+    # the same run in one process: same batches per step (4 × grad_accum 2), same seed
+    one = train_reward_model(w.pairs, config=dataclasses.replace(config, grad_accum=2),
+                             progress=False)
+    assert one.steps == STEPS
+    np.testing.assert_allclose(losses, [h["loss"] for h in one.history], atol=1e-4)
+    assert record["train_accuracy"] == one.train_accuracy  # the same 44 pairs, each counted once
+    assert abs(record["train_loss"] - one.train_loss) < 1e-4
+    # margins, not rewards: the BT loss sees only r_chosen - r_rejected, so the head's bias gets
+    # a gradient that is 0 but for rounding, which Adam scales up into steps of random sign
+    chosen, rejected = RewardModel.load(out).score_pairs(w.pairs)
+    chosen_1, rejected_1 = one.model.score_pairs(w.pairs)
+    np.testing.assert_allclose(chosen - rejected, chosen_1 - rejected_1, atol=1e-3)
+
+
+# ---------------------------------------------------------------- in this process
+
+
+@pytest.mark.parametrize(("n", "batch", "accum", "world"),
+                         [(48, 4, 1, 2), (50, 4, 2, 2), (13, 2, 1, 3), (7, 4, 1, 4), (9, 3, 2, 1)])
+def test_each_process_takes_a_disjoint_share_of_every_step(n: int, batch: int, accum: int,
+                                                           world: int) -> None:
+    lengths = np.random.default_rng(0).integers(5, 60, size=n)
+    config = TrainConfig(model="bow", batch_size=batch, grad_accum=accum, epochs=2, seed=3)
+    shares = [_plan(lengths, config, rank=r, world=world) for r in range(world)]
+    alone = _plan(lengths, TrainConfig(model="bow", batch_size=batch, grad_accum=accum * world,
+                                       epochs=2, seed=3), rank=0, world=1)
+    assert {len(s) for s in shares} == {len(alone)}  # every process takes every step
+    for k, whole in enumerate(alone):
+        steps = [s[k] for s in shares]
+        real = [b for s in steps for b in s.batches[:len(s.batches) - s.lockstep]]
+        assert sorted(i for b in real for i in b) == sorted(i for b in whole.batches for i in b)
+        assert {s.pairs for s in steps} == {sum(len(b) for b in whole.batches)}
+        # lockstep: every process runs grad_accum micro-batches (one process: what is left)
+        assert {len(s.batches) for s in steps} == ({accum} if world > 1 else {len(whole.batches)})
+        assert all(s.epoch == whole.epoch for s in steps)
+
+
+def _launcher(*options: str) -> list[str]:
+    return [sys.executable, str(BIN / "accelerate"), "launch", *options, "-m", "rewardlab",
+            "train", "d", "-o", "m"]
+
+
+def test_accelerate_cpu_launch_is_read_back_from_its_command_line(tmp_path: Path) -> None:
+    argv = ["train", "d", "-o", "m"]
+    args = split_cpu_launch(_launcher("--cpu", "--num_processes", "3", "--main_process_port",
+                                      "29999"), argv)
+    assert args is not None and (args.num_processes, args.main_process_port) == (3, 29999)
+    module_form = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes",
+                   "2", "-m", "rewardlab", *argv]
+    assert split_cpu_launch(module_form, argv) is not None
+    # accelerate's own config file, as `accelerate config` writes it for several CPU processes
+    config = tmp_path / "multi_cpu.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\n"
+                      "mixed_precision: 'no'\nnum_machines: 1\nnum_processes: 2\nuse_cpu: true\n")
+    from_file = split_cpu_launch(_launcher("--config_file", str(config)), argv)
+    assert from_file is not None and from_file.num_processes == 2
+    # nothing to do: one process, another command, mpirun starts them, or not accelerate at all
+    assert split_cpu_launch(_launcher("--cpu", "--num_processes", "1"), argv) is None
+    assert split_cpu_launch(_launcher("--cpu", "--num_processes", "2"), ["train", "e"]) is None
+    assert split_cpu_launch(_launcher("--cpu", "--num_processes", "2", "--mpirun_hostfile",
+                                      "hosts"), argv) is None
+    assert split_cpu_launch([sys.executable, "-m", "rewardlab", *argv], argv) is None
+
+
+def test_accelerate_fsdp_config_is_parsed_for_a_torchrun_launch(tmp_path: Path) -> None:
+    """An FSDP config from `accelerate config` reaches accelerate's torchrun launcher unchanged
+    (not rewardlab's CPU relaunch); FSDP itself needs GPUs (accelerate runs it only there)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    config = tmp_path / "fsdp.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\n"
+                      "fsdp_config:\n  fsdp_version: 2\n  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP\n"
+                      "  fsdp_state_dict_type: FULL_STATE_DICT\n  fsdp_reshard_after_forward: true\n"
+                      "mixed_precision: bf16\nnum_machines: 1\nnum_processes: 2\nuse_cpu: false\n")
+    launch = _launcher("--config_file", str(config))
+    args = _validate_launch_command(launch_command_parser().parse_args(launch[3:]))[0]
+    assert args.use_fsdp and args.num_processes == 2 and args.fsdp_version == 2
+    assert args.fsdp_state_dict_type == "FULL_STATE_DICT"
+    assert split_cpu_launch(launch, ["train", "d", "-o", "m"]) is None
+    # with --cpu accelerate takes its one-process CPU launcher even so: rewardlab starts the two
+    on_cpu = split_cpu_launch(_launcher("--cpu", "--config_file", str(config)), ["train", "d", "-o", "m"])
+    assert on_cpu is not None and on_cpu.num_processes == 2
+
+
+def test_deepspeed_auto_values_come_from_the_run() -> None:
+    plugin = DeepSpeedPlugin(zero_stage=2)  # as `accelerate config` builds it: "auto" values
+    fit_deepspeed(plugin, batch_size=4, grad_accum=2, max_grad_norm=0.5)
+    ds = plugin.deepspeed_config
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"],
+            ds["gradient_clipping"]) == (4, 2, 0.5)
+    fit_deepspeed(plugin, batch_size=4, grad_accum=2, max_grad_norm=0.5)  # the same: accepted
+    with pytest.raises(ModelError, match=r"gradient_accumulation_steps=2 .* --grad-accum 4"):
+        fit_deepspeed(plugin, batch_size=4, grad_accum=4, max_grad_norm=0.5)
+    fit_deepspeed(None, batch_size=4, grad_accum=4, max_grad_norm=0.5)  # no DeepSpeed: nothing
+
+
+def _stand_in(kind: DistributedType, plugin: DeepSpeedPlugin | None = None) -> Any:
+    """FSDP and DeepSpeed do not run on this CPU: what check_launch reads of an Accelerator."""
+    return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(deepspeed_plugin=plugin))
+
+
+@pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED])
+def test_a_sharded_run_refuses_what_it_cannot_do_before_any_work(kind: DistributedType) -> None:
+    sharded = _stand_in(kind, DeepSpeedPlugin(zero_stage=2) if kind == DistributedType.DEEPSPEED else None)
+    ok = {"resume": False, "save_steps": 0, "max_steps": 0, "lora_r": 0, "has_output": True}
+    check_launch(sharded, **ok)
+    for change, message in [({"has_output": False}, "needs an output directory"),
+                            ({"resume": True}, "resumable checkpoints"),
+                            ({"save_steps": 10}, "resumable checkpoints"),
+                            ({"lora_r": 8}, "--lora-r is not supported")]:
+        with pytest.raises(ModelError, match=message):
+            check_launch(sharded, **{**ok, **change})
+    check_launch(_stand_in(DistributedType.MULTI_CPU),  # DDP: every process has all of it
+                 **{**ok, "resume": True, "lora_r": 8, "has_output": False})
+
+
+def test_zero3_must_be_able_to_gather_the_model_it_saves() -> None:
+    ok = {"resume": False, "save_steps": 0, "max_steps": 0, "lora_r": 0, "has_output": True}
+    with pytest.raises(ModelError, match="zero3_save_16bit_model: true"):
+        check_launch(_stand_in(DistributedType.DEEPSPEED, DeepSpeedPlugin(zero_stage=3)), **ok)
+    check_launch(_stand_in(DistributedType.DEEPSPEED,
+                           DeepSpeedPlugin(zero_stage=3, zero3_save_16bit_model=True)), **ok)
+
+
+def test_the_final_model_is_gathered_written_and_read_back_whole(workspace: SimpleNamespace,
+                                                                tmp_path: Path) -> None:
+    """The save path of FSDP/DeepSpeed runs (`get_state_dict`, `save_pretrained(state_dict=…)`,
+    read back), here on one process, where accelerate's gather is the plain state dict."""
+    from transformers import AutoModelForSequenceClassification
+
+    accelerator, _ = make_accelerator("fp32", model="minilm")
+    try:
+        trained = accelerator.prepare(AutoModelForSequenceClassification.from_pretrained(
+            workspace.backbone))
+        back = gather_model(accelerator, trained, tmp_path)
+    finally:
+        AcceleratorState._reset_state()
+    assert type(back) is type(accelerator.unwrap_model(trained))
+    assert (tmp_path / "model.safetensors").is_file()
+    expected = accelerator.unwrap_model(trained).state_dict()
+    assert back.state_dict().keys() == expected.keys()
+    assert all(torch.equal(back.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_processes_on_one_machine_share_its_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(cores * 2)  # as an inherited OMP_NUM_THREADS too large for N processes
+    try:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        with threads_for("minilm"):
+            assert torch.get_num_threads() == max(1, cores // 2)
+        assert torch.get_num_threads() == cores * 2
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        with threads_for("minilm"):  # one process: its threads are left as they are
+            assert torch.get_num_threads() == cores * 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_rank_is_read_from_the_launchers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert process_rank() == 0
+    monkeypatch.setenv("PMI_RANK", "3")  # mpirun
+    assert process_rank() == 3
+    monkeypatch.setenv("RANK", "1")  # torchrun
+    assert process_rank() == 1
