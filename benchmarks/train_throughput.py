@@ -237,8 +237,11 @@ class _Forwards:
         self.calls: list[tuple[int, int, int]] = []
 
     def hook(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        from transformers import PreTrainedModel  # not peft's PeftModelFor… wrapper: counted once
+
         mask = kwargs.get("attention_mask")
         if (module.training and mask is not None and mask.dim() == 2
+                and isinstance(module, PreTrainedModel)
                 and type(module).__name__.endswith("ForSequenceClassification")):
             self.calls.append((mask.shape[0], mask.shape[1], int(mask.sum())))
 
