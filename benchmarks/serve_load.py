@@ -6,10 +6,10 @@ Two servers, each in its own process (clean peak RSS), interleaved rep by rep (t
 rep), so load drifts on this shared machine hit both alike:
 
   rewardlab  `rewardlab serve DIR` as a user runs it: dynamic micro-batching (one queue, length-
-             sorted batches of up to --max-batch sequences, --max-wait-ms), inference_mode, two
-             scoring threads of one intra-op thread each on this 2-core CPU (--workers auto).
-  rewardlab-w1  the same with `--workers 1` (batching alone, one scoring thread; opt-in with
-             --servers), to tell the batching's share from the scoring threads'.
+             sorted batches of up to --max-batch sequences, --max-wait-ms), inference_mode, one
+             scoring thread.
+  rewardlab-w2  the same with `--workers 2`: two batches at once, one intra-op thread each on
+             this 2-core CPU (opt-in with --servers).
   naive      the common recipe (OpenRLHF's `serve_rm.py` shape): an `async def` FastAPI endpoint
              that tokenizes and runs one transformers forward per request under `no_grad`.
 
@@ -42,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-sample.jsonl.gz"
-SERVERS = ("rewardlab", "naive", "rewardlab-w1")  # the last: --workers 1 (batching alone)
+SERVERS = ("rewardlab", "naive", "rewardlab-w2")  # the last: --workers 2
 
 
 # --- the naive baseline (runs in its own process: `serve_load.py --naive-server DIR PORT`) ----------
@@ -104,7 +104,7 @@ def make_queries(n: int, seed: int) -> list[str]:
 def start_server(kind: str, model_dir: Path, port: int, args: argparse.Namespace
                  ) -> subprocess.Popen[bytes]:
     if kind.startswith("rewardlab"):
-        workers = "1" if kind == "rewardlab-w1" else str(args.workers)
+        workers = "2" if kind == "rewardlab-w2" else str(args.workers)
         cmd = [sys.executable, "-m", "rewardlab", "serve", str(model_dir), "--port", str(port),
                "--max-batch", str(args.max_batch), "--forward-batch", str(args.forward_batch),
                "--max-wait-ms", str(args.max_wait_ms), "--workers", workers]
@@ -254,7 +254,7 @@ def main() -> None:
                         help="rewardlab serve --forward-batch")
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="rewardlab serve --max-wait-ms")
-    parser.add_argument("--workers", type=int, default=0, help="rewardlab serve --workers")
+    parser.add_argument("--workers", type=int, default=1, help="rewardlab serve --workers")
     parser.add_argument("--servers", default="rewardlab,naive",
                         help=f"comma-separated, from {', '.join(SERVERS)} (rewardlab and naive "
                              f"are needed for the ratio)")

@@ -64,8 +64,8 @@ def pairs() -> list[PreferencePair]:
 
 @pytest.fixture(scope="module")
 def server(rm: RewardModel, checkpoint: Path) -> Iterator[str]:
-    """Token-protected, 20 ms batching window, default limits."""
-    app = create_serve_app(rm, ServeConfig(max_batch=16, max_wait_ms=20), token=TOKEN,
+    """Token-protected, 20 ms batching window, two scoring threads, default limits."""
+    app = create_serve_app(rm, ServeConfig(max_batch=16, max_wait_ms=20, workers=2), token=TOKEN,
                            model_dir=str(checkpoint))
     with background_server(app) as url:
         yield url
@@ -149,6 +149,7 @@ def test_info_reports_the_model_card_facts(server: str) -> None:
     assert model["metrics"]["train_loss"] == 0.69
     assert (model["reward_mean"], model["reward_std"]) == (0.1, 2.0)  # OpenRLHF's config.mean/std
     assert info["serving"]["precision"] in ("fp32", "bf16") and info["serving"]["max_batch"] == 16
+    assert info["serving"]["workers"] == 2
     assert info["limits"]["max_queries"] == 1024
 
 
@@ -387,6 +388,7 @@ def test_chat_template_queries_are_split_by_the_input_rule(tmp_path: Path) -> No
     (["--max-wait-ms", "nan"], "--max-wait-ms must be in [0, 10000]"),
     (["--port", "70000"], "--port must be in 1..65535"),
     (["--max-queries", "-1"], "--max-queries must be at least 1"),
+    (["--workers", "0"], "--workers must be at least 1"),
     (["--token", " "], "--token is empty"),
 ])
 def test_cli_refuses_bad_options_before_loading(argv: list[str], message: str,

@@ -35,11 +35,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from rewardlab.models.reward_model import RewardModel
     from rewardlab.web.serve.app import create_serve_app
-    from rewardlab.web.serve.scoring import serving_workers, use_threads_per_worker
+    from rewardlab.web.serve.scoring import use_threads_per_worker
     from rewardlab.web.server import run_server
 
     model = RewardModel.load(args.checkpoint)
-    use_threads_per_worker(model, serving_workers(model, config.workers))  # this process only serves
+    use_threads_per_worker(model, config.workers)  # this process only serves
     app = create_serve_app(model, config, token=token, model_dir=str(args.checkpoint))
     serving = app.state.facts["serving"]
     log.info("rewardlab serve: %s (%s, input rule %s) on %s, %s; batches of up to %d, wait %g ms, "

@@ -37,12 +37,7 @@ from rewardlab.web.serve.schemas import (
     check_count,
     check_text,
 )
-from rewardlab.web.serve.scoring import (
-    make_score_fn,
-    model_facts,
-    serving_precision,
-    serving_workers,
-)
+from rewardlab.web.serve.scoring import make_score_fn, model_facts, serving_precision
 
 __all__ = ["create_serve_app", "OPEN_PATHS"]
 
@@ -62,7 +57,7 @@ def create_serve_app(model: RewardModel, config: ServeConfig, *, token: str | No
     score_fn = make_score_fn(model, precision=precision, batch_size=config.forward_batch)
     batcher = MicroBatcher(score_fn, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000.0,
-                           workers=serving_workers(model, config.workers))
+                           workers=config.workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -31,9 +31,9 @@ class ServeConfig:
                           "into one batch of up to this many")
     forward_batch: int = _opt(8, "sequences per forward within a batch, sorted by length so they "
                               "hardly pad")
-    workers: int = _opt(0, "batches scored at once, each on its own thread (0 = auto: 2 on a CPU "
-                        "with 2+ cores, sharing its threads; 1 on a GPU); 1 = lowest latency for "
-                        "a lone request")
+    workers: int = _opt(1, "batches scored at once, each on its own thread; on a CPU the threads "
+                        "are split between them: 2 pays when other work shares the cores, 1 is "
+                        "faster on a quiet machine (docs/benchmarks.md)")
     max_wait_ms: float = _opt(5.0, "how long the first request of a batch waits for company "
                               "(milliseconds; 0 = score whatever has arrived)")
     max_body_bytes: int = _opt(8 * 1024 * 1024, "largest request body; larger → 413")
@@ -48,9 +48,7 @@ class ServeConfig:
             raise WebError("--host is empty: give an address, e.g. 127.0.0.1")
         if not 1 <= self.port <= 65535:
             raise WebError(f"--port must be in 1..65535 (got {self.port})")
-        if self.workers < 0:
-            raise WebError(f"--workers must be at least 0 (0 = auto; got {self.workers})")
-        for name in ("max_batch", "forward_batch", "max_body_bytes", "max_queries", "max_chars"):
+        for name in ("workers", "max_batch", "forward_batch", "max_body_bytes", "max_queries", "max_chars"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise WebError(f"{flag} must be at least 1 (got {getattr(self, name)})")

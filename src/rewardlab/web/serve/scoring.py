@@ -9,7 +9,6 @@ a sequence padded in another batch gives the same reward up to the last bits.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from typing import Any
 
@@ -22,8 +21,7 @@ from rewardlab.training.runtime import resolve_precision
 from rewardlab.web.serve.batcher import Scored, ScoreFn
 from rewardlab.web.serve.config import ServeConfig
 
-__all__ = ["serving_precision", "serving_workers", "use_threads_per_worker", "make_score_fn",
-           "model_facts"]
+__all__ = ["serving_precision", "use_threads_per_worker", "make_score_fn", "model_facts"]
 
 
 def _backbone(rm: RewardModel) -> str:
@@ -38,18 +36,11 @@ def serving_precision(rm: RewardModel, precision: str) -> str:
     return resolve_precision(precision, model=model, device=rm.device)
 
 
-def serving_workers(rm: RewardModel, workers: int) -> int:
-    """0 (auto) → 2 scoring threads on a CPU with at least 2 cores, else 1 (one GPU stream)."""
-    if workers:
-        return workers
-    return 2 if rm.device.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
-
-
 def use_threads_per_worker(rm: RewardModel, workers: int) -> int:
     """Split the CPU's intra-op threads among the scoring threads (process-wide: the CLI calls it,
-    for a process that only serves). Two batches on one thread each beat one batch on two
-    threads: measured 1.7-5x on the 2-core machine, most when other work shares the cores (a
-    two-thread matmul waits at every op for its slower half)."""
+    for a process that only serves). Two batches on one thread each against one batch on two
+    threads, 2-core CPU (benchmarks/serve_load.py): 1.45x the responses/s while other work shares
+    the cores (a two-thread matmul waits at every op for its slower half), 0.83x on a quiet one."""
     if rm.device.type != "cpu" or workers <= 1:
         return torch.get_num_threads()
     threads = max(1, torch.get_num_threads() // workers)
@@ -115,7 +106,7 @@ def model_facts(rm: RewardModel, *, model_dir: str, config: ServeConfig,
             "max_batch": config.max_batch,
             "forward_batch": config.forward_batch,
             "max_wait_ms": config.max_wait_ms,
-            "workers": serving_workers(rm, config.workers),
+            "workers": config.workers,
             "threads_per_worker": torch.get_num_threads(),
         },
         "limits": {"max_body_bytes": config.max_body_bytes, "max_queries": config.max_queries,
