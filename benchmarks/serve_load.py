@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +43,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-sample.jsonl.gz"
-SERVERS = ("rewardlab", "naive", "rewardlab-w2")  # the last: --workers 2
+# rewardlab-w2: --workers 2; -fp32 / -bf16: that precision instead of `auto` (bf16 where the CPU or
+# GPU has it natively, else fp32; /info says which ran); naive-bf16: the naive server's weights in
+# bf16 (OpenRLHF's `serve_rm.py --bf16`)
+SERVERS = ("rewardlab", "naive", "rewardlab-w2", "rewardlab-fp32", "naive-bf16")
 
 
 # --- the naive baseline (runs in its own process: `serve_load.py --naive-server DIR PORT`) ----------
-def run_naive_server(model_dir: str, port: int, max_length: int) -> None:
+def run_naive_server(model_dir: str, port: int, max_length: int, bf16: bool) -> None:
     import torch
     import uvicorn
     from fastapi import FastAPI, Request
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).eval()
     app = FastAPI()
     marker = "\n\nAssistant:"
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        return {"serving": {"precision": "bf16" if bf16 else "fp32"}}
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> dict[str, Any]:
@@ -70,7 +79,7 @@ def run_naive_server(model_dir: str, port: int, max_length: int) -> None:
         inputs = tok(prompts, responses, truncation=True, max_length=max_length, padding=True,
                      return_tensors="pt")
         with torch.no_grad():  # one forward per request
-            rewards = model(**inputs).logits[:, 0].tolist()
+            rewards = model(**inputs).logits[:, 0].float().tolist()
         return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -105,31 +114,16 @@ def start_server(kind: str, model_dir: Path, port: int, args: argparse.Namespace
                  ) -> subprocess.Popen[bytes]:
     if kind.startswith("rewardlab"):
         workers = "2" if kind == "rewardlab-w2" else str(args.workers)
+        precision = kind.rsplit("-", 1)[1] if kind.endswith(("-fp32", "-bf16")) else args.precision
         cmd = [sys.executable, "-m", "rewardlab", "serve", str(model_dir), "--port", str(port),
                "--max-batch", str(args.max_batch), "--forward-batch", str(args.forward_batch),
-               "--max-wait-ms", str(args.max_wait_ms), "--workers", workers]
+               "--max-wait-ms", str(args.max_wait_ms), "--workers", workers,
+               "--precision", precision]
     else:
         cmd = [sys.executable, __file__, "--naive-server", str(model_dir), str(port),
-               "--max-length", str(args.max_length)]
+               "--max-length", str(args.max_length), *(["--naive-bf16"] if kind == "naive-bf16" else [])]
     env = {k: v for k, v in os.environ.items() if k != "REWARDLAB_TOKEN"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 300.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
-                             if proc.stderr else f"server exited {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not become healthy")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -181,18 +175,20 @@ def plan_for(queries: list[str], args: argparse.Namespace) -> list[list[list[str
 
 def measure(kind: str, model_dir: Path, plan: list[list[list[str]]], warmup: list[list[list[str]]],
             args: argparse.Namespace) -> dict[str, Any]:
-    from rewardlab.web.server import free_port
+    from rewardlab.web.server import free_port, wait_healthy
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(kind, model_dir, port, args)
     try:
-        wait_healthy(url, proc)
+        wait_healthy(url, proc, timeout=300.0)
+        with urllib.request.urlopen(f"{url}/info", timeout=30) as r:
+            precision = json.load(r)["serving"]["precision"]
         asyncio.run(run_load(url, warmup))  # first forwards, kernel caches, connections
         load_before = os.getloadavg()[0]
         result = asyncio.run(run_load(url, plan))
-        result |= {"server": kind, "load_before": load_before, "load_after": os.getloadavg()[0],
-                   "peak_rss_mb": peak_rss_mb(proc.pid)}
+        result |= {"server": kind, "precision": precision, "load_before": load_before,
+                   "load_after": os.getloadavg()[0], "peak_rss_mb": peak_rss_mb(proc.pid)}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -204,10 +200,15 @@ def measure(kind: str, model_dir: Path, plan: list[list[list[str]]], warmup: lis
 
 # --- summary ----------------------------------------------------------------------------------------
 def agreement(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Max |reward difference| between the servers on the same queries (a check, not a speed)."""
-    by = {k: next(r["rewards"] for r in runs if r["server"] == k) for k in ("rewardlab", "naive")}
-    common = sorted(set(by["rewardlab"]) & set(by["naive"]))
-    diffs = sorted(abs(by["rewardlab"][q] - by["naive"][q]) for q in common)
+    """Max |reward difference| between rewardlab in fp32 and the naive server on the same queries
+    (a check, not a speed)."""
+    fp32 = [k for k in ("rewardlab", "rewardlab-fp32") if any(
+        r["server"] == k and r["precision"] == "fp32" for r in runs)]
+    if not fp32:
+        return {"queries": 0, "max_abs_diff": None, "median_abs_diff": None, "within_1e-4": 0}
+    by = {k: next(r["rewards"] for r in runs if r["server"] == k) for k in (fp32[0], "naive")}
+    common = sorted(set(by[fp32[0]]) & set(by["naive"]))
+    diffs = sorted(abs(by[fp32[0]][q] - by["naive"][q]) for q in common)
     return {"queries": len(common), "max_abs_diff": diffs[-1] if diffs else None,
             "median_abs_diff": statistics.median(diffs) if diffs else None,
             "within_1e-4": sum(d <= 1e-4 for d in diffs)}
@@ -219,25 +220,30 @@ def summarize(runs: list[dict[str, Any]], servers: list[str]) -> dict[str, Any]:
 
     table = {k: {key: med(k, key) for key in ("requests_per_s", "responses_per_s", "p50_ms",
                                                 "p99_ms", "peak_rss_mb")} for k in servers}
+    def rate(kind: str, rep: int) -> float:
+        return float(next(r["responses_per_s"] for r in runs if r["rep"] == rep and r["server"] == kind))
+
     reps = sorted({r["rep"] for r in runs})
-    ratios = [next(r["responses_per_s"] for r in runs if r["rep"] == i and r["server"] == "rewardlab")
-              / next(r["responses_per_s"] for r in runs if r["rep"] == i and r["server"] == "naive")
-              for i in reps]
-    geo = float(statistics.geometric_mean(ratios))
-    return {"servers": table, "responses_per_s_ratio_per_rep": ratios,
-            "responses_per_s_ratio_geomean": geo,
-            "p99_ratio": table["rewardlab"]["p99_ms"] / table["naive"]["p99_ms"]}
+    versus = {k: {"responses_per_s_ratio_per_rep": (ratios := [rate(k, i) / rate("naive", i)
+                                                               for i in reps]),
+                  "responses_per_s_ratio_geomean": float(statistics.geometric_mean(ratios)),
+                  "p99_ratio": table[k]["p99_ms"] / table["naive"]["p99_ms"]}
+              for k in servers if k != "naive"}
+    precision = {k: next(r["precision"] for r in runs if r["server"] == k) for k in servers}
+    return {"servers": table, "precision": precision, "versus_naive": versus}
 
 
 def print_table(summary: dict[str, Any], load: list[float]) -> None:
-    print(f"{'server':<12} {'requests/s':>10} {'responses/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'peak RSS MB':>11}")
+    print(f"{'server':<14} {'requests/s':>10} {'responses/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'peak RSS MB':>11}  precision")
     for kind, row in summary["servers"].items():
-        print(f"{kind:<12} {row['requests_per_s']:>10.1f} {row['responses_per_s']:>11.1f} "
-              f"{row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} {row['peak_rss_mb']:>11.0f}")
-    ratios = ", ".join(f"{r:.2f}" for r in summary["responses_per_s_ratio_per_rep"])
-    print(f"responses/s rewardlab / naive: {summary['responses_per_s_ratio_geomean']:.2f}x "
-          f"(per rep {ratios}); p99 rewardlab / naive: {summary['p99_ratio']:.2f}")
+        print(f"{kind:<14} {row['requests_per_s']:>10.1f} {row['responses_per_s']:>11.1f} "
+              f"{row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} {row['peak_rss_mb']:>11.0f}  "
+              f"{summary['precision'][kind]}")
+    for kind, v in summary["versus_naive"].items():
+        ratios = ", ".join(f"{r:.2f}" for r in v["responses_per_s_ratio_per_rep"])
+        print(f"responses/s {kind} / naive: {v['responses_per_s_ratio_geomean']:.2f}x "
+              f"(per rep {ratios}); p99 {kind} / naive: {v['p99_ratio']:.2f}")
     print(f"1-min load average during the runs: {min(load):.2f}–{max(load):.2f} (2 cores)")
 
 
@@ -255,15 +261,18 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="rewardlab serve --max-wait-ms")
     parser.add_argument("--workers", type=int, default=1, help="rewardlab serve --workers")
+    parser.add_argument("--precision", default="auto", help="rewardlab serve --precision")
     parser.add_argument("--servers", default="rewardlab,naive",
-                        help=f"comma-separated, from {', '.join(SERVERS)} (rewardlab and naive "
-                             f"are needed for the ratio)")
+                        help=f"comma-separated, from {', '.join(SERVERS)} (naive is needed: every "
+                             f"other is measured against it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "serve_load.json"))
     parser.add_argument("--naive-server", nargs=2, metavar=("DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--naive-bf16", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_server:
-        run_naive_server(args.naive_server[0], int(args.naive_server[1]), args.max_length)
+        run_naive_server(args.naive_server[0], int(args.naive_server[1]), args.max_length,
+                         args.naive_bf16)
         return
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "minilm-rm", args.max_length)
@@ -273,6 +282,8 @@ def main() -> None:
         warmup = [[queries[n + i * args.queries_per_request:n + (i + 1) * args.queries_per_request]]
                   for i in range(16)]
         servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+        if "naive" not in servers or set(servers) - set(SERVERS):
+            parser.error(f"--servers: from {', '.join(SERVERS)}, naive among them (the ratios)")
         runs = []
         for rep in range(args.reps):
             for kind in (servers if rep % 2 == 0 else servers[::-1]):
@@ -286,9 +297,10 @@ def main() -> None:
     check = agreement(runs)
     load = [r[k] for r in runs for k in ("load_before", "load_after")]
     print_table(summary, load)
-    print(f"same rewards: {check['within_1e-4']}/{check['queries']} queries within 1e-4 "
-          f"(max |diff| {check['max_abs_diff']:.2e}: pairs cut at the window are truncated "
-          f"differently, rewardlab keeping the response and the end of the prompt)")
+    if check["queries"]:
+        print(f"same rewards (fp32): {check['within_1e-4']}/{check['queries']} queries within 1e-4 "
+              f"(max |diff| {check['max_abs_diff']:.2e}: pairs cut at the window are truncated "
+              f"differently, rewardlab keeping the response and the end of the prompt)")
     record = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "args": vars(args),
               "cpu_count": os.cpu_count(), "summary": summary, "agreement": check,
               "runs": [{k: v for k, v in r.items() if k != "rewards"} for r in runs]}

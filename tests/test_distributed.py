@@ -4,10 +4,12 @@ The end-to-end test launches real processes (gloo on the CPU) on a tiny BERT: 2 
 batch 4 must train like 1 process with batch 4 × grad_accum 2 (the same global batch of 8 pairs,
 the same steps). Not bit for bit: the two processes each sum their gradient and gloo averages the
 two, where one process sums all of them in one buffer, so float32 rounding differs (~1e-7
-relative per step). Measured, the loss curves and the reward margins agree to 4e-6; the
-tolerances (1e-4, 1e-3) leave room for that rounding, not for other steps: the same pairs cut
-into other steps (batch 8 instead of 4 × grad_accum 2, measured at lr 5e-3) move the losses by
-7e-2.
+relative per step), and Adam's steps grow it: measured, the first three losses agree to 1e-9, the
+whole curve to 2.6e-3 and the reward margins to 1% — as far as one process with 1 or with 2
+threads is from itself. So the first steps are held tight (another cut of the pairs into steps
+moves the first loss by 6e-2) and the rest loosely. The tiny BERT has a wide init (0.2): at BERT's
+0.02 every first step sits at loss ln 2 whatever it holds, and rounding alone decides when
+training leaves that plateau.
 
 The unit tests below check, in this process, the pieces the launch relies on: each process's
 disjoint share of every step, accelerate's launch arguments read back, DeepSpeed's "auto" values,
@@ -92,7 +94,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
                                               rejected=[]))
     with torch.random.fork_rng():  # the same tiny BERT every session: how fast it learns
         torch.manual_seed(0)        # depends on its random init
-        backbone = str(make_tiny_backbone(root / "tiny"))
+        backbone = str(make_tiny_backbone(root / "tiny", initializer_range=0.2))
     yield SimpleNamespace(root=root, url=url, backbone=backbone,
                           pairs=Store(url).load_pairs("planted", split="train"))
 
@@ -135,14 +137,21 @@ def test_two_processes_train_like_one_with_the_same_global_batch(workspace: Simp
     one = train_reward_model(w.pairs, config=dataclasses.replace(config, grad_accum=2),
                              progress=False)
     assert one.steps == STEPS
-    np.testing.assert_allclose(losses, [h["loss"] for h in one.history], atol=1e-4)
+    one_losses = [h["loss"] for h in one.history]
+    # the first steps, before rounding has grown: each step held the same pairs and its gradient
+    # was averaged over both processes (measured: equal to 1e-9; another cut of the same pairs
+    # into steps, batch 8 × grad_accum 1, moves the first loss by 6e-2)
+    np.testing.assert_allclose(losses[:3], one_losses[:3], atol=1e-5)
+    # the whole run: rounding grows through Adam's steps (measured 2.6e-3 on the losses and 1% on
+    # the margins; one process with 1 or 2 threads differs from itself as much)
+    np.testing.assert_allclose(losses, one_losses, atol=2e-2)
     assert record["train_accuracy"] == one.train_accuracy  # the same 44 pairs, each counted once
-    assert abs(record["train_loss"] - one.train_loss) < 1e-4
+    assert abs(record["train_loss"] - one.train_loss) < 1e-2
     # margins, not rewards: the BT loss sees only r_chosen - r_rejected, so the head's bias gets
     # a gradient that is 0 but for rounding, which Adam scales up into steps of random sign
     chosen, rejected = RewardModel.load(out).score_pairs(w.pairs)
     chosen_1, rejected_1 = one.model.score_pairs(w.pairs)
-    np.testing.assert_allclose(chosen - rejected, chosen_1 - rejected_1, atol=1e-3)
+    np.testing.assert_allclose(chosen - rejected, chosen_1 - rejected_1, rtol=0.1)
 
 
 # ---------------------------------------------------------------- in this process

@@ -31,7 +31,7 @@ from rewardlab.data.pairs import PreferencePair
 from rewardlab.models.backbones import load_backbone
 from rewardlab.models.reward_model import RewardModel
 from rewardlab.web.serve import MicroBatcher, Scored, ServeConfig, create_serve_app
-from rewardlab.web.server import background_server, free_port
+from rewardlab.web.server import background_server, free_port, wait_healthy
 from tests._tiny import make_tiny_backbone, make_tiny_decoder, planted_pairs
 
 TOKEN = "s3cret-token"
@@ -422,7 +422,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(checkpoint: Path, rm
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc)
         result: dict[str, httpx.Response] = {}
         query = "\n\nHuman: how are you?\n\nAssistant: wonderful, thanks"
         sender = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
@@ -452,17 +452,3 @@ def _wait_in_flight(url: str, timeout: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("the request never reached the server")
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {proc.communicate()[1]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become healthy")

@@ -11,13 +11,13 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rewardlab.errors import RewardlabError
 from rewardlab.jsonable import to_jsonable
 
 __all__ = ["add_config_args", "add_store_options", "check_at_least", "check_output_dir",
-           "check_output_file", "config_from_args", "emit", "format_table"]
+           "check_output_file", "config_from_args", "emit", "format_table", "server_config"]
 
 C = TypeVar("C")
 
@@ -75,10 +75,11 @@ def _help_with_default(help_text: str, default: Any) -> str:
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, *,
-                    skip: Sequence[str] = ()) -> None:
-    """One `--field-name` flag per dataclass field, help and default taken from the field."""
+                    skip: Sequence[str] = (), title: str | None = None) -> None:
+    """One `--field-name` flag per dataclass field, help and default taken from the field, in an
+    option group titled `title` (default: "<Class> (saved with the run)")."""
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(f"{cls.__name__} (saved with the run)")
+    group = parser.add_argument_group(title or f"{cls.__name__} (saved with the run)")
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
@@ -98,6 +99,25 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
               if hasattr(args, f.name)}
     return cls(**{**values, **overrides})
+
+
+class _ServerConfig(Protocol):
+    @property
+    def host(self) -> str: ...
+
+
+S = TypeVar("S", bound=_ServerConfig)
+
+
+def server_config(cls: type[S], args: argparse.Namespace, *, command: str) -> tuple[S, str | None]:
+    """A server command's config and token (`--token`, else $REWARDLAB_TOKEN) from its flags,
+    refusing a bind beyond loopback without a token: all before the command does any work."""
+    from rewardlab.web.security import check_bind, resolve_token
+
+    config = config_from_args(cls, args)
+    token = resolve_token(args.token)
+    check_bind(config.host, token, command=command)
+    return config, token
 
 
 def add_store_options(p: argparse.ArgumentParser, *, handler: Callable[[argparse.Namespace], int],

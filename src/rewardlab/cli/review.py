@@ -17,9 +17,9 @@ from rewardlab.cli.common import (
     add_config_args,
     add_store_options,
     check_output_file,
-    config_from_args,
     emit,
     format_table,
+    server_config,
 )
 from rewardlab.errors import StoreError
 from rewardlab.store.records import REVIEW_STATES
@@ -34,19 +34,12 @@ log = logging.getLogger("rewardlab.review")
 REVIEW_FORMATS = ("labelstudio", "jsonl")  # flags.reviews.REVIEW_FORMATS, without importing it
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
-
-
 def cmd_review(args: argparse.Namespace) -> int:
     from rewardlab.store.store import Store, mask_url
     from rewardlab.web.review import ReviewConfig, create_review_app
-    from rewardlab.web.security import check_bind, resolve_token
-    from rewardlab.web.server import check_port_free, run_server
+    from rewardlab.web.server import base_url, check_port_free, run_server
 
-    config = config_from_args(ReviewConfig, args)
-    token = resolve_token(args.token)
-    check_bind(config.host, token, command="rewardlab review")
+    config, token = server_config(ReviewConfig, args, command="rewardlab review")
     check_port_free(config.host, config.port)
     store = Store(args.db)
     names = store.dataset_names()
@@ -54,7 +47,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         raise StoreError(f"no dataset {args.dataset!r} in {mask_url(store.url)}; datasets: "
                          f"{', '.join(names) or 'none (run `rewardlab ingest` first)'}")
     app = create_review_app(store, config, token=token, dataset=args.dataset)
-    url = _url(config.host, config.port)
+    url = base_url(config.host, config.port) + "/"
     # the token is not printed: the user gave it, and terminals end up in logs
     login = f"{url}?token=<your token> once (the browser then keeps a session cookie)" \
         if token else url
@@ -132,7 +125,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"require the token: a browser opens a page once with ?token=T, API "
                         f"clients send 'Authorization: Bearer T' (default: ${TOKEN_ENV}, else no "
                         f"auth, loopback only)")
-    add_config_args(p, ReviewConfig)
+    add_config_args(p, ReviewConfig, title="ReviewConfig")
     add_store_options(p, handler=cmd_review, json_flag=False)
 
     reviews = sub.add_parser("reviews", help="reviewed precision; export/import review files")

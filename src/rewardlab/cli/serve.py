@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from rewardlab.cli.common import add_config_args, config_from_args
+from rewardlab.cli.common import add_config_args, server_config
 from rewardlab.errors import ModelError
 
 __all__ = ["register", "cmd_serve"]
@@ -20,12 +20,9 @@ log = logging.getLogger("rewardlab.serve")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rewardlab.web.security import check_bind, resolve_token
     from rewardlab.web.serve.config import ServeConfig
 
-    config = config_from_args(ServeConfig, args)
-    token = resolve_token(args.token)
-    check_bind(config.host, token, command="rewardlab serve")
+    config, token = server_config(ServeConfig, args, command="rewardlab serve")
     if not (Path(args.checkpoint) / "config.json").is_file():
         raise ModelError(f"no model at {args.checkpoint}: expected a checkpoint directory (from "
                          f"`rewardlab train`, or any HF reward model with config.json)")
@@ -67,5 +64,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--token", metavar="T", default=None,
                    help=f"require 'Authorization: Bearer T' on every route but /health "
                         f"(default: ${TOKEN_ENV}, else no auth, loopback only)")
-    add_config_args(p, ServeConfig)
+    add_config_args(p, ServeConfig, title="ServeConfig (reported by /info)")
     p.set_defaults(handler=cmd_serve)

@@ -25,16 +25,19 @@ from rewardlab.evaluation.power import ALPHA
 from rewardlab.evaluation.stats import (
     Comparison,
     PooledTest,
+    format_p,
     paired_bootstrap_diff,
     pooled_paired_test,
     run_correct,
     sign_flip_test,
 )
 
-__all__ = ["CurveTest", "TREATMENT_VERBS", "curve_test", "dose_verdict"]
+__all__ = ["CurveTest", "TREATMENT_VERBS", "TREATED", "curve_test", "dose_verdict"]
 
 # "removing the top 10%" / "flipping the top 10%" / "label-smoothing the top 10%"
 TREATMENT_VERBS = {"remove": "removing", "flip": "flipping", "soft": "label-smoothing"}
+# "top 10% removed" / "... flipped" / "... label-smoothed"
+TREATED = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
 
 
 class CurveTest(TypedDict):
@@ -93,10 +96,6 @@ def curve_test(detector: Sequence[Sequence[Mapping[str, Any]]],
             "pooled": pooled_paired_test(a, b, over="seed × fraction cells")}
 
 
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.995 else "p = 1"
-
-
 def _span(fractions: Sequence[float]) -> str:
     """[0.05, 0.1, 0.3] → '5–30%'."""
     low, high = f"{100 * fractions[0]:g}", f"{100 * fractions[-1]:g}"
@@ -130,9 +129,9 @@ def dose_verdict(*, rank_by: str, treatment: str, fractions: Sequence[float],
     if curve["exact"] and curve["cells"] and 2 / 2 ** curve["cells"] >= ALPHA:
         limit = (f"; with only {curve['cells']} paired differences the permutation test cannot "
                  f"reach p < {ALPHA}")
-    evidence = (f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; sign-flip permutation {_p(curve['p'])} "
-                f"over {curve['cells']} paired differences; pooled CMH {_p(curve['pooled']['p'])}"
-                f"{limit}{_excluding_zero(fractions, comparisons)}")
+    evidence = (f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; sign-flip permutation "
+                f"{format_p(curve['p'])} over {curve['cells']} paired differences; pooled CMH "
+                f"{format_p(curve['pooled']['p'])}{limit}{_excluding_zero(fractions, comparisons)}")
     if lo <= 0 <= hi:
         caveat = (f"; the permutation p < {ALPHA} takes the cells as independent, though they "
                   "share the test pairs; the bootstrap CI, which does not, decides"

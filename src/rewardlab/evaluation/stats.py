@@ -43,6 +43,7 @@ __all__ = [
     "correct_for_multiplicity",
     "mean_ci",
     "verdict_sentence",
+    "format_p",
     "run_correct",
     "summarize_runs",
     "compare_runs",
@@ -345,7 +346,7 @@ def verdict_sentence(treated: str, baseline: str, *, diff: float | None,
     lo, hi = ci  # None when there were no test pairs
     if diff is None or lo is None or hi is None:
         return f"{treated} vs {baseline}: not compared (no test pairs)."
-    pooled = "" if pooled_p is None else f"; pooled over seeds {_p_text(pooled_p)} (CMH)"
+    pooled = "" if pooled_p is None else f"; pooled over seeds {format_p(pooled_p)} (CMH)"
     evidence = f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; {_mcnemar_phrase(p_values)}{pooled}"
     if lo <= 0 <= hi:
         return (f"{treated} vs {baseline}: no detectable difference "
@@ -354,7 +355,8 @@ def verdict_sentence(treated: str, baseline: str, *, diff: float | None,
     return f"{treated} is {word} than {baseline} by {_points(abs(diff))} points ({evidence})."
 
 
-def _p_text(p: float) -> str:
+def format_p(p: float) -> str:
+    """A p-value for a sentence: 'p < 0.001', 'p = 0.042' or 'p = 1' (from 0.995 up)."""
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.995 else "p = 1"
 
 

@@ -33,12 +33,17 @@ def _find(comparisons: Sequence[Mapping[str, Any]], treated: str, baseline: str
                  if c["treated"] == treated and c["baseline"] == baseline), None)
 
 
+def _ci_direction(ci: Sequence[float | None] | None) -> int:
+    """+1 when a 95% CI lies above 0, -1 below, 0 when it spans 0 or is missing."""
+    lo, hi = (ci or [None, None])[:2]
+    if lo is None or hi is None:
+        return 0
+    return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
 def _direction(comp: Mapping[str, Any] | None) -> int:
     """+1 significantly better, -1 significantly worse, 0 no detectable difference / missing."""
-    if comp is None or comp["bootstrap"]["ci"][0] is None:
-        return 0
-    lo, hi = comp["bootstrap"]["ci"]
-    return 1 if lo > 0 else -1 if hi < 0 else 0
+    return 0 if comp is None else _ci_direction(comp["bootstrap"]["ci"])
 
 
 def _holm_tests(results: Mapping[str, Any]) -> int:
@@ -147,11 +152,7 @@ def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, A
 
 
 def _curve_direction(dose: Mapping[str, Any]) -> int:
-    curve = dose.get("curve_test") or {}
-    lo, hi = (curve.get("ci") or [None, None])[:2]
-    if lo is None or hi is None:
-        return 0
-    return 1 if lo > 0 else -1 if hi < 0 else 0
+    return _ci_direction((dose.get("curve_test") or {}).get("ci"))
 
 
 def _dose_sentences(results: Mapping[str, Any]) -> list[str]:

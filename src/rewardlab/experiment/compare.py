@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import SelectionError, SourceError
-from rewardlab.experiment.dose import TrainRun, run_ablation, run_dose_response
+from rewardlab.experiment.dose import (
+    RunCounter,
+    TrainRun,
+    run_ablation,
+    run_dose_response,
+    train_over_seeds,
+)
 from rewardlab.experiment.strength import STRENGTH_DETECTORS, strength_block
 from rewardlab.flags.precision import (
     confirmed_flag_ids,
@@ -389,17 +395,9 @@ def _train_and_evaluate(selection: Selection, seed: int, tag: str,
     }
 
 
-def _run_one(condition: Condition, seed: int, pool: Sequence[PreferencePair], flagged: set[int],
-             test: Sequence[PreferencePair], config: CompareConfig, out_dir: Path,
-             progress: bool) -> RunRecord:
-    selection = select_training_pairs(pool, flagged, mode=condition.mode,
-                                      treatment=condition.treatment or "remove", seed=seed)
-    return _train_and_evaluate(selection, seed, condition.name, test, config, out_dir, progress)
-
-
 def _load_pool_and_test(store: Store, name: str, config: CompareConfig
-                        ) -> tuple[int, list[PreferencePair], list[PreferencePair]]:
-    """(number of train pairs in the store, the training pool, the test pairs)."""
+                        ) -> tuple[list[int | None], list[PreferencePair], list[PreferencePair]]:
+    """(the store's train example ids in store order, the training pool, the test pairs)."""
     train = store.load_pairs(name, split="train")
     test = store.load_pairs(name, split="test")
     if not test:
@@ -409,7 +407,7 @@ def _load_pool_and_test(store: Store, name: str, config: CompareConfig
         PRESETS[config.preset]["max_pairs"]
     # One fixed sample for every condition and seed: seeds then vary training, not the data.
     pool = sample_stratified(train, max_pairs, seed=0) if max_pairs else train
-    return len(train), pool, test
+    return [p.example_id for p in train], pool, test
 
 
 def _comparisons(conditions: dict[str, ConditionBlock]) -> list[Comparison]:
@@ -452,27 +450,27 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
     plan = plan_conditions(config.conditions, config.treatments)
     name = config.name or dataset_name_for(config.train, config.test_fraction)
     _ingest(store, config, name)
-    n_train, pool, test = _load_pool_and_test(store, name, config)
+    train_ids, pool, test = _load_pool_and_test(store, name, config)
     detectors = [d.strip() for d in (_setting(config, "detectors") or ",".join(CLEAN_DETECTORS))
                  .split(",") if d.strip()]
     rank_by: str | None = _setting(config, "rank_by") if fractions else None
     _ensure_detector_runs(store, name,
                           list(dict.fromkeys(run_names(detectors) + ([rank_by] if rank_by else []))),
-                          n_train, progress)
+                          len(train_ids), progress)
     flagged = resolve_flagged_ids(store, name, detectors)
     plan, confirmed = _with_reviewed(plan, store, name, detectors, pool)
     scores = _rank_scores(store, name, rank_by, pool, fractions) if rank_by else {}
     seeds = list(range(config.seeds or PRESETS[config.preset]["seeds"]))
+    train = functools.partial(_train_and_evaluate, test=test, config=config, out_dir=out_dir,
+                              progress=progress)
+    counter = RunCounter(len(plan) * len(seeds))
     conditions: dict[str, ConditionBlock] = {}
-    for i, cond in enumerate(plan):
-        runs = []
-        for seed in seeds:
-            log.info("[%d/%d] %s, seed %d", i * len(seeds) + seed + 1, len(plan) * len(seeds),
-                     cond.name, seed)
-            acted_on = confirmed if cond.name == REVIEWED_CONDITION else flagged
-            runs.append(_run_one(cond, seed, pool, acted_on, test, config, out_dir, progress))
-            log.info("    test accuracy %.4f on %d pairs (%.0f s)", runs[-1]["test"]["accuracy"],
-                     len(test), runs[-1]["seconds"])
+    for cond in plan:
+        acted_on = confirmed if cond.name == REVIEWED_CONDITION else flagged
+        runs = train_over_seeds({s: select_training_pairs(pool, acted_on, mode=cond.mode,
+                                                          treatment=cond.treatment or "remove",
+                                                          seed=s)
+                                 for s in seeds}, cond.name, train, counter)
         conditions[cond.name] = {"treatment": cond.treatment, "description": runs[0]["selection"],
                                  "runs": runs, "summary": summarize_runs(runs)}
     draft: ResultsDraft = {
@@ -492,8 +490,6 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
         "conditions": conditions,
         "comparisons": _comparisons(conditions),
     }
-    train = functools.partial(_train_and_evaluate, test=test, config=config, out_dir=out_dir,
-                              progress=progress)
     if rank_by:
         draft["dose_response"] = _dose_blocks(config, store, name, pool, scores, rank_by,
                                               fractions, seeds, conditions, train)
@@ -502,7 +498,8 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
             pool, flagged_ids_for(store, name, detectors), treatment=_treatments(config)[0],
             seeds=seeds, train=train, conditions=conditions)
     measured = [d for d in (rank_by, *detectors) if d in STRENGTH_DETECTORS]
-    strength = strength_block(store, name, pool, measured[0], config.train) if measured else None
+    strength = (strength_block(store, name, train_ids, pool, measured[0], config.train)
+                if measured else None)
     if strength is not None:
         draft["strength"] = strength
     draft["multiplicity"] = correct_for_multiplicity(draft)

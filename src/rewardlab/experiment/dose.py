@@ -7,7 +7,8 @@
   is judged on its own flags, not on the union the clean conditions act on.
 
 Training is the caller's (`TrainRun`: selection, seed, run tag → run record), so these functions
-only choose pairs and assemble the results blocks; the statistics are `rewardlab.evaluation.dose`.
+only choose pairs and assemble the results blocks; `train_over_seeds` runs and logs one per seed,
+here and for compare's conditions. The statistics are `rewardlab.evaluation.dose`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import SelectionError
-from rewardlab.evaluation.dose import TREATMENT_VERBS, curve_test, dose_verdict
+from rewardlab.evaluation.dose import TREATED, TREATMENT_VERBS, curve_test, dose_verdict
 from rewardlab.evaluation.stats import compare_runs, summarize_runs
 from rewardlab.flags.selection import (
     Selection,
@@ -39,11 +41,10 @@ if TYPE_CHECKING:
         RunRecord,
     )
 
-__all__ = ["TrainRun", "parse_fractions", "run_dose_response", "run_ablation"]
+__all__ = ["TrainRun", "RunCounter", "parse_fractions", "train_over_seeds", "run_dose_response",
+           "run_ablation"]
 
 log = logging.getLogger("rewardlab")
-
-_DONE = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
 
 # (what to train on, seed, a short tag for checkpoints and logs) -> the run's record
 TrainRun = Callable[[Selection, int, str], "RunRecord"]
@@ -79,32 +80,48 @@ def _arm(runs: list[RunRecord], description: str) -> ArmBlock:
     return {"description": description, "runs": runs, "summary": summarize_runs(runs)}
 
 
-def _train_arm(selections: Mapping[int, Selection], tag: str, train: TrainRun,
-               counter: list[int], total: int) -> list[RunRecord]:
+@dataclass
+class RunCounter:
+    """Numbers one batch of training runs in the log: "[done/total]"."""
+
+    total: int
+    done: int = 0
+
+
+def train_over_seeds(selections: Mapping[int, Selection], tag: str, train: TrainRun,
+                     counter: RunCounter) -> list[RunRecord]:
+    """One run per seed on that seed's selection, in the mapping's order, each logged."""
     runs = []
     for seed, selection in selections.items():
-        counter[0] += 1
-        log.info("[%d/%d] %s, seed %d", counter[0], total, tag, seed)
+        counter.done += 1
+        log.info("[%d/%d] %s, seed %d", counter.done, counter.total, tag, seed)
         runs.append(train(selection, seed, tag))
-        log.info("    test accuracy %.4f (%.0f s)", runs[-1]["test"]["accuracy"],
-                 runs[-1]["seconds"])
+        log.info("    test accuracy %.4f on %d pairs (%.0f s)", runs[-1]["test"]["accuracy"],
+                 runs[-1]["test"]["n"], runs[-1]["seconds"])
     return runs
+
+
+def _random_arm(pool: Sequence[PreferencePair], k: int, *, treatment: str, seeds: Sequence[int],
+                tag: str, train: TrainRun, counter: RunCounter) -> list[RunRecord]:
+    """The size-matched control: per seed, the first k of that seed's random order treated."""
+    return train_over_seeds({s: treat_positions(pool, random_order(len(pool), seed=s)[:k],
+                                                treatment=treatment, mode="matched-random")
+                             for s in seeds}, tag, train, counter)
 
 
 def _point(pool: Sequence[PreferencePair], ranked: list[int], fraction: float, *,
            rank_by: str, treatment: str, flagged_ids: set[int], seeds: Sequence[int],
-           train: TrainRun, counter: list[int], total: int) -> DosePoint:
+           train: TrainRun, counter: RunCounter) -> DosePoint:
     k = treated_count(fraction, len(pool))
     top = ranked[:k]  # the same for every seed: seeds vary training, not the choice
     flagged_among = sum(pool[i].example_id in flagged_ids for i in top)
-    det_note = f"top {100 * fraction:g}% ({k} pairs) by {rank_by} {_DONE[treatment]}"
-    rand_note = f"{k} random pairs {_DONE[treatment]} (control for top {100 * fraction:g}%)"
+    det_note = f"top {100 * fraction:g}% ({k} pairs) by {rank_by} {TREATED[treatment]}"
+    rand_note = f"{k} random pairs {TREATED[treatment]} (control for top {100 * fraction:g}%)"
     tag = f"{rank_by}-{treatment}-{fraction:g}"
-    det = _train_arm({s: treat_positions(pool, top, treatment=treatment) for s in seeds},
-                     tag, train, counter, total)
-    rand = _train_arm({s: treat_positions(pool, random_order(len(pool), seed=s)[:k],
-                                          treatment=treatment, mode="matched-random")
-                       for s in seeds}, f"random-{treatment}-{fraction:g}", train, counter, total)
+    det = train_over_seeds({s: treat_positions(pool, top, treatment=treatment) for s in seeds},
+                           tag, train, counter)
+    rand = _random_arm(pool, k, treatment=treatment, seeds=seeds,
+                       tag=f"random-{treatment}-{fraction:g}", train=train, counter=counter)
     comparison = compare_runs(f"top {100 * fraction:g}% by {rank_by}", det,
                               f"{k} random pairs", rand)
     return {"fraction": fraction, "count": k, "flagged_among": flagged_among,
@@ -123,13 +140,12 @@ def run_dose_response(pool: Sequence[PreferencePair], scores: Mapping[int, float
     the fraction-0 point (usually "unfiltered").
     """
     ranked = rank_pairs(pool, scores)
-    total = 2 * len(fractions) * len(seeds)
-    counter = [0]
+    counter = RunCounter(2 * len(fractions) * len(seeds))
     log.info("dose-response: %s by %s at %s (%d runs)", treatment, rank_by,
-             ", ".join(f"{f:g}" for f in fractions), total)
+             ", ".join(f"{f:g}" for f in fractions), counter.total)
     points = [_point(pool, ranked, f, rank_by=rank_by, treatment=treatment,
-                     flagged_ids=flagged_ids, seeds=seeds, train=train, counter=counter,
-                     total=total) for f in fractions]
+                     flagged_ids=flagged_ids, seeds=seeds, train=train, counter=counter)
+              for f in fractions]
     curve = curve_test([p["detector"]["runs"] for p in points],
                        [p["random"]["runs"] for p in points])
     scored = sum(1 for p in pool if p.example_id is not None
@@ -164,24 +180,22 @@ def run_ablation(pool: Sequence[PreferencePair], flagged_by: Mapping[str, set[in
     pool_ids = {p.example_id for p in pool}
     union = set().union(*flagged_by.values()) & pool_ids if flagged_by else set()
     active = {d: ids & pool_ids for d, ids in flagged_by.items() if ids & pool_ids}
-    fresh = [d for d in active if _reused(active[d], union, treatment, conditions) is None]
-    total, counter = 2 * len(fresh) * len(seeds), [0]
+    reused = {d: _reused(ids, union, treatment, conditions) for d, ids in active.items()}
+    counter = RunCounter(2 * sum(arms is None for arms in reused.values()) * len(seeds))
     verb = TREATMENT_VERBS[treatment]
     entries: list[AblationEntry] = []
     for det, ids in active.items():
         k = len(ids)
         treated, control = f"{verb} {det}'s {k} flags", f"{verb} {k} random pairs"
-        arms = _reused(ids, union, treatment, conditions)
+        arms = reused[det]
         if arms is None:
             positions = [i for i, p in enumerate(pool) if p.example_id in ids]
-            clean = _arm(_train_arm({s: treat_positions(pool, positions, treatment=treatment,
-                                                        mode="clean")
-                                     for s in seeds}, f"ablation-{det}", train, counter, total),
-                         treated)
-            rand = _arm(_train_arm({s: treat_positions(pool, random_order(len(pool), seed=s)[:k],
-                                                       treatment=treatment, mode="matched-random")
-                                    for s in seeds}, f"ablation-{det}-random", train, counter,
-                                   total), control)
+            own = {s: treat_positions(pool, positions, treatment=treatment, mode="clean")
+                   for s in seeds}
+            clean = _arm(train_over_seeds(own, f"ablation-{det}", train, counter), treated)
+            rand = _arm(_random_arm(pool, k, treatment=treatment, seeds=seeds,
+                                    tag=f"ablation-{det}-random", train=train, counter=counter),
+                        control)
         else:
             clean, rand = arms
         entries.append({"detector": det, "treatment": treatment, "flagged": k,

@@ -39,30 +39,36 @@ def _logit_of_complement(score: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def held_out_margins(store: Store, name: str, detector: str
+def held_out_margins(store: Store, name: str, detector: str, train_ids: Sequence[int | None]
                      ) -> tuple[dict[int, float], dict[int, float] | None] | None:
     """(example id → mean held-out margin, example id → strength or None), or None when the
-    detector does not measure margins on pairs its models never trained on."""
-    if detector not in STRENGTH_DETECTORS or detector not in store.latest_runs(name):
+    detector does not measure margins on pairs its models never trained on.
+
+    `train_ids`: the example ids of the dataset's train pairs in store order, the order the
+    detector scored them in (its per-pair lists follow it).
+    """
+    runs = store.latest_runs(name)
+    if detector not in STRENGTH_DETECTORS or detector not in runs:
         return None
     scores = detector_scores(store, name, detector)
     if detector == "oof_margin":
         return {i: _logit_of_complement(s) if math.isfinite(s) else math.nan
                 for i, s in scores.items()}, None
-    per_pair = store.latest_runs(name)[detector]["params"].get("per_pair") or {}
+    per_pair = runs[detector]["params"].get("per_pair") or {}
     mean = per_pair.get("mean_margin")
-    train = store.load_pairs(name, split="train")  # the order the detector scored them in
-    if mean is None or len(mean) != len(train):
+    if mean is None or len(mean) != len(train_ids):
         return None  # a run without per-pair margins, or over other pairs: no histogram
-    by_id = {int(p.example_id): math.nan if m is None else float(m)
-             for p, m in zip(train, mean) if p.example_id is not None}
+    by_id = {int(i): math.nan if m is None else float(m)
+             for i, m in zip(train_ids, mean) if i is not None}
     return by_id, {i: -s for i, s in scores.items()}
 
 
-def strength_block(store: Store, name: str, pool: Sequence[PreferencePair], detector: str,
-                   source: str) -> StrengthBlock | None:
-    """The results' `strength` block for the pool, or None (detector without margins)."""
-    margins = held_out_margins(store, name, detector)
+def strength_block(store: Store, name: str, train_ids: Sequence[int | None],
+                   pool: Sequence[PreferencePair], detector: str, source: str
+                   ) -> StrengthBlock | None:
+    """The results' `strength` block for the pool, or None (detector without margins);
+    `train_ids` as for `held_out_margins`."""
+    margins = held_out_margins(store, name, detector, train_ids)
     if margins is None:
         return None
     ids = [p.example_id for p in pool if p.example_id is not None]

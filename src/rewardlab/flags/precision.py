@@ -140,6 +140,13 @@ def confirmed_flag_ids(store: Store, name: str, detectors: Sequence[str]) -> dic
     return confirmed
 
 
+def _run_name(detector: str) -> str:
+    """The detector whose run a name needs: DET for `reviewed:DET`, else the name itself."""
+    if detector.startswith(REVIEWED_PREFIX):
+        return detector[len(REVIEWED_PREFIX):].strip()
+    return detector
+
+
 def split_reviewed(detectors: Sequence[str]) -> tuple[list[str], list[str]]:
     """Detector names → (plain ones, the DETs of `reviewed:DET`), order kept.
 
@@ -147,7 +154,7 @@ def split_reviewed(detectors: Sequence[str]) -> tuple[list[str], list[str]]:
     (['length_ratio'], ['repetition'])
     """
     plain = [d for d in detectors if not d.startswith(REVIEWED_PREFIX)]
-    reviewed = [d[len(REVIEWED_PREFIX):].strip() for d in detectors if d.startswith(REVIEWED_PREFIX)]
+    reviewed = [_run_name(d) for d in detectors if d.startswith(REVIEWED_PREFIX)]
     if any(not d for d in reviewed):
         raise SelectionError(f"{REVIEWED_PREFIX!r} needs a detector name, e.g. "
                              f"{REVIEWED_PREFIX}length_ratio")
@@ -160,10 +167,8 @@ def run_names(detectors: Sequence[str]) -> list[str]:
     >>> run_names(["reviewed:length_ratio", "length_ratio", "repetition"])
     ['length_ratio', 'repetition']
     """
-    plain, reviewed = split_reviewed(detectors)
-    named = [d[len(REVIEWED_PREFIX):].strip() if d.startswith(REVIEWED_PREFIX) else d
-             for d in detectors]
-    return list(dict.fromkeys(d for d in named if d in plain or d in reviewed))
+    split_reviewed(detectors)  # refuses a bare `reviewed:`
+    return list(dict.fromkeys(map(_run_name, detectors)))
 
 
 def flagged_ids_for(store: Store, name: str, detectors: Sequence[str]) -> dict[str, set[int]]:
@@ -172,5 +177,5 @@ def flagged_ids_for(store: Store, name: str, detectors: Sequence[str]) -> dict[s
     plain, reviewed = split_reviewed(detectors)
     flagged = store.flagged_example_ids(name, plain) if plain else {}
     confirmed = confirmed_flag_ids(store, name, reviewed) if reviewed else {}
-    return {d: confirmed[d[len(REVIEWED_PREFIX):].strip()] if d.startswith(REVIEWED_PREFIX)
-            else flagged[d] for d in detectors}
+    return {d: confirmed[_run_name(d)] if d.startswith(REVIEWED_PREFIX) else flagged[d]
+            for d in detectors}

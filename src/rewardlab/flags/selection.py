@@ -117,9 +117,7 @@ def select_training_pairs(pairs: Sequence[PreferencePair], flagged_ids: Collecti
     """
     if mode not in MODES:
         raise SelectionError(f"unknown selection {mode!r}; expected one of {', '.join(MODES)}")
-    if treatment not in TREATMENTS:
-        raise SelectionError(f"unknown treatment {treatment!r}; expected one of "
-                             f"{', '.join(TREATMENTS)}")
+    _check_treatment(treatment)
     is_flagged = [p.example_id in flagged_ids for p in pairs]
     n_flagged = sum(is_flagged)
     base = dict(n_pool=len(pairs), n_flagged=n_flagged, n_removed=0, n_flipped=0, n_smoothed=0)
@@ -136,6 +134,12 @@ def select_training_pairs(pairs: Sequence[PreferencePair], flagged_ids: Collecti
         raise SelectionError(f"the {mode} selection is empty: all {len(pairs)} train pairs were "
                              "flagged/removed; choose fewer detectors")
     return sel
+
+
+def _check_treatment(treatment: str) -> None:
+    if treatment not in TREATMENTS:
+        raise SelectionError(f"unknown treatment {treatment!r}; expected one of "
+                             f"{', '.join(TREATMENTS)}")
 
 
 def _treat_flagged(pairs: Sequence[PreferencePair], is_flagged: list[bool], treatment: str,
@@ -177,21 +181,11 @@ def detector_scores(store: Store, name: str, detector: str) -> dict[int, float]:
 
     SelectionError when the detector has not run on `name`.
     """
-    # Reads the flags table through the store's engine: the Store API lists flagged rows only,
-    # and a ranking needs every pair's score. (Candidate for a `Store.detector_scores` method.)
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from rewardlab.store.schema import Flag
-
     runs = store.latest_runs(name)
     if detector not in runs:
         raise SelectionError(f"detector {detector!r} has not run on {name!r} (ran: "
                              f"{', '.join(runs) or 'none'})")
-    with Session(store.engine) as s:
-        rows = s.execute(select(Flag.example_id, Flag.score)
-                         .where(Flag.run_id == runs[detector]["run_id"])).all()
-    return {int(eid): math.nan if score is None else float(score) for eid, score in rows}
+    return store.detector_scores(name, detector)
 
 
 def rank_pairs(pairs: Sequence[PreferencePair], scores: Mapping[int, float], *,
@@ -239,9 +233,7 @@ def treat_positions(pairs: Sequence[PreferencePair], positions: Collection[int],
     `mode` says who chose them, for `describe()`: "ranked" (a detector's top k), "clean" (a
     detector's flags) or "matched-random" (the size-matched random control).
     """
-    if treatment not in TREATMENTS:
-        raise SelectionError(f"unknown treatment {treatment!r}; expected one of "
-                             f"{', '.join(TREATMENTS)}")
+    _check_treatment(treatment)
     chosen = set(positions)
     is_treated = [i in chosen for i in range(len(pairs))]
     base = dict(n_pool=len(pairs), n_flagged=len(chosen), n_removed=0, n_flipped=0, n_smoothed=0)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from rewardlab.evaluation.dose import TREATED
 from rewardlab.report.style import (
     BLACK,
     BLUE,
@@ -72,8 +73,8 @@ def _label(name: str, cond: ConditionBlock) -> str:
     return f"{name}\n{pairs:,} train pairs" if pairs is not None else name
 
 
-def _seed_accuracies(cond: ConditionBlock) -> list[float]:
-    return [r["test"]["accuracy"] for r in cond.get("runs", []) if r["test"]["accuracy"]
+def _seed_accuracies(block: ConditionBlock | ArmBlock) -> list[float]:
+    return [r["test"]["accuracy"] for r in block.get("runs", []) if r["test"]["accuracy"]
             is not None]
 
 
@@ -91,11 +92,11 @@ def plot_accuracy(results: ResultsDocument, path: Path) -> Path:
         accs = np.array(_seed_accuracies(cond)) * 100
         ax.scatter(i + rng.uniform(-0.12, 0.12, accs.size), accs, s=22, color=color, alpha=0.55,
                    zorder=2, label="single seed" if i == 0 else None)
-        accuracy, (lo, hi) = s.get("accuracy_mean"), s["accuracy_ci"]
-        if accuracy is None or lo is None or hi is None:  # the CI is None exactly when the mean is
+        band = _band(s)
+        if band is None:
             continue
-        mean = 100 * accuracy
-        ax.errorbar(i + 0.28, mean, yerr=[[mean - 100 * lo], [100 * hi - mean]], fmt="D",
+        mean, lo, hi = band
+        ax.errorbar(i + 0.28, mean, yerr=[[mean - lo], [hi - mean]], fmt="D",
                     color=color, ms=8, capsize=6, lw=2, zorder=3,
                     label="mean with 95% CI" if i == 0 else None)
         ax.annotate(f"{mean:.1f}%", (i + 0.36, mean), xytext=(6, 0), textcoords="offset points",
@@ -180,8 +181,7 @@ def plot_comparisons(results: ResultsDocument, path: Path) -> Path:
 def plot_ablation(results: ResultsDocument, path: Path) -> Path:
     """Forest plot: each detector's own flags treated vs as many random pairs."""
     entries = results.get("ablation", [])
-    verb = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
-    done = verb.get(entries[0]["treatment"], "treated") if entries else "treated"
+    done = TREATED.get(entries[0]["treatment"], "treated") if entries else "treated"
     return _forest([e["comparison"] for e in entries], path,
                    labels=[f"{e['detector']}\n({e['flagged']:,} flags)" for e in entries],
                    title=f"Each detector's own flags {done} vs as many random pairs",
@@ -190,7 +190,8 @@ def plot_ablation(results: ResultsDocument, path: Path) -> Path:
 
 
 def _band(summary: RunSummary) -> tuple[float, float, float] | None:
-    """(mean, lo, hi) accuracy in %, or None without test pairs."""
+    """(mean, lo, hi) accuracy in %, or None without test pairs (the CI is None exactly when the
+    mean is)."""
     mean, (lo, hi) = summary.get("accuracy_mean"), summary["accuracy_ci"]
     if mean is None or lo is None or hi is None:
         return None
@@ -200,28 +201,25 @@ def _band(summary: RunSummary) -> tuple[float, float, float] | None:
 def _dose_arm(ax: Any, xs: list[float], arms: list[ArmBlock], start: ConditionBlock | None, *,
               color: str, label: str, offset: float) -> None:
     """One curve: mean over seeds with its 95% band, single seeds as faint dots."""
-    points = [(0.0, _band(start["summary"]), start["runs"])] if start else []
-    points += [(x, _band(a["summary"]), a["runs"]) for x, a in zip(xs, arms)]
-    shown = [(x, b) for x, b, _ in points if b is not None]
+    points: list[tuple[float, ConditionBlock | ArmBlock]] = [(0.0, start)] if start else []
+    points += list(zip(xs, arms))
+    shown = [(px, band) for px, block in points if (band := _band(block["summary"])) is not None]
     if not shown:
         return
     x = np.array([p[0] for p in shown])
     mean, lo, hi = (np.array([p[1][k] for p in shown]) for k in range(3))
     ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
     ax.plot(x, mean, "o-", color=color, lw=2.2, ms=6, label=label, zorder=3)
-    for px, _, runs in points[1:] if start else points:
-        accs = [100 * r["test"]["accuracy"] for r in runs if r["test"]["accuracy"] is not None]
+    for px, block in points[1:] if start else points:
+        accs = 100 * np.array(_seed_accuracies(block))
         ax.scatter(np.full(len(accs), px + offset), accs, s=12, color=color, alpha=0.45,
                    zorder=2, edgecolors="none")
 
 
-_DONE = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
-
-
-def _dose_ticks(ax: Any, dose: DoseResponse, with_zero: bool, *, counts: bool) -> None:
+def _dose_ticks(ax: Any, dose: DoseResponse, with_zero: bool) -> None:
+    """Each fraction with its pair count; "0" for the baseline condition when it is drawn."""
     xs = [100 * p["fraction"] for p in dose["points"]]
-    labels = [f"{x:g}%\n{p['count']:,} pairs" if counts else f"{x:g}%"
-              for x, p in zip(xs, dose["points"])]
+    labels = [f"{x:g}%\n{p['count']:,} pairs" for x, p in zip(xs, dose["points"])]
     ax.set_xticks(([0.0] if with_zero else []) + xs, (["0"] if with_zero else []) + labels)
 
 
@@ -240,7 +238,7 @@ def _dose_panel(ax: Any, dose: DoseResponse, results: ResultsDocument) -> None:
                 label=f"{dose['baseline']} (fraction 0): {band[0]:.1f}%")
     ax.tick_params(labelbottom=False)  # the difference panel below carries the x axis
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{_DONE.get(dose['treatment'], dose['treatment']).capitalize()}: "
+    ax.set_title(f"{TREATED.get(dose['treatment'], dose['treatment']).capitalize()}: "
                  f"accuracy per arm (band: 95% CI)", fontsize=11)
     ax.grid(alpha=0.3)
 
@@ -262,11 +260,11 @@ def _difference_panel(ax: Any, dose: DoseResponse, with_zero: bool) -> None:
     ax.axhline(0, color="#333333", lw=1)
     ax.text(0.01, 0.96, "black: 95% CI excludes 0 · grey: no detectable difference",
             transform=ax.transAxes, va="top", fontsize=8.5, color=GREY)
-    _dose_ticks(ax, dose, with_zero, counts=True)
+    _dose_ticks(ax, dose, with_zero)
     last = 100 * dose["points"][-1]["fraction"] if dose["points"] else 1.0
     # shared with the panel above; set last so no autoscale undoes it: room for the last label
     ax.set_xlim(-0.05 * last, 1.08 * last)
-    verb = _DONE.get(dose["treatment"], dose["treatment"])
+    verb = TREATED.get(dose["treatment"], dose["treatment"])
     ax.set_xlabel(f"share of training pairs {verb}")
     ax.set_ylabel("detector − random\n(points)")
     curve = dose["curve_test"]

@@ -13,7 +13,8 @@ import numpy as np
 
 __all__ = ["DetectorResult", "ThresholdKind", "DatasetSummary", "DetectorRunRow", "FlagRow",
            "ReviewRow", "NewReview", "Verdict", "VERDICTS", "ReviewState", "REVIEW_STATES", "QueueReview",
-           "QueueItem", "QueuePage", "ReviewOutcome", "ExperimentRow", "ExperimentRunRow"]
+           "QueueItem", "QueuePage", "ReviewOutcome", "JudgeAnswerRow", "ExperimentRow",
+           "ExperimentRunRow"]
 
 ThresholdKind = Literal["fixed", "percentile", "data"]
 # A reviewer's word on one flag: the detector was right (tp), wrong (fp), or it is unclear.
@@ -169,6 +170,16 @@ class ReviewOutcome(TypedDict):
     example_id: int
     score: float | None
     verdicts: dict[str, str]  # reviewer -> Verdict
+
+
+class JudgeAnswerRow(TypedDict):
+    """One cached `llm_judge` answer (`Store.judge_answers`, `Store.save_judge_answers`)."""
+
+    preferred: str  # "A" | "B"
+    confidence: float  # in [0, 1]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float | None  # as the endpoint reported it, None when it did not
 
 
 class ExperimentRunRow(TypedDict):

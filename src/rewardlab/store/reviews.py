@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import os
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, distinct, exists, func, select, true
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from rewardlab.errors import StoreError
 from rewardlab.store.records import QueueReview
-from rewardlab.store.schema import DetectorRun, Example, Flag, Review, as_utc, utcnow
+from rewardlab.store.schema import DetectorRun, Example, Flag, Review, iso_utc, utcnow
 
 __all__ = ["REVIEWER_ENV", "MAX_REVIEWER_CHARS", "MAX_QUEUE_PAGE", "default_reviewer",
            "check_reviewer", "upsert_review", "queue_select", "reviews_of"]
@@ -26,10 +25,6 @@ __all__ = ["REVIEWER_ENV", "MAX_REVIEWER_CHARS", "MAX_QUEUE_PAGE", "default_revi
 REVIEWER_ENV = "REWARDLAB_REVIEWER"
 MAX_REVIEWER_CHARS = 200  # the column's width
 MAX_QUEUE_PAGE = 500  # flags per review_queue page
-
-
-def _iso(value: datetime) -> str:
-    return as_utc(value).isoformat(timespec="seconds")
 
 
 def default_reviewer() -> str:
@@ -107,5 +102,5 @@ def reviews_of(s: Session, example_ids: list[int]) -> dict[tuple[int, str], list
     for example_id, detector, reviewer, verdict, note, updated_at in rows:
         found.setdefault((example_id, detector), []).append(
             {"reviewer": reviewer, "verdict": verdict, "note": note,
-             "updated_at": _iso(updated_at)})
+             "updated_at": iso_utc(updated_at)})
     return found

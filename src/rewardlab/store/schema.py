@@ -63,6 +63,7 @@ __all__ = [
     "JudgeAnswer",
     "utcnow",
     "as_utc",
+    "iso_utc",
     "CHUNK",
     "DB_ERRORS",
     "EXPECTED_URL",
@@ -109,6 +110,11 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def iso_utc(value: datetime) -> str:
+    """A stored timestamp as the store's readers hand it out: ISO 8601, UTC, whole seconds."""
+    return as_utc(value).isoformat(timespec="seconds")
 
 
 class Base(DeclarativeBase):

@@ -15,8 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, distinct, func, select, true
 from sqlalchemy.orm import Session
@@ -35,6 +34,7 @@ from rewardlab.store.records import (
     ExperimentRow,
     ExperimentRunRow,
     FlagRow,
+    JudgeAnswerRow,
     NewReview,
     QueueItem,
     QueuePage,
@@ -61,18 +61,18 @@ from rewardlab.store.schema import (
     Flag,
     JudgeAnswer,
     Review,
-    as_utc,
     bulk_insert,
     chunks,
     first_line,
+    iso_utc,
     mask_url,
     open_engine,
     utcnow,
     writer,
 )
 
-__all__ = ["DEFAULT_DB_URL", "IngestCounts", "JudgeAnswerRow", "MAX_QUEUE_PAGE", "REVIEWER_ENV",
-           "Store", "default_reviewer", "mask_url", "resolve_db_url"]
+__all__ = ["DEFAULT_DB_URL", "IngestCounts", "MAX_QUEUE_PAGE", "REVIEWER_ENV", "Store",
+           "default_reviewer", "mask_url", "resolve_db_url"]
 
 DEFAULT_DB_URL = "sqlite:///rewardlab.db"
 # PreferencePair fields stored as same-named Example columns, in load order.
@@ -96,16 +96,6 @@ class IngestCounts:
     replaced: bool = False  # ingested with `replace=True`: nothing the dataset held before remains
     # (source_index, issue) of pairs kept although their dialogue did not parse cleanly
     parse_issues: list[tuple[int, str]] = field(default_factory=list)
-
-
-class JudgeAnswerRow(TypedDict):
-    """One cached `llm_judge` answer (`Store.judge_answers`, `Store.save_judge_answers`)."""
-
-    preferred: str  # "A" | "B"
-    confidence: float  # in [0, 1]
-    prompt_tokens: int
-    completion_tokens: int
-    cost: float | None  # as the endpoint reported it, None when it did not
 
 
 _IN_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's bound-parameter limit
@@ -161,10 +151,6 @@ def _plan_ingest(dataset_id: int, pairs: Sequence[PreferencePair], existing: set
         rows.append(_example_row(dataset_id, pair, content_hash))
         counts["ingested"] += 1
     return rows, by_group
-
-
-def _iso(value: datetime) -> str:
-    return as_utc(value).isoformat(timespec="seconds")
 
 
 def _flag_rows_for(run_id: int, result: DetectorResult, example_ids: Sequence[int]
@@ -312,7 +298,7 @@ class Store:
         names: dict[int, list[str]] = {d.id: [] for d in datasets}
         for dataset_id, detector in detectors:
             names[dataset_id].append(detector)
-        return [{"name": d.name, "source": d.source, "created_at": _iso(d.created_at),
+        return [{"name": d.name, "source": d.source, "created_at": iso_utc(d.created_at),
                  "pairs": pairs[d.id], "flagged": flagged.get(d.id, 0),
                  "detectors": sorted(names[d.id])} for d in datasets]
 
@@ -375,7 +361,7 @@ class Store:
         return {r.detector: {"run_id": r.id, "params": r.params, "threshold": r.threshold,
                              "threshold_kind": r.threshold_kind, "flagged": r.n_flagged,
                              "total": r.n_total, "seconds": r.seconds,
-                             "created_at": _iso(r.created_at)} for r in runs}
+                             "created_at": iso_utc(r.created_at)} for r in runs}
 
     def flagged_example_ids(self, name: str, detectors: Sequence[str] | None = None
                             ) -> dict[str, set[int]]:
@@ -389,6 +375,15 @@ class Store:
         for run_id, example_id in rows:
             flagged[by_run[run_id]].add(example_id)
         return flagged
+
+    def detector_scores(self, name: str, detector: str) -> dict[int, float]:
+        """example id -> score of `detector`'s latest run on the dataset, every pair it scored,
+        flagged or not (NaN where it gave none); StoreError for a detector never run."""
+        with self._session() as s:
+            run_id = self._latest_run_ids(s, name, [detector])[detector]
+            rows = s.execute(select(Flag.example_id, Flag.score)
+                             .where(Flag.run_id == run_id)).all()
+        return {int(eid): math.nan if score is None else float(score) for eid, score in rows}
 
     def flag_rows(self, name: str, *, detector: str | None = None,
                   limit: int | None = None) -> list[FlagRow]:
@@ -503,8 +498,8 @@ class Store:
             .order_by(Review.id)).mappings().all()
         # the selected columns plus is_issue are ReviewRow's keys
         return [cast(ReviewRow, {**row, "is_issue": row["verdict"] == "tp",
-                                 "created_at": _iso(row["created_at"]),
-                                 "updated_at": _iso(row["updated_at"])}) for row in rows]
+                                 "created_at": iso_utc(row["created_at"]),
+                                 "updated_at": iso_utc(row["updated_at"])}) for row in rows]
 
     def review_queue(self, name: str, *, detector: str | None = None, state: str = "all",
                      reviewer: str | None = None, ascending: bool = False, offset: int = 0,
@@ -594,7 +589,7 @@ class Store:
                 {"id": r.id, "condition": r.condition, "seed": r.seed, "metrics": r.metrics,
                  "checkpoint": r.checkpoint})
         return [{"id": e.id, "name": e.name, "dataset": e.dataset, "config": e.config,
-                 "metrics": e.metrics, "out_dir": e.out_dir, "created_at": _iso(e.created_at),
+                 "metrics": e.metrics, "out_dir": e.out_dir, "created_at": iso_utc(e.created_at),
                  "runs": by_experiment[e.id]} for e in experiments]
 
     # ---- the llm_judge answer cache --------------------------------------------------------

@@ -19,6 +19,7 @@ __all__ = [
     "TOKEN_ENV",
     "resolve_token",
     "is_loopback",
+    "check_address",
     "check_bind",
     "token_matches",
     "bearer_token",
@@ -52,6 +53,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve anywhere
+
+
+def check_address(host: str, port: int) -> None:
+    """`--host` not empty and `--port` in 1..65535 (each server's config checks them)."""
+    if not host.strip():
+        raise WebError("--host is empty: give an address, e.g. 127.0.0.1")
+    if not 1 <= port <= 65535:
+        raise WebError(f"--port must be in 1..65535 (got {port})")
 
 
 def check_bind(host: str, token: str | None, *, command: str) -> None:

@@ -10,8 +10,10 @@ import contextlib
 import logging
 import signal
 import socket
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -20,7 +22,8 @@ import uvicorn
 
 from rewardlab.errors import WebError
 
-__all__ = ["run_server", "background_server", "free_port", "check_port_free"]
+__all__ = ["run_server", "background_server", "base_url", "free_port", "check_port_free",
+           "wait_healthy"]
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,7 @@ def _config(app: Any, host: str, port: int, *, graceful_seconds: float) -> uvico
 def run_server(app: Any, *, host: str, port: int, graceful_seconds: float = 30.0) -> None:
     """Serve until SIGTERM/SIGINT; a port in use is a one-line error, not a traceback."""
     check_port_free(host, port)
-    log.info("listening on http://%s:%d (Ctrl-C or SIGTERM to stop)",
-             f"[{host}]" if ":" in host else host, port)
+    log.info("listening on %s (Ctrl-C or SIGTERM to stop)", base_url(host, port))
     # uvicorn re-raises the signal it stopped on once it is done; a graceful stop on SIGTERM is
     # the normal end of a server (systemd, Kubernetes, a test), so it exits 0 instead of dying by it
     previous = signal.signal(signal.SIGTERM, _stopped)
@@ -46,6 +48,11 @@ def run_server(app: Any, *, host: str, port: int, graceful_seconds: float = 30.0
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     """SIGTERM after uvicorn's graceful shutdown: nothing left to do."""
+
+
+def base_url(host: str, port: int) -> str:
+    """'http://127.0.0.1:8000', 'http://[::1]:8000': an IPv6 address goes in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -81,7 +88,24 @@ def background_server(app: Any, *, host: str = "127.0.0.1", port: int | None = N
             raise WebError(f"server on {host}:{port} did not start")
         time.sleep(0.02)
     try:
-        yield f"http://{host}:{port}"
+        yield base_url(host, port)
     finally:
         server.should_exit = True
         thread.join(timeout=graceful_seconds + 5)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[Any], *, timeout: float = 180.0) -> None:
+    """Until the server process `proc` answers `GET url/health` with 200 (for tests and
+    benchmarks that start a server as a process); WebError if it exits or times out first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.communicate()[1] or ""
+            err = err.decode("utf-8", "replace") if isinstance(err, bytes) else err
+            raise WebError(f"server exited {proc.returncode}: {err[-2000:]}")
+        with contextlib.suppress(OSError):  # refused, reset, timed out: not listening yet
+            with urllib.request.urlopen(f"{url}/health", timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.1)
+    raise WebError(f"{url} did not become healthy within {timeout:g} s")

@@ -176,8 +176,7 @@ class EmbeddingCache:
             _save_aside(self.directory / f"{shard}.keys.npy",
                         np.array(list(keys), dtype=f"S{_KEY_BYTES}"))
         except OSError as e:
-            log.warning("embedding cache %s not written: %s",
-                                                self.directory, e.strerror or e)
+            log.warning("embedding cache %s not written: %s", self.directory, e.strerror or e)
 
 
 def _save_aside(path: Path, array: np.ndarray) -> None:

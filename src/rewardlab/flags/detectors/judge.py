@@ -48,7 +48,8 @@ from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, re
 from rewardlab.flags.detectors.judge_client import ChatClient, ChatError, ChatReply, parse_judgement
 
 if TYPE_CHECKING:
-    from rewardlab.store.store import JudgeAnswerRow, Store
+    from rewardlab.store.records import JudgeAnswerRow
+    from rewardlab.store.store import Store
 
 __all__ = ["TEMPLATE_PATH", "JudgeTemplate", "LlmJudge", "combine_verdicts", "order_disagreements"]
 

@@ -35,7 +35,8 @@ from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, re
 from rewardlab.models.names import BOW
 from rewardlab.training.config import TrainConfig
 
-__all__ = ["OofMargin", "EnsembleStrength", "detector_train_config", "estimate_flip_rate", "fold_ids"]
+__all__ = ["OofMargin", "EnsembleStrength", "detector_train_config", "estimate_flip_rate",
+           "flag_top", "fold_ids"]
 
 # TrainConfig fields always recorded in a model detector's `params` (any other one is recorded when
 # it differs from `detector_train_config()`), so stored runs read as they did before `train` existed.
@@ -66,16 +67,22 @@ def estimate_flip_rate(margins: np.ndarray) -> tuple[float, float, int]:
     return (negative / confident if confident else 0.0), cut, confident
 
 
+def flag_top(score: np.ndarray, eligible: np.ndarray, count: int, *,
+             empty_threshold: float) -> tuple[np.ndarray, float]:
+    """Flag the `count` highest scores among the `eligible` pairs → (flags, threshold; flagged ⇔
+    eligible and score ≥ threshold), `empty_threshold` when there is nothing to flag."""
+    candidates = np.sort(score[eligible])[::-1]  # most suspect first
+    count = min(count, candidates.size)
+    if count == 0:
+        return np.zeros(score.shape, dtype=bool), empty_threshold
+    threshold = float(candidates[count - 1])
+    return (score >= threshold) & eligible, threshold
+
+
 def _flag_lowest(prob: np.ndarray, count: int) -> tuple[np.ndarray, float]:
     """Flag the `count` pairs with the lowest P(chosen ≻ rejected), but never one the model agrees
     with (P ≥ 0.5) → (flags, threshold on the score 1 − P; flagged ⇔ score ≥ threshold)."""
-    score = 1.0 - prob  # (N,)
-    candidates = np.sort(score[prob < 0.5])[::-1]  # most suspect first
-    count = min(count, candidates.size)
-    if count == 0:
-        return np.zeros(prob.shape, dtype=bool), 1.0
-    threshold = float(candidates[count - 1])
-    return (score >= threshold) & (prob < 0.5), threshold
+    return flag_top(1.0 - prob, prob < 0.5, count, empty_threshold=1.0)
 
 
 def detector_train_config(**overrides: Any) -> TrainConfig:

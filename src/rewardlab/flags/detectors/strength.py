@@ -56,7 +56,12 @@ from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import SelectionError
 from rewardlab.flags.detectors.base import RUNTIME, DetectorResult, ThresholdKind, reasons_where
 from rewardlab.flags.detectors.embedding_cache import embed_texts
-from rewardlab.flags.detectors.model_based import _ModelDetector, estimate_flip_rate, fold_ids
+from rewardlab.flags.detectors.model_based import (
+    _ModelDetector,
+    estimate_flip_rate,
+    flag_top,
+    fold_ids,
+)
 from rewardlab.models.names import MINILM
 
 if TYPE_CHECKING:
@@ -87,13 +92,7 @@ def strength_from_margins(margins: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 def _flag_weakest(strength: np.ndarray, count: int) -> tuple[np.ndarray, float]:
     """Flag the `count` lowest strengths, never one ≥ 0 → (flags, threshold on score = −strength;
     flagged ⇔ score ≥ threshold and strength < 0)."""
-    score = -strength
-    candidates = np.sort(score[strength < 0])[::-1]  # most suspect first
-    count = min(count, candidates.size)
-    if count == 0:
-        return np.zeros(strength.shape, dtype=bool), math.inf
-    threshold = float(candidates[count - 1])
-    return (score >= threshold) & (strength < 0), threshold
+    return flag_top(-strength, strength < 0, count, empty_threshold=math.inf)
 
 
 @dataclass

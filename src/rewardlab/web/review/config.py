@@ -10,6 +10,7 @@ from typing import Any
 
 from rewardlab.errors import WebError
 from rewardlab.store.reviews import MAX_QUEUE_PAGE
+from rewardlab.web.security import check_address
 
 __all__ = ["ReviewConfig"]
 
@@ -31,10 +32,7 @@ class ReviewConfig:
     max_note_chars: int = _opt(10_000, "longest review note; longer → 422")
 
     def __post_init__(self) -> None:
-        if not self.host.strip():
-            raise WebError("--host is empty: give an address, e.g. 127.0.0.1")
-        if not 1 <= self.port <= 65535:
-            raise WebError(f"--port must be in 1..65535 (got {self.port})")
+        check_address(self.host, self.port)
         if not 1 <= self.page_size <= MAX_QUEUE_PAGE:
             raise WebError(f"--page-size must be in 1..{MAX_QUEUE_PAGE} (got {self.page_size})")
         for name in ("max_body_bytes", "max_note_chars"):

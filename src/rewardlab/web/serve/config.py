@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rewardlab.errors import WebError
+from rewardlab.training.config import PRECISIONS  # resolved by training's resolve_precision
+from rewardlab.web.security import check_address
 
 __all__ = ["PRECISIONS", "ServeConfig"]
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _opt(default: Any, help_text: str, **extra: Any) -> Any:
@@ -44,10 +44,7 @@ class ServeConfig:
                           "fp32 reproduces `rewardlab score` to float rounding", choices=PRECISIONS)
 
     def __post_init__(self) -> None:
-        if not self.host.strip():
-            raise WebError("--host is empty: give an address, e.g. 127.0.0.1")
-        if not 1 <= self.port <= 65535:
-            raise WebError(f"--port must be in 1..65535 (got {self.port})")
+        check_address(self.host, self.port)
         for name in ("workers", "max_batch", "forward_batch", "max_body_bytes", "max_queries", "max_chars"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
