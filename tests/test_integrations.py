@@ -40,7 +40,7 @@ def rm(checkpoint: Path) -> RewardModel:
 
 @pytest.fixture(scope="module")
 def url(rm: RewardModel) -> Iterator[str]:
-    with background_server(create_serve_app(rm, ServeConfig(), token=TOKEN)) as base:
+    with background_server(create_serve_app(rm, ServeConfig(precision="fp32"), token=TOKEN)) as base:
         yield base
 
 
@@ -149,7 +149,7 @@ def test_client_errors_are_one_line(url: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_client_splits_big_batches_under_the_server_limit(rm: RewardModel) -> None:
-    config = ServeConfig(max_queries=4)
+    config = ServeConfig(max_queries=4, precision="fp32")
     with background_server(create_serve_app(rm, config)) as base:
         prompts, responses = [f"Human: q{i}" for i in range(10)], [f"a{i}" for i in range(10)]
         got = RewardClient(base, chunk=4).score(prompts, responses)

@@ -64,8 +64,11 @@ def pairs() -> list[PreferencePair]:
 
 @pytest.fixture(scope="module")
 def server(rm: RewardModel, checkpoint: Path) -> Iterator[str]:
-    """Token-protected, 20 ms batching window, two scoring threads, default limits."""
-    app = create_serve_app(rm, ServeConfig(max_batch=16, max_wait_ms=20, workers=2), token=TOKEN,
+    """Token-protected, 20 ms batching window, two scoring threads, default limits. fp32 here and
+    wherever rewards are compared with `RewardModel.score` (fp32): `auto` is bf16 on a CPU with
+    avx512_bf16, and bf16 has its own test."""
+    app = create_serve_app(rm, ServeConfig(max_batch=16, max_wait_ms=20, workers=2,
+                                           precision="fp32"), token=TOKEN,
                            model_dir=str(checkpoint))
     with background_server(app) as url:
         yield url
@@ -74,7 +77,8 @@ def server(rm: RewardModel, checkpoint: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def small(rm: RewardModel) -> Iterator[str]:
     """No token (loopback), tight limits."""
-    config = ServeConfig(max_body_bytes=2_000, max_queries=3, max_chars=200, max_wait_ms=0)
+    config = ServeConfig(max_body_bytes=2_000, max_queries=3, max_chars=200, max_wait_ms=0,
+                         precision="fp32")
     with background_server(create_serve_app(rm, config)) as url:
         yield url
 
@@ -342,7 +346,7 @@ def test_failing_batch_fails_only_the_bad_request() -> None:
 
 def test_scoring_error_is_500_json_and_the_server_lives(rm: RewardModel) -> None:
     # a real failure inside the model: the tokenizer cannot pad without a pad token
-    app = create_serve_app(rm, ServeConfig())
+    app = create_serve_app(rm, ServeConfig(precision="fp32"))
     saved = rm.tokenizer.pad_token_id
     with background_server(app) as url:
         rm.tokenizer.pad_token = None
@@ -370,7 +374,7 @@ def test_chat_template_queries_are_split_by_the_input_rule(tmp_path: Path) -> No
         rm.tokenizer.apply_chat_template([{"role": "user", "content": "tell me about the river"},
                                           {"role": "assistant", "content": responses[1]}],
                                          tokenize=False)]
-    with background_server(create_serve_app(rm, ServeConfig())) as url:
+    with background_server(create_serve_app(rm, ServeConfig(precision="fp32"))) as url:
         r = HTTP.post(f"{url}/get_reward", json={"query": queries})
         assert r.status_code == 200, r.text
         bad = HTTP.post(f"{url}/get_reward", json={"query": ["Human: no template here"]})
@@ -405,7 +409,7 @@ def test_cli_names_a_missing_model_and_a_busy_port(checkpoint: Path, tmp_path: P
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", str(tmp_path / "nothing")]) == 2
     assert "no model at" in capsys.readouterr().err
-    app = create_serve_app(RewardModel.load(checkpoint), ServeConfig())
+    app = create_serve_app(RewardModel.load(checkpoint), ServeConfig(precision="fp32"))
     with background_server(app) as url:
         port = url.rsplit(":", 1)[1]
         assert main(["serve", str(checkpoint), "--port", port]) == 2
@@ -418,7 +422,8 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(checkpoint: Path, rm
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "REWARDLAB_TOKEN": TOKEN}
     # a 3 s batching window holds the request in flight while SIGTERM arrives
     proc = subprocess.Popen([sys.executable, "-m", "rewardlab", "serve", str(checkpoint),
-                             "--port", str(port), "--max-wait-ms", "3000"], env=env, cwd=REPO,
+                             "--port", str(port), "--max-wait-ms", "3000", "--precision", "fp32"],
+                            env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
