@@ -39,6 +39,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from rewardlab.training.config import PRECISIONS  # torch-free (the CLI builds flags from it)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,10 +177,10 @@ def plan_for(queries: list[str], args: argparse.Namespace) -> list[list[list[str
 
 def measure(kind: str, model_dir: Path, plan: list[list[list[str]]], warmup: list[list[list[str]]],
             args: argparse.Namespace) -> dict[str, Any]:
-    from rewardlab.web.server import free_port, wait_healthy
+    from rewardlab.web.server import base_url, free_port, wait_healthy
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = base_url("127.0.0.1", port)
     proc = start_server(kind, model_dir, port, args)
     try:
         wait_healthy(url, proc, timeout=300.0)
@@ -261,7 +263,8 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0,
                         help="rewardlab serve --max-wait-ms")
     parser.add_argument("--workers", type=int, default=1, help="rewardlab serve --workers")
-    parser.add_argument("--precision", default="auto", help="rewardlab serve --precision")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="rewardlab serve --precision")
     parser.add_argument("--servers", default="rewardlab,naive",
                         help=f"comma-separated, from {', '.join(SERVERS)} (naive is needed: every "
                              f"other is measured against it)")
@@ -274,6 +277,9 @@ def main() -> None:
         run_naive_server(args.naive_server[0], int(args.naive_server[1]), args.max_length,
                          args.naive_bf16)
         return
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if "naive" not in servers or set(servers) - set(SERVERS):  # before the model is built
+        parser.error(f"--servers: from {', '.join(SERVERS)}, naive among them (the ratios)")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "minilm-rm", args.max_length)
         n = args.clients * args.requests * args.queries_per_request
@@ -281,9 +287,6 @@ def main() -> None:
         plan = plan_for(queries[:n], args)
         warmup = [[queries[n + i * args.queries_per_request:n + (i + 1) * args.queries_per_request]]
                   for i in range(16)]
-        servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-        if "naive" not in servers or set(servers) - set(SERVERS):
-            parser.error(f"--servers: from {', '.join(SERVERS)}, naive among them (the ratios)")
         runs = []
         for rep in range(args.reps):
             for kind in (servers if rep % 2 == 0 else servers[::-1]):

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.flags.selection import detector_scores
 
 if TYPE_CHECKING:
     from rewardlab.report.results import StrengthBlock, StrengthReference
@@ -50,7 +49,7 @@ def held_out_margins(store: Store, name: str, detector: str, train_ids: Sequence
     runs = store.latest_runs(name)
     if detector not in STRENGTH_DETECTORS or detector not in runs:
         return None
-    scores = detector_scores(store, name, detector)
+    scores = store.detector_scores(name, detector)  # it ran: checked above
     if detector == "oof_margin":
         return {i: _logit_of_complement(s) if math.isfinite(s) else math.nan
                 for i, s in scores.items()}, None
