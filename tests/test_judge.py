@@ -230,7 +230,7 @@ def test_options_are_checked_when_the_detector_is_built(tmp_path: Path) -> None:
     bad.write_text("no sections here")
     with pytest.raises(SelectionError, match="expected one '=== system ===' line"):
         JudgeTemplate.load(bad)
-    detector = get_detector("llm_judge", url="http://u:pw@127.0.0.1:9/v1", models="a, b",
+    detector = get_detector("llm_judge", url="http://127.0.0.1:9/v1", models="a, b",
                             concurrency="3", threshold="0.6")
     assert isinstance(detector, LlmJudge) and detector.concurrency == 3
     assert detector.judges == ["a", "b"] and detector.params["url"] == "http://127.0.0.1:9/v1"

@@ -9,14 +9,17 @@ judge. Several judges (`models="a,b"`) vote with their verdicts:
 
     score = 1 − mean over judges of P(chosen better)      flagged ⇔ score > threshold (0.5)
 
-Nothing unknown passes as fine: a call that fails (HTTP error after retries, timeout, a model
-stopped after 401/403/404) or whose reply does not parse is counted per judge and kind, a judge
-counts for a pair only with both orders answered, and a pair no judge answered is unjudged:
-score NaN (stored as NULL), not flagged, listed in `params["unjudged_rows"]` and counted in the
-notes `rewardlab flag` prints. Parsed answers are cached in the store by (model, template hash,
-pair hash), so a re-run sends only what failed before. Tokens (and cost, when the endpoint reports
-`usage.cost`) are logged and kept in `params["usage"]`. The API key is read from the environment
-variable `key_env` when the run starts and is never logged, stored or shown.
+Nothing unknown passes as fine: a call that fails (HTTP error after retries, timeout, a malformed
+HTTP reply, a model stopped after 401/403/404 or a redirect) or whose reply does not parse is
+counted per judge and kind, a judge counts for a pair only with both orders answered, and a pair
+no judge answered is unjudged: score NaN (stored as NULL), not flagged, listed in
+`params["unjudged_rows"]` and counted in the notes `rewardlab flag` prints. Parsed answers are
+cached in the store by (model, template hash, pair hash), so a re-run sends only what failed
+before. Tokens (and cost, when the endpoint reports `usage.cost`) are logged and kept in
+`params["usage"]`. The API key is read from the environment variable `key_env` when the run
+starts and is never logged, stored or shown: every text from a server (error messages,
+unparseable replies, a redirect's Location) is masked before it is cut short and again after,
+and the URL may not carry a user name or password.
 
 >>> judge = LlmJudge(url="http://localhost:11434/v1", models="llama3.1,qwen2.5")  # doctest: +SKIP
 >>> result = judge.detect(train_pairs)                                          # doctest: +SKIP
@@ -32,7 +35,7 @@ import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +54,8 @@ if TYPE_CHECKING:
     from rewardlab.store.records import JudgeAnswerRow
     from rewardlab.store.store import Store
 
-__all__ = ["TEMPLATE_PATH", "JudgeTemplate", "LlmJudge", "combine_verdicts", "order_disagreements"]
+__all__ = ["TEMPLATE_PATH", "JudgeTemplate", "LlmJudge", "check_judge_url", "combine_verdicts",
+           "order_disagreements"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,34 @@ PLACEHOLDERS = ("conversation", "response_a", "response_b")
 _SECTION = re.compile(r"^=== (system|user) ===[ \t]*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _SAVE_EVERY = 100  # answers per cache write: an interrupted run keeps what it paid for
+_USERINFO = re.compile(r"^([^/?#]*//)?[^/?#]*@")  # "user:password@" before the host
+
+
+def check_judge_url(url: str) -> None:
+    """SelectionError unless `url` is an http(s) base URL without user name or password (a
+    password in the URL would be printed and stored with the run, and the key belongs in the
+    environment); the message never repeats what came before the '@'.
+
+    >>> check_judge_url("http://user:pw@127.0.0.1:8000/v1")
+    Traceback (most recent call last):
+    ...
+    rewardlab.errors.SelectionError: llm_judge: --judge-url must not contain a user name or \
+password (http://***@127.0.0.1:8000/v1): give the API key in the environment variable \
+--judge-key-env names
+    """
+    shown = _USERINFO.sub(lambda m: (m.group(1) or "") + "***@", url)
+    if shown != url:
+        raise SelectionError(f"llm_judge: --judge-url must not contain a user name or password "
+                             f"({shown}): give the API key in the environment variable "
+                             "--judge-key-env names")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (the property raises on a port that is not a number)
+    except ValueError as e:  # "Port out of range 0-65535", "Invalid IPv6 URL", …
+        raise SelectionError(f"llm_judge: --judge-url {url!r}: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SelectionError(f"llm_judge needs the base URL of an OpenAI-compatible API "
+                             f"(--judge-url), e.g. http://localhost:11434/v1; got {url or 'none'!r}")
 
 
 @dataclass(frozen=True)
@@ -198,24 +230,20 @@ class LlmJudge(Detector):
     max_tokens: int = 100
     temperature: float = 0.0
     concurrency: int = field(default=4, metadata=RUNTIME)  # requests in flight
-    timeout: float = field(default=60.0, metadata=RUNTIME)  # seconds per HTTP request
-    retries: int = field(default=4, metadata=RUNTIME)  # on 429, 5xx, timeouts, dropped connections
+    timeout: float = field(default=60.0, metadata=RUNTIME)  # deadline per HTTP request, whole
+    retries: int = field(default=4, metadata=RUNTIME)  # on 429, 5xx, timeouts, drops, bad HTTP
     backoff: float = field(default=1.0, metadata=RUNTIME)  # first retry wait, doubled each time
     store: Store | None = field(default=None, metadata=RUNTIME)  # the answer cache (None: none)
     progress: bool = field(default=True, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         # checked when built: `rewardlab flag` refuses a bad option before any detector runs
-        url = urlsplit(self.url)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise SelectionError(f"llm_judge needs the base URL of an OpenAI-compatible API "
-                                 f"(--judge-url), e.g. http://localhost:11434/v1; got "
-                                 f"{self.shown_url or 'none'!r}")
+        check_judge_url(self.url)
         if not self.judges:
             raise SelectionError("llm_judge needs at least one judge model (--judge-model NAME[,NAME…])")
         problem = ("threshold must be in [0, 1)" if not 0.0 <= self.threshold < 1.0 else
                    "concurrency must be >= 1" if self.concurrency < 1 else
-                   "timeout must be > 0" if not self.timeout > 0 else
+                   "timeout must be in (0, 86400] seconds" if not 0 < self.timeout <= 86400 else
                    "retries must be >= 0" if self.retries < 0 else
                    "max_tokens must be >= 1" if self.max_tokens < 1 else
                    "backoff must be >= 0" if not self.backoff >= 0 else "")
@@ -228,16 +256,9 @@ class LlmJudge(Detector):
         return list(dict.fromkeys(m.strip() for m in self.models.split(",") if m.strip()))
 
     @property
-    def shown_url(self) -> str:
-        """The URL without any user:password part."""
-        parts = urlsplit(self.url)
-        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if parts.netloc \
-            else self.url
-
-    @property
     def params(self) -> dict[str, Any]:
         own = super().params
-        own.update(url=self.shown_url, models=self.judges,
+        own.update(url=self.url, models=self.judges,
                    template=str(self._template.path) if self.template else "bundled",
                    template_hash=self._digest())
         return own
@@ -268,7 +289,11 @@ class LlmJudge(Detector):
                         p[j, i, order] = _p_chosen(*answers[judge][key], order)
         for judge, tally in tallies.items():
             _log_usage(judge, tally)
-        return self._result(p, tallies)
+        result = self._result(p, tallies)
+        # the texts in params came masked from the client; this sweep also covers the URL and
+        # model names, in case someone put the key there: params are printed and stored
+        result.params = _masked(result.params, client.mask)
+        return result
 
     # ---- calls and the cache --------------------------------------------------------------
 
@@ -295,7 +320,8 @@ class LlmJudge(Detector):
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     judge, key = pending.pop(future)
-                    self._record(future, judge, key, answers, tallies[judge], unsaved[judge])
+                    self._record(client, future, judge, key, answers, tallies[judge],
+                                 unsaved[judge])
                     bar.update()
                 for (judge, key), messages in _take(todo, len(done)):
                     pending[pool.submit(self._complete, client, judge, messages)] = (judge, key)
@@ -307,7 +333,7 @@ class LlmJudge(Detector):
         return client.complete(judge, messages, max_tokens=self.max_tokens,
                                temperature=self.temperature)
 
-    def _record(self, future: Future[ChatReply], judge: str, key: str,
+    def _record(self, client: ChatClient, future: Future[ChatReply], judge: str, key: str,
                 answers: dict[str, dict[str, tuple[str, float]]], tally: _Tally,
                 unsaved: dict[str, JudgeAnswerRow]) -> None:
         try:
@@ -321,7 +347,8 @@ class LlmJudge(Detector):
             preferred, confidence = parse_judgement(reply.content)
         except ValueError as e:
             tally.unparseable += 1
-            tally.examples.setdefault("unparseable", f"{e}: {' '.join(reply.content.split())[:120]!r}")
+            # the reply may echo the request's headers: masked before and after the cut
+            tally.examples.setdefault("unparseable", f"{e}: {client.shown(reply.content, 120)!r}")
             return
         tally.answers_new += 1
         answers[judge][key] = (preferred, confidence)
@@ -367,6 +394,17 @@ class LlmJudge(Detector):
                          ("p_chosen", "n_judges", "votes_rejected", "order_disagreements")},
             "notes": _notes(len(score), int(unjudged.size), tallies)})
         return result
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    """`value` (JSON-like: dicts, lists, strings, numbers) with `mask` applied to every string."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {_masked(k, mask): _masked(v, mask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, mask) for v in value]
+    return value
 
 
 def _take(items: Iterable[Any], count: int) -> list[Any]:
