@@ -4,6 +4,8 @@ it cannot be built."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -82,5 +84,27 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatc
     assert len(warnings) == 1
     assert "compiled CPU attention unavailable" in warnings[0]
     assert "Python loop" in warnings[0]
-    assert any(str(tmp_path) in r.getMessage() for r in caplog.records)  # where it tried to build
-    assert kernels._module_name(torch.__version__, tmp_path) != kernels._module_name("0.0.0", tmp_path)
+    assert str(tmp_path) in warnings[0]  # where it tried to build
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no half build left to load later
+
+
+_LOAD = ("import sys; from rewardlab.training.fast.kernels import compiled_kernels; "
+         "sys.exit(0 if compiled_kernels() is not None else 'no kernels')")
+
+
+@pytest.mark.skipif(not kernels_enabled(), reason="REWARDLAB_KERNELS=0 switches the kernels off")
+def test_a_second_process_loads_the_build_without_building() -> None:
+    """The first process here builds (saying so on stderr) unless a build is cached; the next one
+    in the same environment loads it, silently."""
+    final = kernels._cache_root() / kernels.module_name(
+        kernels.current_build_env(kernels._cache_root()))
+    cached = final.is_dir()
+    runs = [subprocess.run([sys.executable, "-c", _LOAD], capture_output=True, text=True,
+                           timeout=900, check=False) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    building = "rewardlab: building the CPU attention kernel (once, ~30 s) ..."
+    # (or it waited for another process, a test run beside this one, building it)
+    assert cached or building in runs[0].stderr or "waiting for another" in runs[0].stderr
+    assert not (cached and building in runs[0].stderr), runs[0].stderr
+    assert "building" not in runs[1].stderr and "waiting" not in runs[1].stderr, runs[1].stderr
+    assert (final / f"{final.name}.so").is_file()

