@@ -310,8 +310,8 @@ def test_label_studio_export_with_annotators_imports(store: Store, ids: list[int
     path = tmp_path / "export.json"
     path.write_text(json.dumps(tasks))
     counts = import_reviews(store, "rev", path)
-    assert (counts.saved, counts.skipped) == (1, [(f"{path}: task 1", "annotation was cancelled"),
-                                                  (f"{path}: task 2", "no annotation")])
+    assert (counts.saved, counts.skipped) == (1, [(f"{path}:1 (task 1)", "annotation was cancelled"),
+                                                  (f"{path}:1 (task 2)", "no annotation")])
     (row,) = store.reviews("rev")
     assert (row["source_index"], row["reviewer"], row["verdict"], row["note"]) == (
         4, "labelstudio-user-7", "fp", "fine")

@@ -133,7 +133,7 @@ BAD_REVIEWS = [
     ({"dataset": "nope"}, 404, "no dataset 'nope'; datasets: rev"),
     ({"detector": "nope"}, 404, "detector 'nope' has not run on dataset 'rev'"),
     ({"detector": "any"}, 422, "detector: name the detector whose flag this reviews"),
-    ({"example_id": 99999}, 422, "example 99999 is not in dataset 'rev'"),
+    ({"example_id": 99999}, 422, "latest run on 'rev' did not flag example 99999"),
     ({"note": "x" * 10_001}, 422, "note: at most 10000 characters"),
     ({"reviewer": "  "}, 422, "reviewer name must be 1..200 characters"),
 ]

@@ -102,7 +102,10 @@ def cmd_reviews_import(args: argparse.Namespace) -> int:
     counts = import_reviews(Store(args.db), args.name, args.file, fmt=args.format,
                             reviewer=args.reviewer)
     lines = [f"imported {counts.saved:,} review(s) from {counts.file} into {args.name!r} "
-             f"({counts.tasks:,} task(s) read)"]
+             f"({counts.tasks:,} task(s) read): {counts.new:,} new, {counts.edited:,} replacing "
+             "the same reviewer's earlier verdict on the flag"]
+    lines += [f"{earlier}: replaced by {later} (same pair, detector and reviewer: the later row "
+              "wins)" for earlier, later in counts.superseded]
     lines += [f"skipped {where}: {why}" for where, why in counts.skipped]
     emit(counts, as_json=args.json, render=lambda: "\n".join(lines))
     return 0

@@ -148,6 +148,9 @@ class QueueItem(TypedDict):
     prompt: str
     chosen: str
     rejected: str
+    parse_issue: str | None  # why the dialogue did not parse cleanly; None when it did
+    raw_chosen: str | None  # the source's texts as read, only where parse_issue is set
+    raw_rejected: str | None
     detector: str
     score: float | None  # None where the detector gave NaN
     reason: str

@@ -10,7 +10,7 @@ import getpass
 import os
 from typing import Any
 
-from sqlalchemy import Select, distinct, exists, func, select, true
+from sqlalchemy import Select, case, distinct, exists, func, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -19,11 +19,15 @@ from rewardlab.errors import StoreError
 from rewardlab.store.records import QueueReview
 from rewardlab.store.schema import DetectorRun, Example, Flag, Review, iso_utc, utcnow
 
-__all__ = ["REVIEWER_ENV", "MAX_REVIEWER_CHARS", "MAX_QUEUE_PAGE", "default_reviewer",
-           "check_reviewer", "upsert_review", "queue_select", "reviews_of"]
+__all__ = ["REVIEWER_ENV", "MAX_REVIEWER_CHARS", "MAX_NOTE_CHARS", "MAX_QUEUE_PAGE",
+           "default_reviewer", "check_reviewer", "check_note", "upsert_review", "queue_select",
+           "reviews_of"]
 
 REVIEWER_ENV = "REWARDLAB_REVIEWER"
 MAX_REVIEWER_CHARS = 200  # the column's width
+# One cap for every way a note arrives (the review pages, the API, review files, the CLI): a note
+# is a sentence or two about one flag, and a file of 2 MB notes is a mistake, not a review.
+MAX_NOTE_CHARS = 10_000
 MAX_QUEUE_PAGE = 500  # flags per review_queue page
 
 
@@ -37,12 +41,23 @@ def default_reviewer() -> str:
 
 
 def check_reviewer(reviewer: str) -> str:
-    """The name stripped; StoreError when empty or wider than the column."""
+    """The name stripped; StoreError when empty, wider than the column or holding a NUL."""
     who = reviewer.strip()
     if not who or len(who) > MAX_REVIEWER_CHARS:
         raise StoreError(f"reviewer name must be 1..{MAX_REVIEWER_CHARS} characters "
                          f"(got {len(who)})")
+    if "\x00" in who:  # PostgreSQL refuses NUL in text; refused on SQLite too, to match
+        raise StoreError("reviewer name must not contain a NUL character (\\x00)")
     return who
+
+
+def check_note(note: str) -> str:
+    """The note as given; StoreError when longer than MAX_NOTE_CHARS or holding a NUL."""
+    if len(note) > MAX_NOTE_CHARS:
+        raise StoreError(f"note: at most {MAX_NOTE_CHARS} characters (got {len(note):,})")
+    if "\x00" in note:
+        raise StoreError("note must not contain a NUL character (\\x00)")
+    return note
 
 
 def upsert_review(s: Session, example_id: int, detector: str, reviewer: str, verdict: str,
@@ -67,10 +82,17 @@ def upsert_review(s: Session, example_id: int, detector: str, reviewer: str, ver
 
 def queue_select(run_ids: list[int], state: str,
                  reviewer: str | None) -> Select[*tuple[Any, ...]]:
-    """The flags of `run_ids` with their pairs, filtered by review `state` (not yet ordered)."""
+    """The flags of `run_ids` with their pairs, filtered by review `state` (not yet ordered).
+
+    The source's raw texts come only with a dialogue that did not parse cleanly: the card shows
+    them there, and elsewhere they would double every page."""
+    unparsed = Example.parse_issue.is_not(None)
     stmt = (select(Example.id.label("example_id"), Example.source_index, Example.split,
                    Example.subset, Example.context, Example.prompt, Example.chosen,
-                   Example.rejected, DetectorRun.detector, Flag.score, Flag.reason)
+                   Example.rejected, Example.parse_issue,
+                   case((unparsed, Example.raw_chosen), else_=None).label("raw_chosen"),
+                   case((unparsed, Example.raw_rejected), else_=None).label("raw_rejected"),
+                   DetectorRun.detector, Flag.score, Flag.reason)
             .select_from(Flag)
             .join(Example, Flag.example_id == Example.id)
             .join(DetectorRun, Flag.run_id == DetectorRun.id)

@@ -45,6 +45,7 @@ from rewardlab.store.records import (
 from rewardlab.store.reviews import (
     MAX_QUEUE_PAGE,
     REVIEWER_ENV,
+    check_note,
     check_reviewer,
     default_reviewer,
     queue_select,
@@ -422,7 +423,8 @@ class Store:
         who = check_reviewer(reviewer if reviewer is not None else default_reviewer())
         with self._write_session() as s, s.begin():
             example_id = self._review_target(s, name, split, source_index, subset, detector)
-            return upsert_review(s, example_id, detector, who, "tp" if is_issue else "fp", note)
+            return upsert_review(s, example_id, detector, who, "tp" if is_issue else "fp",
+                                 check_note(note))
 
     def save_review(self, name: str, *, example_id: int, detector: str, verdict: Verdict,
                     reviewer: str, note: str = "") -> ReviewRow:
@@ -454,7 +456,8 @@ class Store:
             if r["example_id"] not in known:
                 raise StoreError(f"example {r['example_id']} is not in dataset {name!r}")
             ids.append(upsert_review(s, r["example_id"], r["detector"],
-                                      check_reviewer(r["reviewer"]), r["verdict"], r["note"]))
+                                      check_reviewer(r["reviewer"]), r["verdict"],
+                                      check_note(r["note"])))
         return dataset_id, ids
 
     def _review_target(self, s: Session, name: str, split: str, source_index: int,

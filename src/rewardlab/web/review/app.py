@@ -7,7 +7,8 @@ Pages: `/` datasets, `/queue` flag cards (dataset, detector or any, review state
 `/precision` (+ `/precision.png`). JSON: `GET /api/datasets`, `GET /api/flags`,
 `POST /api/reviews`, `GET /api/reviews`, `GET /api/reviews/stats`. Every API error is
 `{"error": "...", "field": "..."}`: 400 bad request, 401 no token, 403 cross-site write, 404 no
-such dataset, 413 body too large, 415 not JSON, 422 a field of the wrong shape.
+such dataset, 413 body too large, 415 not JSON, 422 a field of the wrong shape (or a verdict on a
+pair the detector did not flag); a bug is a JSON 500, never a plain-text one.
 """
 
 from __future__ import annotations
@@ -20,22 +21,33 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from rewardlab.errors import RewardlabError
 from rewardlab.jsonable import to_jsonable
 from rewardlab.store.records import REVIEW_STATES
+from rewardlab.store.reviews import MAX_NOTE_CHARS
 from rewardlab.store.store import Store, default_reviewer
 from rewardlab.web.review.config import ReviewConfig
 from rewardlab.web.review.figures import plot_precision_by_score
 from rewardlab.web.review.guard import ReviewGuard
-from rewardlab.web.review.views import VERDICT_LABELS, dataset_views, detector_stats, flags_page
+from rewardlab.web.review.views import (
+    KIND_LABELS,
+    VERDICT_LABELS,
+    dataset_views,
+    detector_kind,
+    detector_stats,
+    flags_page,
+)
 from rewardlab.web.security import BodyLimit, is_loopback
 
 __all__ = ["create_review_app", "ApiError", "ReviewIn"]
 
 HERE = Path(__file__).parent
+# Example ids are 32-bit columns on PostgreSQL (SERIAL); one bound for both backends, checked here,
+# so 2**31 or 10**30 is a 422 and not a database overflow (a plain-text 500).
+MAX_ID = 2**31 - 1
 State = Literal["all", "unreviewed", "reviewed", "needs_review", "disagreements"]
 Sort = Literal["desc", "asc"]
 
@@ -48,17 +60,27 @@ class ApiError(Exception):
         self.status, self.message, self.field = status, message, field
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL refuses NUL in text (a 500 deep in the driver); SQLite would store it
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character (\\x00)")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
 class ReviewIn(BaseModel):
     """`POST /api/reviews` body."""
 
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(min_length=1, max_length=200)
-    example_id: int = Field(ge=1)
+    example_id: int = Field(ge=1, le=MAX_ID)
     detector: str = Field(min_length=1, max_length=200)
     verdict: Literal["tp", "fp", "needs_review"]
-    note: str = ""
-    reviewer: str | None = Field(default=None, max_length=200)
+    note: Text = ""
+    reviewer: Text | None = Field(default=None, max_length=200)
 
 
 def _templates() -> Environment:
@@ -70,6 +92,8 @@ def _templates() -> Environment:
     env.filters["pct"] = lambda x: "–" if x is None else f"{100 * x:.1f}%"
     env.filters["ci"] = lambda ci: "–" if ci is None else f"{100 * ci[0]:.0f}–{100 * ci[1]:.0f}%"
     env.globals["verdict_labels"] = VERDICT_LABELS
+    env.globals["kind_labels"] = KIND_LABELS
+    env.globals["max_note_chars"] = MAX_NOTE_CHARS
     return env
 
 
@@ -124,6 +148,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def rewardlab_error(request: Request, exc: RewardlabError) -> Response:
         return _error_response(request, 422, str(exc), None)
 
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> Response:
+        # a last resort: every expected failure is a 4xx above. Starlette re-raises after this
+        # answer, so the server still logs the traceback; the client gets the API's JSON shape
+        return _error_response(request, 500, "internal error (see the server log)", None)
+
 
 # ---- shared helpers ----------------------------------------------------------------------------
 
@@ -169,8 +199,9 @@ def _json(payload: Any, status_code: int = 200) -> JSONResponse:
     return JSONResponse(to_jsonable(payload), status_code=status_code)
 
 
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 Limit = Annotated[int | None, Query(ge=1, le=500)]
+Reviewer = Annotated[Text | None, Query(max_length=200)]
 
 
 def _queue(request: Request, dataset: str | None, detector: str | None, state: str, sort: str,
@@ -198,7 +229,8 @@ def _add_pages(app: FastAPI) -> None:
         store = _store(request)
         return _render(request, "queue.html", active="queue", page=page, dataset=page["dataset"],
                        datasets=store.dataset_names(),
-                       detectors=sorted(store.latest_runs(page["dataset"])),
+                       detectors={d: detector_kind(d)
+                                  for d in sorted(store.latest_runs(page["dataset"]))},
                        detector=detector or "any", state=state, sort=sort,
                        states=REVIEW_STATES)
 
@@ -246,15 +278,15 @@ def _add_api(app: FastAPI) -> None:
     @app.get("/api/flags")
     def api_flags(request: Request, dataset: str | None = None, detector: str | None = None,
                   state: State = "all", sort: Sort = "desc", offset: Offset = 0,
-                  limit: Limit = None, reviewer: str | None = None) -> JSONResponse:
+                  limit: Limit = None, reviewer: Reviewer = None) -> JSONResponse:
         return _json(_queue(request, dataset, detector, state, sort, offset, limit, reviewer))
 
     @app.post("/api/reviews")
     async def api_save_review(request: Request) -> JSONResponse:
         body = await _review_body(request)
-        if len(body.note) > request.app.state.config.max_note_chars:
-            raise ApiError(422, f"note: at most {request.app.state.config.max_note_chars} "
-                                f"characters (got {len(body.note)})", "note")
+        if len(body.note) > MAX_NOTE_CHARS:  # the store's cap, the same for review files
+            raise ApiError(422, f"note: at most {MAX_NOTE_CHARS} characters "
+                                f"(got {len(body.note):,})", "note")
         # the store is blocking: run it off the event loop, as FastAPI does for `def` routes
         row = await run_in_threadpool(_save, request, body)
         return _json(row)
@@ -276,6 +308,13 @@ def _save(request: Request, body: ReviewIn) -> Any:
     detector = _detector(request, name, body.detector)
     if detector is None:
         raise ApiError(422, "detector: name the detector whose flag this reviews", "detector")
+    flagged = _store(request).flagged_example_ids(name, [detector])[detector]
+    if body.example_id not in flagged:
+        # a verdict on no flag would count towards no precision: refuse it, as the CLI does
+        raise ApiError(422, f"example_id: {detector}'s latest run on {name!r} did not flag "
+                            f"example {body.example_id} (it flagged {len(flagged):,} pairs, "
+                            f"e.g. example ids {', '.join(map(str, sorted(flagged)[:5])) or 'none'}"
+                            "): only a flag can be reviewed", "example_id")
     return _store(request).save_review(name, example_id=body.example_id, detector=detector,
                                        verdict=body.verdict, note=body.note,
                                        reviewer=body.reviewer or request.app.state.reviewer)

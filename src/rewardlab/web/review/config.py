@@ -29,15 +29,13 @@ class ReviewConfig:
                                 "change it; default: $REWARDLAB_REVIEWER, else the login name)")
     page_size: int = _opt(20, "cards per queue page")
     max_body_bytes: int = _opt(64 * 1024, "largest request body; larger → 413")
-    max_note_chars: int = _opt(10_000, "longest review note; longer → 422")
+    # no note cap here: notes have one cap wherever they come from (store.reviews.MAX_NOTE_CHARS)
 
     def __post_init__(self) -> None:
         check_address(self.host, self.port)
         if not 1 <= self.page_size <= MAX_QUEUE_PAGE:
             raise WebError(f"--page-size must be in 1..{MAX_QUEUE_PAGE} (got {self.page_size})")
-        for name in ("max_body_bytes", "max_note_chars"):
-            if getattr(self, name) < 1:
-                raise WebError(f"--{name.replace('_', '-')} must be at least 1 "
-                               f"(got {getattr(self, name)})")
+        if self.max_body_bytes < 1:
+            raise WebError(f"--max-body-bytes must be at least 1 (got {self.max_body_bytes})")
         if self.reviewer is not None and not self.reviewer.strip():
             raise WebError("--reviewer is empty: give a name or leave it out")

@@ -25,14 +25,15 @@ import hashlib
 import hmac
 import html
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from rewardlab.web.security import bearer_token, is_loopback, token_matches
+from rewardlab.web.security import bearer_token, host_name, is_loopback, token_matches
 
-__all__ = ["SESSION_COOKIE", "SECURITY_HEADERS", "session_value", "ReviewGuard"]
+__all__ = ["SESSION_COOKIE", "SECURITY_HEADERS", "session_value", "same_origin_path",
+           "ReviewGuard"]
 
 SESSION_COOKIE = "rewardlab_review"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -69,10 +70,18 @@ def _refuse(request: Request, status: int, message: str) -> Response:
     return response
 
 
-def _host_name(host_header: str) -> str:
-    """'127.0.0.1:8501' → '127.0.0.1', '[::1]:8501' → '::1', 'localhost' → 'localhost'."""
-    host = urlsplit(f"//{host_header}").hostname
-    return host or ""
+def same_origin_path(path: str) -> str:
+    """`path` as a redirect target that stays on this server: one leading slash, percent-encoded.
+
+    Browsers read a Location of `//evil.com/` (or `/\\evil.com`, or a path that arrived as
+    `/%2F%2Fevil.com` and was decoded) as another host: an open redirect after login.
+
+    >>> same_origin_path("//evil.com/a b")
+    '/evil.com/a%20b'
+    >>> same_origin_path("/queue")
+    '/queue'
+    """
+    return "/" + quote(path.lstrip("/\\"), safe="/!$&'()*+,;=:@-._~")
 
 
 def _origin_of(request: Request) -> str | None:
@@ -103,7 +112,7 @@ class ReviewGuard:
 
     async def _check(self, request: Request, call_next: CallNext) -> Response:
         host = request.headers.get("host", "")
-        if self.local_only and not is_loopback(_host_name(host)):
+        if self.local_only and not is_loopback(host_name(host)):
             return _refuse(request, 400, f"unexpected Host {host!r}: this server answers "
                                          "only to localhost / 127.0.0.1 / [::1]")
         by_bearer = False
@@ -130,7 +139,7 @@ class ReviewGuard:
         if not token_matches(given, self.token):
             return _refuse(request, 401, "wrong token in the URL")
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+        target = same_origin_path(request.url.path) + (f"?{urlencode(rest)}" if rest else "")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(SESSION_COOKIE, self.session, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")

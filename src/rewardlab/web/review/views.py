@@ -14,10 +14,13 @@ from rewardlab.flags.precision import DetectorPrecision, precision_stats
 from rewardlab.store.records import QueueItem, QueuePage
 from rewardlab.store.store import Store
 
-__all__ = ["VERDICT_LABELS", "Card", "detector_kind", "margin_of", "card", "flags_page",
+__all__ = ["VERDICT_LABELS", "KIND_LABELS", "Card", "detector_kind", "margin_of", "card", "flags_page",
            "dataset_views", "detector_stats"]
 
 VERDICT_LABELS = {"tp": "True positive", "fp": "False positive", "needs_review": "Needs review"}
+# "imported" alone read like a detector's name; the flags of `rewardlab flags import` are a list
+# someone made, not a detector rewardlab ran, and the pages say so
+KIND_LABELS = {"rule": "rule", "model": "model", "imported": "imported flags"}
 # The model-based detectors write the margin into their reason ("…, margin -1.23; …").
 _MARGIN = re.compile(r"\bmargin ([+-]?\d+(?:\.\d+)?)")
 
