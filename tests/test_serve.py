@@ -222,7 +222,8 @@ def test_limits_and_bad_fields_are_json_errors(small: str, body: dict[str, objec
 
 @pytest.mark.parametrize("raw", [b"{bad json", b"", b"\xff\xfe", b"[" * 1_000, b"not json at all"])
 def test_malformed_json_is_400(small: str, raw: bytes) -> None:
-    for content_type in ("application/json", "application/x-www-form-urlencoded"):  # curl -d
+    # (a body not declared JSON, e.g. `curl -d`'s form encoding, is 415: test_serve_hardening.py)
+    for content_type in ("application/json", "application/json; charset=utf-8"):
         r = HTTP.post(f"{small}/get_reward", content=raw, headers={"Content-Type": content_type})
         assert r.status_code == 400, r.text
         assert r.json()["field"] == "body" and r.json()["error"].startswith("malformed JSON")

@@ -8,6 +8,7 @@ Ctrl-C, letting in-flight requests finish.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -49,6 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _field_help(cls: type, name: str) -> str:
+    return str(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["help"])
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `serve` (parser and handler) to the top-level subparsers."""
     from rewardlab.web.security import TOKEN_ENV
@@ -64,5 +69,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--token", metavar="T", default=None,
                    help=f"require 'Authorization: Bearer T' on every route but /health "
                         f"(default: ${TOKEN_ENV}, else no auth, loopback only)")
-    add_config_args(p, ServeConfig, title="ServeConfig (reported by /info)")
+    add_config_args(p, ServeConfig, title="ServeConfig (reported by /info)", skip=("allow_hosts",))
+    p.add_argument("--allow-host", dest="allow_hosts", action="append", default=[], metavar="NAME",
+                   help=_field_help(ServeConfig, "allow_hosts") + " (repeat for several)")
     p.set_defaults(handler=cmd_serve)

@@ -18,6 +18,7 @@ decoder with a chat template ("chat-template")
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,18 +58,93 @@ from rewardlab.models.input_rule import (
 __all__ = ["INFO_FILE", "STATS_PAIRS", "RewardModel", "reward_stats"]
 
 INFO_FILE = "rewardlab.json"
+log = logging.getLogger(__name__)
+# A model's embedding table may have more rows than its tokenizer has tokens: models round it up
+# (Qwen2.5: 151,936 rows for 151,665 tokens, 0.2% spare). A tokenizer short by more than this
+# share does not belong to the model (a missing one loads as a 5-token stand-in).
+SPARE_VOCAB = 0.10
 
 
 def _read_info(path: Path) -> dict[str, Any]:
-    """rewardlab.json, or {} for a plain HF reward model directory."""
+    """rewardlab.json, checked (`_check_info`), or {} for a plain HF reward model directory."""
     info_path = path / INFO_FILE
     if not info_path.exists():
         return {}
     try:
-        info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
         raise ModelError(f"{info_path}: unreadable ({first_line(e)})") from e
-    return info
+    _check_info(info, info_path)
+    return dict(info)
+
+
+def _check_info(info: Any, where: Path) -> None:
+    """The fields loading and serving read have their types: a hand-edited or hostile file is
+    one line naming the field here, not a traceback (or a 500 per request) later."""
+    if not isinstance(info, dict):
+        raise ModelError(f"{where}: expected a JSON object, got {type(info).__name__}")
+    for name in ("config", "metrics", "reward_stats"):
+        if info.get(name) is not None and not isinstance(info[name], dict):
+            raise ModelError(f"{where}: {name} must be an object, got "
+                             f"{type(info[name]).__name__}")
+    config = info.get("config") or {}
+    for name in ("max_length", "eval_batch_size"):
+        value = config.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ModelError(f"{where}: config.{name} must be a whole number of at least 1, "
+                             f"got {value!r}"[:300])
+    rule = info.get("input_rule")
+    if rule is not None and rule not in INPUT_RULES:
+        raise ModelError(f"{where}: input_rule {rule!r} is not one of "
+                         f"{', '.join(INPUT_RULES)}"[:300])
+    for name in ("mean", "std"):
+        value = (info.get("reward_stats") or {}).get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ModelError(f"{where}: reward_stats.{name} must be a number, got {value!r}"[:300])
+
+
+def _positions(model: PreTrainedModel) -> int | None:
+    """How many token positions the model has (None: no position table, e.g. `bow`)."""
+    n = getattr(model.config, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) and 0 < n < 1_000_000 else None
+
+
+def _capped_length(requested: int, model: PreTrainedModel, where: Path) -> int:
+    """`max_length` from rewardlab.json, cut to the model's positions (and saying so): longer
+    inputs would fail every forward."""
+    positions = _positions(model)
+    if positions is None or requested <= positions:
+        return requested
+    log.warning("%s: max_length %s is more than the model's %d positions; using %d",
+                where, f"{requested:,}", positions, positions)
+    return positions
+
+
+def _vocabulary(model: PreTrainedModel) -> int | None:
+    """Rows of the input embedding table (the config's vocab_size for a model that does not
+    expose it, as `bow`)."""
+    try:
+        embeddings: Any = model.get_input_embeddings()
+        rows = embeddings.weight.shape[0]  # (V, H)
+    except (NotImplementedError, AttributeError):
+        rows = getattr(model.config, "vocab_size", None)
+    return int(rows) if isinstance(rows, int) else None
+
+
+def _check_tokenizer(path: Path, tokenizer: PreTrainedTokenizerBase,
+                     model: PreTrainedModel) -> None:
+    """Refuse a tokenizer that does not cover the model's vocabulary: without its files
+    transformers builds a stand-in of a few special tokens, and every word scores as [UNK]."""
+    rows = _vocabulary(model)
+    tokens = len(tokenizer)
+    if rows is None:
+        return
+    if tokens < (1 - SPARE_VOCAB) * rows:
+        raise ModelError(f"{path}: the tokenizer has {tokens:,} tokens but the model's "
+                         f"vocabulary has {rows:,}: its tokenizer files are missing or belong to "
+                         "another model (save the tokenizer with the model, e.g. "
+                         "`tokenizer.save_pretrained(DIR)`)")
 
 
 class RewardModel:
@@ -117,12 +193,12 @@ class RewardModel:
             raise ModelError(f"cannot load checkpoint {path}: {first_line(e)}") from e
         if model.config.num_labels != 1:
             raise ModelError(f"{path} has num_labels={model.config.num_labels}; a reward model has 1")
-        max_length = int(info.get("config", {}).get("max_length") or _window(model, tokenizer))
-        batch_size = int(info.get("config", {}).get("eval_batch_size") or 16)
+        _check_tokenizer(path, tokenizer, model)
+        train_config = info.get("config") or {}
+        max_length = (_capped_length(train_config["max_length"], model, path / INFO_FILE)
+                      if train_config.get("max_length") else _window(model, tokenizer))
+        batch_size = int(train_config.get("eval_batch_size") or 16)
         rule = info.get("input_rule")
-        if rule is not None and rule not in INPUT_RULES:
-            raise ModelError(f"{path / INFO_FILE}: input_rule {rule!r} is not one of "
-                             f"{', '.join(INPUT_RULES)}")
         return cls(model.to(PartialState().device), tokenizer, max_length=max_length, info=info,
                    batch_size=batch_size, input_rule=rule)
 

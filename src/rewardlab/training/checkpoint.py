@@ -36,6 +36,7 @@ from transformers import AutoModelForSequenceClassification
 
 from rewardlab._version import __version__
 from rewardlab.errors import ModelError
+from rewardlab.models.backbones import first_line
 from rewardlab.models.reward_model import INFO_FILE
 
 __all__ = [
@@ -170,6 +171,9 @@ def _check_same_run(saved: dict[str, Any], config: dict[str, Any],
             raise ModelError(f"cannot resume from {where}: its {what} differ from this run's "
                              "(use another --output or drop --resume)")
     old = saved.get("config", {})
+    if not isinstance(old, dict):  # a hand-edited or hostile record: one line, not a traceback
+        raise ModelError(f"cannot resume from {where}: its config must be an object, got "
+                         f"{type(old).__name__}")
     for name, value in config.items():
         if name not in _FREE_ON_RESUME and old.get(name) != value:
             raise ModelError(f"cannot resume from {where}: it was trained with {name}="
@@ -203,8 +207,9 @@ def _load_tensors(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{path}: refused, not plain tensor data ({first})") from e
+        # first_line words a refused pickle as what rewardlab accepts, not torch's advice to retry
+        # with weights_only=False (the unsafe path)
+        raise ModelError(f"{path}: refused, not plain tensor data ({first_line(e)})") from e
 
 
 def _load_json(path: Path) -> Any:
@@ -298,6 +303,8 @@ def finished_run(output_dir: Path, *, config: dict[str, Any],
         info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a half-written record: train again
+    if not isinstance(info, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(info).__name__}")
     if not info.get("complete"):
         return None
     _check_same_run(info, config, fingerprints, output_dir)

@@ -1,7 +1,14 @@
-"""Safe by default, shared by every rewardlab server: loopback binds, bearer tokens, body limits.
+"""Safe by default, shared by every rewardlab server: loopback binds, bearer tokens, body limits,
+the Host allow-list and, for JSON APIs, no browser requests from other sites.
 
 A server binds 127.0.0.1 unless told otherwise, and binding anything else without a token is refused
 before it starts: a reward model or a review queue on 0.0.0.0 without auth is an open door.
+
+A loopback server without a token is still reachable from a browser on this machine: any web page
+can POST to it (`Content-Type: text/plain` needs no CORS preflight), and a page whose DNS name is
+re-pointed at 127.0.0.1 (DNS rebinding) can even read the answers as "same origin". So the Host
+header must name this server (loopback names, the bound address, names the user allows), and a JSON
+API takes only JSON bodies from non-browser clients or its own origin (`JsonApiGuard`).
 """
 
 from __future__ import annotations
@@ -10,14 +17,16 @@ import hmac
 import ipaddress
 import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from rewardlab.errors import WebError
 
 __all__ = [
     "TOKEN_ENV",
     "resolve_token",
+    "check_token",
     "is_loopback",
     "check_address",
     "check_bind",
@@ -25,6 +34,10 @@ __all__ = [
     "bearer_token",
     "BodyLimit",
     "BearerAuth",
+    "host_name",
+    "allowed_hosts",
+    "host_allowed",
+    "JsonApiGuard",
 ]
 
 TOKEN_ENV = "REWARDLAB_TOKEN"
@@ -42,7 +55,24 @@ def resolve_token(token: str | None) -> str | None:
     if value is not None and not value.strip():
         source = "--token" if token is not None else f"${TOKEN_ENV}"
         raise WebError(f"{source} is empty: give a token (any secret string) or leave it unset")
+    if value is not None:
+        check_token(value, "--token" if token is not None else f"${TOKEN_ENV}")
     return value
+
+
+def check_token(value: str, source: str = "the token") -> None:
+    """A token no client can send is refused at start, without echoing it: HTTP headers carry
+    ASCII only (clients refuse or mangle anything else, so a non-ASCII token could never match),
+    and the Bearer value is read without its surrounding spaces."""
+    for i, char in enumerate(value):
+        if not (char.isascii() and char.isprintable()):
+            kind = "a non-ASCII" if not char.isascii() else "a control"
+            raise WebError(f"{source} has {kind} character (at position {i + 1}): an HTTP "
+                           "header carries printable ASCII only, so no client could send it; "
+                           "use letters, digits and punctuation (e.g. `openssl rand -hex 16`)")
+    if value != value.strip():
+        raise WebError(f"{source} starts or ends with a space, which a Bearer header drops: "
+                       "remove it")
 
 
 def is_loopback(host: str) -> bool:
@@ -167,3 +197,115 @@ class BearerAuth:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"www-authenticate", b"Bearer")]})
         await send({"type": "http.response.body", "body": body})
+
+
+# ---- the Host allow-list and same-origin JSON APIs -------------------------------------------------
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})  # "every interface": names the server cannot know
+
+
+def host_name(host_header: str) -> str:
+    """'127.0.0.1:8501' → '127.0.0.1', '[::1]:8501' → '::1', 'LocalHost' → 'localhost'."""
+    try:
+        return (urlsplit(f"//{host_header.strip()}").hostname or "").lower()
+    except ValueError:  # '[oops' and other unparseable headers name no host
+        return ""
+
+
+def allowed_hosts(bind_host: str, extra: Collection[str] = ()) -> frozenset[str] | None:
+    """The host names a server bound to `bind_host` answers to, besides loopback ones: the bound
+    address and `extra` (e.g. a reverse proxy's name). None = any: bound to every interface
+    (0.0.0.0, ::) with no `extra`, the server is reached by names it cannot know, and a non-loopback
+    bind has a token (`check_bind`), so a rebinding page has no credential to ride on.
+
+    >>> sorted(allowed_hosts("127.0.0.1", ["rm.internal"]))
+    ['127.0.0.1', 'rm.internal']
+    >>> allowed_hosts("0.0.0.0") is None
+    True
+    """
+    bound = bind_host.strip().strip("[]").lower()
+    names = {name.strip().strip("[]").lower() for name in extra}
+    if bound in _WILDCARDS and not names:
+        return None
+    return frozenset(names | ({bound} - _WILDCARDS))
+
+
+def host_allowed(host_header: str, allowed: frozenset[str] | None) -> bool:
+    """Whether a Host header names this server: a loopback name, or one of `allowed` (None: any).
+
+    >>> host_allowed("localhost:8000", frozenset()), host_allowed("evil.example:8000", frozenset())
+    (True, False)
+    """
+    if allowed is None:
+        return True
+    name = host_name(host_header)
+    return bool(name) and (is_loopback(name) or name in allowed)
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """application/json or application/<something>+json, with any parameters (charset)."""
+    if content_type is None:
+        return False
+    media = content_type.decode("latin-1").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                          and media.endswith("+json"))
+
+
+class JsonApiGuard:
+    """ASGI middleware for an API that programs call, not browsers: every request is refused with
+    a JSON error, before the app reads the body, when
+
+    - its Host header does not name this server (`host_allowed`): 400;
+    - it carries an `Origin` that is not its own (a page of another site, or `null`): 403.
+      Browsers send Origin with every cross-origin request and every POST; programs (OpenRLHF's
+      `requests.post(url, json=...)`, the rewardlab client, curl) send none;
+    - it writes (POST, PUT, PATCH) a body that is not declared JSON: 415. A cross-site form or
+      `fetch` without preflight can only send text/plain, form or multipart bodies.
+    """
+
+    def __init__(self, app: ASGIApp, *, allowed: frozenset[str] | None) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        status, message, field = refusal
+        await _send_json_error(send, status, message, field)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not host_allowed(host, self.allowed):
+            names = ", ".join(["localhost", "127.0.0.1", "[::1]", *sorted(self.allowed or ())])
+            return 400, (f"unexpected Host {host!r}: this server answers to {names} "
+                         f"(more with --allow-host)"), "Host"
+        origin = headers.get(b"origin")
+        if origin is not None and _origin_netloc(origin.decode("latin-1")) != host.lower():
+            return 403, (f"cross-origin request refused: Origin {origin.decode('latin-1')!r} is not "
+                         f"this server (browser pages of other sites may not call it)"), "Origin"
+        if scope["method"] in ("POST", "PUT", "PATCH") and not _is_json(
+                headers.get(b"content-type")):
+            given = headers.get(b"content-type", b"none").decode("latin-1")
+            return 415, (f"Content-Type {given!r}: send the body as JSON with "
+                         f"'Content-Type: application/json'"), "Content-Type"
+        return None
+
+
+def _origin_netloc(origin: str) -> str | None:
+    """'http://LocalHost:8000' → 'localhost:8000'; 'null' and other non-URLs → None."""
+    parts = urlsplit(origin.strip())
+    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+async def _send_json_error(send: Send, status: int, message: str, field: str | None) -> None:
+    body = json.dumps({"error": message, "field": field}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

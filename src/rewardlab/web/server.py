@@ -1,7 +1,9 @@
 """Run a FastAPI app with uvicorn: in the foreground for the CLI, in a thread for tests and benchmarks.
 
 uvicorn handles SIGTERM/SIGINT itself: it stops accepting, lets in-flight requests finish (up to
-`graceful_seconds`), runs the app's shutdown, then exits.
+`graceful_seconds`), runs the app's shutdown, then exits. Before that it calls the app's
+`app.state.on_stop()`, if it has one: the serve app turns its queued requests away there (503)
+rather than have uvicorn cancel them when the grace period ends (a plain-text 500).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -33,6 +35,20 @@ def _config(app: Any, host: str, port: int, *, graceful_seconds: float) -> uvico
                           timeout_graceful_shutdown=int(graceful_seconds), lifespan="on")
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server that tells the app first when a stop begins (see the module docstring)."""
+
+    def __init__(self, app: Any, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.on_stop: Callable[[], object] | None = getattr(getattr(app, "state", None),
+                                                             "on_stop", None)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_stop is not None:
+            self.on_stop()
+        await super().shutdown(sockets)
+
+
 def run_server(app: Any, *, host: str, port: int, graceful_seconds: float = 30.0) -> None:
     """Serve until SIGTERM/SIGINT; a port in use is a one-line error, not a traceback."""
     check_port_free(host, port)
@@ -41,7 +57,7 @@ def run_server(app: Any, *, host: str, port: int, graceful_seconds: float = 30.0
     # the normal end of a server (systemd, Kubernetes, a test), so it exits 0 instead of dying by it
     previous = signal.signal(signal.SIGTERM, _stopped)
     try:
-        uvicorn.Server(_config(app, host, port, graceful_seconds=graceful_seconds)).run()
+        _Server(app, _config(app, host, port, graceful_seconds=graceful_seconds)).run()
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -78,7 +94,7 @@ def background_server(app: Any, *, host: str = "127.0.0.1", port: int | None = N
                       graceful_seconds: float = 5.0, start_timeout: float = 60.0) -> Iterator[str]:
     """Run `app` in a thread; yields its base URL ("http://127.0.0.1:PORT") and stops it after."""
     port = port or free_port(host)
-    server = uvicorn.Server(_config(app, host, port, graceful_seconds=graceful_seconds))
+    server = _Server(app, _config(app, host, port, graceful_seconds=graceful_seconds))
     # uvicorn installs signal handlers only from the main thread, so this one leaves them alone
     thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
     thread.start()

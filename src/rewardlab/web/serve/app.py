@@ -3,9 +3,11 @@
 >>> # app = create_serve_app(RewardModel.load("m"), ServeConfig(), model_dir="m")
 >>> # run_server(app, host="127.0.0.1", port=8000)   # or background_server(app) in a test
 
-Every error is JSON `{"error": "...", "field": "..."}`: 400 malformed JSON, 401 missing or wrong
-token, 413 body/count/length over a limit, 422 a field of the wrong shape, 500 a batch that failed
-to score (only the requests in it). The server itself never stops on bad input.
+Every error is JSON `{"error": "...", "field": "..."}`: 400 malformed JSON or a Host that is not
+this server, 401 missing or wrong token, 403 a browser page of another site, 413 body/count/length
+over a limit, 415 a body not declared JSON, 422 a field of the wrong shape, 500 a batch that failed
+to score (only the requests in it), 503 a request still queued when the server began to stop. The
+server itself never stops on bad input.
 """
 
 from __future__ import annotations
@@ -21,13 +23,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from rewardlab.errors import ModelError
 from rewardlab.evaluation.metrics import sigmoid
 from rewardlab.jsonable import to_jsonable
 from rewardlab.models.reward_model import RewardModel
-from rewardlab.web.security import BearerAuth, BodyLimit
-from rewardlab.web.serve.batcher import MicroBatcher, Scored
+from rewardlab.web.security import (
+    BearerAuth,
+    BodyLimit,
+    JsonApiGuard,
+    allowed_hosts,
+    check_token,
+)
+from rewardlab.web.serve.batcher import BatcherClosed, MicroBatcher, Scored
 from rewardlab.web.serve.config import ServeConfig
 from rewardlab.web.serve.schemas import (
     ApiError,
@@ -45,14 +54,22 @@ log = logging.getLogger(__name__)
 B = TypeVar("B", bound=BaseModel)
 
 OPEN_PATHS = ("/health",)  # the one route a load balancer may probe without the token
+# Retry-After of a request turned away while the server stops: a replica (or this one, restarted)
+# takes it; a few seconds keeps an RL loop's retries from hammering a server that is going away
+RETRY_AFTER_S = 5
 
 
 def create_serve_app(model: RewardModel, config: ServeConfig, *, token: str | None = None,
                      model_dir: str = "") -> FastAPI:
     """The app for `model`; the batcher starts and stops with the app's lifespan.
 
-    With a `token`, every route but `/health` needs `Authorization: Bearer <token>`.
+    With a `token`, every route but `/health` needs `Authorization: Bearer <token>`. Every request
+    must name this server in its Host header and come from no other site (`JsonApiGuard`).
+    When a stop begins, `app.state.on_stop` (called by `web.server`) turns the queued requests away
+    with 503 and lets the batches being scored finish.
     """
+    if token is not None:
+        check_token(token)  # one a client cannot send would lock every client out
     precision = serving_precision(model, config.precision)
     score_fn = make_score_fn(model, precision=precision, batch_size=config.forward_batch)
     batcher = MicroBatcher(score_fn, max_batch=config.max_batch,
@@ -70,17 +87,21 @@ def create_serve_app(model: RewardModel, config: ServeConfig, *, token: str | No
     app = FastAPI(title="rewardlab serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.batcher = batcher
+    app.state.on_stop = batcher.close
     app.state.facts = model_facts(model, model_dir=model_dir, config=config, precision=precision)
     _add_error_handlers(app)
     _add_routes(app, model, config, batcher)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    if token is not None:  # added last = outermost: no body is read for a request without it
+    if token is not None:  # no body is read for a request without it
         app.add_middleware(BearerAuth, token=token, open_paths=OPEN_PATHS)
+    # added last = outermost: a rebinding page or another site learns nothing, not even about auth
+    app.add_middleware(JsonApiGuard, allowed=allowed_hosts(config.host, config.allow_hosts))
     return app
 
 
 def _error(status: int, message: str, field: str | None) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field}, status_code=status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
 def _field_path(loc: Sequence[Any]) -> str:
@@ -102,9 +123,18 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 async def _read(request: Request, schema: type[B]) -> B:
-    """The body as `schema`: 400 if it is not JSON (whatever its Content-Type says: `curl -d`
-    sends form encoding), 422 naming the first field of the wrong shape."""
-    body = await request.body()
+    """The body as `schema` (declared JSON: `JsonApiGuard` refused anything else): 400 if it is
+    not JSON, 422 naming the first field of the wrong shape."""
+    try:
+        body = await request.body()
+    except ClientDisconnect as e:
+        # a client that gives up mid-body (a trainer killed, a timeout) is routine, not a server
+        # error: one line, and the 400 goes nowhere
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s %s: %s disconnected before sending its whole body", request.method,
+                 request.url.path, client)
+        raise ApiError(400, "client disconnected before sending the whole body",
+                       field="body") from e
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError; [[[…]]]
@@ -121,6 +151,9 @@ async def _read(request: Request, schema: type[B]) -> B:
 async def _score(batcher: MicroBatcher, prompts: list[str], responses: list[str]) -> Scored:
     try:
         return await batcher.score(prompts, responses)
+    except BatcherClosed as e:
+        raise ApiError(503, "the server is shutting down: send the request again (to another "
+                            f"replica, or here in {RETRY_AFTER_S} s)", field=None) from e
     except Exception as e:  # noqa: BLE001 - the batch failed; this request gets a 500, not the server
         raise ApiError(500, f"scoring failed: {type(e).__name__}: {str(e)[:300]}", field=None
                        ) from e

@@ -10,6 +10,10 @@ batch grows in the queue and under load the wait is free.
 
 A failing batch of several requests is scored again request by request, so one bad request gets
 its error and the others their rewards.
+
+`close()` begins a stop: the requests still waiting for a scoring thread fail at once with
+`BatcherClosed` (the server answers them 503, so the client retries elsewhere instead of waiting
+for a server that is going away), new ones too, and the batches being scored finish.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-__all__ = ["Scored", "ScoreFn", "BatchStats", "MicroBatcher"]
+__all__ = ["Scored", "ScoreFn", "BatchStats", "BatcherClosed", "MicroBatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,10 @@ class BatchStats:
         self.most_requests = max(self.most_requests, requests)
 
 
+class BatcherClosed(RuntimeError):
+    """The batcher is stopping: this request was not scored (send it again elsewhere or later)."""
+
+
 @dataclass
 class _Job:
     prompts: list[str]
@@ -82,6 +90,8 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._carry: _Job | None = None  # taken from the queue but did not fit the last batch
+        self._held: _Job | None = None  # taken from the queue, waiting for a free scoring thread
+        self._closing = False
         self._worker: asyncio.Task[None] | None = None
         self._scoring: set[asyncio.Task[None]] = set()  # batches being scored now
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rewardlab-score")
@@ -97,8 +107,34 @@ class MicroBatcher:
             self._worker = None
         self._executor.shutdown(wait=True)
 
+    def close(self) -> int:
+        """Begin a stop: every request not yet being scored fails with BatcherClosed, and so does
+        every later one; the batches being scored finish. Returns how many were turned away."""
+        self._closing = True
+        waiting = [job for job in (self._held, self._carry) if job is not None]
+        self._carry = None
+        stop_sentinel = False
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is None:
+                stop_sentinel = True
+            else:
+                waiting.append(job)
+        if stop_sentinel:  # stop() came first: the collector still has to see it
+            self._queue.put_nowait(None)
+        turned_away = 0
+        for job in waiting:
+            if not job.future.done():
+                _fail(job, BatcherClosed("the server is shutting down"))
+                turned_away += 1
+        log.info("stopping: %d queued request(s) turned away (503), %d batch(es) being scored "
+                 "finish", turned_away, len(self._scoring))
+        return turned_away
+
     async def score(self, prompts: Sequence[str], responses: Sequence[str]) -> Scored:
         """Rewards of these sequences, scored together with whatever else is waiting."""
+        if self._closing:
+            raise BatcherClosed("the server is shutting down")
         if not prompts:
             return Scored([], [])
         if self._worker is None or self._worker.done():
@@ -119,7 +155,12 @@ class MicroBatcher:
                 self._carry = None
                 if first is None:
                     return
+                self._held = first
                 await free.acquire()  # while every thread is busy, the next batch queues up
+                self._held = None
+                if first.future.done():  # turned away by close() while it waited
+                    free.release()
+                    continue
                 jobs, stop = await self._collect(first)
                 task = asyncio.create_task(self._score_then_free(jobs, free))
                 self._scoring.add(task)

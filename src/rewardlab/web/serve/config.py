@@ -12,7 +12,7 @@ from typing import Any
 
 from rewardlab.errors import WebError
 from rewardlab.training.config import PRECISIONS  # resolved by training's resolve_precision
-from rewardlab.web.security import check_address
+from rewardlab.web.security import check_address, host_name
 
 __all__ = ["PRECISIONS", "ServeConfig"]
 
@@ -27,6 +27,11 @@ class ServeConfig:
 
     host: str = _opt("127.0.0.1", "address to bind; anything but loopback needs a token")
     port: int = _opt(8000, "TCP port")
+    allow_hosts: tuple[str, ...] = _opt((), "host names the server answers to besides localhost, "
+                                        "127.0.0.1, [::1] and --host (the Host header of every "
+                                        "request must be one of them: a web page whose DNS name "
+                                        "is re-pointed at this machine is refused); e.g. a "
+                                        "reverse proxy's name")
     max_batch: int = _opt(32, "most sequences scored together: requests arriving together are merged "
                           "into one batch of up to this many")
     forward_batch: int = _opt(8, "sequences per forward within a batch, sorted by length so they "
@@ -45,6 +50,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         check_address(self.host, self.port)
+        # the CLI hands over a list; a frozen config keeps a tuple
+        object.__setattr__(self, "allow_hosts", tuple(_host(h) for h in self.allow_hosts))
         for name in ("workers", "max_batch", "forward_batch", "max_body_bytes", "max_queries", "max_chars"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
@@ -55,3 +62,11 @@ class ServeConfig:
         if self.precision not in PRECISIONS:
             raise WebError(f"--precision must be one of {', '.join(PRECISIONS)} "
                            f"(got {self.precision!r})")
+
+
+def _host(value: str) -> str:
+    """One --allow-host value as a bare lower-case name ('RM.internal:8000' → 'rm.internal')."""
+    name = host_name(value) if value.strip() and "/" not in value else ""
+    if not name or any(c.isspace() for c in value.strip()):
+        raise WebError(f"--allow-host {value!r}: give a host name or address, e.g. rm.internal")
+    return name
