@@ -202,9 +202,10 @@ def test_review_refuses_a_detector_that_never_ran(syn_db: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     fails_with(capsys, ["flags", "review", "syn", "0", "--detector", "length_ratio", "--issue",
                         "--db", syn_db], "'length_ratio'", "syn", "empty_response")
-    done = run_ok(capsys, ["flags", "review", "syn", "0", "--detector", "empty_response",
-                           "--not-issue", "--db", syn_db])
-    assert isinstance(done, dict) and done["is_issue"] is False
+    # issue 35 item 2: a detector that ran but did not flag the pair is refused too
+    fails_with(capsys, ["flags", "review", "syn", "0", "--detector", "empty_response",
+                        "--not-issue", "--db", syn_db], "did not flag train pair 0",
+               "it flagged no pair")
 
 
 # ---------------------------------------------------------------- item 14: a closed stdout pipe

@@ -74,9 +74,12 @@ def test_a_crafted_pickle_in_a_checkpoint_never_runs(pairs: list[PreferencePair]
     marker = tmp_path / "pwned"
     torch.save(_WritesMarker(marker), ckpt / name)
     if name == "optimizer.bin":
-        with pytest.raises(ModelError, match=r"optimizer\.bin: refused, not plain tensor data"):
+        with pytest.raises(ModelError, match=r"optimizer\.bin: refused, not plain tensor data") as err:
             train_reward_model(pairs, config=_bow_config(), output_dir=tmp_path / "rm",
                                resume=True, progress=False)
+        # rewardlab's words, not torch's advice to retry with weights_only=False (the unsafe path)
+        assert "safetensors" in str(err.value) and "weights_only" not in str(err.value)
+        assert "\n" not in str(err.value)
     else:
         resumed = train_reward_model(pairs, config=_bow_config(), output_dir=tmp_path / "rm",
                                      resume=True, progress=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,18 @@ __all__ = ["register", "cmd_ingest", "cmd_datasets", "cmd_flag", "cmd_flags_show
            "cmd_flags_import", "cmd_flags_review", "detector_params", "split_names"]
 
 
-def split_names(value: str | None) -> list[str] | None:
-    """'a, b,c' → ['a', 'b', 'c']; None/'' → None (meaning: the command's default)."""
-    names = [v.strip() for v in (value or "").split(",") if v.strip()]
-    return names or None
+def split_names(value: str | None, flag: str = "--detectors") -> list[str] | None:
+    """'a, b,c' → ['a', 'b', 'c']; None (not given) → None, meaning the command's default.
+
+    A given list that names nothing ('', ',,') is refused: it is most likely an empty shell
+    variable, and neither "the default" nor "whatever ran before" is what it asked for.
+    """
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise RewardlabError(f"{flag} {value!r} names nothing; leave {flag} out for the default")
+    return names
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -95,13 +104,20 @@ def detector_params(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
              if getattr(args, flag, None) is not None}
     if judge:
         params.setdefault("llm_judge", {}).update(judge)
+    if "url" in params.get("llm_judge", {}):
+        from rewardlab.flags.detectors.judge import check_judge_url
+
+        # a password in the URL is refused here, before the store opens: it would be stored
+        check_judge_url(str(params["llm_judge"]["url"]))
     return params
 
 
 def _render_flag(name: str, n_train: int, rows: list[FlagSummaryRow],
                  notes: dict[str, list[str]]) -> str:
+    # rates in percent, as the report prints them (the JSON keeps the fraction)
+    shown = [{**r, "rate": f"{100 * r['rate']:.1f}%"} for r in rows]
     lines = [f"{n_train:,} train pairs in {name!r}", "",
-             format_table(rows, ["detector", "flagged", "rate", "threshold", "threshold_kind"])]
+             format_table(shown, ["detector", "flagged", "rate", "threshold", "threshold_kind"])]
     # what a detector must say beyond its counts: unjudged pairs, failed calls, tokens, shares
     lines += [""] * bool(notes) + [f"{det}: {note}" for det, det_notes in notes.items()
                                    for note in det_notes]
@@ -121,7 +137,13 @@ def cmd_flag(args: argparse.Namespace) -> int:
              if r.params.get("notes")}
     emit({"dataset": args.name, "train_pairs": n_train, "detectors": rows, "notes": notes},
          as_json=args.json, render=lambda: _render_flag(args.name, n_train, rows, notes))
-    return 0
+    # a judge that answered nothing (every call failed) is a failed run, not "0 flagged";
+    # some pairs judged is a result, with its failures in the notes
+    blind = [r.detector for r in results if r.params.get("judged") == 0 and r.params.get("unjudged")]
+    for detector in blind:
+        print(f"rewardlab: error: {detector} judged none of the {n_train:,} pairs: every call "
+              "failed or did not parse (the notes say why)", file=sys.stderr)
+    return 1 if blind else 0
 
 
 def _shorten(text: str, width: int = 300) -> str:
@@ -177,8 +199,13 @@ def cmd_flags_import(args: argparse.Namespace) -> int:
 
 def cmd_flags_review(args: argparse.Namespace) -> int:
     from rewardlab.flags.flagging import review_flag
+    from rewardlab.flags.reviews import check_flagged_pair
 
-    review_id = review_flag(_store(args), args.name, source_index=args.source_index,
+    store = _store(args)
+    # a verdict on a pair the detector did not flag counts towards nothing: refuse it
+    check_flagged_pair(store, args.name, detector=args.detector, source_index=args.source_index,
+                       split=args.split, subset=args.subset)
+    review_id = review_flag(store, args.name, source_index=args.source_index,
                             detector=args.detector, is_issue=args.is_issue, note=args.note,
                             split=args.split, subset=args.subset)
     label = "true positive" if args.is_issue else "false positive"
@@ -213,7 +240,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("flag", help="run detectors on a dataset's train pairs and store the flags")
     p.add_argument("name")
-    p.add_argument("--detectors", metavar="A,B,…", help="default: every rule detector")
+    p.add_argument("--detectors", metavar="A,B,…",
+                   help="default: every rule detector (the default clean set of `train --select "
+                        "clean` and `compare`, plus unsafe_prompt, refusal_bias and over_length)")
     p.add_argument("--param", action="append", metavar="DETECTOR.KEY=VALUE",
                    help="a detector parameter, repeatable: e.g. preference_strength.mode=finetune, "
                         "preference_strength.threshold=0, oof_margin.folds=3, oof_margin.epochs=2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from rewardlab.cli.common import (
     add_config_args,
@@ -15,7 +15,7 @@ from rewardlab.cli.common import (
     emit,
     format_table,
 )
-from rewardlab.errors import SourceError
+from rewardlab.errors import RewardlabError, SelectionError, SourceError
 from rewardlab.experiment.compare import CompareConfig
 
 if TYPE_CHECKING:
@@ -33,16 +33,27 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p, CompareConfig)
 
 
+def _pct(x: float | None) -> str:
+    """An accuracy or rate in percent, as the report prints it."""
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _pts(x: float | None, sign: str = "+") -> str:
+    """An accuracy difference in percentage points, as the report prints it."""
+    return "—" if x is None else f"{100 * x:{sign}.1f}"
+
+
 def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
-    # CIs are None only without test pairs, and run_comparison refuses an empty test split
+    # one unit each, as in the report: accuracies in %, their differences in points
     rows = [{"condition": c, "train_pairs": b["summary"]["train_pairs"],
-             "accuracy": b["summary"]["accuracy_mean"], "±std": b["summary"]["accuracy_std"],
-             "95% CI": "{:.4f}–{:.4f}".format(*cast("list[float]", b["summary"]["accuracy_ci"])),
+             "accuracy": _pct(b["summary"]["accuracy_mean"]),
+             "±std (points)": _pts(b["summary"]["accuracy_std"], ""),
+             "95% CI": "{}–{}".format(*map(_pct, b["summary"]["accuracy_ci"])),
              "reward_gap": b["summary"]["reward_gap_mean"]}
             for c, b in results["conditions"].items()]
     cmp_rows = [{"treated": c["treated"], "vs": c["baseline"],
-                 "Δacc": c["bootstrap"]["diff"], "95% CI": "{:+.4f}…{:+.4f}".format(
-                     *cast("list[float]", c["bootstrap"]["ci"])),
+                 "Δacc (points)": _pts(c["bootstrap"]["diff"]),
+                 "95% CI (points)": "{} to {}".format(*map(_pts, c["bootstrap"]["ci"])),
                  "McNemar p": ", ".join(f"{m['p']:.3g}" for m in c["mcnemar"])}
                 for c in results["comparisons"]]
     parts = [format_table(rows, list(rows[0]))] if rows else []
@@ -56,12 +67,12 @@ def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
 
 def _dose_table(dose: DoseResponse) -> str:
     """Per fraction: pairs treated, both arms' mean accuracy, the paired difference and its CI."""
-    rows = [{"fraction": p["fraction"], "pairs": p["count"], "flagged": p["flagged_among"],
-             f"acc top by {dose['rank_by']}": p["detector"]["summary"]["accuracy_mean"],
-             "acc random": p["random"]["summary"]["accuracy_mean"],
-             "Δacc": p["comparison"]["bootstrap"]["diff"],
-             "95% CI": "{:+.4f}…{:+.4f}".format(*cast("list[float]",
-                                                   p["comparison"]["bootstrap"]["ci"]))}
+    rows = [{"fraction": f"{100 * p['fraction']:g}%", "pairs": p["count"],
+             "flagged": p["flagged_among"],
+             f"acc top by {dose['rank_by']}": _pct(p["detector"]["summary"]["accuracy_mean"]),
+             "acc random": _pct(p["random"]["summary"]["accuracy_mean"]),
+             "Δacc (points)": _pts(p["comparison"]["bootstrap"]["diff"]),
+             "95% CI (points)": "{} to {}".format(*map(_pts, p["comparison"]["bootstrap"]["ci"]))}
             for p in dose["points"]]
     return f"dose-response ({dose['treatment']}):\n" + format_table(rows, list(rows[0]))
 
@@ -69,8 +80,7 @@ def _dose_table(dose: DoseResponse) -> str:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rewardlab.experiment.compare import run_comparison
 
-    config = config_from_args(CompareConfig, args)
-    check_at_least("--max-pairs", config.max_pairs, 0)  # 0 = all pairs
+    config = config_from_args(CompareConfig, args)  # refuses out-of-range options (one line)
     out_dir = check_output_dir(args.output)
     try:
         results = run_comparison(config, out_dir, db=args.db, progress=not args.json)
@@ -108,9 +118,35 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_demo_options(n: int, noise: float) -> None:
+    """--n must give each of the demo's dose-response fractions its own number of pairs (else the
+    curve is refused after the detectors have run), --noise must be a share."""
+    from rewardlab.experiment.compare import check_fractions_fit
+    from rewardlab.experiment.demo import DEMO_FRACTIONS
+
+    check_at_least("--n", n, 1)
+
+    def fits(size: int) -> bool:
+        try:
+            check_fractions_fit(DEMO_FRACTIONS, size)
+        except SelectionError:
+            return False
+        return True
+
+    if not fits(n):
+        smallest = next(size for size in range(1, 10_000) if fits(size))
+        raise RewardlabError(f"--n {n}: the demo's dose-response treats "
+                             f"{', '.join(f'{100 * f:g}%' for f in DEMO_FRACTIONS)} of the train "
+                             f"pairs, which needs at least {smallest} of them")
+    if not 0.0 <= noise <= 1.0:  # NaN fails this too
+        raise RewardlabError(f"--noise must be in [0, 1], the share of flipped labels (got {noise})")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rewardlab.experiment.demo import run_demo
 
+    _check_demo_options(args.n, args.noise)  # before the output folder or the store is touched
+    check_output_dir(args.output)
     results = run_demo(Path(args.output), n=args.n, noise=args.noise, db=args.db,
                        progress=not args.json)
     emit({"verdict": results["verdict"], "teaching": results.get("teaching", {}),

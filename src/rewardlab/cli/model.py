@@ -19,8 +19,8 @@ from rewardlab.cli.common import (
 )
 from rewardlab.cli.data import split_names
 from rewardlab.data.pairs import SPLITS
-from rewardlab.errors import SourceError
-from rewardlab.flags.selection import MODES, TREATMENTS
+from rewardlab.errors import SelectionError, SourceError
+from rewardlab.flags.selection import CLEAN_DETECTORS, MODES, TREATMENTS, clean_definition
 from rewardlab.jsonable import to_jsonable
 
 if TYPE_CHECKING:
@@ -30,8 +30,21 @@ if TYPE_CHECKING:
 __all__ = ["register", "cmd_train", "cmd_evaluate", "cmd_score", "read_score_file"]
 
 
+def _selection_detectors(args: argparse.Namespace) -> list[str]:
+    """The detectors defining "flagged" for --select clean/random (default: the one clean set,
+    as `compare`'s); options that would be ignored are refused rather than dropped in silence."""
+    named = split_names(args.detectors)
+    if args.treatment != "remove" and args.select != "clean":
+        raise SelectionError(f"--treatment {args.treatment} acts on flagged pairs: add --select clean")
+    if named is not None and args.select == "all":
+        raise SelectionError("--detectors defines 'flagged' for --select clean or random; "
+                             "--select all trains on every pair")
+    return named or list(CLEAN_DETECTORS)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rewardlab.flags.selection import resolve_flagged_ids, sample_stratified, select_training_pairs
+    from rewardlab.models.backbones import resolve_backbone
     from rewardlab.store.store import Store
     from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import train_reward_model
@@ -39,7 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     # options first (TrainConfig refuses NaN, out-of-range values): no work before they are valid
     config = config_from_args(TrainConfig, args)
+    resolve_backbone(config.model)  # a malformed --model, before the data is read
     check_at_least("--max-pairs", args.max_pairs, 0)
+    detectors = _selection_detectors(args)
     check_output_dir(args.output)
     launched = launch_cpu_processes()  # `accelerate launch --cpu --num_processes N`: start the N
     if launched is not None:
@@ -51,14 +66,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     pairs = store.load_pairs(args.name, split="train")
     if args.max_pairs:
         pairs = sample_stratified(pairs, args.max_pairs, seed=args.seed)
-    flagged = (resolve_flagged_ids(store, args.name, split_names(args.detectors))
-               if args.select != "all" else set())
+    flagged: set[int] = set()
+    if args.select != "all":  # refused when a detector has not run (none ran: nothing is flagged)
+        flagged = resolve_flagged_ids(store, args.name, detectors)
+        logging.getLogger("rewardlab").info("%s", clean_definition(detectors))
     selection = select_training_pairs(pairs, flagged, mode=args.select,
                                       treatment=args.treatment, seed=args.seed)
     result = train_reward_model(selection.pairs, config=config, output_dir=Path(args.output),
                                 resume=args.resume, smoothing=selection.smoothing,
                                 progress=not args.json)
     summary = {"output_dir": str(args.output), "selection": selection.describe(),
+               "detectors": detectors if args.select != "all" else [],
                "train_pairs": result.n_pairs, "truncated_pairs": result.n_truncated,
                "identical_pairs_dropped": result.n_identical,
                "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
@@ -68,9 +86,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main_process:
         return 0
     emit(summary, as_json=args.json, render=lambda: "\n".join(
-        f"{k.replace('_', ' ')}: {v:.4g}" if isinstance(v, float) else f"{k.replace('_', ' ')}: {v}"
-        for k, v in summary.items()))
+        f"{k.replace('_', ' ')}: {_shown(v)}" for k, v in summary.items()))
     return 0
+
+
+def _shown(value: Any) -> str:
+    """A summary value as the text rendering shows it: floats to 4 digits, lists comma-joined."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
 
 
 def _corr(value: float | None) -> str:
@@ -191,12 +217,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p.add_argument("--select", choices=MODES, default="all",
-                   help="clean = drop flagged pairs; random = drop as many at random (control)")
+                   help="clean = drop flagged pairs; random = drop as many at random (control); "
+                        "both need the detectors' flags (`rewardlab flag NAME`)")
     p.add_argument("--treatment", choices=TREATMENTS, default="remove",
                    help="what --select clean does to flagged pairs")
     p.add_argument("--detectors", metavar="A,B,…",
-                   help="detectors defining 'flagged' (default: every rule detector that ran)")
-    p.add_argument("--max-pairs", type=int, metavar="N", help="sample N pairs, stratified by subset")
+                   help="detectors defining 'flagged' for --select clean/random; every one must "
+                        "have run (default: the clean set, as `compare`'s: "
+                        f"{', '.join(CLEAN_DETECTORS)}; an empty list is refused)")
+    p.add_argument("--max-pairs", type=int, metavar="N",
+                   help="sample N pairs, stratified by subset (default, or 0: all train pairs)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
     add_config_args(p, TrainConfig)
     add_store_options(p, handler=cmd_train)

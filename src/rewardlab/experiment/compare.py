@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
-from rewardlab.errors import SelectionError, SourceError
+from rewardlab.errors import RewardlabError, SelectionError, SourceError
 from rewardlab.experiment.dose import (
     RunCounter,
     TrainRun,
@@ -39,8 +40,10 @@ from rewardlab.flags.precision import (
     run_names,
 )
 from rewardlab.flags.selection import (
+    CLEAN_DETECTORS,  # the one default meaning of "clean", shared with `train --select clean`
     TREATMENTS,
     Selection,
+    clean_definition,
     detector_scores,
     resolve_flagged_ids,
     sample_stratified,
@@ -65,7 +68,8 @@ if TYPE_CHECKING:
     from rewardlab.training.config import TrainConfig
 
 __all__ = ["CompareConfig", "Preset", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",
-           "dataset_name_for", "train_config_for", "validate_compare_config", "Annotate",
+           "dataset_name_for", "train_config_for", "validate_compare_config", "compare_detectors",
+           "check_fractions_fit", "Annotate",
            "run_comparison"]
 
 log = logging.getLogger("rewardlab")
@@ -98,13 +102,6 @@ PRESETS: dict[str, Preset] = {
 # with `clean` by itself once reviewers confirmed any flag of the experiment's detectors
 REVIEWED_CONDITION = "clean-reviewed"
 CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random", REVIEWED_CONDITION)
-# Detectors that say a pair's *label or content* is suspect. unsafe_prompt, refusal_bias and
-# over_length describe a pair without doubting it, so they only clean when named explicitly.
-CLEAN_DETECTORS: tuple[str, ...] = (
-    "empty_response", "identical_responses", "near_duplicate_responses", "diverging_context",
-    "duplicate_pair", "conflicting_duplicate", "test_leakage", "repetition", "length_ratio",
-    "readability_mismatch",
-)
 
 
 def _help(text: str, **extra: Any) -> dict[str, Any]:
@@ -132,13 +129,16 @@ class CompareConfig:
     treatments: str = field(default="remove", metadata=_help(
         "what clean does to flagged pairs: comma list of remove, flip, soft"))
     detectors: str | None = field(default=None, metadata=_help(
-        "detectors whose flags define 'flagged' (default: the label/content-quality rule set); "
-        "reviewed:DET = the flags of DET that reviewers confirmed"))
+        "comma list of the detectors whose flags define 'flagged'; not given: the default clean "
+        f"set, as `train --select clean` ({', '.join(CLEAN_DETECTORS)}); an empty list is "
+        "refused; reviewed:DET = the flags of DET that reviewers confirmed"))
     model: str | None = field(default=None, metadata=_help("backbone (preset: minilm)"))
     max_pairs: int | None = field(default=None, metadata=_help(
         "train pairs, stratified by subset (quick: 4000; 0 = all)"))
-    epochs: int | None = field(default=None, metadata=_help("training epochs (default 1)"))
-    max_length: int | None = field(default=None, metadata=_help("max tokens (default 256)"))
+    epochs: int | None = field(default=None, metadata=_help(
+        "training epochs, at least 1 (default 1)"))
+    max_length: int | None = field(default=None, metadata=_help(
+        "max tokens, at least 1 (default 256)"))
     name: str | None = field(default=None, metadata=_help("dataset name in the store"))
     save_checkpoints: bool = field(default=False, metadata=_help(
         "keep every run's checkpoint under DIR/runs"))
@@ -151,6 +151,21 @@ class CompareConfig:
     ablation: bool = field(default=False, metadata=_help(
         "also train each detector's own clean condition against its own size-matched random "
         "control (first treatment only; off by default)"))
+
+    def __post_init__(self) -> None:
+        """Refuse option values that cannot mean anything, whoever builds the config (the CLI or
+        Python): checked before any data is read or model trained."""
+        for name, minimum in (("seeds", 1), ("epochs", 1), ("max_length", 1), ("max_pairs", 0)):
+            value = getattr(self, name)
+            if value is not None and value < minimum:  # None = the preset's value
+                raise RewardlabError(f"--{name.replace('_', '-')} must be at least {minimum} "
+                                     f"(got {value})")
+        tf = self.test_fraction
+        if tf is not None and not 0.0 < tf < 1.0:  # NaN fails this too
+            raise RewardlabError(f"--test-fraction must be between 0 and 1, exclusive (got {tf})")
+        if self.detectors is not None and not _names(self.detectors):
+            raise RewardlabError(f"--detectors {self.detectors!r} names no detector; leave it out "
+                                 f"for the default clean set ({', '.join(CLEAN_DETECTORS)})")
 
 
 @dataclass(frozen=True)
@@ -297,6 +312,37 @@ def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Se
     return plan, confirmed
 
 
+def _names(text: str) -> list[str]:
+    """'a, b,,c' → ['a', 'b', 'c']."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def compare_detectors(config: CompareConfig) -> list[str]:
+    """The detectors whose flags define "flagged": --detectors, else the preset's, else the
+    default clean set (the same one `train --select clean` uses)."""
+    given = _setting(config, "detectors")
+    return _names(given) if given is not None else list(CLEAN_DETECTORS)
+
+
+def check_fractions_fit(fractions: Sequence[float], n_pool: int) -> None:
+    """Each dose-response fraction must treat at least one of the `n_pool` training pairs, and no
+    two the same number: checked once the pool is known, before any training. (Counting would
+    round 0.0001 × 200 up to 1 pair and draw a point that is not the fraction asked for.)"""
+    if n_pool < 1:
+        raise SelectionError("--fractions: there are no training pairs to treat")
+    counts = [round(f * n_pool) for f in fractions]
+    for f, k in zip(fractions, counts):
+        if not 1 <= k < n_pool:
+            raise SelectionError(f"--fractions: {f:g} of {n_pool:,} training pairs treats "
+                                 f"{f * n_pool:.4g} pairs, rounded to {k}; each fraction must "
+                                 f"treat at least one pair and leave one (here: between "
+                                 f"{1 / n_pool:.2g} and {1 - 1 / n_pool:.4g})")
+    for (f1, k1), (f2, k2) in zip(zip(fractions, counts), zip(fractions[1:], counts[1:])):
+        if k1 == k2:
+            raise SelectionError(f"--fractions: {f1:g} and {f2:g} both treat {k1} of {n_pool:,} "
+                                 "training pairs; choose fractions further apart")
+
+
 def _setting(config: CompareConfig, key: str) -> Any:
     """The option if it was given, else the preset's value (None when neither sets it)."""
     value = getattr(config, key)
@@ -324,11 +370,18 @@ def validate_compare_config(config: CompareConfig, store: Store | None = None) -
     """
     from rewardlab.experiment.dose import parse_fractions
     from rewardlab.flags.detectors import DETECTORS
+    from rewardlab.models.backbones import resolve_backbone
 
     if config.preset not in PRESETS:
         raise SelectionError(f"--preset: unknown preset {config.preset!r}; presets: "
                              f"{', '.join(PRESETS)}")
+    resolve_backbone(config.model or PRESETS[config.preset]["model"])  # a malformed --model
     plan_conditions(config.conditions, config.treatments)
+    known = set(DETECTORS) | _stored_detectors(config, store)
+    unknown = [d for d in compare_detectors(config) if d.removeprefix("reviewed:") not in known]
+    if unknown:  # else found only after ingest, and after every other detector ran
+        raise SelectionError(f"--detectors: unknown detector {unknown[0]!r}; detectors: "
+                             f"{', '.join(sorted(known))}")
     fractions, rank_by = _setting(config, "fractions"), _setting(config, "rank_by")
     if fractions is None and rank_by is None:
         return []
@@ -338,7 +391,6 @@ def validate_compare_config(config: CompareConfig, store: Store | None = None) -
     if fractions is None:
         raise SelectionError(f"--rank-by {rank_by} needs --fractions, e.g. 0.05,0.1,0.2,0.3")
     parsed = parse_fractions(fractions)
-    known = set(DETECTORS) | _stored_detectors(config, store)
     if rank_by not in known:
         raise SelectionError(f"--rank-by: unknown detector {rank_by!r}; detectors: "
                              f"{', '.join(sorted(known))}")
@@ -426,7 +478,7 @@ def _comparisons(conditions: dict[str, ConditionBlock]) -> list[Comparison]:
 Annotate = Callable[["ResultsDraft", list[PreferencePair], list[PreferencePair]], "TeachingBlock"]
 
 
-def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = None,
+def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db: str | None = None,
                    store: Store | None = None, progress: bool = True,
                    teaching: Annotate | None = None) -> ResultsDocument:
     """Run the experiment, write the report into `out_dir`, record it in the store; return results.
@@ -443,16 +495,18 @@ def run_comparison(config: CompareConfig, out_dir: Path, *, db: str | None = Non
     from rewardlab.report.build import write_report
     from rewardlab.store.store import Store
 
+    out_dir = Path(out_dir)  # a str too (issue 35: the README's "out" crashed in _record)
     started = time.perf_counter()
     store = store or Store(db)
     fractions = validate_compare_config(config, store)  # before the hub check, ingest or training
     config = _offline_fallback(config)  # first: everything below (name, ingest, results) reads it
     plan = plan_conditions(config.conditions, config.treatments)
     name = config.name or dataset_name_for(config.train, config.test_fraction)
+    detectors = compare_detectors(config)
+    log.info("%s", clean_definition(detectors))  # as `train --select clean` prints it
     _ingest(store, config, name)
     train_ids, pool, test = _load_pool_and_test(store, name, config)
-    detectors = [d.strip() for d in (_setting(config, "detectors") or ",".join(CLEAN_DETECTORS))
-                 .split(",") if d.strip()]
+    check_fractions_fit(fractions, len(pool))  # the pool's size is known now, before any training
     rank_by: str | None = _setting(config, "rank_by") if fractions else None
     _ensure_detector_runs(store, name,
                           list(dict.fromkeys(run_names(detectors) + ([rank_by] if rank_by else []))),

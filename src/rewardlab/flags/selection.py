@@ -27,10 +27,12 @@ __all__ = [
     "Treatment",
     "MODES",
     "TREATMENTS",
+    "CLEAN_DETECTORS",
     "Selection",
     "sample_stratified",
     "select_training_pairs",
     "resolve_flagged_ids",
+    "clean_definition",
     "detector_scores",
     "rank_pairs",
     "random_order",
@@ -42,6 +44,16 @@ Mode = Literal["all", "clean", "random"]
 Treatment = Literal["remove", "flip", "soft"]
 MODES: tuple[str, ...] = ("all", "clean", "random")
 TREATMENTS: tuple[str, ...] = ("remove", "flip", "soft")
+
+# The one default meaning of "clean" (`train --select clean`, `compare`, without --detectors): the
+# rule detectors that say a pair's *label or content* is suspect. unsafe_prompt, refusal_bias and
+# over_length describe a pair without doubting it, so they only clean when named (`--detectors`).
+# `rewardlab flag`'s default (every rule detector) runs all of these and those three.
+CLEAN_DETECTORS: tuple[str, ...] = (
+    "empty_response", "identical_responses", "near_duplicate_responses", "diverging_context",
+    "duplicate_pair", "conflicting_duplicate", "test_leakage", "repetition", "length_ratio",
+    "readability_mismatch",
+)
 
 # Conservative-BT smoothing for the `soft` treatment: a flagged pair still pulls, but at most towards
 # P(chosen ≻ rejected) = 0.7 instead of 1.
@@ -118,6 +130,9 @@ def select_training_pairs(pairs: Sequence[PreferencePair], flagged_ids: Collecti
     if mode not in MODES:
         raise SelectionError(f"unknown selection {mode!r}; expected one of {', '.join(MODES)}")
     _check_treatment(treatment)
+    if treatment != "remove" and mode != "clean":  # it would be ignored without a word
+        raise SelectionError(f"treatment {treatment!r} acts on flagged pairs: it needs the clean "
+                             f"selection, not {mode!r} (--select clean)")
     is_flagged = [p.example_id in flagged_ids for p in pairs]
     n_flagged = sum(is_flagged)
     base = dict(n_pool=len(pairs), n_flagged=n_flagged, n_removed=0, n_flipped=0, n_smoothed=0)
@@ -155,23 +170,40 @@ def _treat_flagged(pairs: Sequence[PreferencePair], is_flagged: list[bool], trea
     return Selection(list(pairs), smoothing, "clean", treatment, **{**base, "n_smoothed": n})
 
 
+def clean_definition(detectors: Sequence[str] | None = None) -> str:
+    """What "clean" means for these detectors (None: the default set), in one line.
+
+    >>> clean_definition(["empty_response", "length_ratio"])
+    'clean = pairs not flagged by: empty_response, length_ratio'
+    """
+    return "clean = pairs not flagged by: " + ", ".join(detectors or CLEAN_DETECTORS)
+
+
 def resolve_flagged_ids(store: Store, name: str, detectors: Sequence[str] | None = None) -> set[int]:
     """Union of flagged train example ids over the latest run of each detector.
 
-    Default detectors: every rule detector that has run on `name` (imported flag files and
-    model-based detectors count only when named explicitly). `reviewed:DET` stands for the flags
-    of DET that reviewers confirmed (`rewardlab review`; flags/precision.py).
+    Default detectors (None): CLEAN_DETECTORS, the one meaning of "clean" that `compare` uses too;
+    every one of them must have run on `name` (`rewardlab flag NAME` runs them all).
+    `reviewed:DET` stands for the flags of DET that reviewers confirmed (`rewardlab review`;
+    flags/precision.py). SelectionError when a detector has not run, or none is named.
     """
-    from rewardlab.flags.detectors import RULE_DETECTORS
     from rewardlab.flags.precision import flagged_ids_for, run_names
 
+    if detectors is not None and not detectors:
+        raise SelectionError("no detectors named: name at least one, or pass None for the default "
+                             f"set ({', '.join(CLEAN_DETECTORS)})")
     ran = store.latest_runs(name)
-    chosen = list(detectors) if detectors else [d for d in ran if d in RULE_DETECTORS]
+    if not ran:  # else a clean selection flags nothing and trains on every pair, saying "0 removed"
+        raise SelectionError(f"no detector has run on {name!r} (ran: none), so no pair is flagged; "
+                             f"run `rewardlab flag {name}` first")
+    chosen = list(detectors or CLEAN_DETECTORS)
     missing = [d for d in run_names(chosen) if d not in ran]
     if missing:
-        raise SelectionError(f"detector(s) {', '.join(missing)} have not run on {name!r}; run "
-                             f"`rewardlab flag {name} --detectors {','.join(missing)}` "
-                             f"(ran: {', '.join(ran) or 'none'})")
+        default = tuple(chosen) == CLEAN_DETECTORS  # `rewardlab flag NAME` runs the whole set
+        which = "of the default clean set " if default else ""
+        command = f"rewardlab flag {name}" + ("" if default else f" --detectors {','.join(missing)}")
+        raise SelectionError(f"detector(s) {which}{', '.join(missing)} have not run on {name!r}; "
+                             f"run `{command}` (ran: {', '.join(ran)})")
     by_detector = flagged_ids_for(store, name, chosen)
     return set().union(*by_detector.values()) if by_detector else set()
 

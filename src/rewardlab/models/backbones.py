@@ -205,5 +205,15 @@ def load_backbone(name: str, *, max_length: int, seed: int, dtype: str = "auto"
 
 
 def first_line(e: BaseException) -> str:
+    """The error's first line. A pickle torch refused is said in rewardlab's words: torch's own
+    first line advises `weights_only=False`, the path that runs whatever code the file holds."""
+    refused = next((x for x in (e, e.__cause__, e.__context__)
+                    if x is not None and type(x).__name__ == "UnpicklingError"), None)
+    if refused is not None:
+        found = re.search(r"Unsupported (global: GLOBAL [\w.]+|operand \d+)", str(refused))
+        detail = f" ({found.group(0)})" if found else ""
+        return (f"refused a pickle holding more than plain tensors{detail}: loading it would run "
+                "its code. rewardlab loads model weights from safetensors (model.safetensors, as "
+                "save_pretrained writes them) and optimizer state as plain tensors only")
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

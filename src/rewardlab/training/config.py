@@ -12,10 +12,11 @@ from typing import Any
 from rewardlab.errors import ModelError
 from rewardlab.models.names import BOW, BOW_LR, TRANSFORMER_LR
 
-__all__ = ["LORA_LR", "PRECISIONS", "TrainConfig", "WEIGHT_DTYPES"]
+__all__ = ["LORA_LR", "MAX_SEED", "PRECISIONS", "TrainConfig", "WEIGHT_DTYPES"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp32")
+MAX_SEED = 2**32 - 1  # numpy's RandomState (seeded by accelerate's set_seed) takes 0..2**32-1
 LORA_LR = 1e-4  # TRL's RewardConfig default: a low-rank adapter needs larger steps than full fine-tuning
 
 
@@ -39,7 +40,7 @@ class TrainConfig:
     grad_accum: int = _opt(1, "micro-batches per optimizer step")
     max_length: int = _opt(256, "max tokens of (prompt, response); keeps the response and the end "
                            "of the prompt")
-    seed: int = _opt(42, "seed for head init, dropout and batch order")
+    seed: int = _opt(42, "seed for head init, dropout and batch order, in 0..2**32-1")
     precision: str = _opt("auto", "autocast: the dtype matmuls compute in, weights and optimizer "
                           "state stay as loaded (see --torch-dtype); auto = bf16 where the hardware "
                           "runs it faster (CUDA with bf16, CPUs with native bf16), else fp32",
@@ -96,9 +97,12 @@ class TrainConfig:
             raise ModelError(f"label_smoothing must be in [0, 0.5) (got {self.label_smoothing})")
         if self.lr is not None and self.lr <= 0:
             raise ModelError(f"lr must be positive (got {self.lr})")
-        if self.center_rewards_coefficient < 0:
-            raise ModelError("center_rewards_coefficient must be at least 0 (got "
-                             f"{self.center_rewards_coefficient})")
+        for name in ("center_rewards_coefficient", "weight_decay", "max_grad_norm", "save_steps",
+                     "max_steps"):  # 0 = off for most of them; below 0 means nothing
+            if getattr(self, name) < 0:
+                raise ModelError(f"{name} must be at least 0 (got {getattr(self, name)})")
+        if not 0 <= self.seed <= MAX_SEED:  # numpy's seed range; beyond it numpy raises mid-setup
+            raise ModelError(f"seed must be in 0..{MAX_SEED} (got {self.seed})")
         self._check_scale_options()
 
     def _check_scale_options(self) -> None:

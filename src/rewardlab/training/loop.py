@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from rewardlab.models.batching import PairEncoding, encode_pairs, length_grouped
 from rewardlab.models.input_rule import InputRule, choose_rule
 from rewardlab.models.reward_model import RewardModel, reward_stats
 from rewardlab.training.checkpoint import (
+    CHECKPOINTS,
     Progress,
     clear_checkpoints,
     finished_run,
@@ -236,6 +238,9 @@ def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
         lr = run.scheduler.get_last_lr()[0]
         t0 = time.perf_counter()
         loss_sum, correct, pairs = summed(run.accelerator, _train_step(run, step))  # all processes
+        if not math.isfinite(loss_sum):  # a host float already: the check adds no device sync
+            bar.close()
+            raise _diverged(run, step=state.step + 1, total=total, what=f"the loss is {loss_sum}")
         state.record(step.epoch, loss_sum, int(correct), int(pairs))
         state.seconds += time.perf_counter() - t0
         if state.step % config.logging_steps == 0 or state.step == total:
@@ -252,6 +257,15 @@ def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
             return True
     bar.close()
     return False
+
+
+def _diverged(run: _Run, *, step: int, total: int, what: str) -> ModelError:
+    """The error that stops a run whose numbers left the finite range: every process sees the same
+    summed loss, so all of them stop together, and nothing is saved as a finished model."""
+    saved = (f"; the last resumable checkpoint (if any) is in {run.output_dir / CHECKPOINTS}"
+             if run.output_dir is not None and run.config.save_steps else "")
+    return ModelError(f"training diverged at step {step} of {total}: {what}; nothing saved as a "
+                      f"finished model{saved}. Lower --lr (this run: {run.config.resolved_lr():g})")
 
 
 def _smoothing(pairs: Sequence[PreferencePair], smoothing: Sequence[float] | None,
@@ -388,8 +402,11 @@ def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> Tra
                     n_response_truncated=int(data.response_truncated.sum()),
                     total_steps=len(run.plan), num_processes=acc.num_processes)
     # OpenRLHF normalises rewards with config.mean/std: measured on the train pairs, trained model
-    info.update(input_rule=run.rule, n_identical=run.n_identical,
-                reward_stats=reward_stats(rm, data, seed=run.config.seed))
+    stats = reward_stats(rm, data, seed=run.config.seed)
+    if not (math.isfinite(stats["mean"]) and math.isfinite(stats["std"])):  # the last step blew up
+        raise _diverged(run, step=state.step, total=len(run.plan),
+                        what="the trained model's rewards are not finite numbers")
+    info.update(input_rule=run.rule, n_identical=run.n_identical, reward_stats=stats)
     rm.info = info
     if run.output_dir is not None and acc.is_main_process:
         rm.save(run.output_dir, info=info)

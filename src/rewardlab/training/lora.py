@@ -104,6 +104,31 @@ def _check_targets(model: Any, targets: list[str]) -> None:
                          f"{type(model).__name__}; its linear layers: {', '.join(leaves)}")
 
 
+def _is_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def _check_rank(model: Any, targets: list[str] | str, rank: int) -> None:
+    """Refuse a rank above a target layer's width: the update of a layer (in → out) has rank at
+    most min(in, out), so a larger r only adds parameters that learn nothing (and peft would
+    allocate them all before the first step)."""
+    def targeted(name: str) -> bool:
+        if targets == "all-linear":  # peft's meaning: every linear layer but the output head
+            return name.split(".", 1)[0] not in HEAD_NAMES
+        return any(name == t or name.endswith(f".{t}") for t in targets)
+
+    # (out, in) for nn.Linear, (in, out) for GPT-2's Conv1D: the smaller side either way
+    widths = {name: min(m.weight.shape) for name, m in model.named_modules()
+              if _is_linear(m) and targeted(name)}
+    if not widths:
+        return
+    narrowest = min(widths, key=lambda n: widths[n])
+    if rank > widths[narrowest]:
+        raise ModelError(f"--lora-r {rank} is larger than the adapted layers allow: {narrowest} "
+                         f"has rank at most {widths[narrowest]} (its smaller side); use --lora-r "
+                         f"{widths[narrowest]} or less")
+
+
 def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -159,9 +184,11 @@ def _add_adapter(model: Any, config: TrainConfig) -> Any:
     """peft LoRA on the target modules + a trainable copy of the score head; the rest frozen."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    targets = lora_targets(model, config)
+    _check_rank(model, targets, config.lora_r)  # before peft allocates r × width per layer
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r,
                       lora_alpha=config.lora_alpha or 2 * config.lora_r,
-                      lora_dropout=config.lora_dropout, target_modules=lora_targets(model, config),
+                      lora_dropout=config.lora_dropout, target_modules=targets,
                       modules_to_save=head_modules(model))
     total = sum(p.numel() for p in model.parameters())
     try:

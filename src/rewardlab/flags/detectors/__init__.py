@@ -56,7 +56,10 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     OverLength,
 )}
 
-# The default set for `rewardlab flag`: every detector that needs no reward-model training.
+# The default set for `rewardlab flag`: every detector that needs no reward-model training. It
+# holds the default meaning of "clean" (flags/selection.py CLEAN_DETECTORS, kept there so the CLI
+# can print it without importing every detector), so one `rewardlab flag NAME` is all that
+# `train --select clean` needs.
 RULE_DETECTORS: tuple[str, ...] = tuple(DETECTORS)
 
 # ---- Model-based detectors (detectors/model_based.py) ------------------------------------------
