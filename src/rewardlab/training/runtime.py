@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import gc
 import logging
 import os
@@ -32,16 +33,59 @@ from rewardlab.models.names import BOW
 __all__ = ["resolve_precision", "make_accelerator", "disable_dropout", "training_context",
            "deterministic", "threads_for", "paused_gc", "on_cpu", "process_rank", "shards_model",
            "check_launch", "fit_deepspeed", "micro_batch", "summed", "split_cpu_launch",
-           "launch_cpu_processes"]
+           "launch_cpu_processes", "mark_stage", "thread_share", "rendezvous_timeout",
+           "STAGES_ENV", "RENDEZVOUS_ENV"]
 
 log = logging.getLogger("rewardlab")
 # the environment variables a launcher sets in each process it starts (torchrun, accelerate, MPI)
 _LAUNCHED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
              "MV2_COMM_WORLD_SIZE")
+# REWARDLAB_STAGES=1: every process of a run says on stderr each stage it reaches (a hang stopped
+# after the last one printed); REWARDLAB_RENDEZVOUS_TIMEOUT: seconds to wait for all processes to
+# join (torchrun's own join timeout, 600 s, by default), apart from the collectives' timeout
+STAGES_ENV = "REWARDLAB_STAGES"
+RENDEZVOUS_ENV = "REWARDLAB_RENDEZVOUS_TIMEOUT"
 
 
-def resolve_precision(precision: str, *, model: str, device: torch.device) -> str:
-    """'auto' → 'bf16' where autocast is faster (measured), else 'fp32'."""
+def mark_stage(stage: str) -> None:
+    """One line on stderr, `rewardlab stage: rank R: STAGE`, when REWARDLAB_STAGES=1.
+
+    A run of N processes that hangs waits in silence (each process for the others); with the
+    stages on, the last line each process printed says where it stopped.
+    """
+    if parse_flag_from_env(STAGES_ENV):  # one write, line and newline: N processes share stderr
+        sys.stderr.write(f"rewardlab stage: rank {process_rank()}: {stage}\n")
+        sys.stderr.flush()
+
+
+def thread_share(processes: int) -> int:
+    """Intra-op threads for each of `processes` processes of one run on this machine: the cores
+    split between them (at least 1), so N processes × threads never oversubscribe the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, processes))
+
+
+def rendezvous_timeout() -> datetime.timedelta:
+    """How long a process waits for the others to join the run (REWARDLAB_RENDEZVOUS_TIMEOUT)."""
+    raw = os.environ.get(RENDEZVOUS_ENV, "600")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 1e7:  # NaN fails this too
+        raise ModelError(f"{RENDEZVOUS_ENV}={raw!r}: expected a number of seconds > 0")
+    return datetime.timedelta(seconds=seconds)
+
+
+def resolve_precision(precision: str, *, model: str, device: torch.device,
+                      mode: str = "train") -> str:
+    """'auto' → 'bf16' where autocast is faster, else 'fp32'; an explicit precision as given.
+
+    On a CPU, `auto` is measured on this machine for backbone `model` (a name, path or hub id) in
+    `mode` ('train': forward + backward, 'infer': forward only), once, then cached
+    (rewardlab.training.precision): native bf16 measured 1.5-2x faster on an AMD avx512_bf16 CPU
+    and slower than fp32 on an Intel AMX one.
+    """
     if precision != "auto":
         return precision
     if model == BOW:
@@ -49,8 +93,9 @@ def resolve_precision(precision: str, *, model: str, device: torch.device) -> st
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
-        # native bf16 (avx512_bf16 / AMX): MiniLM steps measured 1.5-2x faster; emulated bf16 is slower
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        from rewardlab.training.precision import auto_cpu_precision
+
+        return auto_cpu_precision(model, mode=mode)
     return "fp32"
 
 
@@ -72,12 +117,43 @@ def process_rank() -> int:
 
 def _process_state() -> PartialState:
     """accelerate's per-process state for this launch (the process group joined once)."""
-    launched = get_cpu_distributed_information().world_size > 1
-    if launched and PartialState._shared_state != {} and PartialState().num_processes == 1:
+    launch = get_cpu_distributed_information()
+    if launch.world_size > 1 and PartialState._shared_state != {} and PartialState().num_processes == 1:
         # built before the launch was seen (a bare `PartialState()` on a CPU sees one process):
         # nothing distributed was set up then, so it can be rebuilt for the launch
         AcceleratorState._reset_state(reset_partial_state=True)
-    return PartialState(cpu=on_cpu())
+    if launch.world_size <= 1 or PartialState._shared_state != {}:
+        return PartialState(cpu=on_cpu())
+    return _join(launch.world_size, launch.local_world_size)
+
+
+def _join(world: int, local: int) -> PartialState:
+    """Join the run's N processes (the rendezvous), each with its share of this machine's cores.
+
+    Threads first: a process that inherits OMP_NUM_THREADS=2 from a 2-core machine runs 2 × 2
+    threads on 2 cores with its partner, and every step stalls on threads waiting for a core. The
+    rendezvous has its own timeout: a process whose partners never come fails naming it, instead of
+    waiting out the collectives' (30 min), which stay as they were for the run itself.
+    """
+    torch.set_num_threads(min(torch.get_num_threads(), thread_share(local)))
+    address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    timeout = rendezvous_timeout()
+    cpu = on_cpu()
+    mark_stage(f"rendezvous: joining {world} processes at {address} "
+               f"(timeout {timeout.total_seconds():g} s)")
+    try:
+        state = PartialState(cpu=cpu, timeout=timeout) if cpu else PartialState(cpu=cpu)
+    except (RuntimeError, ValueError) as e:  # torch's DistStoreError is a RuntimeError
+        AcceleratorState._reset_state(reset_partial_state=True)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ModelError(f"rank {process_rank()}: the rendezvous of {world} processes at {address} "
+                         f"failed ({RENDEZVOUS_ENV}={timeout.total_seconds():g} s): {first}") from e
+    if cpu and torch.distributed.is_initialized():  # gloo: collectives get torch's default back
+        torch.distributed.distributed_c10d._set_pg_timeout(
+            torch.distributed.distributed_c10d.default_pg_timeout)
+    mark_stage(f"rendezvous: joined as rank {state.process_index} of {state.num_processes}, "
+               f"{torch.get_num_threads()} thread(s)")
+    return state
 
 
 def make_accelerator(precision: str, *, model: str) -> tuple[Accelerator, str]:
@@ -245,13 +321,28 @@ def launch_cpu_processes(argv: Sequence[str] | None = None) -> int | None:
     from accelerate.commands.launch import multi_gpu_launcher
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
+    _share_cores(args.num_processes)
     log.info("accelerate launch --cpu: starting %d processes", args.num_processes)
+    mark_stage(f"launcher: starting {args.num_processes} processes, "
+               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     try:
         multi_gpu_launcher(args)  # torchrun: RANK/WORLD_SIZE per process, ACCELERATE_USE_CPU kept
     except ChildFailedError as e:  # each process has said why on stderr
         code = e.get_first_failure()[1].exitcode
         return code if code > 0 else 1
     return 0
+
+
+def _share_cores(processes: int) -> None:
+    """Cap an inherited OMP_NUM_THREADS at the processes' share of the cores, for the processes
+    about to start (unset, torchrun sets 1); from their start, so their setup does not
+    oversubscribe the cores either."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    share = thread_share(processes)
+    if given.strip().isdigit() and int(given) > share:
+        log.info("OMP_NUM_THREADS=%s × %d processes > the cores: %d thread(s) each", given,
+                 processes, share)
+        os.environ["OMP_NUM_THREADS"] = str(share)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -265,7 +356,9 @@ def disable_dropout(model: torch.nn.Module) -> None:
 def training_context(device: torch.device, *, model: str) -> Iterator[None]:
     """Deterministic kernels, the thread count for `model`, and no cyclic GC, for a run's steps."""
     with deterministic(device), threads_for(model), paused_gc():
+        mark_stage("training steps")
         yield
+    mark_stage("training steps done")
 
 
 @contextlib.contextmanager
@@ -316,8 +409,8 @@ def threads_for(model: str) -> Iterator[None]:
     local = get_cpu_distributed_information().local_world_size
     if model == BOW:
         torch.set_num_threads(1)
-    elif local > 1 and hasattr(os, "sched_getaffinity"):
-        torch.set_num_threads(min(before, max(1, len(os.sched_getaffinity(0)) // local)))
+    elif local > 1:
+        torch.set_num_threads(min(before, thread_share(local)))
     try:
         yield
     finally:

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from rewardlab._version import __version__
-from rewardlab.models.names import BOW
 from rewardlab.models.reward_model import RewardModel
 from rewardlab.training.runtime import resolve_precision
 from rewardlab.web.serve.batcher import Scored, ScoreFn
@@ -31,9 +30,9 @@ def _backbone(rm: RewardModel) -> str:
 
 
 def serving_precision(rm: RewardModel, precision: str) -> str:
-    """'auto' → bf16 where the hardware runs it natively (training's rule), else fp32."""
-    model = BOW if _backbone(rm) == BOW else "transformer"
-    return resolve_precision(precision, model=model, device=rm.device)
+    """'auto' → bf16 where it measures faster for this backbone's forward pass on this machine
+    (rewardlab.training.precision, mode 'infer'), else fp32."""
+    return resolve_precision(precision, model=_backbone(rm), device=rm.device, mode="infer")
 
 
 def use_threads_per_worker(rm: RewardModel, workers: int) -> int:
