@@ -199,12 +199,8 @@ def cmd_flags_import(args: argparse.Namespace) -> int:
 
 def cmd_flags_review(args: argparse.Namespace) -> int:
     from rewardlab.flags.flagging import review_flag
-    from rewardlab.flags.reviews import check_flagged_pair
 
     store = _store(args)
-    # a verdict on a pair the detector did not flag counts towards nothing: refuse it
-    check_flagged_pair(store, args.name, detector=args.detector, source_index=args.source_index,
-                       split=args.split, subset=args.subset)
     review_id = review_flag(store, args.name, source_index=args.source_index,
                             detector=args.detector, is_issue=args.is_issue, note=args.note,
                             split=args.split, subset=args.subset)
@@ -260,7 +256,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     judge.add_argument("--judge-concurrency", type=int, metavar="N",
                        help="requests in flight (default: 4)")
     judge.add_argument("--judge-timeout", type=float, metavar="S",
-                       help="seconds per request before it counts as a timeout (default: 60)")
+                       help="deadline in seconds for a whole request, connect to last byte (default: 60)")
     judge.add_argument("--judge-retries", type=int, metavar="N",
                        help="retries on 429, 5xx, timeouts and dropped connections, with "
                             "exponential backoff and Retry-After honoured (default: 4)")

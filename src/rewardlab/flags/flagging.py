@@ -34,6 +34,7 @@ from rewardlab.flags.detectors import (
     get_detector,
     run_detector,
 )
+from rewardlab.flags.reviews import check_flagged_pair
 from rewardlab.store.store import Store
 
 __all__ = [
@@ -207,12 +208,11 @@ def read_indices(path: str | Path) -> list[int]:
 
 def review_flag(store: Store, name: str, *, source_index: int, detector: str, is_issue: bool,
                 note: str = "", split: Split = "train", subset: str | None = None) -> int:
-    """`Store.add_review` for a detector that has run on `name` (else SelectionError listing those
-    that did): a review under a mistyped detector would count towards no detector's precision."""
-    ran = store.latest_runs(name)
-    if detector not in ran:
-        raise SelectionError(f"detector {detector!r} has not run on dataset {name!r}; detectors "
-                             f"that ran: {', '.join(sorted(ran)) or 'none'}")
+    """`Store.add_review` for a pair that `detector`'s latest run on `name` flagged (else
+    SelectionError naming the detectors that ran, or the pairs it did flag): a review under a
+    mistyped detector, or of a pair it never flagged, would count towards no precision."""
+    check_flagged_pair(store, name, detector=detector, source_index=source_index, split=split,
+                       subset=subset)
     return store.add_review(name, source_index=source_index, detector=detector, is_issue=is_issue,
                             note=note, split=split, subset=subset)
 
