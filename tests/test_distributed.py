@@ -11,6 +11,13 @@ moves the first loss by 6e-2) and the rest loosely. The tiny BERT has a wide ini
 0.02 every first step sits at loss ln 2 whatever it holds, and rounding alone decides when
 training leaves that plateau.
 
+The launches run with the stages on (REWARDLAB_STAGES=1) and no deadline for the whole launch:
+on a loaded 2-core machine they are slow (measured at load ~8: 108 s for the first launch, 60 s
+of it importing torch and transformers in the launcher), which must not fail the test. A hang
+must: a launch silent for STALL_S seconds is killed with all its processes, and the failure names
+the last stage each process reached. They also inherit a hostile OMP_NUM_THREADS (twice the
+cores): the launcher and the runtime, not this test, give each process its share of the cores.
+
 The unit tests below check, in this process, the pieces the launch relies on: each process's
 disjoint share of every step, accelerate's launch arguments read back, DeepSpeed's "auto" values,
 the refusals of what a sharded (FSDP/DeepSpeed) run cannot do, and the thread share per process.
@@ -21,9 +28,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,6 +52,7 @@ from rewardlab.models.reward_model import INFO_FILE, RewardModel
 from rewardlab.store.store import Store
 from rewardlab.training.checkpoint import CHECKPOINTS, gather_model
 from rewardlab.training.config import TrainConfig
+from rewardlab.training.fast.kernels import compiled_kernels
 from rewardlab.training.loop import _plan, train_reward_model
 from rewardlab.training.runtime import (
     check_launch,
@@ -48,6 +60,7 @@ from rewardlab.training.runtime import (
     make_accelerator,
     process_rank,
     split_cpu_launch,
+    thread_share,
     threads_for,
 )
 from tests._tiny import make_tiny_backbone, planted_pairs
@@ -67,22 +80,72 @@ def _free_port() -> int:
 
 
 def _environment() -> dict[str, str]:
-    """This environment without any launcher's variables, one thread per process, offline."""
+    """This environment without any launcher's variables, offline, the stages on, and twice as
+    many threads per process as the machine has cores (as a CI image exporting its core count)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("ACCELERATE_", "FSDP_", "MASTER_", "LOCAL_", "TORCHELASTIC"))
            and k not in ("RANK", "WORLD_SIZE", "GROUP_RANK", "ROLE_RANK")}
-    return {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
+    return {**env, "OMP_NUM_THREADS": str(2 * thread_share(1)), "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "REWARDLAB_STAGES": "1"}
 
 
-def _launch(command: list[str], cwd: Path) -> dict[str, Any]:
-    """Run a launch; it must succeed and print exactly one JSON document on stdout."""
-    done = subprocess.run(command, cwd=cwd, env=_environment(), capture_output=True, text=True,
-                          timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    document: dict[str, Any] = json.loads(done.stdout)  # two documents would be "Extra data"
-    assert done.stdout.count('"output_dir"') == 1
-    return document
+STALL_S = 240  # the longest gap between two lines a launch may print (measured ≤ 60 s at load 8)
+STAGE = re.compile(r"^rewardlab stage: rank (\d+): (.*)$")
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, list[str]]:
+    """Run `command` to its end, however slow, but kill it (and every process it started) once it
+    has printed nothing for STALL_S seconds; the exit code, stdout and the stderr lines."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: list[str] = []
+    alive = [time.monotonic()]
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            alive[0] = time.monotonic()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    out: list[str] = []
+    collector = threading.Thread(target=lambda: out.append(proc.stdout.read() if proc.stdout else ""),
+                                 daemon=True)
+    collector.start()
+    while proc.poll() is None:
+        if time.monotonic() - alive[0] > STALL_S:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the processes it started
+            proc.wait()
+            stages = _last_stages(lines) or {"-": "none printed: still starting up (imports)"}
+            pytest.fail(f"hung: nothing printed for {STALL_S} s; last stage per rank: {stages}; "
+                        "last lines:\n" + "\n".join(lines[-15:]))
+        time.sleep(0.5)
+    reader.join()
+    collector.join()
+    return proc.returncode, "".join(out), lines
+
+
+def _last_stages(lines: list[str]) -> dict[str, str]:
+    return {m[1]: m[2] for m in map(STAGE.match, lines) if m}
+
+
+def _launch(command: list[str], cwd: Path) -> tuple[dict[str, Any], list[str]]:
+    """Run a launch; it must succeed and print exactly one JSON document on stdout. The document
+    and the stages the processes printed, in order."""
+    code, stdout, lines = _run(command, cwd, _environment())
+    assert code == 0, "\n".join(lines[-40:])
+    document: dict[str, Any] = json.loads(stdout)  # two documents would be "Extra data"
+    assert stdout.count('"output_dir"') == 1
+    stages = [f"rank {m[1]}: {m[2]}" for m in map(STAGE.match, lines) if m]
+    # every process joined with its share of the cores, not the 2 × cores it inherited, and
+    # trained to the end
+    share = thread_share(2)
+    for rank in (0, 1):
+        assert any(re.fullmatch(rf"rank {rank}: rendezvous: joined as rank {rank} of 2, "
+                                rf"{share} thread\(s\)", s) for s in stages), stages
+        assert f"rank {rank}: training steps done" in stages, stages
+    return document, stages
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +158,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamesp
     with torch.random.fork_rng():  # the same tiny BERT every session: how fast it learns
         torch.manual_seed(0)        # depends on its random init
         backbone = str(make_tiny_backbone(root / "tiny", initializer_range=0.2))
+    # built (or loaded) here, once: a build inside a launch is minutes of silence under load
+    compiled_kernels()
     yield SimpleNamespace(root=root, url=url, backbone=backbone,
                           pairs=Store(url).load_pairs("planted", split="train"))
 
@@ -105,9 +170,12 @@ def test_two_processes_train_like_one_with_the_same_global_batch(workspace: Simp
     common = ["-m", "rewardlab", "train", "planted", "-o", str(out), "--model", w.backbone,
               "--db", w.url, "--json", *TRAIN]
     # 1) accelerate's CPU launch, stopped after 5 steps: one checkpoint, written once
-    first = _launch([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2",
-                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                     "--main_process_port", str(_free_port()), *common, "--max-steps", "5"], w.root)
+    first, stages = _launch([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+                             "no", "--main_process_port", str(_free_port()), *common,
+                             "--max-steps", "5"], w.root)
+    # accelerate's launcher capped the inherited thread count before starting the processes
+    assert stages[0] == f"rank 0: launcher: starting 2 processes, OMP_NUM_THREADS={thread_share(2)}"
     assert first["num_processes"] == 2 and first["train_pairs"] == 44
     record = json.loads((out / INFO_FILE).read_text())
     assert (record["num_processes"], record["steps"], record["complete"]) == (2, 5, False)
@@ -122,9 +190,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(workspace: Simp
         train_reward_model(w.pairs, config=config, output_dir=out, resume=True, progress=False)
 
     # 2) torchrun resumes it to the end
-    second = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                      "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *common,
-                      "--resume"], w.root)
+    second, _ = _launch([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *common,
+                         "--resume"], w.root)
     assert second["num_processes"] == 2
     record = json.loads((out / INFO_FILE).read_text())
     assert (record["num_processes"], record["steps"], record["complete"]) == (2, STEPS, True)
@@ -152,6 +220,42 @@ def test_two_processes_train_like_one_with_the_same_global_batch(workspace: Simp
     chosen, rejected = RewardModel.load(out).score_pairs(w.pairs)
     chosen_1, rejected_1 = one.model.score_pairs(w.pairs)
     np.testing.assert_allclose(chosen - rejected, chosen_1 - rejected_1, rtol=0.1)
+
+
+def test_a_process_whose_partners_never_come_fails_naming_the_rendezvous(
+        workspace: SimpleNamespace) -> None:
+    """Rank 0 of 2 started alone (as when the other node never starts): it fails at the end of
+    its own rendezvous timeout, in one line, not after the collectives' 30 minutes."""
+    w, port = workspace, _free_port()
+    env = {**_environment(), "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
+           "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "ACCELERATE_USE_CPU": "true", "REWARDLAB_RENDEZVOUS_TIMEOUT": "5"}
+    code, stdout, lines = _run([sys.executable, "-m", "rewardlab", "train", "planted", "-o",
+                                str(w.root / "alone"), "--model", w.backbone, "--db", w.url,
+                                "--json", *TRAIN], w.root, env)
+    assert (code, stdout) == (2, "")
+    assert _last_stages(lines) == {"0": f"rendezvous: joining 2 processes at 127.0.0.1:{port} "
+                                         "(timeout 5 s)"}
+    assert lines[-1].startswith(f"rewardlab: error: rank 0: the rendezvous of 2 processes at "
+                                f"127.0.0.1:{port} failed (REWARDLAB_RENDEZVOUS_TIMEOUT=5 s): ")
+    assert "1/2 clients joined" in lines[-1]
+    assert not (w.root / "alone").exists()
+
+
+def test_a_silent_launch_is_killed_and_its_last_stage_named(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """The watchdog the launches above run under: a process that stops printing is a hang."""
+    monkeypatch.setattr(sys.modules[__name__], "STALL_S", 15)
+    pid_file = tmp_path / "child.pid"
+    hang = ("import os, sys, time; print('rewardlab stage: rank 1: training steps', file=sys.stderr, "
+            f"flush=True); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)")
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"hung: nothing printed for 15 s; last stage "
+                                                    r"per rank: \{'1': 'training steps'\}"):
+        _run([sys.executable, "-c", hang], tmp_path, dict(os.environ))
+    assert time.monotonic() - started < 120  # not the child's 600 s
+    with pytest.raises(ProcessLookupError):  # killed, not left running
+        os.kill(int(pid_file.read_text()), 0)
 
 
 # ---------------------------------------------------------------- in this process
