@@ -161,3 +161,14 @@ def test_same_config_and_db_reproduce_the_numbers(first: tuple, db: str,
             assert a["history"] == b["history"]
     assert [c["bootstrap"] for c in again["comparisons"]] == \
         [c["bootstrap"] for c in results["comparisons"]]
+
+
+def test_quick_preset_trains_minilm_at_its_tuned_lr() -> None:
+    """Issue 35: at 2e-5 one epoch of MiniLM on the sample barely moved the loss from ln 2."""
+    from rewardlab.experiment.compare import PRESETS, train_config_for
+
+    assert PRESETS["quick"].get("lr") == 1e-4
+    assert train_config_for(CompareConfig(), 0).lr == 1e-4  # minilm, the preset's backbone
+    assert train_config_for(CompareConfig(model="minilm"), 3).lr == 1e-4
+    assert train_config_for(CompareConfig(model="bow"), 0).lr is None  # bow keeps its own 3e-3
+    assert train_config_for(CompareConfig(preset="strength"), 0).lr is None

@@ -178,7 +178,7 @@ def test_report_without_optional_parts(tmp_path: Path) -> None:
     paths = write_report(results, tmp_path)
     assert "flags" not in paths and "training_curves" not in paths
     assert json.loads(paths["results"].read_text())["seconds"] is None
-    assert "Wilson over test pairs" in paths["html"].read_text()  # one seed: the CI kind is stated
+    assert "bootstrap over test pairs" in paths["html"].read_text()  # the CI kind is stated
 
 
 HOSTILE = "<script>alert(1)</script> | *x* _y_ `z` [a](b)"

@@ -147,9 +147,15 @@ def test_summarize_runs_and_notebook_table() -> None:
     treated, _ = _runs(10, 2, seeds=(0, 1, 2), train_pairs=90)
     s = summarize_runs(treated)
     assert s["accuracy_mean"] == pytest.approx(130 / 192) and s["accuracy_std"] == 0.0
-    assert s["accuracy_ci"] == pytest.approx([130 / 192] * 2) and s["train_pairs"] == 90
-    one = summarize_runs(treated[:1])
-    assert one["accuracy_ci"][0] < one["accuracy_mean"] < one["accuracy_ci"][1]  # Wilson fallback
+    # identical seeds: no seed spread, yet the bootstrap over test pairs keeps the test-set width
+    lo, hi = s["accuracy_ci"]
+    assert s["accuracy_ci_kind"].startswith("bootstrap") and s["train_pairs"] == 90
+    assert lo < 130 / 192 < hi and (hi - lo) / 2 == pytest.approx(
+        1.96 * (130 / 192 * 62 / 192 / 192) ** 0.5, rel=0.15)
+    bare = [{k: v for k, v in r.items() if k != "test_chosen_rewards"} for r in treated[:1]]
+    one = summarize_runs(bare)  # no per-pair rewards: the one run's Wilson interval
+    assert one["accuracy_ci_kind"].startswith("Wilson")
+    assert one["accuracy_ci"][0] < one["accuracy_mean"] < one["accuracy_ci"][1]
     row = notebook_table({"clean": {"runs": treated}})[0]
     assert row == pytest.approx({
         "condition": "clean", "training_examples": 90, "train_accuracy": 0.7, "train_loss": 0.61,

@@ -17,8 +17,9 @@ Specs understood by `read_source`:
   itself holding `{train,test}.jsonl[.gz]`.
 - `synthetic:…`: delegated to `rewardlab.data.synthetic.read_synthetic`.
 - `hh-rlhf-sample`: the 1,512 HH-RLHF harmless-base pairs this package ships (MIT, Anthropic; see
-  `hh_rlhf_sample/LICENSE`), so the main job runs without the hub. It is one split, so unless a
-  split or a test fraction is given it is split 70/30 by prompt hash (`SAMPLE_TEST_FRACTION`).
+  `hh_rlhf_sample/LICENSE`), so the main job runs without the hub; its pairs carry subset
+  `harmless-base` (`SAMPLE_SUBSET`). It is one split, so unless a split or a test fraction is
+  given it is split 70/30 by prompt hash (`SAMPLE_TEST_FRACTION`).
 
 `source_index` is the 0-based row index within its own file / hub (subset, split), so
 `(subset, split, source_index)` identifies a row; for a single file it is the row number (the line
@@ -46,6 +47,7 @@ __all__ = [
     "HH_REPO",
     "SAMPLE",
     "SAMPLE_TEST_FRACTION",
+    "SAMPLE_SUBSET",
     "sample_path",
     "HH_SUBSETS",
     "SourceResult",
@@ -57,6 +59,8 @@ __all__ = [
 HH_REPO = "Anthropic/hh-rlhf"
 SAMPLE = "hh-rlhf-sample"  # the embedded offline default (module doc)
 SAMPLE_TEST_FRACTION = 0.3
+# the sample's rows come from one HH-RLHF subset; its folder name does not say which (LICENSE)
+SAMPLE_SUBSET = "harmless-base"
 HH_SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 # a hub repo's data shard: data/train-00000-of-00003.parquet (any file type datasets reads)
 _SHARD = re.compile(r"^[\w.-]+?-\d{5}-of-\d{5}\.\w+")
@@ -66,8 +70,8 @@ _UNKNOWN = ("expected a file ({suffixes}), a directory laid out like anthropics/
             "'hh-rlhf[:subset]', 'hh-rlhf-sample' or 'synthetic:…'")
 
 
-def read_source(spec: str, *, split: Split | None = None, test_fraction: float | None = None,
-                limit: int | None = None) -> SourceResult:
+def read_source(spec: str | os.PathLike[str], *, split: Split | None = None,
+                test_fraction: float | None = None, limit: int | None = None) -> SourceResult:
     """Read every pair of `spec` (see the module docstring for the specs).
 
     `split` labels a single file's rows, or keeps only that split of a directory / the hub.
@@ -77,6 +81,7 @@ def read_source(spec: str, *, split: Split | None = None, test_fraction: float |
 
     >>> read_source("data/prefs.jsonl", test_fraction=0.2)  # doctest: +SKIP
     """
+    spec = os.fspath(spec)  # a Path too (issue 35): every public function takes str | PathLike
     if spec.startswith("synthetic:"):
         return read_synthetic(spec, split=split, test_fraction=test_fraction, limit=limit)
     _check_options(split, test_fraction, limit)
@@ -123,7 +128,7 @@ def sample_path() -> Path:
 
 def _read_unsplit(spec: str, *, split: Split | None, limit: int | None) -> SourceResult:
     if spec == SAMPLE:
-        return _read_file(spec, sample_path(), split=split, limit=limit)
+        return _read_file(spec, sample_path(), split=split, limit=limit, subset=SAMPLE_SUBSET)
     if spec == "hh-rlhf" or spec.startswith("hh-rlhf:"):
         result = read_hh_hub(_hub_subsets(spec), split=split, limit=limit)
         return replace(result, spec=spec)
@@ -137,10 +142,12 @@ def _read_unsplit(spec: str, *, split: Split | None, limit: int | None) -> Sourc
                       + _UNKNOWN.format(suffixes=", ".join(FILE_SUFFIXES)))
 
 
-def _read_file(spec: str, path: Path, *, split: Split | None, limit: int | None) -> SourceResult:
-    """One file: every row gets `split` or "train"."""
+def _read_file(spec: str, path: Path, *, split: Split | None, limit: int | None,
+               subset: str | None = None) -> SourceResult:
+    """One file: every row gets `split` or "train", and `subset` or its folder's HH subset name."""
     columns, rows = read_rows(path, limit=limit)
-    subset = path.parent.name if path.parent.name in HH_SUBSETS else ""
+    if subset is None:
+        subset = path.parent.name if path.parent.name in HH_SUBSETS else ""
     pairs, rejected, read = pairs_from_rows(rows, columns=columns, name=str(path),
                                             split=split or "train", subset=subset)
     return SourceResult(spec=spec, pairs=pairs, read=read, rejected=rejected)

@@ -28,6 +28,7 @@ __all__ = [
     "SubsetAccuracy",
     "preference_metrics",
     "wilson_interval",
+    "bootstrap_accuracy_ci",
     "expected_calibration_error",
     "reliability_bins",
     "length_baselines",
@@ -87,6 +88,32 @@ def wilson_interval(correct: int, n: int, *, level: float = 0.95) -> tuple[float
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_accuracy_ci(correct: np.ndarray, *, n_boot: int = 10_000, seed: int = 0,
+                          level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of the seed-averaged accuracy from resampling test pairs.
+
+    `correct` is (P,) or (S, P) right/wrong (S seeds × P test pairs). Every replicate draws the
+    same pair indices for all seeds, so averaging each pair over the seeds first is exact: the
+    interval says how far the accuracy would move on another test set of this size, with every
+    seed's evidence pooled. Unlike a t-interval over 2 seeds (multiplier 12.7) it is as narrow as
+    the test set allows. `(0.0, 1.0)` without pairs.
+
+    >>> bootstrap_accuracy_ci(np.ones((2, 5)), n_boot=50)
+    (1.0, 1.0)
+    """
+    arr = np.asarray(correct, dtype=float)
+    per_pair = arr.mean(axis=0) if arr.ndim == 2 else arr  # (P,)
+    if per_pair.size == 0:
+        return 0.0, 1.0
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([  # chunks of 500 replicates bound memory at 500 × P indices
+        per_pair[rng.integers(0, per_pair.size, size=(min(500, n_boot - start), per_pair.size))]
+        .mean(axis=1) for start in range(0, n_boot, 500)])
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any, NotRequired, TypedDict
 import numpy as np
 from scipy import stats as sps
 
-from rewardlab.evaluation.metrics import wilson_interval
+from rewardlab.evaluation.metrics import bootstrap_accuracy_ci, wilson_interval
 from rewardlab.evaluation.power import ALPHA, PowerEstimate, power_estimate
 from rewardlab.evaluation.verdict import overall_verdict
 
@@ -126,7 +126,8 @@ class RunSummary(TypedDict):
     accuracy_mean: float | None
     accuracy_std: float | None
     accuracy_ci: list[float | None]  # [lo, hi]
-    accuracy_ci_kind: str  # "t over seeds" or "Wilson over test pairs (1 seed)"
+    accuracy_ci_kind: str  # "bootstrap over test pairs, seeds averaged" (or, without per-pair
+    # rewards, "Wilson over test pairs (1 seed)" / "t over seeds")
     n_seeds: int
     reward_gap_mean: float | None
     nll_mean: float | None
@@ -377,15 +378,21 @@ def _mean_of(runs: Sequence[Mapping[str, Any]], key: str, *, test: bool = True) 
 def summarize_runs(runs: Sequence[Mapping[str, Any]]) -> RunSummary:
     """The "summary" block of one condition from its runs (one per seed).
 
-    `accuracy_ci` is a t-interval across seeds; with a single seed there is no seed spread, so it
-    falls back to that run's Wilson interval over test pairs (`accuracy_ci_kind` says which).
+    `accuracy_ci` resamples the test pairs with every seed's predictions averaged per pair
+    (`bootstrap_accuracy_ci`): a t-interval over 2 or 3 seeds is mostly its multiplier (12.7 for
+    2). Runs without per-pair rewards (hand-made results) fall back to the one run's Wilson
+    interval, or the t-interval over several (`accuracy_ci_kind` says which).
     """
     accs = [float(r["test"]["accuracy"]) for r in runs if r["test"].get("accuracy") is not None]
     mean, std, lo, hi = mean_ci(accs) if accs else (None, None, None, None)
     kind = "t over seeds"
     if lo is not None and hi is not None:
         lo, hi = max(lo, 0.0), min(hi, 1.0)  # an accuracy cannot leave [0, 1]; t knows nothing of it
-    if len(accs) == 1:
+    sizes = {len(r.get("test_chosen_rewards") or []) for r in runs}
+    if accs and len(sizes) == 1 and 0 not in sizes:
+        lo, hi = bootstrap_accuracy_ci(np.stack([run_correct(r) for r in runs]))
+        kind = "bootstrap over test pairs, seeds averaged"
+    elif len(accs) == 1:
         lo, hi = wilson_interval(runs[0]["test"]["correct"], runs[0]["test"]["n"])
         kind = "Wilson over test pairs (1 seed)"
     train_pairs = [r["train_pairs"] for r in runs if r.get("train_pairs") is not None]

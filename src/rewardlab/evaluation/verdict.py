@@ -4,19 +4,28 @@ Built only from numbers the statistics already computed (each comparison's boots
 sentence, the dose-response curves' tests, the Holm summary, the power estimates), so it never
 claims more than they support: "better" or "worse" only where a 95% CI excludes 0, hedged when the
 finding does not survive the correction for the number of tests, and always how large an
-experiment would resolve what was seen. Reads results dicts (schema: docs/architecture.md), so an
-older results.json without the newer blocks gets the older paragraph.
+experiment would resolve what was seen. Before the detail it warns when the models barely trained
+and says how far the best one is above the stronger trivial length rule (`evaluation.learning`).
+`verdict_parts` keeps the three groups apart, so the report can put its table between the answer
+and the detail. Reads results dicts (schema: docs/architecture.md), so an older results.json
+without the newer blocks gets the older paragraph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from statistics import median
-from typing import Any
+from typing import Any, TypedDict
 
+from rewardlab.evaluation.learning import (
+    BARELY_TRAINED_NATS,
+    LN2,
+    barely_trained,
+    learning_by_condition,
+)
 from rewardlab.evaluation.power import ALPHA, POWER
 
-__all__ = ["overall_verdict"]
+__all__ = ["overall_verdict", "verdict_parts", "VerdictParts"]
 
 
 def _points(x: float) -> str:
@@ -236,6 +245,8 @@ def _resolution_sentence(comps: Sequence[Mapping[str, Any]], results: Mapping[st
 
 
 def _multiplicity_sentence(results: Mapping[str, Any]) -> str:
+    """The Holm summary, said so it cannot read against the per-seed McNemar counts: these tests
+    are one per comparison (or curve) with the seeds pooled, not the single-seed tests."""
     mult = results.get("multiplicity") or {}
     k = int(mult.get("tests") or 0)
     if k <= 1:
@@ -244,8 +255,17 @@ def _multiplicity_sentence(results: Mapping[str, Any]) -> str:
     survivors = [label for label, p in zip(mult.get("labels", []), mult.get("p_holm", []))
                  if p < ALPHA]
     named = f" ({', '.join(survivors[:3])}{', …' if len(survivors) > 3 else ''})" if survivors else ""
-    return (f"This report makes {k} paired tests, so about {k * ALPHA:.1f} would reach p < {ALPHA} "
-            f"by chance alone; {raw} did, {held} after Holm's correction{named}.")
+    curves = "; curves: their permutation test" if results.get("dose_response") else ""
+    return (f"Counting each comparison once, with its seeds pooled (CMH{curves}), this report "
+            f"makes {k} tests, so about {k * ALPHA:.1f} would reach p < {ALPHA} "
+            f"by chance alone: {raw} of the {k} did, {held} after Holm's correction{named}."
+            + (" The per-seed McNemar counts above look at single seeds of the same comparisons; "
+               "they are not further tests." if _per_seed_quoted(results) else ""))
+
+
+def _per_seed_quoted(results: Mapping[str, Any]) -> bool:
+    """Whether a comparison's sentence quotes McNemar counts over several seeds."""
+    return any(len(c.get("mcnemar") or []) > 1 for c in results.get("comparisons", []))
 
 
 def _teaching_sentence(results: Mapping[str, Any]) -> str:
@@ -263,19 +283,73 @@ def _teaching_sentence(results: Mapping[str, Any]) -> str:
             f"the accuracy lost to noise (point estimate, mean over seeds).")
 
 
+def _span(values: Sequence[float | None], digits: int) -> str:
+    """'0.686–0.689', or one value when they agree to the digits shown."""
+    vals = sorted(v for v in values if v is not None)
+    lo, hi = f"{vals[0]:.{digits}f}", f"{vals[-1]:.{digits}f}"
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _learning_sentence(results: Mapping[str, Any]) -> str:
+    """The caution when the comparison is between near-untrained models (`evaluation.learning`)."""
+    learning, _ = learning_by_condition(results)
+    weak = barely_trained(learning)
+    if not weak:
+        return ""
+    who = "every model" if len(weak) == len(learning) else f"the {', '.join(weak)} models"
+    loss = _span([learning[c]["train_loss"] for c in weak], 3)
+    margin = _span([learning[c]["mean_margin"] for c in weak], 2)
+    return (f"Caution: {who} barely trained (train loss {loss} against ln 2 = {LN2:.3f} for "
+            f"guessing, mean test margin {margin}; barely = less than {BARELY_TRAINED_NATS:.3f} nats "
+            f"below ln 2), so this compares near-untrained models and says little about cleaning: "
+            f"train longer (--epochs) before reading the differences.")
+
+
+def _baseline_sentence(results: Mapping[str, Any]) -> str:
+    """The best model against the stronger trivial length rule, in points."""
+    learning, baseline = learning_by_condition(results)
+    scored = [(ln["accuracy"], c) for c, ln in learning.items() if ln["accuracy"] is not None]
+    if baseline is None or not scored:
+        return ""
+    accuracy, best = max(scored)
+    rule = f"always preferring the {baseline['rule']} reply ({100 * baseline['accuracy']:.1f}%)"
+    over = 100 * (accuracy - baseline["accuracy"])
+    if over <= 0:
+        return (f"No model beat the trivial rule of {rule}: the best, {best}, "
+                f"reached {100 * accuracy:.1f}%.")
+    return (f"The best model ({best}, {100 * accuracy:.1f}%) is {over:.1f} points above "
+            f"{rule}, the stronger of the two length rules on these test pairs.")
+
+
+class VerdictParts(TypedDict):
+    """The verdict in reading order: the direct answer, cautions, then the detail sentences."""
+
+    headline: str
+    cautions: list[str]  # near-untrained models; the best model against the length rule
+    details: list[str]
+
+
+def verdict_parts(results: Mapping[str, Any]) -> VerdictParts:
+    """The verdict's sentences, grouped so the report can put a table between answer and detail."""
+    comps = results.get("comparisons", [])
+    details = [c["verdict"] for c in comps
+               if c["baseline"] == "unfiltered" and c["treated"] in _treatment_names(results)]
+    details += [_control_sentence(results, comps), *_dose_sentences(results),
+                _ablation_sentence(results), _strength_sentence(results),
+                _resolution_sentence(comps, results),
+                _power_sentence(_headline_comparison(results, comps)),
+                _multiplicity_sentence(results), _teaching_sentence(results)]
+    cautions = [_learning_sentence(results), _baseline_sentence(results)]
+    return {"headline": _headline(results, comps), "cautions": [c for c in cautions if c],
+            "details": [d for d in details if d]}
+
+
 def overall_verdict(results: Mapping[str, Any]) -> str:
     """A paragraph answering "does cleaning my preference data give me a better reward model?".
 
     Built only from the comparisons' bootstrap CIs (and, when present, the dose-response tests,
-    the Holm summary and the power estimates), so it never claims more than they support.
+    the Holm summary and the power estimates), so it never claims more than they support; it says
+    when the models barely trained and how the best one compares with the stronger length rule.
     """
-    comps = results.get("comparisons", [])
-    parts = [_headline(results, comps)]
-    parts += [c["verdict"] for c in comps
-              if c["baseline"] == "unfiltered" and c["treated"] in _treatment_names(results)]
-    parts += [_control_sentence(results, comps), *_dose_sentences(results),
-              _ablation_sentence(results), _strength_sentence(results),
-              _resolution_sentence(comps, results),
-              _power_sentence(_headline_comparison(results, comps)),
-              _multiplicity_sentence(results), _teaching_sentence(results)]
-    return " ".join(p for p in parts if p)
+    parts = verdict_parts(results)
+    return " ".join([parts["headline"], *parts["cautions"], *parts["details"]])

@@ -15,6 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rewardlab.evaluation.learning import (
+    BARELY_TRAINED_NATS,
+    LN2,
+    Learning,
+    LengthBaseline,
+    learning_by_condition,
+)
+from rewardlab.evaluation.verdict import verdict_parts
 from rewardlab.jsonable import to_jsonable
 from rewardlab.report.figures import make_figures, plot_table
 from rewardlab.report.render import (
@@ -32,14 +40,14 @@ if TYPE_CHECKING:
         ArmBlock,
         Comparison,
         DoseResponse,
-        NotebookRow,
         ResultsDocument,
+        RunRecord,
     )
 
 __all__ = ["write_report", "notebook_cells", "build_sections"]
 
 QUESTION = "Does cleaning the preference data give a better reward model?"
-_NOTEBOOK_HEADERS = ["Condition", "Training examples", "Train accuracy", "Train loss",
+_NOTEBOOK_HEADERS = ["Condition", "Seed", "Training examples", "Train accuracy", "Train loss",
                      "Test accuracy", "Correct", "Total", "Avg reward gap"]
 
 
@@ -66,15 +74,25 @@ def _p(p: float) -> str:
 
 # ---------------------------------------------------------------- sections
 
+def _subsets_seen(results: ResultsDocument) -> list[str]:
+    """The test pairs' subsets (HH-RLHF: harmless-base, …), read off the first run's metrics."""
+    first = next((r for c in results.get("conditions", {}).values() for r in c.get("runs", [])),
+                 None)
+    return [s for s in (first["test"].get("accuracy_by_subset") or {}) if s] if first else []
+
+
 def _header(results: ResultsDocument) -> Section:
     cfg, data = results.get("config", {}), results.get("data", {})
     train, test = data.get("train", {}), data.get("test", {})
     # names and paths come from the user's data and flags: literal text, never markup
     model = escape_markdown(cfg.get("train_config", {}).get("model") or cfg.get("model") or "?")
     source = escape_markdown(train.get("source", train.get("dataset", "?")))
+    subsets = _subsets_seen(results)
+    subset = (f", subset{'s' if len(subsets) > 1 else ''} "
+              f"{escape_markdown(', '.join(subsets))}" if subsets else "")
     seeds = cfg.get("seeds", [])
     minutes = (results.get("seconds") or 0) / 60
-    meta = (f"Training data: {source} "
+    meta = (f"Training data: {source}{subset} "
             f"({_count(train.get('pairs'))} pairs). Test data: {_count(test.get('pairs'))} pairs, "
             f"the same for every model. Backbone: {model}. Seeds per condition: {len(seeds)}. "
             f"rewardlab {results.get('rewardlab_version', '?')}, {results.get('created', '')}, "
@@ -82,11 +100,74 @@ def _header(results: ResultsDocument) -> Section:
     return Section(QUESTION, [meta], kind="header")
 
 
+def _rule_name(baseline: LengthBaseline) -> str:
+    return f"always prefer the {baseline['rule']}"
+
+
+def _points_cell(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}"
+
+
+def _trained_cell(learning: Learning) -> str:
+    if learning["loss_drop"] is None:
+        return "—"
+    return "barely" if learning["barely_trained"] else "yes"
+
+
+def _vs_unfiltered(results: ResultsDocument, name: str) -> str:
+    comp = next((c for c in results.get("comparisons", [])
+                 if c["treated"] == name and c["baseline"] == "unfiltered"), None)
+    if comp is None:
+        return "(reference)" if name == "unfiltered" else "—"
+    return f"{_diff_cell(comp)} ({_ci_cell(comp)})"
+
+
+def _answer_table(results: ResultsDocument) -> Table | None:
+    """One row per condition: accuracy, gain over unfiltered, over the length rule, training."""
+    learning, baseline = learning_by_condition(results)
+    if not learning:
+        return None
+    rule = (f"vs '{_rule_name(baseline)}' ({_pct(baseline['accuracy'])}), points" if baseline
+            else "vs the length rule, points")
+    rows = [[name, _pct(ln["accuracy"]), _vs_unfiltered(results, name),
+             _points_cell(ln["over_length_baseline"]), _num(ln["train_loss"]),
+             _trained_cell(ln)] for name, ln in learning.items()]
+    return Table(["Condition", "Test accuracy", "vs unfiltered, points (95% CI)", rule,
+                  f"Train loss (guessing: {LN2:.3f})", "Trained?"], rows)
+
+
 def _answer(results: ResultsDocument) -> Section:
-    """The verdict paragraph, its first sentence (the direct answer) in bold."""
-    verdict = results.get("verdict", "")
-    head, sep, rest = verdict.partition(". ")
-    return Section("Answer", [f"**{head}.** {rest}" if sep else verdict], kind="verdict")
+    """The direct answer in one bold line, a small table, then the cautions and the detail."""
+    parts = verdict_parts(results)
+    blocks: list[Block] = [f"**{parts['headline']}**"]
+    table = _answer_table(results)
+    if table is not None:
+        blocks.append(table)
+    # the cautions in one paragraph, then one short paragraph per point of detail
+    blocks += [" ".join(parts["cautions"]), *parts["details"]]
+    return Section("Answer", [b for b in blocks if b], kind="verdict")
+
+
+def _learning(results: ResultsDocument) -> Section | None:
+    """How far each condition's models got from guessing, and the criterion for 'barely'."""
+    learning, baseline = learning_by_condition(results)
+    if not learning:
+        return None
+    rule = f"'{_rule_name(baseline)}'" if baseline else "the stronger length rule"
+    rows = [[name, _num(ln["train_loss"]), _num(ln["loss_drop"]), _num(ln["test_nll"]),
+             _num(ln["mean_margin"]), _points_cell(ln["over_length_baseline"]), _trained_cell(ln)]
+            for name, ln in learning.items()]
+    text = (f"A Bradley-Terry model that guesses has loss ln 2 = {LN2:.3f} and margins near 0; "
+            f"two such models differ only by noise, whatever data they saw. Train loss is the last "
+            f"epoch's mean, averaged over seeds; test NLL is the same loss on the test pairs. A "
+            f"condition counts as **barely trained** when its train loss is less than "
+            f"{BARELY_TRAINED_NATS:.3f} nats below ln 2: the drop a calibrated model that is 60% "
+            f"sure of every pair would reach (ln 2 − H(0.6)). Accuracy is measured against "
+            f"{rule}, the stronger of the two trivial length rules on these test pairs"
+            + (f" ({_pct(baseline['accuracy'])})." if baseline else "."))
+    table = Table(["Condition", "Train loss", "Below ln 2 (nats)", "Test NLL",
+                   "Mean test margin", f"Accuracy over {rule} (points)", "Trained?"], rows)
+    return Section("How much each model learned", [text, table])
 
 
 def _conditions(results: ResultsDocument) -> Section:
@@ -256,12 +337,14 @@ def _multiplicity(results: ResultsDocument) -> Section | None:
         return None
     rows = [[label, _p(p), _p(adj)]
             for label, p, adj in zip(mult["labels"], mult["p"], mult["p_holm"])]
-    text = (f"This report makes {mult['tests']} paired tests. At α = {mult['alpha']}, about "
-            f"{mult['tests'] * mult['alpha']:.1f} of them would come out 'significant' by chance "
-            f"alone. Holm's correction controls the chance of even one false finding among all "
-            f"of them: {mult['significant']} had p < {mult['alpha']} before it, "
-            f"{mult['significant_holm']} after. Comparisons use their pooled (CMH) p, curves "
-            f"their permutation p.")
+    curves = ", each curve with its permutation p" if results.get("dose_response") else ""
+    text = (f"This report makes {mult['tests']} paired tests: each comparison counts once, with "
+            f"its p pooled over seeds (CMH){curves}; the per-seed "
+            f"McNemar p-values are single-seed views of the same comparisons, not further tests. "
+            f"At α = {mult['alpha']}, about {mult['tests'] * mult['alpha']:.1f} of them would come "
+            f"out 'significant' by chance alone. Holm's correction controls the chance of even one "
+            f"false finding among all of them: {mult['significant']} of the {mult['tests']} had "
+            f"p < {mult['alpha']} before it, {mult['significant_holm']} after.")
     return Section("All tests, corrected for multiplicity", [text, Table(
         ["Test", "p", "Holm-adjusted p"], rows)])
 
@@ -277,34 +360,45 @@ def _accuracy(results: ResultsDocument) -> Section:
                      _num(s.get("ece_mean"))])
     first = next(iter(results["conditions"].values()))["summary"]
     kind = first.get("accuracy_ci_kind", "t over seeds")
-    few = first.get("n_seeds") in (2, 3) and kind.startswith("t")
-    wide = (" With only a few seeds this interval is wide by construction (the t multiplier is "
-            "12.7 for 2 seeds, 4.3 for 3); the paired comparison above is the sharper test."
-            if few else "")
+    how = (" It comes from resampling the test pairs with each pair's correctness averaged over "
+           "the seeds: how far the accuracy would move on another test set of this size. The "
+           "seeds' own spread is the 'Per seed' column." if kind.startswith("bootstrap") else "")
     note = (f"Accuracy = share of test pairs where the model gives the human-chosen response the "
-            f"higher reward (ties count as wrong). The interval is a 95% CI ({kind}). NLL is the "
-            f"Bradley-Terry test loss (lower is better; 0.693 = guessing); ECE is the calibration "
-            f"error (0 = perfectly calibrated).{wide}")
+            f"higher reward (ties count as wrong). The interval is a 95% CI ({kind}).{how} NLL is "
+            f"the Bradley-Terry test loss (lower is better; {LN2:.3f} = guessing); ECE is the "
+            f"calibration error (0 = perfectly calibrated).")
     table = Table(["Condition", "Test accuracy", "95% CI", "Per seed", "Mean reward margin",
                    "NLL", "ECE"], rows)
+    baseline = learning_by_condition(results)[1]
+    rule = (f", and '{_rule_name(baseline)} response' ({_pct(baseline['accuracy'])}), the stronger "
+            f"length rule" if baseline else "")
     return Section("Test accuracy", [note, table, Figure(
-        "accuracy", "Diamonds: mean over seeds with 95% CI. Dots: single seeds. Dashed lines: "
-        "coin flip, and always preferring the longer response.")])
+        "accuracy", f"Diamonds: mean over seeds with its 95% CI ({kind}). Dots: single seeds. "
+        f"Dashed lines: coin flip{rule}.")])
 
 
-def notebook_cells(rows: Sequence[NotebookRow]) -> list[list[str]]:
-    """The notebook table's rows as display strings (shared by Markdown, HTML and the PNG)."""
-    return [[r["condition"], _count(r["training_examples"]), _pct(r["train_accuracy"], 2),
-             _num(r["train_loss"], 4), _pct(r["test_accuracy"], 2), _count(r["correct"]),
-             _count(r["total"]), _num(r["avg_reward_gap"], 4)] for r in rows]
+def notebook_cells(conditions: Mapping[str, Any]) -> list[list[str]]:
+    """The notebook table's rows as display strings, one row per run (condition, seed): the
+    notebook had one run per condition, and a count averaged over seeds (301.5 correct) is no
+    count. Shared by Markdown, HTML and the PNG."""
+    return [[name, str(run["seed"]), _count(run.get("train_pairs")),
+             _pct(run.get("train_accuracy"), 2), _num(run.get("train_loss"), 4),
+             _pct(run["test"].get("accuracy"), 2), _count(run["test"].get("correct")),
+             _count(run["test"].get("n")), _num(run["test"].get("reward_gap_mean"), 4)]
+            for name, cond in conditions.items() for run in _runs(cond)]
+
+
+def _runs(cond: Mapping[str, Any]) -> list[RunRecord]:
+    return list(cond.get("runs", []))
 
 
 def _notebook(results: ResultsDocument) -> Section:
     text = ("The same numbers in the layout of the original notebook, which compared one "
             "filtered run with one unfiltered run (62.18% vs 62.33%) without a control or a "
-            "significance test. A gap that size is well inside run-to-run noise; the sections "
-            "above are what tell whether a gap is real.")
-    table = Table(_NOTEBOOK_HEADERS, notebook_cells(results.get("notebook_table", [])))
+            "significance test: one row per run (condition and seed), so every count is a count. "
+            "A gap that size is well inside run-to-run noise; the sections above are what tell "
+            "whether a gap is real.")
+    table = Table(_NOTEBOOK_HEADERS, notebook_cells(results.get("conditions", {})))
     image = Figure("notebook_table", "The same table as an image, for slides.", in_html=False)
     return Section("Results in the original notebook's format", [text, table, image])
 
@@ -349,22 +443,31 @@ def _margins_and_calibration(results: ResultsDocument) -> list[Section]:
         "time. ECE averages the gap between the two over 10 equal-width probability bins, with "
         "each pair counted in both presentation orders (the same as the usual top-label ECE).",
         Figure("reliability", "Reliability diagram: points on the dashed diagonal are perfectly "
-               "calibrated; below it the model is overconfident.")])
+               "calibrated. Below it a model is over-confident (right less often than it is "
+               "sure); above it under-confident (right more often than it is sure), as models "
+               "that barely trained are: their margins, and so their confidence, stay near 50% "
+               "while their ranking is already better than a coin flip.")])
     return [margins, calibration]
 
 
 def _length(results: ResultsDocument) -> Section:
-    rows, longer = [], None
+    rows, test = [], None
     for name, cond in results["conditions"].items():
         tests = [r["test"] for r in cond.get("runs", [])]
-        longer = longer or next((t.get("longer_wins_accuracy") for t in tests), None)
+        test = test or next(iter(tests), None)
         rows.append([name, _mean_str(tests, "length_reward_corr"),
                      _mean_str(tests, "length_gap_corr")])
+    longer = test.get("longer_wins_accuracy") if test else None
+    shorter = test.get("shorter_wins_accuracy") if test else None
+    baseline = learning_by_condition(results)[1]
+    stronger = (f" The stronger rule, '{_rule_name(baseline)}', is the baseline every accuracy in "
+                f"this report is measured against." if baseline else "")
     text = (f"Reward models often learn 'longer is better'. On these test pairs, always picking "
-            f"the longer response is right {_pct(longer)} of the time. The correlations (Pearson "
-            f"r, mean over seeds) show how much each model's rewards follow response length "
-            f"(in characters): positive means longer responses get higher rewards, negative means "
-            f"shorter ones do, and values near 0 mean length is not what the model scores.")
+            f"the longer response is right {_pct(longer)} of the time, always picking the shorter "
+            f"one {_pct(shorter)} (equal lengths count half to each).{stronger} The correlations "
+            f"(Pearson r, mean over seeds) show how much each model's rewards follow response "
+            f"length (in characters): positive means longer responses get higher rewards, negative "
+            f"means shorter ones do, and values near 0 mean length is not what the model scores.")
     return Section("Does the model just reward length?", [text, Table(
         ["Condition", "r(reward, length) over all responses",
          "r(margin, length difference) over pairs"], rows)])
@@ -401,7 +504,9 @@ def _training(results: ResultsDocument) -> Section:
     return Section("Training curves", [
         f"Training settings: {settings or 'see results.json'}.",
         Figure("training_curves", "Loss and batch accuracy per optimizer step, mean over seeds. "
-               "Loss falling below ln 2 ≈ 0.693 means the model learned something.")])
+               f"Loss falling below ln 2 ≈ {LN2:.3f} means the model learned something; less "
+               f"than {BARELY_TRAINED_NATS:.3f} below it counts as barely trained (see 'How much "
+               f"each model learned').")])
 
 
 def _teaching(results: ResultsDocument) -> Section | None:
@@ -481,6 +586,7 @@ _GLOSSARY = Table(["Term", "Meaning"], [
 def build_sections(results: ResultsDocument) -> list[Section]:
     """The report's content in reading order; optional parts are left out when absent."""
     sections = [_header(results), _answer(results), _conditions(results)]
+    sections += [s for s in (_learning(results),) if s]
     if results.get("comparisons"):
         sections.append(_comparisons(results))
     sections += [s for s in (_dose_response(results), _ablation(results), _strength(results),
@@ -510,11 +616,11 @@ def write_report(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
     paths = {"results": out_dir / "results.json"}
     paths["results"].write_text(json.dumps(clean, indent=2, allow_nan=False) + "\n")
     figures = make_figures(clean, out_dir)
-    if clean.get("notebook_table"):
+    if any(cond.get("runs") for cond in clean.get("conditions", {}).values()):
         figures["notebook_table"] = plot_table(
-            _NOTEBOOK_HEADERS, notebook_cells(clean["notebook_table"]),
+            _NOTEBOOK_HEADERS, notebook_cells(clean["conditions"]),
             out_dir / "notebook_table.png",
-            title="Results in the original notebook's format (means over seeds)")
+            title="Results in the original notebook's format (one row per run)")
     teaching = {f"teaching:{k}": v
                 for k, v in _teaching_figures(clean.get("teaching") or {}).items()}
     sections = build_sections(clean)

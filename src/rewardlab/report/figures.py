@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rewardlab.evaluation.dose import TREATED
+from rewardlab.evaluation.learning import BARELY_TRAINED_NATS, LN2, stronger_length_baseline
 from rewardlab.report.style import (
     BLACK,
     BLUE,
@@ -108,7 +109,7 @@ def plot_accuracy(results: ResultsDocument, path: Path) -> Path:
     seeds = max((len(c.get("runs", [])) for c in conds.values()), default=0)
     n_test = results.get("data", {}).get("test", {}).get("pairs")
     plural = "s" if seeds != 1 else ""
-    short_kind = "Wilson, over test pairs" if "wilson" in ci_kind.lower() else "t, over seeds"
+    short_kind = _short_ci_kind(ci_kind)
     ax.set_title(f"Test accuracy by training condition\n{seeds} seed{plural} each · "
                  f"{n_test or '?'} test pairs · 95% CI: {short_kind}\n"
                  f"(the y-axis is zoomed: it does not start at 0)", fontsize=12)
@@ -117,14 +118,22 @@ def plot_accuracy(results: ResultsDocument, path: Path) -> Path:
     return save(fig, path)
 
 
+def _short_ci_kind(kind: str) -> str:
+    """A summary's `accuracy_ci_kind` in a few words, for a figure title."""
+    low = kind.lower()
+    return ("bootstrap over test pairs" if low.startswith("bootstrap") else
+            "Wilson, over test pairs" if "wilson" in low else "t, over seeds")
+
+
 def _accuracy_baselines(ax: Any, results: ResultsDocument) -> None:
-    """Dashed reference lines: chance, and 'the longer response wins' on this test set."""
+    """Dashed reference lines: chance, and the stronger length rule on this test set (on
+    harmless-base 'prefer the shorter' beats 'prefer the longer': the weaker rule flatters)."""
     first = next((r for c in results["conditions"].values() for r in c.get("runs", [])), None)
-    longer = first["test"].get("longer_wins_accuracy") if first else None
+    baseline = stronger_length_baseline(first["test"]) if first else None
     lo, hi = ax.get_ylim()
     for value, text in ((50.0, "coin flip"),
-                        (100 * longer if longer is not None else None,
-                         "always prefer the longer response")):
+                        (100 * baseline["accuracy"] if baseline else None,
+                         f"always prefer the {baseline['rule'] if baseline else ''} response")):
         if value is None or not (lo - 8 <= value <= hi + 8):
             continue  # far outside the data it would only squash the differences that matter
         ax.axhline(value, color="#999999", ls="--", lw=1, zorder=1)
@@ -280,7 +289,7 @@ def _difference_panel(ax: Any, dose: DoseResponse, with_zero: bool) -> None:
 def plot_dose_response(results: ResultsDocument, path: Path) -> Path:
     """Accuracy vs share of pairs treated: the detector's top pairs vs as many random pairs.
 
-    One column per treatment. Top: both arms' mean over seeds with a 95% band (t over seeds),
+    One column per treatment. Top: both arms' mean over seeds with a 95% band (the summaries' CI),
     single seeds as dots, fraction 0 = the unfiltered condition shared by both curves. Bottom: the
     paired difference per fraction with its paired-bootstrap CI, the sharper view of the same runs.
     """
@@ -296,8 +305,10 @@ def plot_dose_response(results: ResultsDocument, path: Path) -> Path:
         _difference_panel(bottom, dose, results["conditions"].get(dose["baseline"] or "")
                           is not None)
     seeds = max((len(p["detector"]["runs"]) for d in doses for p in d["points"]), default=0)
-    kind = "t over seeds" if seeds > 1 else "Wilson over test pairs, 1 seed"
-    wide = ", wide with 2–3 seeds" if seeds in (2, 3) else ""
+    kinds = [p["detector"]["summary"].get("accuracy_ci_kind", "") for d in doses
+             for p in d["points"]]
+    kind = _short_ci_kind(kinds[0] if kinds else "")
+    wide = ", wide with 2–3 seeds" if seeds in (2, 3) and kind.startswith("t") else ""
     n_test = results.get("data", {}).get("test", {}).get("pairs")
     fig.suptitle(f"Dose-response: the detector's most suspect pairs vs as many random pairs\n"
                  f"{seeds} seed{'s' if seeds != 1 else ''} per point · {n_test or '?'} test pairs "
@@ -410,10 +421,13 @@ def plot_training_curves(results: ResultsDocument, path: Path) -> Path:
             window = max(3, steps.size // 12) if steps.size >= 8 else 1
             ax.plot(steps, scale * _smooth(values, window), color=color, lw=2, label=name)
         ax.axhline(np.log(2) if key == "loss" else 50, color="#999999", ls="--", lw=1)
+        if key == "loss":  # the report's "barely trained" line: a run must end below it
+            ax.axhline(LN2 - BARELY_TRAINED_NATS, color="#999999", ls=":", lw=1)
         ax.set_xlabel("training step (optimizer updates)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].set_title("Training loss (dashed: ln 2, a model that guesses)")
+    axes[0].set_title("Training loss (dashed: ln 2, a model that guesses;\n"
+                      f"dotted: ln 2 − {BARELY_TRAINED_NATS:.3f}, below it a model has trained)")
     axes[1].set_title("Training accuracy (dashed: 50%, chance)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center",
                ncols=max(1, len(results["conditions"])), frameon=False)
@@ -457,6 +471,11 @@ def plot_reliability(results: ResultsDocument, path: Path) -> Path:
         lowest = min(lowest, float(np.min(100 * acc[keep], initial=50.0)))
     ax.set_xlim(48, 101)
     ax.set_ylim(max(0.0, lowest - 8), 102)  # upper half only: accuracy rarely falls far below 50
+    # both directions named where they are: a barely trained model sits above the diagonal
+    ax.text(52, 99, "above: under-confident\n(right more often than sure)", va="top", ha="left",
+            fontsize=9, color=GREY)
+    ax.text(99, ax.get_ylim()[0] + 14, "below: over-confident\n(right less often than sure)",
+            va="bottom", ha="right", fontsize=9, color=GREY)
     ax.set_xlabel("model confidence in the response it scores higher, σ(|margin|), %")
     ax.set_ylabel("% of those pairs where that response was chosen")
     ax.set_title("Calibration: is each model right as often\nas it is confident? (10-point bins)")
@@ -470,11 +489,12 @@ def plot_flags(results: ResultsDocument, path: Path) -> Path:
     """Horizontal bars: training pairs flagged per detector, plus the union that 'clean' acts on."""
     flags = results["flags"]
     dets = sorted(flags["detectors"].items(), key=lambda kv: kv[1]["flagged"])
-    rows = [("any detector (union)", flags["union"])] + [(d, v) for d, v in dets]
+    # barh draws row 0 at the bottom: the union last, so it is the top bar the caption names
+    rows = [(d, v) for d, v in dets] + [("any detector (union)", flags["union"])]
     fig = new_figure(8.5, 1.3 + 0.42 * len(rows))
     ax = fig.add_subplot()
     counts = [v["flagged"] for _, v in rows]
-    colors = [VERMILION] + [BLUE] * len(dets)
+    colors = [BLUE] * len(dets) + [VERMILION]
     ax.barh(range(len(rows)), counts, color=colors, height=0.65)
     for i, (_, v) in enumerate(rows):
         ax.annotate(f"{v['flagged']:,} ({100 * v['rate']:.1f}%)", (v["flagged"], i),
