@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,10 @@ def test_compare_without_the_hub_runs_on_the_bundled_sample(
     monkeypatch.setattr(sources, "_load_hub_split", _no_hub)
     monkeypatch.setattr(backbones, "hub_unreachable", lambda: "HF_HUB_OFFLINE is set")
     out = tmp_path / "out"
-    started = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="rewardlab"):
         code = main(["compare", "--train", "hh-rlhf", *TINY, "-o", str(out),
                      "--db", f"sqlite:///{tmp_path}/t.db", "--json"])
     assert code == 0
-    assert time.perf_counter() - started < 60
     said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(said) == 1 and "\n" not in said[0], said
     assert "HF_HUB_OFFLINE is set" in said[0] and "hh-rlhf-sample" in said[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -195,9 +194,7 @@ def test_the_real_calibration_on_a_tiny_model(mode: str, tmp_path: Path, own_cac
                                               capsys: pytest.CaptureFixture[str]) -> None:
     tiny = str(make_tiny_backbone(tmp_path / "tiny"))
     state = torch.random.get_rng_state()
-    began = time.perf_counter()
     chosen = auto(tiny, mode)
-    assert time.perf_counter() - began < 120  # seconds on an idle CPU; generous for a busy one
     assert chosen in ("fp32", "bf16")
     assert torch.equal(torch.random.get_rng_state(), state)  # a run's seed is left alone
     entry, = json.loads(own_cache.read_text())["entries"].values()
