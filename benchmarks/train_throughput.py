@@ -51,11 +51,21 @@ PATHS = ("rewardlab", "naive", "trl")
 LR = 2e-5
 
 
-def load_split(path: Path, n_train: int | None, n_test: int | None) -> tuple[list, list]:
-    """The fixed ~70/30 split by prompt hash (rewardlab.data.sources.assign_split_by_hash)."""
+def load_split(path: Path, n_train: int | None, n_test: int | None, *,
+               single_turn: bool = False) -> tuple[list, list]:
+    """The fixed ~70/30 split by prompt hash (rewardlab.data.sources.assign_split_by_hash).
+
+    `single_turn`: only pairs whose dialogue is one Human turn (no earlier context), in file order,
+    the first `n_train` to train on and the next `n_test` to test on, whatever their split: the
+    sample's train split holds 281 such pairs, fewer than the issue-34 workload's 320.
+    """
     from rewardlab.data.sources import read_source
 
     pairs = read_source(str(path), test_fraction=0.3).pairs
+    if single_turn:
+        one = [p for p in pairs if not p.context]
+        n = n_train or len(one)
+        return one[:n], one[n:][:n_test]
     train = [p for p in pairs if p.split == "train"][:n_train]
     test = [p for p in pairs if p.split == "test"][:n_test]
     return train, test
@@ -317,7 +327,7 @@ def make_decoder(directory: Path, data: Path, *, width: int, layers: int,
 
 def worker(args: argparse.Namespace) -> None:
     """One measurement, in this process; prints one JSON line."""
-    train, test = load_split(args.data, args.pairs, args.test_pairs)
+    train, test = load_split(args.data, args.pairs, args.test_pairs, single_turn=args.single_turn)
     load_start, cpu_start = os.getloadavg()[0], _cpu_seconds()
     out = RUNNERS[args.worker](train, test, args)
     # CPU seconds next to wall seconds: on a shared machine, wall time also counts waiting
@@ -344,11 +354,15 @@ def measure(path: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     for flag, value in (("--pairs", args.pairs), ("--test-pairs", args.test_pairs)):
         if value:
             cmd += [flag, str(value)]
+    if args.single_turn:
+        cmd.append("--single-turn")
+    start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    process_seconds = time.perf_counter() - start  # exec to exit: imports and evaluation too
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise SystemExit(f"{path} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return {**json.loads(lines[-1][len("RESULT "):]), "process_seconds": process_seconds}
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -370,14 +384,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     a = table.get("rewardlab", {}).get("train_pairs_per_s")
     ratios = {f"rewardlab/{p}": a / table[p]["train_pairs_per_s"] for p in paths
               if p != "rewardlab" and a and table[p]["train_pairs_per_s"]}
-    if "naive" in table and table["rewardlab"]["eval_pairs_per_s"]:
+    if "naive" in table and table.get("rewardlab", {}).get("eval_pairs_per_s"):
         ratios["eval rewardlab/naive"] = (table["rewardlab"]["eval_pairs_per_s"]
                                           / table["naive"]["eval_pairs_per_s"])
-    paired = {f"rewardlab/{p}": paired_ratio(runs, p) for p in paths if p != "rewardlab"}
+    others = [p for p in paths if p != "rewardlab"] if "rewardlab" in paths else []
+    paired = {f"rewardlab/{p}": paired_ratio(runs, p) for p in others}
     # the training steps alone (no model load, tokenizing, Trainer set-up or rewardlab's
     # after-training reward statistics), where both paths record them
     paired |= {f"steps rewardlab/{p}": paired_ratio(runs, p, key="steps_pairs_per_s")
-               for p in paths if p != "rewardlab"}
+               for p in others}
     return {"table": table, "ratios": ratios,
             "paired_ratios": {k: v for k, v in paired.items() if v is not None}}
 
@@ -444,6 +459,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=SAMPLE)
     p.add_argument("--pairs", type=int, help="first N train pairs (default: all ~1,030)")
     p.add_argument("--test-pairs", type=int, help="first N test pairs (default: all ~480)")
+    p.add_argument("--single-turn", action="store_true", help="only single-turn pairs (one Human "
+                   "turn), in file order across both splits: --pairs to train, --test-pairs to test")
     p.add_argument("--reps", type=int, default=1, help="interleaved repetitions per path")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=256)

@@ -6,8 +6,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from rewardlab.store.store import Store
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -62,3 +66,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:  # FORCE: a Store the test forgot to close must not block it
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """An open Store on a fresh database of each backend (a test file may define its own)."""
+    from rewardlab.store.store import Store
+
+    with Store(db_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def ids(store: Store) -> list[int]:
+    """The review tests' seeded dataset (`_review_seed.seed_store`): its train example ids."""
+    from _review_seed import seed_store
+
+    return seed_store(store)

@@ -7,7 +7,6 @@ feeds the end-to-end checks; every number is recomputed here from the run record
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from rewardlab.cli.main import main
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.data.sources import read_source
 from rewardlab.errors import SelectionError
+from rewardlab.evaluation.crossed import pair_unit_test
 from rewardlab.evaluation.dose import curve_test, dose_verdict
 from rewardlab.experiment.compare import CompareConfig, run_comparison, validate_compare_config
 from rewardlab.experiment.demo import run_demo
@@ -165,32 +165,33 @@ def test_curve_test_by_hand() -> None:
            [_run(0, [1, 1, 1, 1, 1, 1]), _run(1, [1] * 6)]]
     rand = [[_run(1, [1, 1, 1, 1, 1, 0]), _run(0, [1, 1, 1, 1, 0, 0])],  # paired by seed
             [_run(0, [1, 1, 0, 0, 1, 1]), _run(1, [0, 1, 0, 1, 0, 1])]]
-    out = curve_test(det, rand, n_boot=2000)
+    out = curve_test(det, rand)
     diffs = [1 / 6, 0.0, 2 / 6, 3 / 6]
-    assert (out["cells"], out["seeds"], out["fractions"]) == (4, 2, 2)
+    assert (out["cells"], out["seeds"], out["fractions"]) == (4, [2, 2], 2)
     assert out["diff"] == pytest.approx(np.mean(diffs))
-    hits = sum(abs(np.dot(s, diffs)) >= sum(diffs) - 1e-12
-               for s in itertools.product([1, -1], repeat=4))
-    assert out["exact"] and out["p"] == hits / 16 == 4 / 16  # the 0 cell's sign is free
-    assert out["p_t"] == pytest.approx(float(sps.ttest_1samp(diffs, 0).pvalue))
     assert out["per_seed"] == pytest.approx([(1 / 6 + 2 / 6) / 2, (0 + 3 / 6) / 2])
-    # pooled: pairs only the detector arm got right, summed over the 4 cells, 1 + 1 + 2 + 3 = 7,
-    # and only the random arm got right, 0 + 1 + 0 + 0 = 1 (the seed-1 cell at 10% is a tie)
-    assert (out["pooled"]["b"], out["pooled"]["c"]) == (7, 1)
-    assert out["pooled"]["p"] == pytest.approx(float(sps.chi2.sf((7 - 1 - 1) ** 2 / 8, 1)))
-    assert out["ci"][0] <= out["diff"] <= out["ci"][1]
+    # The test pair is the unit: each seed's per-pair differences averaged over the fractions,
+    # seed 0: [0, 0, .5, .5, .5, 0], seed 1: [.5, 0, .5, 0, 0, .5]; per pair over the seeds
+    # [.25, 0, .5, .25, .25, .25] (variance 0.025). Both seeds average .25: no seed scatter to add.
+    assert out["var_pairs"] == pytest.approx(0.025 / 6) and out["var_seeds"] == 0.0
+    t = 0.25 / math.sqrt(0.025 / 6)
+    assert out["df"] == pytest.approx(5) and out["p"] == pytest.approx(2 * sps.t.sf(t, 5))
+    half = sps.t.ppf(0.975, 5) * math.sqrt(0.025 / 6)
+    assert out["ci"] == pytest.approx([0.25 - half, 0.25 + half])
     text = dose_verdict(rank_by="d", treatment="remove", fractions=[0.1, 0.2], comparisons=[],
                         curve=out)
-    assert "cannot reach p < 0.05" in text  # 4 cells: the smallest possible p is 2/16
+    assert "the detector's curve lies above the random curve by 25.0 points" in text
+    assert "the 6 test pairs the unit" in text
 
 
 def test_the_curve_verdict_never_overstates() -> None:
-    curve = {"diff": 0.004, "ci": [-0.01, 0.02], "p": 0.4, "exact": True, "cells": 20,
-             "fractions": 4, "seeds": 5, "pooled": {"p": 0.3}}
+    curve = {"diff": 0.004, "ci": [-0.01, 0.02], "p": 0.4, "cells": 20, "pairs": 500,
+             "fractions": 4, "seeds": [5, 5]}
     text = dose_verdict(rank_by="d", treatment="flip", fractions=[0.05, 0.3], comparisons=[],
                         curve=curve)  # type: ignore[arg-type]
     assert "no detectable difference" in text and "above" not in text
     assert text.startswith("Dose-response: flipping the top 5–30% of training pairs d ranks")
+    assert "(4 fractions × 5 seeds)" in text
 
 
 # ---------------------------------------------------------------- end to end
@@ -232,20 +233,15 @@ def test_each_fraction_treats_the_top_ranked_pairs_and_as_many_random_ones(dose:
 def test_the_curve_statistics_are_the_runs(dose: tuple) -> None:
     results, _, _ = dose
     block = results["dose_response"][0]
-    det = [_correct(r) for p in block["points"] for r in p["detector"]["runs"]]  # 4 × (P,)
-    rand = [_correct(r) for p in block["points"] for r in p["random"]["runs"]]
-    diffs = [a.mean() - b.mean() for a, b in zip(det, rand)]
-    curve = block["curve_test"]
-    assert curve["cells"] == 4 and curve["diff"] == pytest.approx(np.mean(diffs))
-    hits = sum(abs(np.dot(s, diffs)) >= abs(sum(diffs)) - 1e-12
-               for s in itertools.product([1, -1], repeat=4))
-    assert curve["p"] == pytest.approx(hits / 16)
-    b = sum(int((a & ~r).sum()) for a, r in zip(det, rand))
-    c = sum(int((~a & r).sum()) for a, r in zip(det, rand))
-    assert (curve["pooled"]["b"], curve["pooled"]["c"]) == (b, c)
-    if b + c:
-        stat = (max(abs(b - c) - 1, 0) if abs(b - c) >= 1 else abs(b - c)) ** 2 / (b + c)
-        assert curve["pooled"]["p"] == pytest.approx(float(sps.chi2.sf(stat, 1)))
+    det = np.stack([[_correct(r) for r in p["detector"]["runs"]] for p in block["points"]])
+    rand = np.stack([[_correct(r) for r in p["random"]["runs"]] for p in block["points"]])
+    curve = block["curve_test"]  # (F, S, P) arms above: 2 fractions × 2 seeds
+    assert curve["cells"] == 4 and curve["diff"] == pytest.approx(float(det.mean() - rand.mean()))
+    # the unit is the test pair: each seed's differences averaged over the fractions
+    want = pair_unit_test(det.mean(axis=0), rand.mean(axis=0))
+    assert (curve["p"], curve["ci"]) == (pytest.approx(want["p"]), pytest.approx(want["ci"]))
+    lo, hi = curve["ci"]
+    assert (curve["p"] < 0.05) == (lo > 0 or hi < 0)  # the CI and the p cannot disagree
     # removing what oof_margin ranks most suspect (mostly injected flips) beats random removal
     top = block["points"][-1]
     assert top["flagged_among"] >= 0.8 * round(0.2 * N_TRAIN)  # the flips are found

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from rewardlab.evaluation.crossed import format_p
 from rewardlab.evaluation.learning import (
     BARELY_TRAINED_NATS,
     LN2,
@@ -22,6 +23,7 @@ from rewardlab.evaluation.learning import (
     stronger_length_baseline,
 )
 from rewardlab.evaluation.stats import correct_for_multiplicity, mean_ci, overall_verdict
+from rewardlab.evaluation.verdict import claims_difference
 from rewardlab.report import figures
 from rewardlab.report.build import build_sections, notebook_cells
 from rewardlab.report.render import Table, render_markdown
@@ -133,11 +135,11 @@ def test_trained_models_get_no_caution(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- intervals and wording
 
-def test_condition_interval_is_a_bootstrap_over_test_pairs(barely: dict[str, Any],
-                                                           tmp_path: Path) -> None:
+def test_condition_interval_has_the_test_pairs_and_the_seeds(barely: dict[str, Any],
+                                                             tmp_path: Path) -> None:
     summary = barely["conditions"]["unfiltered"]["summary"]
     accs = [r["test"]["accuracy"] for r in barely["conditions"]["unfiltered"]["runs"]]
-    assert summary["accuracy_ci_kind"] == "bootstrap over test pairs, seeds averaged"
+    assert summary["accuracy_ci_kind"] == "t over test pairs and seeds (crossed)"
     lo, hi = summary["accuracy_ci"]
     p, n = summary["accuracy_mean"], 200
     assert lo < p < hi
@@ -145,18 +147,61 @@ def test_condition_interval_is_a_bootstrap_over_test_pairs(barely: dict[str, Any
     assert mean_ci(accs)[2] != pytest.approx(lo)  # not the old t over 2 seeds
     md = _markdown(barely, tmp_path)
     assert "(t over seeds)" not in md and "12.7" not in md
-    assert "(bootstrap over test pairs, seeds averaged)" in _section(md, "Test accuracy")
+    assert "(t over test pairs and seeds (crossed))" in _section(md, "Test accuracy")
 
 
 def test_pooled_tests_and_per_seed_counts_do_not_contradict(barely: dict[str, Any]) -> None:
     verdict, mult = barely["verdict"], barely["multiplicity"]
     assert mult["tests"] == 4
     assert re.search(r"McNemar p < 0\.05 in \d of 2 seeds", verdict)
-    assert (f"this report makes 4 tests, so about 0.2 would reach p < 0.05 by chance alone: "
-            f"{mult['significant']} of the 4 did, {mult['significant_holm']} after Holm's "
+    assert (f"this report makes 4 tests, so about 0.2 would have a 95% CI excluding 0 by chance "
+            f"alone: {mult['significant']} of the 4 did, {mult['significant_holm']} after Holm's "
             f"correction") in verdict
-    assert "with its seeds pooled (CMH), this report" in verdict and "not further tests" in verdict
+    assert "with the test pair as the unit and the seeds' variance included" in verdict
+    assert "not further tests" in verdict and "CMH" not in verdict
     assert not re.search(r"; \d+ did,", verdict)  # the old "…by chance alone; 0 did"
+
+
+def test_tests_cis_holm_counts_and_verdict_agree(barely: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 29: one source for every number; 'better'/'worse' iff the CI excludes 0; the Holm
+    count counts only those; the headline claims only what survives Holm."""
+    comps = barely["comparisons"]
+    excluding = 0
+    for comp in comps:
+        lo, hi = comp["test"]["ci"]
+        excludes = lo > 0 or hi < 0
+        excluding += excludes
+        assert excludes == (comp["test"]["p"] < 0.05)
+        assert excludes == any(w in comp["verdict"] for w in (" better than ", " worse than "))
+    mult = barely["multiplicity"]
+    assert mult["significant"] == excluding
+    firm = sum(c["p_holm"] < 0.05 for c in comps)
+    assert mult["significant_holm"] == firm and claims_difference(barely) == (firm > 0)
+    headline = barely["verdict"].split(".")[0]
+    against_unfiltered = any(c["p_holm"] < 0.05 for c in comps if c["baseline"] == "unfiltered")
+    assert headline.startswith(("Yes", "No:", "No improvement")) == against_unfiltered
+    md = _section(_markdown(barely, tmp_path), "Is the difference real?")
+    for comp in comps:
+        lo, hi = comp["test"]["ci"]
+        assert f"{100 * lo:+.1f} to {100 * hi:+.1f}" in md and format_p(comp["test"]["p"]) in md
+
+
+def test_the_strength_share_says_what_bounds_it(tmp_path: Path) -> None:
+    """Issue 29.6: 38.2% below 0 from 61.8%-accurate heads is what their errors alone give."""
+    results = _results(barely=False)
+    results["strength"] = {"detector": "preference_strength", "pairs": 1512,
+                           "mean_margin": [0.5, -0.2, 0.1], "strength": None,
+                           "share_negative": 0.382, "held_out_accuracy": 0.618,
+                           "reference": {"dataset": "Anthropic HH-RLHF", "share": 0.25,
+                                         "source": "Secrets of RLHF, part II (Wang et al., 2024)"}}
+    verdict = overall_verdict(results)
+    assert "38.2% of the 1,512 training pairs have a negative mean margin" in verdict
+    assert "61.8% accurate on pairs they never trained on" in verdict
+    assert "a judge with accuracy a puts about 1 − a of the pairs below 0" in verdict
+    assert "from fine-tuned reward-model ensembles" in verdict
+    section = _section(_markdown(results, tmp_path), "Preference strength")
+    assert "61.8% accurate on pairs they never trained on (1 − that = 38.2%)" in section
+    assert "not comparable as measures of label noise" in section
 
 
 def test_calibration_caption_explains_both_directions(barely: dict[str, Any]) -> None:
@@ -222,7 +267,7 @@ def test_console_prints_points_and_percent(barely: dict[str, Any]) -> None:
 
     text = _render_compare(barely, Path("out"))
     comp = barely["comparisons"][0]
-    diff, (lo, hi) = comp["bootstrap"]["diff"], comp["bootstrap"]["ci"]
+    diff, (lo, hi) = comp["test"]["diff"], comp["test"]["ci"]
     assert "Δacc (points)" in text and f"{100 * diff:+.1f}" in text
     assert f"{100 * lo:+.1f} to {100 * hi:+.1f}" in text
     acc = barely["conditions"]["unfiltered"]["summary"]["accuracy_mean"]
@@ -238,7 +283,7 @@ def test_report_prints_points_and_percent(barely: dict[str, Any], tmp_path: Path
     flags = _section(md, "What the detectors flagged")
     assert r"| length\_ratio | 25 | 2.4% |" in flags
     comp = barely["comparisons"][0]
-    assert f"| {100 * comp['bootstrap']['diff']:+.1f} |" in _section(md, "Is the difference real?")
+    assert f"| {100 * comp['test']['diff']:+.1f} |" in _section(md, "Is the difference real?")
 
 
 # ---------------------------------------------------------------- the sample's subset

@@ -32,17 +32,6 @@ TOKEN = "s3cret-token"
 UNFLAGGED = 25  # length_ratio flags train pairs 0..23 only (see _review_seed)
 
 
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    with Store(db_url) as opened:
-        yield opened
-
-
-@pytest.fixture
-def ids(store: Store) -> list[int]:
-    return seed_store(store)
-
-
 def _serve(store: Store, **kw: object) -> Iterator[str]:
     app = create_review_app(store, ReviewConfig(reviewer="tester"), **kw)  # type: ignore[arg-type]
     with background_server(app) as base:

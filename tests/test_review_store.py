@@ -4,7 +4,6 @@ filters and order, reviewed precision, the v1 → v2 migration, review files out
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,17 +31,6 @@ from rewardlab.flags.reviews import (
 from rewardlab.store.records import QueuePage
 from rewardlab.store.schema import SCHEMA_VERSION
 from rewardlab.store.store import Store
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    with Store(db_url) as opened:
-        yield opened
-
-
-@pytest.fixture
-def ids(store: Store) -> list[int]:
-    return seed_store(store)
 
 
 def test_one_editable_row_per_flag_and_reviewer(store: Store, ids: list[int]) -> None:

@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
+from rewardlab.evaluation.crossed import accuracy_interval, pair_unit_test
 from rewardlab.evaluation.metrics import preference_metrics
 from rewardlab.evaluation.stats import (
     compare_runs,
@@ -83,6 +85,67 @@ def test_bootstrap_pools_seeds_with_shared_indices() -> None:
                                                         "n_boot": 1000}
 
 
+# ---------------------------------------------------------------- the pair-unit test
+
+def test_pair_unit_test_without_seed_scatter_is_the_t_test_over_pairs() -> None:
+    a = np.array([[1, 1, 1, 0, 1, 1], [1, 1, 0, 1, 1, 1]], bool)
+    b = np.array([[0, 1, 0, 0, 1, 0], [0, 0, 1, 0, 1, 0]], bool)
+    out = pair_unit_test(a, b)
+    # per pair over the seeds: [1, .5, 0, .5, 0, 1], mean .5, variance 0.2; both seeds +3/6
+    d = np.array([1, 0.5, 0, 0.5, 0, 1])
+    assert out["diff"] == 0.5 and out["var_pairs"] == pytest.approx(0.2 / 6)
+    assert out["var_seeds"] == 0.0 and out["df"] == pytest.approx(5)
+    assert out["p"] == pytest.approx(float(sps.ttest_1samp(d, 0.0).pvalue))
+    half = sps.t.ppf(0.975, 5) * math.sqrt(0.2 / 6)
+    assert out["ci"] == pytest.approx([0.5 - half, 0.5 + half])
+    assert out["seed_design"] == "paired by seed" and out["seeds"] == [2, 2]
+
+
+def test_pair_unit_test_adds_the_seeds_scatter_with_satterthwaite_df() -> None:
+    # a − b = [[1, 1, 0, 1], [0, 0, −1, 0]]: seed 0 is +3/4, seed 1 −1/4, no seed × pair residual
+    a = np.array([[1, 1, 0, 1], [0, 0, 0, 0]], bool)
+    b = np.array([[0, 0, 0, 0], [0, 0, 1, 0]], bool)
+    out = pair_unit_test(a, b)
+    # pairs: d = [.5, .5, −.5, .5], Var_p = 0.25 → 0.25 / 4; seeds: MS_seed = 4 · 0.5 = 2,
+    # MS_res = 0 → (2 − 0) / (2 · 4) = 0.25. Satterthwaite: V² / (0.0625² / 3 + 0.25² / 1)
+    var = 0.0625 + 0.25
+    df = var**2 / (0.0625**2 / 3 + 0.25**2)
+    assert (out["var_pairs"], out["var_seeds"]) == pytest.approx((0.0625, 0.25))
+    assert out["df"] == pytest.approx(df) and df < 2  # the two seeds disagree: few df
+    assert out["p"] == pytest.approx(2 * sps.t.sf(0.25 / math.sqrt(var), df))
+    assert out["seed_check_p"] is None  # no residual to compare the seeds with
+    # the test over pairs alone would say p ≈ 0.39; with the seeds' scatter, far less sure
+    assert out["p"] > 0.6
+
+
+def test_pair_unit_test_edges_and_independent_seeds() -> None:
+    v = np.array([[1, 0, 1, 1, 0]], bool)
+    assert pair_unit_test(v, v)["p"] == 1.0 and pair_unit_test(v, v)["ci"] == [0.0, 0.0]
+    ones, zeros = np.ones((2, 20), bool), np.zeros((2, 20), bool)
+    assert pair_unit_test(ones, zeros)["ci"] == [1.0, 1.0] and pair_unit_test(ones, zeros)["p"] == 0
+    assert pair_unit_test(v, ~v)["seed_design"] == "one seed"
+    rng = np.random.default_rng(0)
+    a, b = rng.random((3, 300)) < 0.6, rng.random((2, 300)) < 0.55  # other seeds, other counts
+    out = pair_unit_test(a, b, paired=False)
+    assert out["seed_design"] == "independent seeds" and out["seeds"] == [3, 2]
+    assert out["diff"] == pytest.approx(a.mean() - b.mean())
+    d = a.mean(axis=0) - b.mean(axis=0)
+    assert out["var_pairs"] == pytest.approx(d.var(ddof=1) / 300)
+
+
+def test_accuracy_interval_has_both_terms() -> None:
+    assert accuracy_interval(np.ones((2, 5), bool)) == (1.0, 1.0)
+    rng = np.random.default_rng(1)
+    same = np.tile(rng.random(400) < 0.6, (3, 1))  # (3, 400) seeds that agree on every pair
+    lo, hi = accuracy_interval(same)
+    p = same.mean()
+    assert (hi - lo) / 2 == pytest.approx(1.966 * math.sqrt(p * (1 - p) / 400), rel=0.01)
+    shifted = same.copy()
+    shifted[0, :150] = True  # one seed gets ~60 more pairs right: seed scatter, wider interval
+    lo2, hi2 = accuracy_interval(shifted)
+    assert hi2 - lo2 > 2 * (hi - lo)
+
+
 # ---------------------------------------------------------------- mean_ci
 
 def test_mean_ci_matches_hand_formula() -> None:
@@ -107,9 +170,9 @@ def test_verdict_never_overstates(diff: float, ci: tuple[float, float]) -> None:
 
 
 def test_verdict_direction_and_numbers() -> None:
-    up = verdict_sentence("clean", "unfiltered", diff=0.034, ci=(0.012, 0.055),
+    up = verdict_sentence("clean", "unfiltered", diff=0.034, ci=(0.012, 0.055), p=0.004,
                           p_values=[0.01, 0.2])
-    assert up == ("clean is better than unfiltered by 3.4 points (95% CI +1.2 to +5.5; "
+    assert up == ("clean is better than unfiltered by 3.4 points (95% CI +1.2 to +5.5, p = 0.004; "
                   "McNemar p < 0.05 in 1 of 2 seeds).")
     down = verdict_sentence("flip", "random", diff=-0.02, ci=(-0.03, -0.01), p_values=[0.04])
     assert down.startswith("flip is worse than random by 2.0 points") and "1 of 1 seed)" in down
@@ -135,10 +198,10 @@ def _runs(b: int, c: int, seeds=(0, 1), **kw) -> tuple[list[dict], list[dict]]:
 
 def test_compare_runs_pairs_by_seed() -> None:
     treated, baseline = _runs(10, 2)
-    comp = compare_runs("clean", treated, "unfiltered", baseline, n_boot=500)
+    comp = compare_runs("clean", treated, "unfiltered", baseline)
     assert [m["seed"] for m in comp["mcnemar"]] == [0, 1]
     assert comp["mcnemar"][0]["b"] == 10 and comp["mcnemar"][0]["c"] == 2
-    assert comp["bootstrap"]["diff"] == pytest.approx(8 / 192)
+    assert comp["test"]["diff"] == pytest.approx(8 / 192)
     assert comp["verdict"].startswith("clean is better than unfiltered")
     assert "2 of 2 seeds" in comp["verdict"]
 
@@ -147,9 +210,9 @@ def test_summarize_runs_and_notebook_table() -> None:
     treated, _ = _runs(10, 2, seeds=(0, 1, 2), train_pairs=90)
     s = summarize_runs(treated)
     assert s["accuracy_mean"] == pytest.approx(130 / 192) and s["accuracy_std"] == 0.0
-    # identical seeds: no seed spread, yet the bootstrap over test pairs keeps the test-set width
+    # identical seeds: no seed spread, yet the interval over test pairs keeps the test-set width
     lo, hi = s["accuracy_ci"]
-    assert s["accuracy_ci_kind"].startswith("bootstrap") and s["train_pairs"] == 90
+    assert s["accuracy_ci_kind"].startswith("t over test pairs") and s["train_pairs"] == 90
     assert lo < 130 / 192 < hi and (hi - lo) / 2 == pytest.approx(
         1.96 * (130 / 192 * 62 / 192 / 192) ** 0.5, rel=0.15)
     bare = [{k: v for k, v in r.items() if k != "test_chosen_rewards"} for r in treated[:1]]
@@ -170,8 +233,8 @@ def _results(clean_vs_unf: tuple[int, int], clean_vs_rand: tuple[int, int], **te
     results = {"config": {"seeds": [0, 1]}, "data": {"test": {"pairs": 192}},
                "conditions": {k: {"runs": v, "summary": summarize_runs(v)}
                               for k, v in conds.items()},
-               "comparisons": [compare_runs("clean-remove", clean, "unfiltered", unf, n_boot=500),
-                               compare_runs("clean-remove", clean2, "random", rand, n_boot=500)]}
+               "comparisons": [compare_runs("clean-remove", clean, "unfiltered", unf),
+                               compare_runs("clean-remove", clean2, "random", rand)]}
     if teaching:
         results["teaching"] = teaching
     return results

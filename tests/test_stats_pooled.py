@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from rewardlab.evaluation.crossed import format_p, pair_unit_test, variance_parts
 from rewardlab.evaluation.power import (
+    _at_design,
     mcnemar_detectable_difference,
     mcnemar_power,
     mcnemar_sample_size,
+    pair_unit_power,
     paired_t_power,
     paired_t_sample_size,
     power_estimate,
+    stated_power,
 )
 from rewardlab.evaluation.stats import (
     cmh_test,
@@ -143,17 +147,38 @@ def test_detectable_difference_inverts_the_sample_size() -> None:
     assert mcnemar_detectable_difference(3, 0.01) is None  # even |δ| = ψ is out of reach
 
 
-def test_power_estimate_from_right_wrong_arrays() -> None:
-    a0, b0 = _pairs(30, 10, 100, 60)  # 200 pairs: p10 = 0.15, p01 = 0.05
-    a1, b1 = _pairs(26, 14, 100, 60)  # p10 = 0.13, p01 = 0.07
-    out = power_estimate(np.stack([a0, a1]), np.stack([b0, b1]))
-    assert out["diff"] == pytest.approx(0.08) and out["discordance"] == pytest.approx(0.2)
-    assert out["test_pairs"] == 200 and out["seeds"] == 2
-    assert out["test_pairs_needed"] == mcnemar_sample_size(0.14, 0.06)
-    # per-seed differences 0.10 and 0.06: mean 0.08, sd 0.0283 → effect 2.83
-    assert out["seeds_needed"] == paired_t_sample_size(0.08, math.sqrt(0.0008))
-    assert out["seeds_needed"] == 4
-    assert out["detectable_diff"] == pytest.approx(mcnemar_detectable_difference(200, 0.2))
+def test_power_estimate_is_for_the_pair_unit_test() -> None:
+    rng = np.random.default_rng(5)
+    shared = rng.random(400) < 0.6  # (P,) pair difficulty both conditions share
+    a = np.stack([shared ^ (rng.random(400) < 0.12) for _ in range(3)])  # (3, 400)
+    b = np.stack([shared ^ (rng.random(400) < 0.12) for _ in range(3)])
+    out = power_estimate(a, b)
+    assert out["method"] == pair_unit_test(a, b)["method"]
+    assert out["diff"] == pytest.approx(a.mean() - b.mean())
+    assert out["test_pairs"] == 400 and out["seeds"] == 3
+    assert out["discordance"] == pytest.approx(float((a != b).mean()))
+    # the detectable difference is where the stated power reaches 80%
+    found = out["detectable_diff"]
+    assert found is not None and 0.01 < found < 0.2
+    assert stated_power(a, b, found) == pytest.approx(0.8, abs=0.01)
+    assert stated_power(a, b, found / 2) < 0.5
+    # test pairs needed for the observed difference: enough at that size, not at 0.9 of it
+    diff, needed = out["diff"], out["test_pairs_needed"]
+    if diff and needed:
+        parts = variance_parts(a, b)
+        assert pair_unit_power(_at_design(parts, needed), diff) >= 0.8
+        assert pair_unit_power(_at_design(parts, int(0.9 * needed)), diff) < 0.8
+
+
+def test_more_test_pairs_cannot_remove_seed_variance() -> None:
+    # every pair alike within a seed, but the seeds disagree: only more seeds help
+    a = np.array([[1] * 300 + [0] * 100, [1] * 240 + [0] * 160, [1] * 270 + [0] * 130], bool)
+    b = np.array([[1] * 230 + [0] * 170, [1] * 260 + [0] * 140, [1] * 250 + [0] * 150], bool)
+    rng = np.random.default_rng(2)
+    order = rng.permutation(400)
+    out = power_estimate(a[:, order], b[:, order])
+    assert out["test_pairs_needed"] is None  # the seed term alone keeps 80% out of reach
+    assert out["seeds_needed"] is not None and out["seeds_needed"] > 3
 
 
 # ---------------------------------------------------------------- comparisons and multiplicity
@@ -163,27 +188,32 @@ def _run(seed: int, correct: np.ndarray) -> dict:
             "test_rejected_rewards": [0.5] * correct.size}
 
 
-def test_compare_runs_reports_the_pooled_test_and_power() -> None:
+def test_compare_runs_reports_the_pair_unit_test_and_power() -> None:
     a0, b0 = _pairs(9, 3, 50, 20)
     a1, b1 = _pairs(7, 4, 52, 19)
     comp = compare_runs("clean", [_run(0, a0), _run(1, a1)], "unfiltered",
-                        [_run(0, b0), _run(1, b1)], n_boot=500)
-    assert (comp["pooled"]["b"], comp["pooled"]["c"]) == (16, 7)
-    assert comp["pooled"]["p"] == pytest.approx(0.09521, abs=1e-4)
-    assert "pooled over seeds p = 0.095 (CMH)" in comp["verdict"]
+                        [_run(0, b0), _run(1, b1)])
+    want = pair_unit_test(np.stack([a0, a1]), np.stack([b0, b1]))
+    assert comp["test"] == want and "pooled" not in comp and "bootstrap" not in comp
+    assert f"{format_p(want['p'])}; McNemar p < 0.05 in 0 of 2 seeds" in comp["verdict"]
     assert comp["power"]["test_pairs"] == 82 and comp["power"]["seeds"] == 2
-    unpaired = compare_runs("clean", [_run(0, a0)], "unfiltered", [_run(5, b0)], n_boot=200)
-    assert "pooled" not in unpaired and "power" not in unpaired  # nothing paired by seed
+    # the CMH path would have said p = 0.095 here, counting the 82 pairs twice
+    assert pooled_paired_test(np.stack([a0, a1]), np.stack([b0, b1]))["p"] < want["p"]
+    unpaired = compare_runs("clean", [_run(0, a0)], "unfiltered", [_run(5, b0)])
+    assert unpaired["mcnemar"] == [] and unpaired["test"]["seed_design"] == "one seed"
 
 
 def test_holm_runs_over_every_test_of_the_results() -> None:
+    def test(p: float) -> dict:  # a CI excluding 0 exactly when p < 0.05, as the test gives
+        return {"p": p, "diff": 0.01, "ci": [0.001, 0.02] if p < 0.05 else [-0.01, 0.03]}
+
     def comp(p: float) -> dict:
-        return {"treated": "t", "baseline": "b", "pooled": {"p": p}}
+        return {"treated": "t", "baseline": "b", "test": test(p)}
 
     results = {"comparisons": [comp(0.005), comp(0.04)],
                "dose_response": [{"rank_by": "d", "treatment": "remove",
                                   "points": [{"fraction": 0.1, "comparison": comp(0.03)}],
-                                  "curve_test": {"p": 0.02}}],
+                                  "curve_test": test(0.02)}],
                "ablation": [{"detector": "x", "reused": True, "comparison": comp(0.5)},
                             {"detector": "y", "reused": False, "comparison": comp(0.2)}]}
     out = correct_for_multiplicity(results)
@@ -194,3 +224,12 @@ def test_holm_runs_over_every_test_of_the_results() -> None:
     assert results["comparisons"][0]["p_holm"] == pytest.approx(0.025)
     assert results["dose_response"][0]["curve_test"]["p_holm"] == pytest.approx(0.08)
     assert "p_holm" not in results["ablation"][0]["comparison"]
+
+
+def test_a_p_whose_own_ci_includes_0_is_not_counted() -> None:
+    """Issue 29: '30% vs random' was counted significant after Holm while its CI included 0
+    (an older file: CMH p beside a bootstrap CI). A count only counts CIs that exclude 0."""
+    old = {"treated": "top 30%", "baseline": "random", "pooled": {"p": 0.001},
+           "bootstrap": {"diff": 0.01, "ci": [-0.002, 0.02], "n_boot": 10_000}}
+    out = correct_for_multiplicity({"comparisons": [old]})
+    assert out["p"] == [0.001] and out["significant"] == out["significant_holm"] == 0

@@ -166,6 +166,17 @@ def test_strength_guards_a_missing_or_zero_spread() -> None:
     assert strength[0] == pytest.approx(1.0 / guard) and np.isfinite(strength).all()
 
 
+def test_the_heads_held_out_accuracy_is_recorded() -> None:
+    """Issue 29: a judge with held-out accuracy a puts ~1 − a of the pairs below 0 with no label
+    noise, so the run records its models' own held-out accuracy beside the share below 0."""
+    margins = np.array([[1.0, -0.5, 2.0, 0.3, 0.8, -0.2],
+                        [0.5, 0.2, -1.0, 0.4, 0.6, -0.9]])  # (M=2, N=6) held-out margins
+    result = PreferenceStrength(folds=2, seeds=2, threshold=0.0)._result(margins, {})
+    assert result.params["held_out_accuracy"] == pytest.approx(8 / 12)  # rows: 4/6 and 4/6
+    # mean margins .75, −.15, .5, .35, .7, −.55: 2 of 6 below 0
+    assert result.params["negative_mean_share"] == pytest.approx(2 / 6)
+
+
 def test_options_are_checked_when_built(noisy: tuple) -> None:
     with pytest.raises(SelectionError, match="mode must be one of embed, finetune"):
         get_detector("preference_strength", mode="gpu")

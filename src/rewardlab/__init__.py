@@ -3,12 +3,21 @@
 The stages, in the order data flows through them (one subpackage each; imports point one way):
 data → store → models → training → evaluation → flags → report → experiment → cli.
 
+>>> import tempfile
 >>> import rewardlab as rl
->>> # source = rl.read_source("harmless-sample.jsonl.gz", test_fraction=0.3)
->>> # store = rl.Store("sqlite:///rewardlab.db"); store.ingest("hh", source)
->>> # rl.flag_dataset(store, "hh")
->>> # result = rl.train_reward_model(store.load_pairs("hh", split="train"), config=rl.TrainConfig())
->>> # rl.evaluate_reward_model(result.model, store.load_pairs("hh", split="test")).metrics["accuracy"]
+>>> source = rl.read_source("synthetic:n=200,noise=0.2,seed=0")  # 20% of train labels flipped
+>>> store = rl.Store(f"sqlite:///{tempfile.mkdtemp()}/rewardlab.db")
+>>> store.ingest("toy", source).ingested
+250
+>>> train, test = store.load_pairs("toy", split="train"), store.load_pairs("toy", split="test")
+>>> [flags] = rl.flag_dataset(store, "toy", detectors=["length_ratio"], progress=False)
+>>> flagged = {pair.example_id for pair, flag in zip(train, flags.flagged) if flag}
+>>> clean = rl.select_training_pairs(train, flagged, mode="clean")
+>>> config = rl.TrainConfig(model="bow", epochs=3, precision="fp32")  # bow: seconds on a CPU
+>>> result = rl.train_reward_model(clean.pairs, config=config, progress=False)
+>>> rl.evaluate_reward_model(result.model, test, progress=False).metrics["accuracy"] > 0.6
+True
+>>> store.close()
 
 Names load on first use (PEP 562), so `import rewardlab` and `rewardlab --help` do not pay for
 torch and transformers until a model is needed.
@@ -26,7 +35,8 @@ if TYPE_CHECKING:
     from rewardlab.data.sources import SourceResult, read_source
     from rewardlab.errors import RewardlabError
     from rewardlab.evaluation.evaluate import EvalResult, evaluate_reward_model
-    from rewardlab.experiment.compare import CompareConfig, run_comparison
+    from rewardlab.experiment.compare import run_comparison
+    from rewardlab.experiment.config import CompareConfig
     from rewardlab.flags.detectors import get_detector
     from rewardlab.flags.flagging import flag_dataset
     from rewardlab.flags.selection import select_training_pairs

@@ -17,7 +17,8 @@ from rewardlab.errors import RewardlabError
 from rewardlab.jsonable import to_jsonable
 
 __all__ = ["add_config_args", "add_store_options", "check_at_least", "check_output_dir",
-           "check_output_file", "config_from_args", "emit", "format_table", "server_config"]
+           "check_output_file", "config_file_values", "config_from_args", "emit", "format_table",
+           "given_values", "read_config_file", "server_config"]
 
 C = TypeVar("C")
 
@@ -75,9 +76,13 @@ def _help_with_default(help_text: str, default: Any) -> str:
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, *,
-                    skip: Sequence[str] = (), title: str | None = None) -> None:
+                    skip: Sequence[str] = (), title: str | None = None,
+                    given_only: bool = False) -> None:
     """One `--field-name` flag per dataclass field, help and default taken from the field, in an
-    option group titled `title` (default: "<Class> (saved with the run)")."""
+    option group titled `title` (default: "<Class> (saved with the run)").
+
+    `given_only`: every flag defaults to None, so `given_values` tells what the command line set
+    (a `--config` file or a preset fills the rest; the help still shows the field's default)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(title or f"{cls.__name__} (saved with the run)")
     for f in dataclasses.fields(cls):
@@ -86,6 +91,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *,
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = _help_with_default(f.metadata.get("help", ""), default)
+        if given_only:
+            default = None
         if hints[f.name] is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
@@ -99,6 +106,73 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
               if hasattr(args, f.name)}
     return cls(**{**values, **overrides})
+
+
+def given_values(cls: type, args: argparse.Namespace, *, skip: Sequence[str] = ()
+                 ) -> dict[str, Any]:
+    """The fields of `cls` the command line set (flags added with `given_only`: None = not given)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
+# ---- --config FILE ------------------------------------------------------------------------------
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a `--config` FILE; one error line naming the file otherwise.
+
+    JSON rather than YAML: no YAML library is a declared dependency of rewardlab."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise RewardlabError(f"--config {path}: cannot read ({e.strerror})") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RewardlabError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); --config takes a JSON "
+                             "object of options") from e
+    if not isinstance(data, dict):
+        raise RewardlabError(f"{path}: expected a JSON object of options, got "
+                             f"{type(data).__name__}")
+    return data
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _file_value(path: str | Path, key: str, value: Any, hint: Any) -> Any:
+    """`value` checked against the field's type; a list of words or numbers for a text field is
+    joined with commas (the command line's form of a list: `--conditions a,b`)."""
+    if value is None:
+        return None  # the field's own "not given": the dataclass says whether None is allowed
+    tp = bool if hint is bool else typing.cast(type, _flag_type(hint))  # int, float or str
+    if tp is str and isinstance(value, list) and all(_scalar(v) for v in value):
+        return ",".join(map(str, value))
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is float:  # JSON writes 1e-3 and 1 alike; an int is a fine float
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:  # True is an int to Python, not a count or a name to the user
+        ok = isinstance(value, tp) and not isinstance(value, bool)
+    if not ok:
+        raise RewardlabError(f"{path}: {key}: expected {'a list or ' if tp is str else ''}"
+                             f"{tp.__name__}, got {json.dumps(value)[:60]}")
+    return value
+
+
+def config_file_values(path: str | Path, data: Mapping[str, Any], cls: type, *,
+                       skip: Sequence[str] = (), prefix: str = "") -> dict[str, Any]:
+    """`data`'s options for dataclass `cls`, each checked: an unknown key is one error line
+    naming the file and the key (`prefix` + key, e.g. "train.lr")."""
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise RewardlabError(f"{path}: unknown key {prefix + key!r}; {cls.__name__} options: "
+                                 f"{', '.join(known)}")
+        values[key] = _file_value(path, prefix + key, value, hints[key])
+    return values
 
 
 class _ServerConfig(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,17 +12,22 @@ from rewardlab.cli.common import (
     add_store_options,
     check_at_least,
     check_output_dir,
-    config_from_args,
+    config_file_values,
     emit,
     format_table,
+    given_values,
+    read_config_file,
 )
 from rewardlab.errors import RewardlabError, SelectionError, SourceError
-from rewardlab.experiment.compare import CompareConfig
+from rewardlab.experiment.config import COMPARE_TRAIN_FIELDS, CompareConfig, resolve_training
+from rewardlab.training.config import TrainConfig
 
 if TYPE_CHECKING:
+    from rewardlab.experiment.plan import PlanSummary
     from rewardlab.report.results import DoseResponse, ResultsDocument
 
-__all__ = ["register", "add_compare_args", "cmd_compare", "cmd_experiments", "cmd_demo"]
+__all__ = ["register", "add_compare_args", "compare_config", "cmd_compare", "cmd_experiments",
+           "cmd_demo"]
 
 OFFLINE_HINT = ("offline? run on the embedded HH-RLHF sample instead: rewardlab compare --train "
                 "hh-rlhf-sample --seeds 2 -o out")
@@ -30,7 +36,46 @@ OFFLINE_HINT = ("offline? run on the embedded HH-RLHF sample instead: rewardlab 
 def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="report directory (results.json, report.md/html, PNGs)")
-    add_config_args(p, CompareConfig)
+    p.add_argument("--config", metavar="FILE",
+                   help="a JSON file of options: compare's at the top level, training options "
+                        "under \"train\" (an object; \"training\" when \"train\" names the "
+                        "source); lists may be JSON lists; flags given here override the file")
+    p.add_argument("--dry-run", action="store_true",
+                   help="ingest, run missing detectors and print the plan (runs, pairs per run, "
+                        "pair-steps, runs already stored, a time estimate); train nothing")
+    add_config_args(p, CompareConfig, skip=("training",), given_only=True)
+    add_config_args(p, TrainConfig, skip=COMPARE_TRAIN_FIELDS, given_only=True,
+                    title="TrainConfig of every run (saved in results.json as config.training)")
+
+
+def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(compare's options, the training options) of a --config FILE; one error line naming the
+    file and the key for anything it cannot mean."""
+    data = read_config_file(path)
+    training = data.pop("training", None)
+    if isinstance(data.get("train"), dict):  # the issue's form: training options under "train"
+        if training is not None:
+            raise RewardlabError(f"{path}: both \"train\" and \"training\" hold training options; "
+                                 "keep one (\"train\" may name the train source instead)")
+        training = data.pop("train")
+    if training is not None and not isinstance(training, dict):
+        raise RewardlabError(f"{path}: training: expected an object of training options")
+    own = [key for key in COMPARE_TRAIN_FIELDS if key in (training or {})]
+    if own:
+        where = "\"seeds\" (each run has its own seed)" if own[0] == "seed" else f"\"{own[0]}\""
+        raise RewardlabError(f"{path}: train.{own[0]}: compare sets it at the top level: {where}")
+    options = config_file_values(path, training or {}, TrainConfig, prefix="train.")
+    return config_file_values(path, data, CompareConfig, skip=("training",)), options
+
+
+def compare_config(args: argparse.Namespace) -> CompareConfig:
+    """compare's options: the command line over the --config file over the preset, whose model,
+    epochs, max_length and lr are merged here, once (`resolve_training`)."""
+    top, options = _compare_file(args.config) if args.config else ({}, {})
+    # refuses out-of-range options (one line)
+    config = CompareConfig(**{**top, **given_values(CompareConfig, args, skip=("training",))})
+    options.update(given_values(TrainConfig, args, skip=COMPARE_TRAIN_FIELDS))
+    return dataclasses.replace(config, training=resolve_training(config, options))
 
 
 def _pct(x: float | None) -> str:
@@ -52,16 +97,18 @@ def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
              "reward_gap": b["summary"]["reward_gap_mean"]}
             for c, b in results["conditions"].items()]
     cmp_rows = [{"treated": c["treated"], "vs": c["baseline"],
-                 "Δacc (points)": _pts(c["bootstrap"]["diff"]),
-                 "95% CI (points)": "{} to {}".format(*map(_pts, c["bootstrap"]["ci"])),
+                 "Δacc (points)": _pts(c["test"]["diff"]),
+                 "95% CI (points)": "{} to {}".format(*map(_pts, c["test"]["ci"])),
                  "McNemar p": ", ".join(f"{m['p']:.3g}" for m in c["mcnemar"])}
                 for c in results["comparisons"]]
     parts = [format_table(rows, list(rows[0]))] if rows else []
     if cmp_rows:
         parts.append(format_table(cmp_rows, list(cmp_rows[0])))
     parts += [_dose_table(dose) for dose in results.get("dose_response", [])]
+    reused = (f"; {results['runs_reused']} of {results['runs_planned']} runs reused from the "
+              "store" if results.get("runs_reused") else "")
     parts += [results["verdict"], f"report: {out_dir / 'report.html'} "
-              f"({results['seconds']:.0f} s)"]
+              f"({results['seconds']:.0f} s{reused})"]
     return "\n\n".join(parts)
 
 
@@ -71,17 +118,42 @@ def _dose_table(dose: DoseResponse) -> str:
              "flagged": p["flagged_among"],
              f"acc top by {dose['rank_by']}": _pct(p["detector"]["summary"]["accuracy_mean"]),
              "acc random": _pct(p["random"]["summary"]["accuracy_mean"]),
-             "Δacc (points)": _pts(p["comparison"]["bootstrap"]["diff"]),
-             "95% CI (points)": "{} to {}".format(*map(_pts, p["comparison"]["bootstrap"]["ci"]))}
+             "Δacc (points)": _pts(p["comparison"]["test"]["diff"]),
+             "95% CI (points)": "{} to {}".format(*map(_pts, p["comparison"]["test"]["ci"]))}
             for p in dose["points"]]
     return f"dose-response ({dose['treatment']}):\n" + format_table(rows, list(rows[0]))
+
+
+def _render_plan(plan: PlanSummary) -> str:
+    rows = [{"stage": g["stage"], "group": g["group"], "runs": g["runs"], "stored": g["stored"],
+             "pairs": g["pairs"], "pair-steps": g["pair_steps"]} for g in plan["groups"]]
+    speed = plan["pairs_per_second"]
+    estimate = (f"about {plan['estimate_seconds']:,.0f} s of training at {speed:,.1f} pairs/s "
+                "(measured on the stored runs of this backbone)" if speed is not None and
+                plan["estimate_seconds"] is not None else
+                "no estimate: the store holds no run of this backbone to measure its speed")
+    lines = [f"plan: {plan['runs']} runs ({plan['stored']} stored, {plan['to_train']} to train), "
+             f"{plan['pairs_min']:,}–{plan['pairs_max']:,} training pairs per run, "
+             f"{plan['pair_steps']:,} pair-steps ({plan['pair_steps_to_train']:,} to train)",
+             estimate, "dry run: nothing trained"]
+    return "\n\n".join([format_table(rows, list(rows[0])) if rows else "", *lines]).strip()
+
+
+def _compare_dry_run(config: CompareConfig, args: argparse.Namespace) -> int:
+    from rewardlab.experiment.compare import plan_comparison
+
+    _, plan = plan_comparison(config, db=args.db, progress=not args.json)
+    emit({"dry_run": True, **plan}, as_json=args.json, render=lambda: _render_plan(plan))
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from rewardlab.experiment.compare import run_comparison
 
-    config = config_from_args(CompareConfig, args)  # refuses out-of-range options (one line)
+    config = compare_config(args)  # refuses out-of-range options (one line)
     out_dir = check_output_dir(args.output)
+    if args.dry_run:
+        return _compare_dry_run(config, args)
     try:
         results = run_comparison(config, out_dir, db=args.db, progress=not args.json)
     except SourceError as e:
@@ -90,6 +162,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise
     summary: dict[str, Any] = {k: results[k]
                                for k in ("verdict", "comparisons", "notebook_table", "seconds")}
+    summary["runs_planned"] = results.get("runs_planned")
+    summary["runs_reused"] = results.get("runs_reused")
     summary["conditions"] = {c: b["summary"] for c, b in results["conditions"].items()}
     if results.get("dose_response"):  # the curves without their runs (those are in results.json)
         summary["dose_response"] = [
@@ -160,8 +234,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("compare", help="the main job: unfiltered vs clean vs random control",
                        description="Train reward models on unfiltered, cleaned and randomly reduced "
-                       "data (× seeds), evaluate on the same test pairs, test the differences "
-                       "(McNemar, CMH pooled over seeds, paired bootstrap, power, Holm) and write a "
+                       "data (× seeds), evaluate on the same test pairs, test the differences (test "
+                       "pairs the unit, seed variance included; McNemar per seed; power; Holm) and write a "
                        "report. --fractions/--rank-by add a dose-response curve (the detector's "
                        "top pairs vs as many random pairs), --ablation each detector on its own.")
     add_compare_args(p)

@@ -13,9 +13,11 @@ from rewardlab.cli.common import (
     check_at_least,
     check_output_dir,
     check_output_file,
-    config_from_args,
+    config_file_values,
     emit,
     format_table,
+    given_values,
+    read_config_file,
 )
 from rewardlab.cli.data import split_names
 from rewardlab.data.pairs import SPLITS
@@ -26,8 +28,9 @@ from rewardlab.jsonable import to_jsonable
 if TYPE_CHECKING:
     from rewardlab.evaluation.evaluate import EvalMetrics
     from rewardlab.models.reward_model import RewardModel
+    from rewardlab.training.config import TrainConfig
 
-__all__ = ["register", "cmd_train", "cmd_evaluate", "cmd_score", "read_score_file"]
+__all__ = ["register", "train_config", "cmd_train", "cmd_evaluate", "cmd_score", "read_score_file"]
 
 
 def _selection_detectors(args: argparse.Namespace) -> list[str]:
@@ -42,16 +45,24 @@ def _selection_detectors(args: argparse.Namespace) -> list[str]:
     return named or list(CLEAN_DETECTORS)
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """train's TrainConfig: the command line over the --config file over the dataclass defaults."""
+    from rewardlab.training.config import TrainConfig
+
+    from_file = (config_file_values(args.config, read_config_file(args.config), TrainConfig)
+                 if args.config else {})
+    return TrainConfig(**{**from_file, **given_values(TrainConfig, args)})
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rewardlab.flags.selection import resolve_flagged_ids, sample_stratified, select_training_pairs
     from rewardlab.models.backbones import resolve_backbone
     from rewardlab.store.store import Store
-    from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import train_reward_model
     from rewardlab.training.runtime import launch_cpu_processes, process_rank
 
     # options first (TrainConfig refuses NaN, out-of-range values): no work before they are valid
-    config = config_from_args(TrainConfig, args)
+    config = train_config(args)
     resolve_backbone(config.model)  # a malformed --model, before the data is read
     check_at_least("--max-pairs", args.max_pairs, 0)
     detectors = _selection_detectors(args)
@@ -65,13 +76,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     store = Store(args.db)
     pairs = store.load_pairs(args.name, split="train")
     if args.max_pairs:
-        pairs = sample_stratified(pairs, args.max_pairs, seed=args.seed)
+        pairs = sample_stratified(pairs, args.max_pairs, seed=config.seed)
     flagged: set[int] = set()
     if args.select != "all":  # refused when a detector has not run (none ran: nothing is flagged)
         flagged = resolve_flagged_ids(store, args.name, detectors)
         logging.getLogger("rewardlab").info("%s", clean_definition(detectors))
     selection = select_training_pairs(pairs, flagged, mode=args.select,
-                                      treatment=args.treatment, seed=args.seed)
+                                      treatment=args.treatment, seed=config.seed)
     result = train_reward_model(selection.pairs, config=config, output_dir=Path(args.output),
                                 resume=args.resume, smoothing=selection.smoothing,
                                 progress=not args.json)
@@ -228,7 +239,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--max-pairs", type=int, metavar="N",
                    help="sample N pairs, stratified by subset (default, or 0: all train pairs)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
-    add_config_args(p, TrainConfig)
+    p.add_argument("--config", metavar="FILE",
+                   help="a JSON file of TrainConfig options (the flags below) at the top level; "
+                        "flags given here override the file")
+    add_config_args(p, TrainConfig, given_only=True)
     add_store_options(p, handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy with CI, reward gap, NLL, ECE, length baselines")

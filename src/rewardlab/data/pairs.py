@@ -47,10 +47,38 @@ class Turn:
 class PreferencePair:
     """One pairwise preference: for `prompt` (after `context`), `chosen` is preferred to `rejected`.
 
-    `source_index` is the row's 0-based position in its source (the index used by
-    flagged_indices.json). `context` holds the earlier turns rendered HH-style
-    ("Human: …\\n\\nAssistant: …"), empty for single-turn prompts. `meta` carries source-specific
-    extras (e.g. synthetic ground truth) and is stored as JSON.
+    Parameters
+    ----------
+    source_index : int
+        The row's 0-based position in its source (file, or hub subset and split): the index
+        flagged_indices.json and reviews use.
+    split : {"train", "test"}
+        Which side of the experiment the pair is on.
+    prompt : str
+        The last human turn, without the "Human:" marker.
+    chosen, rejected : str
+        The preferred and the other reply to `prompt`, without the "Assistant:" marker.
+    context : str, default ""
+        The earlier turns rendered HH-style ("Human: …\\n\\nAssistant: …"); "" for a single-turn
+        prompt. `prompt_text` joins it with `prompt`.
+    subset : str, default ""
+        The HH-RLHF subset the row came from (e.g. "harmless-base"), "" when unknown.
+    raw_chosen, raw_rejected : str or None, default None
+        The source's full transcripts when they were parsed into the fields above (HH rows).
+    histories_differ : bool, default False
+        True when the two transcripts disagree before the final reply (the `diverging_context`
+        detector flags these).
+    parse_issue : str or None, default None
+        Why the transcript did not parse cleanly; None when it did.
+    meta : dict, default {}
+        Source-specific extras (a TRL `margin`, synthetic ground truth), stored as JSON and part of
+        `content_hash`.
+    example_id : int or None, default None
+        The store's primary key, set when the pair was loaded from a `Store`.
+
+    >>> pair = PreferencePair(0, "train", "Hi", "Hello! How can I help?", "Go away.")
+    >>> pair.prompt_text
+    'Human: Hi'
     """
 
     source_index: int

@@ -11,7 +11,24 @@ __all__ = ["SourceResult"]
 
 @dataclass
 class SourceResult:
-    """The pairs read from one source spec; `read == len(pairs) + len(rejected)`."""
+    """The pairs read from one source spec; `read == len(pairs) + len(rejected)`.
+
+    Parameters
+    ----------
+    spec : str
+        The source as the user gave it (a path, "hh-rlhf:…", "synthetic:…").
+    pairs : list of PreferencePair
+        Every accepted pair, its split assigned.
+    read : int
+        Rows read from the source, accepted or not.
+    rejected : list of (int, str)
+        (source_index, reason) of each row that did not become a pair, e.g. a missing field.
+
+    >>> from rewardlab.data.sources import read_source
+    >>> result = read_source("synthetic:n=8,seed=0", split="train")
+    >>> result.read == len(result.pairs) + len(result.rejected) == 8
+    True
+    """
 
     spec: str  # what the user passed
     pairs: list[PreferencePair]  # all accepted pairs, split assigned

@@ -74,12 +74,36 @@ def read_source(spec: str | os.PathLike[str], *, split: Split | None = None,
                 test_fraction: float | None = None, limit: int | None = None) -> SourceResult:
     """Read every pair of `spec` (see the module docstring for the specs).
 
-    `split` labels a single file's rows, or keeps only that split of a directory / the hub.
-    `test_fraction` carves a test split out of a single-split source by prompt hash
-    (`assign_split_by_hash`). `limit` keeps the first N rows of each file / hub split.
-    Raises `SourceError` with a one-line message for any bad input.
+    Parameters
+    ----------
+    spec : str or os.PathLike
+        What to read: a file (`.jsonl`, `.json`, `.csv`, each optionally `.gz`, `.parquet`,
+        `.arrow`), a directory laid out like anthropics/hh-rlhf, a `datasets` folder,
+        `"hh-rlhf[:subset,…]"` (the hub), `"hh-rlhf-sample"` (the 1,512 pairs shipped with the
+        package, offline) or `"synthetic:n=…,noise=…,seed=…"` (known flipped labels).
+    split : {"train", "test"} or None, default None
+        For a single file: the split all its rows get (None: "train"). For a directory, a
+        `datasets` folder or the hub: keep only that split (None: both).
+    test_fraction : float or None, default None
+        In (0, 1): carve a test split of about this share out of a single-split source, by a hash
+        of each prompt (`assign_split_by_hash`), so the same prompt always lands on the same side.
+        None keeps the source's splits (`hh-rlhf-sample` alone defaults to 0.3).
+    limit : int or None, default None
+        Keep only the first `limit` rows of each file / hub (subset, split); None reads all.
 
-    >>> read_source("data/prefs.jsonl", test_fraction=0.2)  # doctest: +SKIP
+    Returns
+    -------
+    SourceResult
+        The accepted pairs (split assigned), the rows read, and the rejected rows with a reason
+        each (`read == len(pairs) + len(rejected)`).
+
+    Raises `SourceError` with a one-line message (`FILE:LINE: …`) for any bad input.
+
+    >>> result = read_source("hh-rlhf-sample")
+    >>> result.read, len(result.pairs), result.rejected
+    (1512, 1512, [])
+    >>> sum(pair.split == "test" for pair in result.pairs)  # split 70/30 by prompt hash
+    482
     """
     spec = os.fspath(spec)  # a Path too (issue 35): every public function takes str | PathLike
     if spec.startswith("synthetic:"):

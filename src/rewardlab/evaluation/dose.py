@@ -2,37 +2,26 @@
 many pairs chosen at random, across the whole curve of fractions?
 
 At every fraction f and seed s the two arms train on the same pool with the same count of pairs
-treated (removed, flipped or label-smoothed), so each (seed, fraction) cell gives one paired
-accuracy difference d = acc(detector) − acc(random) on the shared test pairs. The whole-curve test:
-
-- p: a sign-flip permutation test of mean(d) = 0 over the S × F cells (exact up to 16 cells). It
-  treats the cells as exchangeable; cells that share a seed or the test pairs are not independent,
-  so read p together with
-- the CI: a paired bootstrap over test pairs that resamples the same pairs for every cell at once
-  (so the test-set luck they share is in it), which also decides the verdict's direction;
-- pooled: the CMH test over (seed, fraction, test pair) strata, reported alongside.
+treated (removed, flipped or label-smoothed), and every run is scored on the same test pairs. The
+cells of the curve therefore share test pairs (and, per seed, the random arm's nested choices), so
+they are not independent replicates: the whole-curve test averages each seed's per-pair
+differences over the fractions and applies the comparisons' own test (`evaluation.crossed`) to
+that S × P table, the test pair the unit and the seeds' variance included. Its 95% CI decides
+the verdict's direction and its p enters Holm's correction, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired
 
 import numpy as np
-from scipy import stats as sps
 
-from rewardlab.evaluation.power import ALPHA
-from rewardlab.evaluation.stats import (
-    Comparison,
-    PooledTest,
-    format_p,
-    paired_bootstrap_diff,
-    pooled_paired_test,
-    run_correct,
-    sign_flip_test,
-)
+from rewardlab.evaluation.crossed import PairUnitTest, format_p, interval_of, pair_unit_test
+from rewardlab.evaluation.stats import Comparison, run_correct
 
-__all__ = ["CurveTest", "TREATMENT_VERBS", "TREATED", "curve_test", "dose_verdict"]
+__all__ = ["CurveTest", "TREATMENT_VERBS", "TREATED", "curve_test", "curve_test_correct",
+           "dose_verdict"]
 
 # "removing the top 10%" / "flipping the top 10%" / "label-smoothing the top 10%"
 TREATMENT_VERBS = {"remove": "removing", "flip": "flipping", "soft": "label-smoothing"}
@@ -40,60 +29,69 @@ TREATMENT_VERBS = {"remove": "removing", "flip": "flipping", "soft": "label-smoo
 TREATED = {"remove": "removed", "flip": "flipped", "soft": "label-smoothed"}
 
 
-class CurveTest(TypedDict):
-    """The whole dose-response curve, detector arm vs random arm (`curve_test`)."""
+class CurveTest(PairUnitTest):
+    """The whole dose-response curve, detector arm vs random arm (`curve_test`): the pair-unit
+    test of the fraction-averaged per-pair differences; its own fields plus the curve's shape."""
 
-    method: str
-    cells: int  # (seed, fraction) pairs of runs
-    seeds: int
+    cells: int  # (seed, fraction) pairs of runs that entered
     fractions: int
-    diff: float | None  # mean over cells of acc(detector) - acc(random)
-    ci: list[float | None]  # paired bootstrap over test pairs, all cells resampled together
-    n_boot: int
-    p: float  # sign-flip permutation test over the cells
-    exact: bool
-    p_t: float | None  # one-sample t over the cells, for reference (None with < 2 cells)
     per_seed: list[float]  # each seed's mean difference over the fractions
-    pooled: PooledTest  # CMH over (seed, fraction, test pair) strata
     p_holm: NotRequired[float]  # after Holm over every test of the report
 
 
-METHOD = ("sign-flip permutation test of the mean paired accuracy difference over the seed × "
-          "fraction cells; 95% CI: paired bootstrap over test pairs, every cell resampled together")
+CURVE_METHOD = ("pair-unit test of the per-pair differences averaged over the fractions: t over "
+                "test pairs plus the seeds' variance (Clark's min F', Satterthwaite df)")
 
 
-def _paired_cells(detector: Sequence[Sequence[Mapping[str, Any]]],
-                  random: Sequence[Sequence[Mapping[str, Any]]]
-                  ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(seed, detector correct, random correct) for every fraction × seed both arms ran."""
-    cells = []
-    for det_runs, rand_runs in zip(detector, random):
-        by_seed = {r["seed"]: r for r in rand_runs}
-        cells += [(int(r["seed"]), run_correct(r), run_correct(by_seed[r["seed"]]))
-                  for r in det_runs if r["seed"] in by_seed]
-    return cells
+def curve_test_correct(detector: np.ndarray, random: np.ndarray) -> CurveTest:
+    """The whole-curve test on (F, S, P) right/wrong arrays, row s of every fraction one seed.
+
+    >>> det = np.ones((2, 2, 4), bool); rand = det.copy(); rand[:, :, 0] = False
+    >>> out = curve_test_correct(det, rand)
+    >>> out["diff"], out["cells"], out["per_seed"]
+    (0.25, 4, [0.25, 0.25])
+    """
+    det = np.asarray(detector, dtype=float)  # (F, S, P)
+    rand = np.asarray(random, dtype=float)
+    test = pair_unit_test(det.mean(axis=0), rand.mean(axis=0))  # (S, P) fraction-averaged
+    per_seed = (det - rand).mean(axis=(0, 2))  # (S,)
+    return {"method": CURVE_METHOD, "diff": test["diff"], "ci": test["ci"], "se": test["se"],
+            "df": test["df"], "p": test["p"], "pairs": test["pairs"], "seeds": test["seeds"],
+            "seed_design": test["seed_design"], "var_pairs": test["var_pairs"],
+            "var_seeds": test["var_seeds"], "seed_check_p": test["seed_check_p"],
+            "cells": int(det.shape[0] * det.shape[1]), "fractions": int(det.shape[0]),
+            "per_seed": [float(x) for x in per_seed]}
+
+
+def _complete_cells(detector: Sequence[Sequence[Mapping[str, Any]]],
+                    random: Sequence[Sequence[Mapping[str, Any]]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(F, S, P) right/wrong of both arms over the seeds that ran at every fraction in both."""
+    fractions = [(d, r) for d, r in zip(detector, random) if d and r]
+    seeds = set.intersection(*({run["seed"] for run in d} & {run["seed"] for run in r}
+                               for d, r in fractions)) if fractions else set()
+    order = sorted(seeds)
+
+    def table(runs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        by_seed = {run["seed"]: run for run in runs}
+        return np.stack([run_correct(by_seed[s]) for s in order])  # (S, P)
+
+    if not order:
+        return np.zeros((0, 0, 0), bool), np.zeros((0, 0, 0), bool)
+    return (np.stack([table(d) for d, _ in fractions]),
+            np.stack([table(r) for _, r in fractions]))
 
 
 def curve_test(detector: Sequence[Sequence[Mapping[str, Any]]],
-               random: Sequence[Sequence[Mapping[str, Any]]], *, n_boot: int = 10_000,
-               seed: int = 0) -> CurveTest:
+               random: Sequence[Sequence[Mapping[str, Any]]]) -> CurveTest:
     """Test the detector curve against the random curve; runs given as [fraction][seed run]."""
-    cells = _paired_cells(detector, random)
-    a = np.stack([c[1] for c in cells]) if cells else np.zeros((0, 0), bool)  # (C, P)
-    b = np.stack([c[2] for c in cells]) if cells else np.zeros((0, 0), bool)
-    diffs = a.mean(axis=1) - b.mean(axis=1) if cells else np.zeros(0)  # (C,)
-    boot = paired_bootstrap_diff(a, b, n_boot=n_boot, seed=seed) if cells else \
-        {"diff": None, "ci": [None, None], "n_boot": n_boot}
-    flips = sign_flip_test(diffs, seed=seed)
-    p_t = (float(sps.ttest_1samp(diffs, 0.0).pvalue)
-           if diffs.size > 1 and np.ptp(diffs) > 0 else None)
-    seeds = sorted({s for s, _, _ in cells})
-    per_seed = [float(np.mean([d for (s, _, _), d in zip(cells, diffs) if s == k])) for k in seeds]
-    return {"method": METHOD, "cells": len(cells), "seeds": len(seeds),
-            "fractions": sum(1 for runs in detector if runs), "diff": boot["diff"],
-            "ci": boot["ci"], "n_boot": n_boot, "p": flips["p"], "exact": flips["exact"],
-            "p_t": p_t, "per_seed": per_seed,
-            "pooled": pooled_paired_test(a, b, over="seed × fraction cells")}
+    det, rand = _complete_cells(detector, random)
+    if det.size == 0:
+        return {"method": CURVE_METHOD, "diff": None, "ci": [None, None], "se": None, "df": None,
+                "p": 1.0, "pairs": 0, "seeds": [0, 0], "seed_design": "none",
+                "var_pairs": None, "var_seeds": None, "seed_check_p": None, "cells": 0,
+                "fractions": 0, "per_seed": []}
+    return curve_test_correct(det, rand)
 
 
 def _span(fractions: Sequence[float]) -> str:
@@ -106,38 +104,38 @@ def _excluding_zero(fractions: Sequence[float], comparisons: Sequence[Comparison
     """'; per fraction, the 95% CI excludes 0 at 10% and 20% (above)' or ''."""
     marks = []
     for f, comp in zip(fractions, comparisons):
-        lo, hi = comp["bootstrap"]["ci"]
+        lo, hi = interval_of(comp)[1]
         if lo is not None and hi is not None and (lo > 0 or hi < 0):
             marks.append(f"{100 * f:g}% ({'above' if lo > 0 else 'below'})")
     if not marks:
         return ""
-    return f"; per fraction, the 95% CI excludes 0 at {', '.join(marks)}"
+    return (f"; per fraction, the 95% CI excludes 0 at {', '.join(marks)}, each before "
+            f"correcting for the report's other tests")
+
+
+def _seed_count(curve: Mapping[str, Any]) -> int:
+    seeds = curve.get("seeds") or 0
+    return int(seeds[0]) if isinstance(seeds, list) else int(seeds)  # older files: an int
 
 
 def dose_verdict(*, rank_by: str, treatment: str, fractions: Sequence[float],
                  comparisons: Sequence[Comparison], curve: CurveTest) -> str:
     """One sentence on the whole curve; "above"/"below" only when its 95% CI excludes 0."""
     verb = TREATMENT_VERBS.get(treatment, treatment)
+    n_seeds = _seed_count(curve)
     lead = (f"Dose-response: {verb} the top {_span(fractions)} of training pairs {rank_by} ranks "
             f"most suspect vs {verb} as many random pairs ({curve['fractions']} fraction"
-            f"{'s' if curve['fractions'] != 1 else ''} × {curve['seeds']} seed"
-            f"{'s' if curve['seeds'] != 1 else ''})")
+            f"{'s' if curve['fractions'] != 1 else ''} × {n_seeds} seed"
+            f"{'s' if n_seeds != 1 else ''})")
     diff, (lo, hi) = curve["diff"], curve["ci"]
     if diff is None or lo is None or hi is None:
         return f"{lead}: not compared (no paired runs)."
-    limit = ""
-    if curve["exact"] and curve["cells"] and 2 / 2 ** curve["cells"] >= ALPHA:
-        limit = (f"; with only {curve['cells']} paired differences the permutation test cannot "
-                 f"reach p < {ALPHA}")
-    evidence = (f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}; sign-flip permutation "
-                f"{format_p(curve['p'])} over {curve['cells']} paired differences; pooled CMH "
-                f"{format_p(curve['pooled']['p'])}{limit}{_excluding_zero(fractions, comparisons)}")
+    evidence = (f"95% CI {100 * lo:+.1f} to {100 * hi:+.1f}, {format_p(curve['p'])}, the "
+                f"{curve['pairs']:,} test pairs the unit and the seeds' variance included"
+                f"{_excluding_zero(fractions, comparisons)}")
     if lo <= 0 <= hi:
-        caveat = (f"; the permutation p < {ALPHA} takes the cells as independent, though they "
-                  "share the test pairs; the bootstrap CI, which does not, decides"
-                  if curve["p"] < ALPHA else "")
         return (f"{lead}: no detectable difference between the detector's curve and the random "
-                f"curve ({100 * diff:+.1f} points on average, {evidence}{caveat}).")
+                f"curve ({100 * diff:+.1f} points on average, {evidence}).")
     where = "above" if lo > 0 else "below"
     return (f"{lead}: the detector's curve lies {where} the random curve by "
             f"{100 * abs(diff):.1f} points on average ({evidence}).")

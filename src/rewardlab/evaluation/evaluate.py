@@ -29,7 +29,17 @@ class EvalMetrics(PreferenceMetrics):
 
 @dataclass
 class EvalResult:
-    """`metrics` is `preference_metrics(...)` plus `n_truncated`; rewards are (N,) in pair order."""
+    """`metrics` is `preference_metrics(...)` plus `n_truncated`; rewards are (N,) in pair order.
+
+    Parameters
+    ----------
+    metrics : EvalMetrics
+        Accuracy (ties count as wrong) with its Wilson 95% CI, reward gap, NLL, ECE, reliability
+        bins, accuracy by subset, length statistics, and the truncation and tie counts.
+    chosen_rewards, rejected_rewards : np.ndarray
+        (N,) rewards of each pair's two sides, in the order of the pairs given: every paired test
+        compares two models pair by pair through them.
+    """
 
     metrics: EvalMetrics
     chosen_rewards: np.ndarray
@@ -45,11 +55,31 @@ def evaluate_reward_model(model: RewardModel, pairs: Sequence[PreferencePair], *
                           batch_size: int | None = None, progress: bool = True) -> EvalResult:
     """Score both sides of every pair (length-sorted batches, inference mode) and measure.
 
-    `progress` draws an "evaluate" bar on stderr (as training does): scoring a test set on a CPU
-    takes minutes.
+    Parameters
+    ----------
+    model : RewardModel
+        The model to evaluate (`RewardModel.load(dir)` or `TrainResult.model`).
+    pairs : sequence of PreferencePair
+        The test pairs, at least one; every pair is kept, ties and truncated ones included, so
+        every model of an experiment is measured on the same pairs.
+    batch_size : int or None, default None
+        Sequences per forward; None = the model's own `batch_size` (its eval_batch_size).
+    progress : bool, default True
+        Draw an "evaluate" bar on stderr (as training does): scoring a test set on a CPU takes
+        minutes.
 
-    >>> # result = evaluate_reward_model(RewardModel.load("out/rm"), test_pairs)
-    >>> # result.metrics["accuracy"], result.metrics["n_truncated"]
+    Returns
+    -------
+    EvalResult
+        The metrics and the per-pair rewards behind them.
+
+    >>> from rewardlab.data.sources import read_source
+    >>> from rewardlab.models.backbones import load_backbone
+    >>> pairs = read_source("synthetic:n=40,seed=0", split="test").pairs
+    >>> model = RewardModel(*load_backbone("bow", max_length=64, seed=0), max_length=64)
+    >>> result = evaluate_reward_model(model, pairs, progress=False)
+    >>> result.metrics["n"], result.correct.shape, result.metrics["n_truncated"]
+    (10, (10,), 0)
     """
     from rewardlab.evaluation.metrics import preference_metrics
 

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
-from scipy import stats as sps
-from scipy.special import expit
+
+# scipy is imported where it is used: `rewardlab train` and `rewardlab serve` import this module
+# for the metrics' types, and scipy.stats costs ~0.5 s of their start (issue 34)
 
 __all__ = [
     "sigmoid",
@@ -80,6 +81,8 @@ def wilson_interval(correct: int, n: int, *, level: float = 0.95) -> tuple[float
     >>> [round(x, 4) for x in wilson_interval(8, 10)]
     [0.4902, 0.9433]
     """
+    from scipy import stats as sps
+
     if n == 0:
         return 0.0, 1.0
     z = float(sps.norm.ppf(0.5 + level / 2))
@@ -119,6 +122,8 @@ def bootstrap_accuracy_ci(correct: np.ndarray, *, n_boot: int = 10_000, seed: in
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + e^-x), the one sigmoid of the package (reward gap → P(chosen ≻ rejected))."""
     # scipy's expit is overflow-safe for large |gap| where 1/(1+exp(-x)) warns.
+    from scipy.special import expit
+
     return np.asarray(expit(x), dtype=float)
 
 

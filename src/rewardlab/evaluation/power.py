@@ -1,14 +1,21 @@
-"""How many test pairs or seeds would resolve an observed accuracy difference (power analysis).
+"""What an experiment can resolve: power for the comparisons' own test, in its own unit.
 
-A comparison that finds "no detectable difference" still says something useful: how large an
-experiment would have had to be. Two sources of noise, two answers:
+Every comparison is decided by `pair_unit_test` (`evaluation.crossed`): test pairs are the unit and
+seed-to-seed variance is in the uncertainty. Its power therefore depends on both: more test pairs
+shrink σ²_pair / P and the seed × pair noise, more seeds shrink σ²_seed / S and that noise, and
+neither alone can remove the other's term. `power_estimate` reads the variance components off the
+comparison's own S × P tables and answers, for the same test (Clark's min F′, Satterthwaite df):
 
-- test pairs: a paired comparison of two models on the same pairs only learns from the pairs where
-  they disagree. Connor's (1987) sample size for McNemar's test gives the number of test pairs at
-  which a difference `delta = p10 - p01` with discordance `psi = p10 + p01` is found with 80%
-  power at α = 0.05 (normal approximation, two-sided).
-- seeds: on one fixed test set, the per-seed accuracy differences scatter from training noise;
-  the paired t-test's power (noncentral t) gives the seeds at which their mean is resolved.
+- the smallest difference this experiment finds with 80% power at α = 0.05 (`detectable_diff`);
+- the test pairs (at these seeds) and the seeds (at these test pairs) that would find the observed
+  difference (None when the other term alone is too large: then only the other helps).
+
+The test's variance estimate and its Satterthwaite df are random (very much so with 3 seeds), so
+`pair_unit_power` averages over draws of the mean squares from their χ² laws rather than plugging
+in one df; tests/test_calibration_sim.py checks the stated power against simulated experiments.
+
+McNemar's sample size (Connor 1987) and the paired t-test's power (noncentral t, as G*Power) stay
+for the per-seed detail and as building blocks:
 
 >>> mcnemar_sample_size(0.10, 0.05)
 469
@@ -19,11 +26,14 @@ experiment would have had to be. Two sources of noise, two answers:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TypedDict
 
 import numpy as np
 from scipy import optimize
 from scipy import stats as sps
+
+from rewardlab.evaluation.crossed import METHOD, SeedGroup, VarianceParts, variance_parts
 
 __all__ = [
     "ALPHA",
@@ -34,27 +44,34 @@ __all__ = [
     "mcnemar_detectable_difference",
     "paired_t_power",
     "paired_t_sample_size",
+    "pair_unit_power",
+    "stated_power",
     "power_estimate",
 ]
 
 ALPHA = 0.05
 POWER = 0.8
 _MAX_SEEDS = 100_000  # beyond this a seed count is no plan; reported as None
+_MAX_PAIRS = 100_000_000
+_DRAWS = 4000  # draws of the test's mean squares per power value: Monte Carlo s.e. < 0.8 points
 
 
 class PowerEstimate(TypedDict):
-    """What it would take to resolve one comparison's observed difference (`power_estimate`)."""
+    """What this experiment can resolve with the comparison's own test (`power_estimate`)."""
 
     alpha: float
     power: float
-    diff: float | None  # observed acc(A) - acc(B), mean over seeds
-    discordance: float | None  # share of test pairs the two models disagree on (mean over seeds)
+    method: str  # the test the power is for (`evaluation.crossed.METHOD`)
+    diff: float | None  # observed acc(A) - acc(B), mean over seeds and pairs
+    discordance: float | None  # share of test pairs one seed's two models disagree on (mean over
+    # seeds); None when the seeds are not paired
     test_pairs: int  # test pairs in this experiment
-    test_pairs_needed: int | None  # for one seed's McNemar test; None when diff = 0
-    detectable_diff: float | None  # smallest |diff| resolved at this test-set size
-    seeds: int
-    seeds_needed: int | None  # paired t over seeds on this test set; None without seed spread
-
+    test_pairs_needed: int | None  # at these seeds, for the observed diff; None when diff = 0 or
+    # the seeds' variance alone keeps it out of reach
+    detectable_diff: float | None  # smallest |diff| found with `power` at this size
+    seeds: int  # seeds per condition (the smaller side)
+    seeds_needed: int | None  # at these test pairs; None when diff = 0, with one seed (no seed
+    # variance estimated), or out of reach
 
 def _z(q: float) -> float:
     return float(sps.norm.ppf(q))
@@ -127,28 +144,111 @@ def paired_t_sample_size(mean: float, sd: float, *, alpha: float = ALPHA,
     return n
 
 
-def power_estimate(a_correct: np.ndarray, b_correct: np.ndarray, *, alpha: float = ALPHA,
-                   power: float = POWER) -> PowerEstimate:
-    """Test pairs and seeds that would resolve acc(A) − acc(B), from (S, P) right/wrong arrays.
+def _at_design(parts: VarianceParts, pairs: int, seeds: int | None = None) -> VarianceParts:
+    """The expected variance parts of the same comparison run with `pairs` test pairs and `seeds`
+    seeds per side (None: as run): σ²_pair, σ²_seed and σ²_res are estimated once, then rescaled.
 
-    Uses the observed per-seed discordance (p10, p01 averaged over the S seeds) for the test-pair
-    count, and the spread of the S per-seed differences for the seed count (S ≥ 2).
+    A seed scatter below the pair noise counts as no seed variance (as the test counts it).
     """
-    a = np.atleast_2d(np.asarray(a_correct, dtype=bool))  # (S, P)
-    b = np.atleast_2d(np.asarray(b_correct, dtype=bool))
-    n_seeds, n_pairs = a.shape
-    if n_pairs == 0:
-        return {"alpha": alpha, "power": power, "diff": None, "discordance": None,
-                "test_pairs": 0, "test_pairs_needed": None, "detectable_diff": None,
-                "seeds": n_seeds, "seeds_needed": None}
-    p10 = float((a & ~b).mean())  # over seeds and pairs = mean over seeds of each seed's share
-    p01 = float((~a & b).mean())
-    per_seed = a.mean(axis=1) - b.mean(axis=1)  # (S,)
-    sd = float(per_seed.std(ddof=1)) if n_seeds > 1 else math.nan
-    return {"alpha": alpha, "power": power, "diff": p10 - p01, "discordance": p10 + p01,
-            "test_pairs": n_pairs,
-            "test_pairs_needed": mcnemar_sample_size(p10, p01, alpha=alpha, power=power),
-            "detectable_diff": mcnemar_detectable_difference(n_pairs, p10 + p01, alpha=alpha,
-                                                             power=power),
-            "seeds": n_seeds,
-            "seeds_needed": paired_t_sample_size(p10 - p01, sd, alpha=alpha, power=power)}
+    per_pair = max(0.0, parts.pair_var - sum(g.ms_res / g.seeds for g in parts.groups))  # σ²_pair
+    groups = tuple(SeedGroup(seeds=seeds or g.seeds, ms_res=g.ms_res,
+                             ms_seed=g.ms_res + pairs * max(0.0, g.ms_seed - g.ms_res) / parts.pairs)
+                   for g in parts.groups)
+    pair_var = per_pair + sum(g.ms_res / g.seeds for g in groups)
+    return VarianceParts(diff=parts.diff, pairs=pairs, pair_var=pair_var, groups=groups)
+
+
+def pair_unit_power(truth: VarianceParts, diff: float, *, alpha: float = ALPHA,
+                    draws: int = _DRAWS, seed: int = 0) -> float:
+    """Power of `pair_unit_test` when the true difference is `diff` and the variance parts are
+    `truth` (expected mean squares).
+
+    The test's estimated variance and its Satterthwaite df are random too (few seeds: very), so
+    power is averaged over `draws` draws of the mean squares from their scaled χ² laws (normal
+    theory); for each draw the chance that the normal estimate of the difference clears the
+    critical value is exact.
+    """
+    rng = np.random.default_rng(seed)  # fixed: the same draws for every diff (smooth in diff)
+    p = truth.pairs
+    if p < 2:
+        return 0.0
+    var = truth.var_pairs * rng.chisquare(p - 1, draws) / (p - 1)  # (draws,)
+    den = var**2 / (p - 1)
+    for g in truth.groups:
+        term = truth.seed_term(g) * rng.chisquare(g.seeds - 1, draws) / (g.seeds - 1)
+        var = var + term
+        den = den + term**2 / (g.seeds - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(den > 0, var**2 / den, np.inf)
+    crit = sps.t.ppf(1 - alpha / 2, df) * np.sqrt(var)  # (draws,) |diff| the test needs
+    sd = math.sqrt(truth.expected_variance)  # the true spread of the estimated difference
+    if sd == 0:
+        return float(np.mean(abs(diff) > crit))
+    return float(np.mean(sps.norm.cdf((diff - crit) / sd) + sps.norm.cdf((-diff - crit) / sd)))
+
+
+def _detectable(truth: VarianceParts, *, alpha: float, power: float) -> float | None:
+    """Smallest |diff| found with `power` (None when even a difference of 1 is not)."""
+    if pair_unit_power(truth, 1.0, alpha=alpha) < power:
+        return None
+    return float(optimize.brentq(lambda d: pair_unit_power(truth, d, alpha=alpha) - power,
+                                 0.0, 1.0, xtol=1e-6))
+
+
+def _smallest(reaches: Callable[[int], bool], low: int, high: int) -> int | None:
+    """Smallest n in [low, high] with reaches(n) (taken as monotone), else None."""
+    if not reaches(high):
+        return None
+    top = low
+    while not reaches(top):  # doubling keeps the search to ~log2(high) evaluations
+        low, top = top + 1, min(2 * top, high)
+    while low < top:
+        mid = (low + top) // 2
+        low, top = (low, mid) if reaches(mid) else (mid + 1, top)
+    return top
+
+
+def power_estimate(a_correct: np.ndarray, b_correct: np.ndarray, *, paired: bool = True,
+                   alpha: float = ALPHA, power: float = POWER) -> PowerEstimate:
+    """What this experiment can resolve, for the comparison's own test (`pair_unit_test`):
+    the smallest difference found with `power` at this size, and the test pairs (these seeds) or
+    seeds (these test pairs) that would find the observed difference. (S, P) right/wrong arrays.
+    """
+    a = np.atleast_2d(np.asarray(a_correct, dtype=bool))  # (S_A, P)
+    b = np.atleast_2d(np.asarray(b_correct, dtype=bool))  # (S_B, P)
+    parts = variance_parts(a, b, paired=paired)
+    n_pairs, n_seeds = parts.pairs, min(a.shape[0], b.shape[0])
+    out: PowerEstimate = {"alpha": alpha, "power": power, "method": METHOD,
+                          "diff": None, "discordance": None, "test_pairs": n_pairs,
+                          "test_pairs_needed": None, "detectable_diff": None, "seeds": n_seeds,
+                          "seeds_needed": None}
+    if n_pairs < 2:
+        return out
+    truth = _at_design(parts, n_pairs)
+    diff = parts.diff
+    out["diff"] = diff
+    if paired:  # the share of test pairs one seed's two models disagree on, mean over seeds
+        out["discordance"] = float((a != b).mean())
+    out["detectable_diff"] = _detectable(truth, alpha=alpha, power=power)
+    if diff == 0:
+        return out
+
+    def found(design: VarianceParts) -> bool:
+        return pair_unit_power(design, diff, alpha=alpha) >= power
+
+    out["test_pairs_needed"] = _smallest(
+        lambda n: found(_at_design(parts, n)), 2, _MAX_PAIRS)
+    if parts.groups:  # seed variance was estimated: more seeds can be planned
+        out["seeds_needed"] = _smallest(
+            lambda s: found(_at_design(parts, n_pairs, s)), 2, _MAX_SEEDS)
+    return out
+
+
+def stated_power(a_correct: np.ndarray, b_correct: np.ndarray, diff: float, *,
+                 paired: bool = True, alpha: float = ALPHA) -> float:
+    """The power an experiment's own (S, P) tables state for a true difference `diff`: its
+    variance parts at its own size through `pair_unit_power` (`detectable_diff` inverts it)."""
+    parts = variance_parts(a_correct, b_correct, paired=paired)
+    if parts.pairs < 2:
+        return 0.0
+    return pair_unit_power(_at_design(parts, parts.pairs), diff, alpha=alpha)

@@ -1,11 +1,14 @@
 """The report's verdict paragraph: "does cleaning my preference data give me a better reward model?"
 
-Built only from numbers the statistics already computed (each comparison's bootstrap CI and
+Built only from numbers the statistics already computed (each comparison's pair-unit test and
 sentence, the dose-response curves' tests, the Holm summary, the power estimates), so it never
-claims more than they support: "better" or "worse" only where a 95% CI excludes 0, hedged when the
-finding does not survive the correction for the number of tests, and always how large an
-experiment would resolve what was seen. Before the detail it warns when the models barely trained
-and says how far the best one is above the stronger trivial length rule (`evaluation.learning`).
+claims more than they support: a difference is claimed only where a test's 95% CI excludes 0 *and*
+it survives Holm's correction over every test the report makes (`claims_difference`), so under no
+effect the verdict claims one in at most α of experiments (tests/test_calibration_sim.py); a CI
+that excludes 0 on its own is reported as not conclusive. The A/A control (`aa`: unfiltered
+again with other seeds) is read as the setup's noise floor. Always said: how large an experiment
+would resolve what was seen. Before the detail it warns when the models barely trained and says
+how far the best one is above the stronger trivial length rule (`evaluation.learning`).
 `verdict_parts` keeps the three groups apart, so the report can put its table between the answer
 and the detail. Reads results dicts (schema: docs/architecture.md), so an older results.json
 without the newer blocks gets the older paragraph.
@@ -13,10 +16,11 @@ without the newer blocks gets the older paragraph.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from statistics import median
 from typing import Any, TypedDict
 
+from rewardlab.evaluation.crossed import direction, format_p, interval_of
 from rewardlab.evaluation.learning import (
     BARELY_TRAINED_NATS,
     LN2,
@@ -25,7 +29,11 @@ from rewardlab.evaluation.learning import (
 )
 from rewardlab.evaluation.power import ALPHA, POWER
 
-__all__ = ["overall_verdict", "verdict_parts", "VerdictParts"]
+__all__ = ["overall_verdict", "verdict_parts", "claims_difference", "VerdictParts",
+           "AA_CONDITION"]
+
+AA_CONDITION = "aa"  # the A/A control's name (experiment.config.CONDITIONS spells it the same)
+_NOT_TREATMENTS = ("unfiltered", "random", AA_CONDITION)
 
 
 def _points(x: float) -> str:
@@ -42,33 +50,42 @@ def _find(comparisons: Sequence[Mapping[str, Any]], treated: str, baseline: str
                  if c["treated"] == treated and c["baseline"] == baseline), None)
 
 
-def _ci_direction(ci: Sequence[float | None] | None) -> int:
-    """+1 when a 95% CI lies above 0, -1 below, 0 when it spans 0 or is missing."""
-    lo, hi = (ci or [None, None])[:2]
-    if lo is None or hi is None:
-        return 0
-    return 1 if lo > 0 else -1 if hi < 0 else 0
-
-
 def _direction(comp: Mapping[str, Any] | None) -> int:
-    """+1 significantly better, -1 significantly worse, 0 no detectable difference / missing."""
-    return 0 if comp is None else _ci_direction(comp["bootstrap"]["ci"])
+    """+1 CI above 0, -1 below, 0 no detectable difference / missing (`crossed.direction`)."""
+    return direction(comp)
 
 
 def _holm_tests(results: Mapping[str, Any]) -> int:
     return int((results.get("multiplicity") or {}).get("tests") or 0)
 
 
-def _survives(comp: Mapping[str, Any], results: Mapping[str, Any]) -> bool:
-    """Still significant after Holm's correction (True when there was nothing to correct)."""
-    if _holm_tests(results) <= 1 or comp.get("p_holm") is None:
-        return True
-    return float(comp["p_holm"]) < ALPHA
+def _firm(record: Mapping[str, Any] | None) -> bool:
+    """What the verdict may claim: the 95% CI excludes 0 and the test survives Holm's correction
+    over the report's tests (a record not corrected, with no Holm p, is judged by its CI)."""
+    if record is None or direction(record) == 0:
+        return False
+    p_holm = record.get("p_holm")
+    return p_holm is None or float(p_holm) < ALPHA
+
+
+def _tested_records(results: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """Every record a test decided: comparisons, dose points and curves, ablations."""
+    yield from results.get("comparisons", [])
+    for dose in results.get("dose_response") or []:
+        yield from (p["comparison"] for p in dose.get("points", []))
+        if dose.get("curve_test"):
+            yield dose["curve_test"]
+    yield from (e["comparison"] for e in results.get("ablation") or [] if not e.get("reused"))
+
+
+def claims_difference(results: Mapping[str, Any]) -> bool:
+    """Whether the verdict claims any difference: some test's CI excludes 0 and survives Holm."""
+    return any(_firm(r) for r in _tested_records(results))
 
 
 def _treatment_names(results: Mapping[str, Any]) -> list[str]:
-    """Conditions that clean the data: everything except the unfiltered baseline and the control."""
-    return [c for c in results.get("conditions", {}) if c not in ("unfiltered", "random")]
+    """Conditions that clean the data: all but the unfiltered baseline and the two controls."""
+    return [c for c in results.get("conditions", {}) if c not in _NOT_TREATMENTS]
 
 
 def _best_treatment(results: Mapping[str, Any]) -> str | None:
@@ -78,47 +95,58 @@ def _best_treatment(results: Mapping[str, Any]) -> str | None:
     return max(scored)[1] if scored else None
 
 
+def _not_after_holm(results: Mapping[str, Any]) -> str:
+    return f"not after correcting for the {_holm_tests(results)} tests this report makes"
+
+
 def _dose_headline(results: Mapping[str, Any]) -> str:
     """The answer when no clean condition ran: the dose-response curves against random removal."""
     doses = results.get("dose_response") or []
     if not doses:
         return "No cleaning condition was run, so this report cannot answer the question."
-    ups = [d for d in doses if _curve_direction(d) > 0]
+    firm = [d for d in doses if _firm(d.get("curve_test"))]
+    ups = [d for d in firm if _curve_direction(d) > 0]
     if ups:
         names = ", ".join(f"{d['rank_by']} ({d['treatment']})" for d in ups)
-        hedge = ("" if all(_survives(d["curve_test"], results) for d in ups) else
-                 f", though not after correcting for the {_holm_tests(results)} tests made")
         return (f"Yes, on this test set: treating the pairs ranked most suspect by {names} beat "
-                f"treating as many random pairs{hedge}.")
+                f"treating as many random pairs.")
+    if firm:
+        names = ", ".join(f"{d['rank_by']} ({d['treatment']})" for d in firm)
+        return (f"No: treating the pairs ranked most suspect by {names} did worse than treating "
+                f"as many random pairs.")
+    hinted = [d for d in doses if _curve_direction(d) != 0]
+    if hinted:
+        return (f"Not conclusively: a curve's 95% CI excludes 0 on its own, but "
+                f"{_not_after_holm(results)}; that is within what chance produces.")
     return ("No evidence that it does: treating the pairs the detector ranks most suspect did "
             "not differ detectably from treating as many random pairs.")
 
 
 def _headline(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> str:
-    """The direct answer, driven by the treatments' comparisons against unfiltered data."""
+    """The direct answer, driven by the treatments' comparisons against unfiltered data; only
+    differences that survive Holm's correction are claimed (`_firm`)."""
     treatments = _treatment_names(results)
     if not treatments:
         return _dose_headline(results)
     found = {t: _find(comps, t, "unfiltered") for t in treatments}
     dirs = {t: _direction(c) for t, c in found.items()}
-    better = [t for t, d in dirs.items() if d > 0]
-    worse = [t for t, d in dirs.items() if d < 0]
+    better = [t for t, d in dirs.items() if d > 0 and _firm(found[t])]
+    worse = [t for t, d in dirs.items() if d < 0 and _firm(found[t])]
+    hinted = [t for t, d in dirs.items() if d != 0 and not _firm(found[t])]
     if better:
-        firm = [t for t in better if _survives(found[t] or {}, results)]
-        if firm:
-            return f"Yes, on this test set: {', '.join(firm)} beat training on unfiltered data."
-        return (f"Possibly, but not conclusively: {', '.join(better)} beat training on unfiltered "
-                f"data on this test set (95% CI above 0), but not after correcting for the "
-                f"{_holm_tests(results)} tests this report makes.")
+        return f"Yes, on this test set: {', '.join(better)} beat training on unfiltered data."
     if worse and len(worse) == len(dirs):
         return "No: every cleaning treatment made the reward model worse than unfiltered data."
     if worse:
-        return (f"No improvement was shown: {', '.join(worse)} made the model worse and the other "
-                f"treatments were indistinguishable from unfiltered data.")
+        return (f"No improvement was shown: {', '.join(worse)} made the model worse and no other "
+                f"treatment differed detectably from unfiltered data.")
+    if hinted:
+        side = "above" if dirs[hinted[0]] > 0 else "below"
+        return (f"Not conclusively: {hinted[0]}'s 95% CI against unfiltered data lies {side} 0 "
+                f"on its own, but {_not_after_holm(results)}; that is within what chance "
+                f"produces, so no cleaning treatment is shown to differ.")
     return ("No evidence that it does: no cleaning treatment differed detectably from "
             "training on unfiltered data.")
-
-
 def _control_treatment(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]
                        ) -> str | None:
     """The treatment to judge against the control: one that beat unfiltered, else the best."""
@@ -161,7 +189,7 @@ def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, A
 
 
 def _curve_direction(dose: Mapping[str, Any]) -> int:
-    return _ci_direction((dose.get("curve_test") or {}).get("ci"))
+    return direction(dose.get("curve_test"))
 
 
 def _dose_sentences(results: Mapping[str, Any]) -> list[str]:
@@ -186,15 +214,47 @@ def _ablation_sentence(results: Mapping[str, Any]) -> str:
 
 
 def _strength_sentence(results: Mapping[str, Any]) -> str:
+    """The share of pairs below 0, with what bounds it: the judges' own held-out accuracy."""
     block = results.get("strength") or {}
     share, n = block.get("share_negative"), block.get("pairs")
     if share is None or not n:
         return ""
+    lead = (f"{block['detector']}: {100 * share:.1f}% of the {_count(n)} training pairs have a "
+            f"negative mean margin across models that never trained on them")
+    accuracy = block.get("held_out_accuracy")
+    caveat = ""
+    if accuracy is not None:
+        caveat = (f"; the models that produced those margins are {100 * accuracy:.1f}% accurate on "
+                  f"pairs they never trained on, and a judge with accuracy a puts about 1 − a of "
+                  f"the pairs below 0 with no label noise at all, so the share measures the "
+                  f"judges' errors together with any label noise, not label noise alone")
     ref = block.get("reference") or {}
-    compared = (f" (reported for {ref['dataset']}: about {100 * ref['share']:.0f}%, "
-                f"{ref['source']})" if ref.get("share") is not None else "")
-    return (f"{block['detector']}: {100 * share:.1f}% of the {_count(n)} training pairs have a "
-            f"negative mean margin across models that never trained on them{compared}.")
+    compared = (f". {ref['source']} reports about {100 * ref['share']:.0f}% for {ref['dataset']} "
+                f"from fine-tuned reward-model ensembles, far stronger judges, so the two shares "
+                f"are not comparable as measures of noise" if ref.get("share") is not None else "")
+    return f"{lead}{caveat}{compared}."
+
+
+def _aa_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> str:
+    """What the A/A control (unfiltered again, other seeds) says about this setup's noise."""
+    comp = _find(comps, AA_CONDITION, "unfiltered")
+    if comp is None:
+        return ""
+    diff, (lo, hi) = interval_of(comp)
+    if diff is None or lo is None or hi is None:
+        return ""
+    p = (comp.get("test") or {}).get("p")
+    lead = (f"A/A control ({AA_CONDITION}: the unfiltered data again, trained with other seeds): "
+            f"{100 * diff:+.1f} points against unfiltered (95% CI {100 * lo:+.1f} to "
+            f"{100 * hi:+.1f}{'' if p is None else ', ' + format_p(p)})")
+    if _firm(comp):
+        return (f"{lead}. It differs though only the seeds differ: this setup's seed noise is "
+                f"larger than the tests allow for, so read every difference above with suspicion.")
+    if direction(comp) != 0:
+        return (f"{lead}: its CI excludes 0 on its own but {_not_after_holm(results)}, as happens "
+                f"by chance in about 1 test in 20.")
+    return (f"{lead}: no detectable difference, as it should be. Seeds alone move the accuracy by "
+            f"up to about ±{_points((hi - lo) / 2)} points here: the noise floor of this setup.")
 
 
 def _headline_comparison(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]
@@ -208,32 +268,39 @@ def _headline_comparison(results: Mapping[str, Any], comps: Sequence[Mapping[str
 
 
 def _power_sentence(comp: Mapping[str, Any] | None) -> str:
-    """How many test pairs (or seeds) would resolve the observed difference, with 80% power."""
+    """What this experiment resolves, for the comparisons' own test (test pairs the unit, seed
+    variance included), and what would resolve the observed difference, with 80% power."""
     power = (comp or {}).get("power")
-    if not power or power.get("diff") is None or comp is None:
-        return ""
-    what = f"{comp['treated']} vs {comp['baseline']}"
+    if not power or power.get("diff") is None or comp is None or "method" not in power:
+        return ""  # none, or an older results.json's power for another test
     target = f"with {100 * POWER:.0f}% power at α = {ALPHA}"
+    n_pairs, n_seeds = power["test_pairs"], power["seeds"]
+    design = (f"With {_count(n_pairs)} test pairs and {n_seeds} seed{'s' if n_seeds != 1 else ''} "
+              f"per condition")
     detectable = power.get("detectable_diff")
-    resolves = (f" On its {_count(power['test_pairs'])} test pairs, one seed's McNemar test "
-                f"finds differences of about ±{_points(detectable)} points {target}; averaging "
-                f"seeds narrows the intervals above, not the test-pair noise they share."
-                if detectable is not None else "")
+    finds = (f"{design}, the comparisons' test (test pairs as the unit, the seeds' variance "
+             f"included) finds differences of about ±{_points(detectable)} points {target}."
+             if detectable is not None else
+             f"{design}, the comparisons' test cannot reach {100 * POWER:.0f}% power for any "
+             f"difference.")
+    if not power["diff"]:
+        return finds
+    what = f"{comp['treated']} vs {comp['baseline']}"
     pairs_needed, seeds_needed = power.get("test_pairs_needed"), power.get("seeds_needed")
-    if pairs_needed is None:
-        return (f"The observed difference of {what} is 0, so no sample size resolves it."
-                f"{resolves}")
-    seeds = (f", or, on these test pairs, about {_count(seeds_needed)} seeds (paired t over seeds; "
-             f"this run has {power['seeds']})" if seeds_needed is not None else "")
-    return (f"To resolve the observed {100 * power['diff']:+.1f}-point difference of {what} "
-            f"{target} would take about {_count(pairs_needed)} test pairs for one seed's McNemar "
-            f"test (this run has {_count(power['test_pairs'])}){seeds}.{resolves}")
+    pairs = (f"about {_count(pairs_needed)} test pairs at {n_seeds} seeds" if pairs_needed else
+             "no number of test pairs at these seeds (the seeds' variance alone is too large)")
+    seeds = (f"about {_count(seeds_needed)} seeds on these test pairs" if seeds_needed else
+             "no number of seeds on these test pairs (the test pairs' variance alone is too large)"
+             if n_seeds > 1 else
+             "more seeds (one seed says nothing of the seeds' variance)")
+    return (f"{finds} To find the observed {100 * power['diff']:+.1f}-point difference of {what} "
+            f"{target} would take {pairs}, or {seeds}.")
 
 
 def _resolution_sentence(comps: Sequence[Mapping[str, Any]], results: Mapping[str, Any]) -> str:
     """How small a difference this experiment can resolve: the typical CI half-width."""
-    halves = [(c["bootstrap"]["ci"][1] - c["bootstrap"]["ci"][0]) / 2 for c in comps
-              if c["bootstrap"]["ci"][0] is not None]
+    cis = [interval_of(c)[1] for c in comps]
+    halves = [(hi - lo) / 2 for lo, hi in cis if lo is not None and hi is not None]
     if not halves:
         return ""
     seeds = len(results.get("config", {}).get("seeds", [])) or None
@@ -246,7 +313,7 @@ def _resolution_sentence(comps: Sequence[Mapping[str, Any]], results: Mapping[st
 
 def _multiplicity_sentence(results: Mapping[str, Any]) -> str:
     """The Holm summary, said so it cannot read against the per-seed McNemar counts: these tests
-    are one per comparison (or curve) with the seeds pooled, not the single-seed tests."""
+    are one per comparison (or curve), the test pair the unit, not the single-seed tests."""
     mult = results.get("multiplicity") or {}
     k = int(mult.get("tests") or 0)
     if k <= 1:
@@ -255,10 +322,11 @@ def _multiplicity_sentence(results: Mapping[str, Any]) -> str:
     survivors = [label for label, p in zip(mult.get("labels", []), mult.get("p_holm", []))
                  if p < ALPHA]
     named = f" ({', '.join(survivors[:3])}{', …' if len(survivors) > 3 else ''})" if survivors else ""
-    curves = "; curves: their permutation test" if results.get("dose_response") else ""
-    return (f"Counting each comparison once, with its seeds pooled (CMH{curves}), this report "
-            f"makes {k} tests, so about {k * ALPHA:.1f} would reach p < {ALPHA} "
-            f"by chance alone: {raw} of the {k} did, {held} after Holm's correction{named}."
+    curves = " (a dose-response curve counts once)" if results.get("dose_response") else ""
+    return (f"Counting each comparison once{curves}, with the test pair as the unit and the "
+            f"seeds' variance included, this report makes {k} tests, so about {k * ALPHA:.1f} "
+            f"would have a 95% CI excluding 0 by chance alone: {raw} of the {k} did, {held} "
+            f"after Holm's correction{named}."
             + (" The per-seed McNemar counts above look at single seeds of the same comparisons; "
                "they are not further tests." if _per_seed_quoted(results) else ""))
 
@@ -334,7 +402,8 @@ def verdict_parts(results: Mapping[str, Any]) -> VerdictParts:
     comps = results.get("comparisons", [])
     details = [c["verdict"] for c in comps
                if c["baseline"] == "unfiltered" and c["treated"] in _treatment_names(results)]
-    details += [_control_sentence(results, comps), *_dose_sentences(results),
+    details += [_control_sentence(results, comps), _aa_sentence(results, comps),
+                *_dose_sentences(results),
                 _ablation_sentence(results), _strength_sentence(results),
                 _resolution_sentence(comps, results),
                 _power_sentence(_headline_comparison(results, comps)),
@@ -347,7 +416,7 @@ def verdict_parts(results: Mapping[str, Any]) -> VerdictParts:
 def overall_verdict(results: Mapping[str, Any]) -> str:
     """A paragraph answering "does cleaning my preference data give me a better reward model?".
 
-    Built only from the comparisons' bootstrap CIs (and, when present, the dose-response tests,
+    Built only from the comparisons' pair-unit tests (and, when present, the dose-response tests,
     the Holm summary and the power estimates), so it never claims more than they support; it says
     when the models barely trained and how the best one compares with the stronger length rule.
     """

@@ -1,8 +1,10 @@
 """The clean-vs-unfiltered experiment: conditions × seeds on the same test pairs, then statistics.
 
-`run_comparison(config)` ingests what the store lacks, runs missing detectors, trains every
-condition with every seed, evaluates all of them on one test set and returns the results dict that
-`report.write_report` renders (schema: docs/architecture.md). With `--fractions F --rank-by D` it
+`run_comparison(config)` ingests what the store lacks, runs missing detectors (`prepare_experiment`),
+plans every run (`experiment/plan.py`: conditions × seeds, each a `RunSpec` with an id), trains the
+runs the store does not hold yet, storing each as it finishes (`experiment/runs.py`), evaluates all
+of them on one test set and returns the results dict that `report.write_report` renders (schema:
+docs/architecture.md). With `--fractions F --rank-by D` it
 adds dose-response curves (`experiment/dose.py`), with `--ablation` each detector against its own
 size-matched random control; Holm's correction then runs over every test the report makes.
 """
@@ -10,28 +12,43 @@ size-matched random control; Holm's correction then runs over every test the rep
 from __future__ import annotations
 
 import dataclasses
-import functools
+import hashlib
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
-from rewardlab.errors import RewardlabError, SelectionError, SourceError
-from rewardlab.experiment.dose import (
-    RunCounter,
-    TrainRun,
-    run_ablation,
-    run_dose_response,
-    train_over_seeds,
+from rewardlab.errors import SelectionError, SourceError
+from rewardlab.experiment.config import (
+    AA_CONDITION,
+    CONDITIONS,
+    PRESETS,
+    REVIEWED_CONDITION,
+    CompareConfig,
+    Condition,
+    Preset,
+    train_config_for,
 )
+from rewardlab.experiment.config import (
+    names as _names,
+)
+from rewardlab.experiment.dose import ArmKey, ablation_block, dose_response_block
+from rewardlab.experiment.plan import (
+    ExperimentData,
+    PlanSummary,
+    RunSpec,
+    plan_experiment,
+    summarize_plan,
+)
+from rewardlab.experiment.runs import records_by_key, run_plan
 from rewardlab.experiment.strength import STRENGTH_DETECTORS, strength_block
 from rewardlab.flags.precision import (
     confirmed_flag_ids,
@@ -42,12 +59,10 @@ from rewardlab.flags.precision import (
 from rewardlab.flags.selection import (
     CLEAN_DETECTORS,  # the one default meaning of "clean", shared with `train --select clean`
     TREATMENTS,
-    Selection,
     clean_definition,
     detector_scores,
     resolve_flagged_ids,
     sample_stratified,
-    select_training_pairs,
 )
 
 if TYPE_CHECKING:
@@ -65,119 +80,13 @@ if TYPE_CHECKING:
         TeachingBlock,
     )
     from rewardlab.store.store import Store
-    from rewardlab.training.config import TrainConfig
 
 __all__ = ["CompareConfig", "Preset", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",
            "dataset_name_for", "train_config_for", "validate_compare_config", "compare_detectors",
-           "check_fractions_fit", "Annotate",
+           "check_fractions_fit", "Annotate", "Prepared", "prepare_experiment", "plan_comparison",
            "run_comparison"]
 
 log = logging.getLogger("rewardlab")
-
-# Settings per preset; an option given on the command line wins. `seed` is the original notebook's
-# (a GPU job); `quick` finishes on a 2-core CPU in minutes; `strength` ranks pairs by cross-fitted
-# preference strength and runs the dose-response curve within ~20 minutes on a 2-core CPU for the
-# 1,512-pair sample (timings: docs/architecture.md, "compare --preset strength").
-class Preset(TypedDict):
-    model: str
-    max_pairs: int | None  # None = all train pairs
-    seeds: int
-    detectors: NotRequired[str]  # define "flagged" for the clean conditions
-    rank_by: NotRequired[str]  # the dose-response ranking
-    fractions: NotRequired[str]
-    epochs: NotRequired[int]
-    max_length: NotRequired[int]
-    lr: NotRequired[float]  # for the preset's own backbone only: another --model keeps its default
-
-
-# quick's lr, measured on the sample (1,030 train / 482 test pairs, 1 epoch, seed 0; issue 35): at
-# MiniLM's default 2e-5 the run barely trains (train loss 0.690 vs ln 2 = 0.693, test NLL 0.682,
-# mean test margin 0.02, 61.2% test accuracy); at 1e-4, in the same time, train loss 0.669, test
-# NLL 0.631, margin 0.26, 63.5% (over "prefer the shorter", 57.7%: +5.8 points instead of +3.5)
-PRESETS: dict[str, Preset] = {
-    "quick": {"model": "minilm", "max_pairs": 4000, "seeds": 1, "lr": 1e-4},
-    "seed": {"model": "distilbert-base-uncased", "max_pairs": None, "seeds": 1},
-    # bow: ~5 s a run on the sample (61% test accuracy at max_length 512, MiniLM fine-tuning ~90 s),
-    # so 5 seeds × (3 conditions + 4 fractions × 2 arms) = 55 runs fit next to the detector
-    "strength": {"model": "bow", "max_pairs": None, "seeds": 5, "epochs": 1, "max_length": 512,
-                 "detectors": "preference_strength", "rank_by": "preference_strength",
-                 "fractions": "0.05,0.1,0.2,0.3"},
-}
-# clean-reviewed removes only the flags reviewers confirmed (`rewardlab review`); it joins a plan
-# with `clean` by itself once reviewers confirmed any flag of the experiment's detectors
-REVIEWED_CONDITION = "clean-reviewed"
-CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random", REVIEWED_CONDITION)
-
-
-def _help(text: str, **extra: Any) -> dict[str, Any]:
-    return {"help": text, **extra}
-
-
-@dataclass
-class CompareConfig:
-    """Everything `rewardlab compare` needs; saved in results.json."""
-
-    train: str = field(default="hh-rlhf-sample", metadata=_help(
-        "train source (see `rewardlab ingest`): the embedded HH-RLHF sample 'hh-rlhf-sample' by "
-        "default (offline, split 70/30); 'hh-rlhf' for the full dataset from the hub (the sample "
-        "when the hub is unreachable)"))
-    test: str | None = field(default=None, metadata=_help("separate test source"))
-    test_fraction: float | None = field(default=None, metadata=_help(
-        "carve a test split from a single-split train source by prompt hash"))
-    preset: str = field(default="quick", metadata=_help(
-        "quick (CPU minutes), seed (the notebook's) or strength (preference strength + "
-        "dose-response, CPU ≤ 20 min on the sample)", choices=list(PRESETS)))
-    seeds: int | None = field(default=None, metadata=_help("seeds per condition (preset: 1)"))
-    conditions: str = field(default="unfiltered,clean,random", metadata=_help(
-        "comma list of unfiltered, clean, random, clean-reviewed (remove only the flags reviewers "
-        "confirmed; added by itself next to clean once reviewers confirmed any)"))
-    treatments: str = field(default="remove", metadata=_help(
-        "what clean does to flagged pairs: comma list of remove, flip, soft"))
-    detectors: str | None = field(default=None, metadata=_help(
-        "comma list of the detectors whose flags define 'flagged'; not given: the default clean "
-        f"set, as `train --select clean` ({', '.join(CLEAN_DETECTORS)}); an empty list is "
-        "refused; reviewed:DET = the flags of DET that reviewers confirmed"))
-    model: str | None = field(default=None, metadata=_help("backbone (preset: minilm)"))
-    max_pairs: int | None = field(default=None, metadata=_help(
-        "train pairs, stratified by subset (quick: 4000; 0 = all)"))
-    epochs: int | None = field(default=None, metadata=_help(
-        "training epochs, at least 1 (default 1)"))
-    max_length: int | None = field(default=None, metadata=_help(
-        "max tokens, at least 1 (default 256)"))
-    name: str | None = field(default=None, metadata=_help("dataset name in the store"))
-    save_checkpoints: bool = field(default=False, metadata=_help(
-        "keep every run's checkpoint under DIR/runs"))
-    fractions: str | None = field(default=None, metadata=_help(
-        "dose-response: comma list of shares of the training pairs to treat with the first "
-        "--treatments, e.g. 0.05,0.1,0.2,0.3 (needs --rank-by; preset strength sets both)"))
-    rank_by: str | None = field(default=None, metadata=_help(
-        "dose-response: the detector whose score (higher = more suspect) ranks the pairs; each "
-        "fraction treats its top pairs and, as the control, as many random ones"))
-    ablation: bool = field(default=False, metadata=_help(
-        "also train each detector's own clean condition against its own size-matched random "
-        "control (first treatment only; off by default)"))
-
-    def __post_init__(self) -> None:
-        """Refuse option values that cannot mean anything, whoever builds the config (the CLI or
-        Python): checked before any data is read or model trained."""
-        for name, minimum in (("seeds", 1), ("epochs", 1), ("max_length", 1), ("max_pairs", 0)):
-            value = getattr(self, name)
-            if value is not None and value < minimum:  # None = the preset's value
-                raise RewardlabError(f"--{name.replace('_', '-')} must be at least {minimum} "
-                                     f"(got {value})")
-        tf = self.test_fraction
-        if tf is not None and not 0.0 < tf < 1.0:  # NaN fails this too
-            raise RewardlabError(f"--test-fraction must be between 0 and 1, exclusive (got {tf})")
-        if self.detectors is not None and not _names(self.detectors):
-            raise RewardlabError(f"--detectors {self.detectors!r} names no detector; leave it out "
-                                 f"for the default clean set ({', '.join(CLEAN_DETECTORS)})")
-
-
-@dataclass(frozen=True)
-class Condition:
-    name: str  # e.g. "clean-remove"
-    mode: str  # all | clean | random
-    treatment: str | None
 
 
 def plan_conditions(conditions: str, treatments: str) -> list[Condition]:
@@ -198,8 +107,13 @@ def plan_conditions(conditions: str, treatments: str) -> list[Condition]:
             plan.append(Condition("random", "random", None))
         elif c == REVIEWED_CONDITION:
             plan.append(Condition(REVIEWED_CONDITION, "clean", "remove"))
+        elif c == AA_CONDITION:  # unfiltered again; its own seeds are the plan's (AA_SEED_OFFSET)
+            plan.append(Condition(AA_CONDITION, "all", None))
         else:
             plan += [Condition(f"clean-{t}", "clean", t) for t in kinds]
+    if AA_CONDITION in names and "unfiltered" not in names:
+        raise SelectionError(f"condition {AA_CONDITION} (the A/A control) is compared with "
+                             "unfiltered: add unfiltered to --conditions, e.g. unfiltered,aa")
     return plan
 
 
@@ -317,11 +231,6 @@ def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Se
     return plan, confirmed
 
 
-def _names(text: str) -> list[str]:
-    """'a, b,,c' → ['a', 'b', 'c']."""
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def compare_detectors(config: CompareConfig) -> list[str]:
     """The detectors whose flags define "flagged": --detectors, else the preset's, else the
     default clean set (the same one `train --select clean` uses)."""
@@ -354,20 +263,6 @@ def _setting(config: CompareConfig, key: str) -> Any:
     return value if value is not None else PRESETS[config.preset].get(key)
 
 
-def train_config_for(config: CompareConfig, seed: int) -> TrainConfig:
-    """The TrainConfig every condition of this experiment trains with, for one seed."""
-    from rewardlab.training.config import TrainConfig
-
-    preset = PRESETS[config.preset]
-    overrides: dict[str, Any] = {"model": config.model or preset["model"], "seed": seed}
-    for key in ("epochs", "max_length"):
-        if _setting(config, key):
-            overrides[key] = _setting(config, key)
-    if "lr" in preset and overrides["model"] == preset["model"]:
-        overrides["lr"] = preset["lr"]  # tuned for that backbone; bow's 3e-3 is another scale
-    return TrainConfig(**overrides)
-
-
 def validate_compare_config(config: CompareConfig, store: Store | None = None) -> list[float]:
     """Check the options before any data is read or model trained; return the dose-response
     fractions ([] when there is no dose-response). SelectionError naming the option otherwise.
@@ -382,7 +277,7 @@ def validate_compare_config(config: CompareConfig, store: Store | None = None) -
     if config.preset not in PRESETS:
         raise SelectionError(f"--preset: unknown preset {config.preset!r}; presets: "
                              f"{', '.join(PRESETS)}")
-    resolve_backbone(config.model or PRESETS[config.preset]["model"])  # a malformed --model
+    resolve_backbone(train_config_for(config, 0).model)  # a malformed --model
     plan_conditions(config.conditions, config.treatments)
     known = set(DETECTORS) | _stored_detectors(config, store)
     unknown = [d for d in compare_detectors(config) if d.removeprefix("reviewed:") not in known]
@@ -431,29 +326,6 @@ def _rank_scores(store: Store, name: str, rank_by: str, pool: Sequence[Preferenc
     return scores
 
 
-def _train_and_evaluate(selection: Selection, seed: int, tag: str,
-                        test: Sequence[PreferencePair], config: CompareConfig, out_dir: Path,
-                        progress: bool) -> RunRecord:
-    """Train on `selection` with this seed's TrainConfig, evaluate on `test`: one run record."""
-    from rewardlab.evaluation.evaluate import evaluate_reward_model
-    from rewardlab.training.loop import train_reward_model
-
-    ckpt = out_dir / "runs" / f"{tag}-s{seed}" if config.save_checkpoints else None
-    trained = train_reward_model(selection.pairs, config=train_config_for(config, seed),
-                                 output_dir=ckpt, smoothing=selection.smoothing, progress=progress)
-    evaluation = evaluate_reward_model(trained.model, test, progress=progress)
-    return {
-        "seed": seed, "train_pairs": len(selection.pairs), "selection": selection.describe(),
-        "flagged_in_train": selection.n_flagged, "removed": selection.n_removed,
-        "train_loss": trained.train_loss, "train_accuracy": trained.train_accuracy,
-        "seconds": trained.seconds, "checkpoint": str(ckpt) if ckpt else None,
-        "n_truncated": trained.n_truncated, "history": trained.history,
-        "test": evaluation.metrics,
-        "test_chosen_rewards": evaluation.chosen_rewards.tolist(),
-        "test_rejected_rewards": evaluation.rejected_rewards.tolist(),
-    }
-
-
 def _load_pool_and_test(store: Store, name: str, config: CompareConfig
                         ) -> tuple[list[int | None], list[PreferencePair], list[PreferencePair]]:
     """(the store's train example ids in store order, the training pool, the test pairs)."""
@@ -478,6 +350,9 @@ def _comparisons(conditions: dict[str, ConditionBlock]) -> list[Comparison]:
             if baseline in conditions:
                 out.append(compare_runs(treated, conditions[treated]["runs"], baseline,
                                         conditions[baseline]["runs"]))
+    if AA_CONDITION in conditions and "unfiltered" in conditions:  # the A/A control
+        out.append(compare_runs(AA_CONDITION, conditions[AA_CONDITION]["runs"], "unfiltered",
+                                conditions["unfiltered"]["runs"]))
     return out
 
 
@@ -485,29 +360,26 @@ def _comparisons(conditions: dict[str, ConditionBlock]) -> list[Comparison]:
 Annotate = Callable[["ResultsDraft", list[PreferencePair], list[PreferencePair]], "TeachingBlock"]
 
 
-def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db: str | None = None,
-                   store: Store | None = None, progress: bool = True,
-                   teaching: Annotate | None = None) -> ResultsDocument:
-    """Run the experiment, write the report into `out_dir`, record it in the store; return results.
+@dataclass(frozen=True)
+class Prepared:
+    """An experiment ready to plan: its options (after the offline fallback) and what the store
+    holds for it (pairs ingested, detectors run, flags resolved)."""
 
-    `teaching(results, pool, test)`, if given, returns the `teaching` block (the demo's ground-truth
-    analysis); it runs before the verdict so the verdict can use it.
-    """
-    from rewardlab.evaluation.stats import (
-        correct_for_multiplicity,
-        notebook_table,
-        overall_verdict,
-        summarize_runs,
-    )
-    from rewardlab.report.build import write_report
-    from rewardlab.store.store import Store
+    config: CompareConfig
+    name: str  # the dataset in the store
+    detectors: list[str]  # the detectors whose flags define "flagged"
+    train_ids: list[int | None]  # every train pair of the dataset, store order
+    test: list[PreferencePair]
+    fingerprints: tuple[str, str]  # (training pool, test pairs)
+    data: ExperimentData
 
-    out_dir = Path(out_dir)  # a str too (issue 35: the README's "out" crashed in _record)
-    started = time.perf_counter()
-    store = store or Store(db)
+
+def prepare_experiment(config: CompareConfig, store: Store, *, progress: bool = True) -> Prepared:
+    """Check the options, ingest what the store lacks, run the missing detectors and resolve the
+    flags: everything a plan is drawn from, before any model trains."""
     fractions = validate_compare_config(config, store)  # before the hub check, ingest or training
     config = _offline_fallback(config)  # first: everything below (name, ingest, results) reads it
-    plan = plan_conditions(config.conditions, config.treatments)
+    conditions = plan_conditions(config.conditions, config.treatments)
     name = config.name or dataset_name_for(config.train, config.test_fraction)
     detectors = compare_detectors(config)
     log.info("%s", clean_definition(detectors))  # as `train --select clean` prints it
@@ -519,78 +391,161 @@ def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db
                           list(dict.fromkeys(run_names(detectors) + ([rank_by] if rank_by else []))),
                           len(train_ids), progress)
     flagged = resolve_flagged_ids(store, name, detectors)
-    plan, confirmed = _with_reviewed(plan, store, name, detectors, pool)
+    conditions, confirmed = _with_reviewed(conditions, store, name, detectors, pool)
     scores = _rank_scores(store, name, rank_by, pool, fractions) if rank_by else {}
-    seeds = list(range(config.seeds or PRESETS[config.preset]["seeds"]))
-    train = functools.partial(_train_and_evaluate, test=test, config=config, out_dir=out_dir,
-                              progress=progress)
-    counter = RunCounter(len(plan) * len(seeds))
-    conditions: dict[str, ConditionBlock] = {}
-    for cond in plan:
-        acted_on = confirmed if cond.name == REVIEWED_CONDITION else flagged
-        runs = train_over_seeds({s: select_training_pairs(pool, acted_on, mode=cond.mode,
-                                                          treatment=cond.treatment or "remove",
-                                                          seed=s)
-                                 for s in seeds}, cond.name, train, counter)
-        conditions[cond.name] = {"treatment": cond.treatment, "description": runs[0]["selection"],
-                                 "runs": runs, "summary": summarize_runs(runs)}
-    draft: ResultsDraft = {
-        "rewardlab_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/test_results.py)
-        "config": cast("ResultsConfig", {
-            **dataclasses.asdict(config), "seeds": seeds, "detectors": detectors,
-            "conditions": [c.name for c in plan], "fractions": _setting(config, "fractions"),
-            "rank_by": rank_by, "train_config": dataclasses.asdict(train_config_for(config, 0)),
-            "max_pairs": len(pool)}),
-        "data": {"train": {"dataset": name, "source": config.train, "pairs": len(pool),
-                           "fingerprint": fingerprint_pairs(pool)},
-                 "test": {"dataset": name, "source": config.test or config.train,
-                          "pairs": len(test), "fingerprint": fingerprint_pairs(test)}},
-        "flags": _flags_block(store, name, detectors, pool),
-        "conditions": conditions,
-        "comparisons": _comparisons(conditions),
-    }
-    if rank_by:
-        draft["dose_response"] = _dose_blocks(config, store, name, pool, scores, rank_by,
-                                              fractions, seeds, conditions, train)
-    if config.ablation:
-        draft["ablation"] = run_ablation(
-            pool, flagged_ids_for(store, name, detectors), treatment=_treatments(config)[0],
-            seeds=seeds, train=train, conditions=conditions)
-    measured = [d for d in (rank_by, *detectors) if d in STRENGTH_DETECTORS]
-    strength = (strength_block(store, name, train_ids, pool, measured[0], config.train)
-                if measured else None)
-    if strength is not None:
-        draft["strength"] = strength
+    fingerprints = (fingerprint_pairs(pool), fingerprint_pairs(test))
+    data = ExperimentData(
+        pool=pool, fingerprint=hashlib.sha256(" ".join(fingerprints).encode()).hexdigest(),
+        conditions=conditions, seeds=list(range(config.seeds or PRESETS[config.preset]["seeds"])),
+        flagged=frozenset(flagged), confirmed=frozenset(confirmed),
+        flagged_by=flagged_ids_for(store, name, detectors) if config.ablation else {},
+        rank_by=rank_by, fractions=fractions, scores=scores)
+    return Prepared(config, name, detectors, train_ids, test, fingerprints, data)
+
+
+def plan_comparison(config: CompareConfig, *, db: str | None = None, store: Store | None = None,
+                    progress: bool = True) -> tuple[list[RunSpec], PlanSummary]:
+    """The experiment's plan and its summary (`compare --dry-run`): the data is ingested and
+    missing detectors run (both stored, for the compare that follows), but no run trains."""
+    from rewardlab.store.store import Store
+
+    store = store or Store(db)
+    prepared = prepare_experiment(config, store, progress=progress)
+    plan = plan_experiment(prepared.config, prepared.data)
+    stored = set(store.trained_runs(prepared.name, [r.id for r in plan])) \
+        if prepared.config.reuse_runs else set()
+    speed = store.training_speed(plan[0].train_config.model) if plan else None
+    return plan, summarize_plan(plan, stored, speed)
+
+
+def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db: str | None = None,
+                   store: Store | None = None, progress: bool = True,
+                   teaching: Annotate | None = None) -> ResultsDocument:
+    """Run the experiment, write the report into `out_dir`, record it in the store; return results.
+
+    The plan's runs the store already holds (same id) are reused, the others train and are
+    stored one by one (`experiment/runs.py`), so a killed compare started again redoes only
+    unfinished runs.
+
+    Parameters
+    ----------
+    config : CompareConfig
+        The experiment: sources, conditions, treatments, detectors, seeds, its TrainConfig.
+    out_dir : str or os.PathLike
+        Where results.json, report.md/html and the figures go (and checkpoints, when kept).
+    db : str or None, default None
+        The store's URL when `store` is None (`Store(db)`: None = $REWARDLAB_DB or
+        "sqlite:///rewardlab.db").
+    store : Store or None, default None
+        An open store to use instead of opening `db`.
+    progress : bool, default True
+        Show progress bars (on stderr).
+    teaching : callable or None, default None
+        `teaching(results, pool, test)` returns the `teaching` block (the demo's ground-truth
+        analysis); it runs before the verdict so the verdict can use it.
+
+    Returns
+    -------
+    ResultsDocument
+        What results.json holds: config, data, flags, conditions, comparisons, verdict, ….
+    """
+    from rewardlab.evaluation.stats import correct_for_multiplicity, notebook_table, overall_verdict
+    from rewardlab.report.build import write_report
+    from rewardlab.store.store import Store
+
+    out_dir = Path(out_dir)  # a str too (issue 35: the README's "out" crashed in _record)
+    started = time.perf_counter()
+    store = store or Store(db)
+    prepared = prepare_experiment(config, store, progress=progress)
+    plan = plan_experiment(prepared.config, prepared.data)
+    done = run_plan(plan, store, prepared.name, prepared.test,
+                    out_dir=out_dir if prepared.config.save_checkpoints else None,
+                    reuse=prepared.config.reuse_runs, progress=progress)
+    draft = _draft(prepared, store, records_by_key(plan, done.records))
     draft["multiplicity"] = correct_for_multiplicity(draft)
     if teaching is not None:
-        draft["teaching"] = teaching(draft, pool, test)
-    # the draft's keys in their order, then the last three (the verdict reads no notebook table)
-    results: ResultsDocument = {**draft, "notebook_table": notebook_table(conditions),
+        draft["teaching"] = teaching(draft, list(prepared.data.pool), prepared.test)
+    # the draft's keys in their order, then the last ones (the verdict reads no notebook table)
+    results: ResultsDocument = {**draft, "notebook_table": notebook_table(draft["conditions"]),
                                 "verdict": overall_verdict(draft),
-                                "seconds": time.perf_counter() - started}
+                                "seconds": time.perf_counter() - started,
+                                "runs_planned": len(plan), "runs_reused": done.reused}
     write_report(results, out_dir)
     _record(store, results, out_dir)
     return results
 
 
+def _conditions(prepared: Prepared, runs: Mapping[ArmKey, list[RunRecord]]
+                ) -> dict[str, ConditionBlock]:
+    from rewardlab.evaluation.stats import summarize_runs
+
+    conditions: dict[str, ConditionBlock] = {}
+    for cond in prepared.data.conditions:
+        records = runs[("condition", cond.name, None, None)]
+        conditions[cond.name] = {"treatment": cond.treatment, "description": records[0]["selection"],
+                                 "runs": records, "summary": summarize_runs(records)}
+    return conditions
+
+
+def _results_config(prepared: Prepared, pool_size: int) -> ResultsConfig:
+    config, data = prepared.config, prepared.data
+    # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/test_results.py)
+    return cast("ResultsConfig", {
+        **dataclasses.asdict(config), "seeds": list(data.seeds), "detectors": prepared.detectors,
+        "conditions": [c.name for c in data.conditions], "fractions": _setting(config, "fractions"),
+        "rank_by": data.rank_by, "train_config": dataclasses.asdict(train_config_for(config, 0)),
+        "max_pairs": pool_size})
+
+
+def _draft(prepared: Prepared, store: Store, runs: Mapping[ArmKey, list[RunRecord]]
+           ) -> ResultsDraft:
+    """Everything before the multiplicity correction: config, data, flags, the conditions and
+    their comparisons, the dose-response curve, the ablation, the strength histogram."""
+    config, data, name = prepared.config, prepared.data, prepared.name
+    pool, test = data.pool, prepared.test
+    conditions = _conditions(prepared, runs)
+    draft: ResultsDraft = {
+        "rewardlab_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": _results_config(prepared, len(pool)),
+        "data": {"train": {"dataset": name, "source": config.train, "pairs": len(pool),
+                           "fingerprint": prepared.fingerprints[0]},
+                 "test": {"dataset": name, "source": config.test or config.train,
+                          "pairs": len(test), "fingerprint": prepared.fingerprints[1]}},
+        "flags": _flags_block(store, name, prepared.detectors, pool),
+        "conditions": conditions,
+        "comparisons": _comparisons(conditions),
+    }
+    if data.rank_by:
+        draft["dose_response"] = _dose_blocks(prepared, store, data.rank_by, conditions, runs)
+    if config.ablation:
+        draft["ablation"] = ablation_block(pool, data.flagged_by, treatment=_treatments(config)[0],
+                                           conditions=conditions, runs=runs)
+    measured = [d for d in (data.rank_by, *prepared.detectors) if d in STRENGTH_DETECTORS]
+    strength = (strength_block(store, name, prepared.train_ids, pool, measured[0], config.train)
+                if measured else None)
+    if strength is not None:
+        draft["strength"] = strength
+    return draft
+
+
 def _treatments(config: CompareConfig) -> list[str]:
-    return [t.strip() for t in config.treatments.split(",") if t.strip()]
+    return _names(config.treatments)
 
 
-def _dose_blocks(config: CompareConfig, store: Store, name: str, pool: Sequence[PreferencePair],
-                 scores: dict[int, float], rank_by: str, fractions: Sequence[float],
-                 seeds: Sequence[int], conditions: dict[str, ConditionBlock],
-                 train: TrainRun) -> list[DoseResponse]:
+def _dose_blocks(prepared: Prepared, store: Store, rank_by: str,
+                 conditions: dict[str, ConditionBlock], runs: Mapping[ArmKey, list[RunRecord]]
+                 ) -> list[DoseResponse]:
     """The dose-response curve of the first treatment (a list, so a later version can draw more),
     drawn from the unfiltered condition at fraction 0. One treatment keeps the cost at
     2 × fractions × seeds runs; `--treatments flip,remove` puts flip's curve first."""
-    flagged = store.flagged_example_ids(name, [rank_by])[rank_by]
+    flagged = store.flagged_example_ids(prepared.name, [rank_by])[rank_by]
     baseline = "unfiltered" if "unfiltered" in conditions else None
-    return [run_dose_response(pool, scores, rank_by=rank_by, treatment=_treatments(config)[0],
-                              fractions=fractions, seeds=seeds, train=train, flagged_ids=flagged,
-                              baseline=baseline)]
+    data = prepared.data
+    return [dose_response_block(data.pool, data.scores, rank_by=rank_by,
+                                treatment=_treatments(prepared.config)[0],
+                                fractions=data.fractions, flagged_ids=flagged, runs=runs,
+                                baseline=baseline)]
 
 
 def _record(store: Store, results: ResultsDocument, out_dir: Path) -> None:

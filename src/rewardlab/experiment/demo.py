@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.experiment.compare import Annotate, CompareConfig, run_comparison, train_config_for
+from rewardlab.experiment.compare import Annotate, run_comparison, train_config_for
+from rewardlab.experiment.config import CompareConfig
 
 if TYPE_CHECKING:
     from rewardlab.report.results import (

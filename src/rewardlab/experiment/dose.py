@@ -1,21 +1,21 @@
 """Dose-response curves and per-detector ablation: which pairs are treated, against which control.
 
-- `run_dose_response`: at each fraction f, treat (remove / flip / label-smooth) the top f of the
+- dose-response: at each fraction f, treat (remove / flip / label-smooth) the top f of the
   training pool ranked by one detector's score, and, as the control, the same number of pairs at
-  random (nested across fractions, as the detector's top k are); train both over the seeds.
-- `run_ablation`: each detector's own flagged pairs treated vs as many random pairs, so a detector
-  is judged on its own flags, not on the union the clean conditions act on.
+  random (nested across fractions, as the detector's top k are); both arms run over the seeds.
+- ablation: each detector's own flagged pairs treated vs as many random pairs, so a detector is
+  judged on its own flags, not on the union the clean conditions act on.
 
-Training is the caller's (`TrainRun`: selection, seed, run tag → run record), so these functions
-only choose pairs and assemble the results blocks; `train_over_seeds` runs and logs one per seed,
-here and for compare's conditions. The statistics are `rewardlab.evaluation.dose`.
+Each part comes in two halves: `dose_arms` / `ablation_arms` choose the pairs of every arm (the
+experiment's plan, `experiment/plan.py`, turns them into runs), and `dose_response_block` /
+`ablation_block` assemble the results blocks from the finished runs. The statistics are
+`rewardlab.evaluation.dose`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,13 +41,27 @@ if TYPE_CHECKING:
         RunRecord,
     )
 
-__all__ = ["TrainRun", "RunCounter", "parse_fractions", "train_over_seeds", "run_dose_response",
-           "run_ablation"]
+__all__ = ["Arm", "ArmKey", "parse_fractions", "dose_arms", "dose_response_block",
+           "ablation_arms", "ablation_block"]
 
-log = logging.getLogger("rewardlab")
+# Where a run's record goes in the results: (stage, tag, fraction, arm); conditions are
+# ("condition", name, None, None).
+ArmKey = tuple[str, str, float | None, str | None]
 
-# (what to train on, seed, a short tag for checkpoints and logs) -> the run's record
-TrainRun = Callable[[Selection, int, str], "RunRecord"]
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of training runs: one choice of pairs treated one way, a selection per seed."""
+
+    stage: str  # "dose" | "ablation"
+    tag: str  # names the log lines and checkpoint folders, e.g. "random-remove-0.1"
+    fraction: float | None
+    arm: str  # "detector" | "random" (dose), "clean" | "random" (ablation)
+    selections: Mapping[int, Selection]  # seed -> what that seed's run trains on
+
+    @property
+    def key(self) -> ArmKey:
+        return (self.stage, self.tag, self.fraction, self.arm)
 
 
 def parse_fractions(text: str, *, flag: str = "--fractions") -> list[float]:
@@ -76,76 +90,69 @@ def parse_fractions(text: str, *, flag: str = "--fractions") -> list[float]:
     return values
 
 
-def _arm(runs: list[RunRecord], description: str) -> ArmBlock:
+def _arm_block(runs: list[RunRecord], description: str) -> ArmBlock:
     return {"description": description, "runs": runs, "summary": summarize_runs(runs)}
 
 
-@dataclass
-class RunCounter:
-    """Numbers one batch of training runs in the log: "[done/total]"."""
-
-    total: int
-    done: int = 0
-
-
-def train_over_seeds(selections: Mapping[int, Selection], tag: str, train: TrainRun,
-                     counter: RunCounter) -> list[RunRecord]:
-    """One run per seed on that seed's selection, in the mapping's order, each logged."""
-    runs = []
-    for seed, selection in selections.items():
-        counter.done += 1
-        log.info("[%d/%d] %s, seed %d", counter.done, counter.total, tag, seed)
-        runs.append(train(selection, seed, tag))
-        log.info("    test accuracy %.4f on %d pairs (%.0f s)", runs[-1]["test"]["accuracy"],
-                 runs[-1]["test"]["n"], runs[-1]["seconds"])
-    return runs
-
-
-def _random_arm(pool: Sequence[PreferencePair], k: int, *, treatment: str, seeds: Sequence[int],
-                tag: str, train: TrainRun, counter: RunCounter) -> list[RunRecord]:
+def _random_selections(pool: Sequence[PreferencePair], k: int, *, treatment: str,
+                       seeds: Sequence[int]) -> dict[int, Selection]:
     """The size-matched control: per seed, the first k of that seed's random order treated."""
-    return train_over_seeds({s: treat_positions(pool, random_order(len(pool), seed=s)[:k],
-                                                treatment=treatment, mode="matched-random")
-                             for s in seeds}, tag, train, counter)
+    return {s: treat_positions(pool, random_order(len(pool), seed=s)[:k], treatment=treatment,
+                               mode="matched-random") for s in seeds}
 
 
-def _point(pool: Sequence[PreferencePair], ranked: list[int], fraction: float, *,
-           rank_by: str, treatment: str, flagged_ids: set[int], seeds: Sequence[int],
-           train: TrainRun, counter: RunCounter) -> DosePoint:
+def _dose_tags(rank_by: str, treatment: str, fraction: float) -> tuple[str, str]:
+    return f"{rank_by}-{treatment}-{fraction:g}", f"random-{treatment}-{fraction:g}"
+
+
+def dose_arms(pool: Sequence[PreferencePair], scores: Mapping[int, float], *, rank_by: str,
+              treatment: str, fractions: Sequence[float], seeds: Sequence[int]) -> list[Arm]:
+    """Per fraction, the detector's arm (its top k treated, the same pairs for every seed: seeds
+    vary training, not the choice) and then the random arm: 2 × len(fractions) arms.
+
+    `scores` maps example ids to the detector's score (higher = more suspect).
+    """
+    ranked = rank_pairs(pool, scores)
+    arms = []
+    for f in fractions:
+        k = treated_count(f, len(pool))
+        det_tag, rand_tag = _dose_tags(rank_by, treatment, f)
+        arms.append(Arm("dose", det_tag, f, "detector",
+                        {s: treat_positions(pool, ranked[:k], treatment=treatment) for s in seeds}))
+        arms.append(Arm("dose", rand_tag, f, "random",
+                        _random_selections(pool, k, treatment=treatment, seeds=seeds)))
+    return arms
+
+
+def _point(pool: Sequence[PreferencePair], ranked: list[int], fraction: float, *, rank_by: str,
+           treatment: str, flagged_ids: set[int], runs: Mapping[ArmKey, list[RunRecord]]
+           ) -> DosePoint:
     k = treated_count(fraction, len(pool))
-    top = ranked[:k]  # the same for every seed: seeds vary training, not the choice
-    flagged_among = sum(pool[i].example_id in flagged_ids for i in top)
+    flagged_among = sum(pool[i].example_id in flagged_ids for i in ranked[:k])
     det_note = f"top {100 * fraction:g}% ({k} pairs) by {rank_by} {TREATED[treatment]}"
     rand_note = f"{k} random pairs {TREATED[treatment]} (control for top {100 * fraction:g}%)"
-    tag = f"{rank_by}-{treatment}-{fraction:g}"
-    det = train_over_seeds({s: treat_positions(pool, top, treatment=treatment) for s in seeds},
-                           tag, train, counter)
-    rand = _random_arm(pool, k, treatment=treatment, seeds=seeds,
-                       tag=f"random-{treatment}-{fraction:g}", train=train, counter=counter)
+    det_tag, rand_tag = _dose_tags(rank_by, treatment, fraction)
+    det = runs[("dose", det_tag, fraction, "detector")]
+    rand = runs[("dose", rand_tag, fraction, "random")]
     comparison = compare_runs(f"top {100 * fraction:g}% by {rank_by}", det,
                               f"{k} random pairs", rand)
     return {"fraction": fraction, "count": k, "flagged_among": flagged_among,
-            "detector": _arm(det, det_note), "random": _arm(rand, rand_note),
+            "detector": _arm_block(det, det_note), "random": _arm_block(rand, rand_note),
             "comparison": comparison}
 
 
-def run_dose_response(pool: Sequence[PreferencePair], scores: Mapping[int, float], *,
-                      rank_by: str, treatment: str, fractions: Sequence[float],
-                      seeds: Sequence[int], train: TrainRun, flagged_ids: set[int],
-                      baseline: str | None = None) -> DoseResponse:
-    """One dose-response block: 2 × len(fractions) × len(seeds) training runs.
+def dose_response_block(pool: Sequence[PreferencePair], scores: Mapping[int, float], *,
+                        rank_by: str, treatment: str, fractions: Sequence[float],
+                        flagged_ids: set[int], runs: Mapping[ArmKey, list[RunRecord]],
+                        baseline: str | None = None) -> DoseResponse:
+    """One dose-response block from the runs of `dose_arms` (keyed by `Arm.key`).
 
-    `scores` maps example ids to the detector's score (higher = more suspect); `flagged_ids` are
-    the pairs it flagged (counted among the treated ones); `baseline` names the condition drawn as
-    the fraction-0 point (usually "unfiltered").
+    `flagged_ids` are the pairs the detector flagged (counted among the treated ones);
+    `baseline` names the condition drawn as the fraction-0 point (usually "unfiltered").
     """
     ranked = rank_pairs(pool, scores)
-    counter = RunCounter(2 * len(fractions) * len(seeds))
-    log.info("dose-response: %s by %s at %s (%d runs)", treatment, rank_by,
-             ", ".join(f"{f:g}" for f in fractions), counter.total)
     points = [_point(pool, ranked, f, rank_by=rank_by, treatment=treatment,
-                     flagged_ids=flagged_ids, seeds=seeds, train=train, counter=counter)
-              for f in fractions]
+                     flagged_ids=flagged_ids, runs=runs) for f in fractions]
     curve = curve_test([p["detector"]["runs"] for p in points],
                        [p["random"]["runs"] for p in points])
     scored = sum(1 for p in pool if p.example_id is not None
@@ -158,48 +165,68 @@ def run_dose_response(pool: Sequence[PreferencePair], scores: Mapping[int, float
                                     comparisons=[p["comparison"] for p in points], curve=curve)}
 
 
-def _reused(flagged: set[int], union: set[int], treatment: str,
-            conditions: Mapping[str, ConditionBlock]) -> tuple[ArmBlock, ArmBlock] | None:
-    """The main clean/random runs when they are exactly this detector's ablation."""
-    clean = conditions.get(f"clean-{treatment}")
-    random_block = conditions.get("random")
-    if flagged != union or treatment != "remove" or clean is None or random_block is None:
-        return None
-    return (_arm(clean["runs"], clean["description"]),
-            _arm(random_block["runs"], random_block["description"]))
-
-
-def run_ablation(pool: Sequence[PreferencePair], flagged_by: Mapping[str, set[int]], *,
-                 treatment: str, seeds: Sequence[int], train: TrainRun,
-                 conditions: Mapping[str, ConditionBlock]) -> list[AblationEntry]:
-    """Each detector's own flags (in the pool) treated vs as many random pairs, over the seeds.
-
-    Detectors that flagged nothing in the pool are skipped (their clean set is the full data);
-    a detector whose flags are the union the main conditions used reuses those runs.
-    """
-    pool_ids = {p.example_id for p in pool}
+def _active(pool: Sequence[PreferencePair], flagged_by: Mapping[str, set[int]]
+            ) -> tuple[set[int], dict[str, set[int]]]:
+    """(the union of the flags in the pool, each detector's flags in the pool where it has any).
+    Detectors that flagged nothing in the pool are left out: their clean set is the full data."""
+    pool_ids = {p.example_id for p in pool if p.example_id is not None}
     union = set().union(*flagged_by.values()) & pool_ids if flagged_by else set()
-    active = {d: ids & pool_ids for d, ids in flagged_by.items() if ids & pool_ids}
-    reused = {d: _reused(ids, union, treatment, conditions) for d, ids in active.items()}
-    counter = RunCounter(2 * sum(arms is None for arms in reused.values()) * len(seeds))
+    return union, {d: ids & pool_ids for d, ids in flagged_by.items() if ids & pool_ids}
+
+
+def _reuses_conditions(flagged: set[int], union: set[int], treatment: str,
+                       conditions: Collection[str]) -> bool:
+    """The main clean/random runs are exactly this detector's ablation: it reuses them."""
+    return (flagged == union and treatment == "remove" and f"clean-{treatment}" in conditions
+            and "random" in conditions)
+
+
+def _ablation_tags(detector: str) -> tuple[str, str]:
+    return f"ablation-{detector}", f"ablation-{detector}-random"
+
+
+def ablation_arms(pool: Sequence[PreferencePair], flagged_by: Mapping[str, set[int]], *,
+                  treatment: str, seeds: Sequence[int], conditions: Collection[str]
+                  ) -> list[Arm]:
+    """Per detector with flags in the pool, its own flags treated and as many random pairs: two
+    arms, none for a detector whose flags are the union the main conditions (names) act on."""
+    union, active = _active(pool, flagged_by)
+    arms = []
+    for det, ids in active.items():
+        if _reuses_conditions(ids, union, treatment, conditions):
+            continue
+        positions = [i for i, p in enumerate(pool) if p.example_id in ids]
+        own_tag, random_tag = _ablation_tags(det)
+        arms.append(Arm("ablation", own_tag, None, "clean",
+                        {s: treat_positions(pool, positions, treatment=treatment, mode="clean")
+                         for s in seeds}))
+        arms.append(Arm("ablation", random_tag, None, "random",
+                        _random_selections(pool, len(ids), treatment=treatment, seeds=seeds)))
+    return arms
+
+
+def ablation_block(pool: Sequence[PreferencePair], flagged_by: Mapping[str, set[int]], *,
+                   treatment: str, conditions: Mapping[str, ConditionBlock],
+                   runs: Mapping[ArmKey, list[RunRecord]]) -> list[AblationEntry]:
+    """Each detector's ablation entry from the runs of `ablation_arms` (or the main conditions'
+    runs, for a detector whose flags are their union)."""
+    union, active = _active(pool, flagged_by)
     verb = TREATMENT_VERBS[treatment]
     entries: list[AblationEntry] = []
     for det, ids in active.items():
         k = len(ids)
         treated, control = f"{verb} {det}'s {k} flags", f"{verb} {k} random pairs"
-        arms = reused[det]
-        if arms is None:
-            positions = [i for i, p in enumerate(pool) if p.example_id in ids]
-            own = {s: treat_positions(pool, positions, treatment=treatment, mode="clean")
-                   for s in seeds}
-            clean = _arm(train_over_seeds(own, f"ablation-{det}", train, counter), treated)
-            rand = _arm(_random_arm(pool, k, treatment=treatment, seeds=seeds,
-                                    tag=f"ablation-{det}-random", train=train, counter=counter),
-                        control)
+        reused = _reuses_conditions(ids, union, treatment, conditions)
+        if reused:
+            main_clean, main_random = conditions[f"clean-{treatment}"], conditions["random"]
+            clean = _arm_block(main_clean["runs"], main_clean["description"])
+            rand = _arm_block(main_random["runs"], main_random["description"])
         else:
-            clean, rand = arms
-        entries.append({"detector": det, "treatment": treatment, "flagged": k,
-                        "reused": arms is not None, "clean": clean, "random": rand,
+            own_tag, random_tag = _ablation_tags(det)
+            clean = _arm_block(runs[("ablation", own_tag, None, "clean")], treated)
+            rand = _arm_block(runs[("ablation", random_tag, None, "random")], control)
+        entries.append({"detector": det, "treatment": treatment, "flagged": k, "reused": reused,
+                        "clean": clean, "random": rand,
                         "comparison": compare_runs(treated, clean["runs"], control,
                                                    rand["runs"])})
     return entries

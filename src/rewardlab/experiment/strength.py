@@ -62,6 +62,19 @@ def held_out_margins(store: Store, name: str, detector: str, train_ids: Sequence
     return by_id, {i: -s for i, s in scores.items()}
 
 
+def _held_out_accuracy(store: Store, name: str, detector: str, margins: Sequence[float]
+                       ) -> float | None:
+    """The accuracy of the margins' own models on pairs they never trained on.
+
+    preference_strength records its K × M models' mean (runs since issue 29; older runs: None);
+    oof_margin has one out-of-fold model per pair, so its accuracy is the share above 0.
+    """
+    if detector == "oof_margin":
+        return sum(m > 0 for m in margins) / len(margins) if margins else None
+    value = store.latest_runs(name)[detector]["params"].get("held_out_accuracy")
+    return None if value is None else float(value)
+
+
 def strength_block(store: Store, name: str, train_ids: Sequence[int | None],
                    pool: Sequence[PreferencePair], detector: str, source: str
                    ) -> StrengthBlock | None:
@@ -77,6 +90,8 @@ def strength_block(store: Store, name: str, train_ids: Sequence[int | None],
         return None
     strength = None if margins[1] is None else [margins[1].get(ids[k], math.nan) for k in keep]
     is_hh = any(k in f"{source} {name}".lower() for k in ("hh-rlhf", "harmless", "helpful"))
-    return {"detector": detector, "pairs": len(keep), "mean_margin": [mean[k] for k in keep],
-            "strength": strength, "share_negative": sum(mean[k] < 0 for k in keep) / len(keep),
-            "reference": cast("StrengthReference", _HH_REFERENCE) if is_hh else None}
+    kept = [mean[k] for k in keep]
+    return {"detector": detector, "pairs": len(keep), "mean_margin": kept,
+            "strength": strength, "share_negative": sum(m < 0 for m in kept) / len(keep),
+            "reference": cast("StrengthReference", _HH_REFERENCE) if is_hh else None,
+            "held_out_accuracy": _held_out_accuracy(store, name, detector, kept)}

@@ -7,8 +7,18 @@ A dataset ingested from several files (e.g. HH-RLHF subsets) can hold several tr
 same source index, one per file. An index list cannot tell them apart, so exporting lists such an
 index once if any of them is flagged, and importing flags every train pair with that index.
 
-    >>> results = flag_dataset(store, "hh", detectors=["empty_response"])     # doctest: +SKIP
-    >>> write_indices("flagged.json", export_flagged_indices(store, "hh"))    # doctest: +SKIP
+    >>> import tempfile
+    >>> from rewardlab.data.pairs import PreferencePair
+    >>> from rewardlab.data.source_result import SourceResult
+    >>> pairs = [PreferencePair(0, "train", "Hi", "Hello!", ""),
+    ...          PreferencePair(1, "train", "Hi", "Hey", "Go away.")]
+    >>> store = Store(f"sqlite:///{tempfile.mkdtemp()}/flags.db")
+    >>> counts = store.ingest("hh", SourceResult("toy", pairs, read=2, rejected=[]))
+    >>> results = flag_dataset(store, "hh", detectors=["empty_response"], progress=False)
+    >>> path = write_indices(f"{tempfile.mkdtemp()}/flagged.json", export_flagged_indices(store, "hh"))
+    >>> json.loads(path.read_text())  # the source indices of the flagged train pairs
+    [0]
+    >>> store.close()
 """
 
 from __future__ import annotations
@@ -93,9 +103,38 @@ def flag_dataset(store: Store, name: str, *, detectors: Sequence[str] | None = N
                  progress: bool = True) -> list[DetectorResult]:
     """Run `detectors` (default: RULE_DETECTORS) on the train pairs of `name`; save each run.
 
-    The test split is passed to every detector (only `test_leakage` reads it). `params` maps a
-    detector name to its keyword parameters, e.g. `{"length_ratio": {"percentile": 95}}`.
     Each run is saved as soon as it finishes, so an interrupted flagging keeps finished runs.
+
+    Parameters
+    ----------
+    store : Store
+        The store holding dataset `name`; the runs are saved there.
+    name : str
+        The dataset: its train pairs are flagged, its test pairs passed to every detector (only
+        `test_leakage` reads them).
+    detectors : sequence of str or None, default None
+        Detector names (`DETECTORS`' keys), run in this order; None runs every rule detector
+        (`RULE_DETECTORS`).
+    params : mapping of str to mapping, or None, default None
+        Keyword parameters per detector, e.g. `{"length_ratio": {"percentile": 95}}`
+        (`get_detector`'s `**params`).
+    progress : bool, default True
+        Show a progress bar over the detectors (on stderr).
+
+    Returns
+    -------
+    list of DetectorResult
+        One per detector, in order: per-pair scores, flags and reasons, the threshold and timing.
+
+    >>> import tempfile
+    >>> from rewardlab.data.sources import read_source
+    >>> from rewardlab.store.store import Store
+    >>> store = Store(f"sqlite:///{tempfile.mkdtemp()}/flags.db")
+    >>> counts = store.ingest("toy", read_source("synthetic:n=40,seed=0"))
+    >>> [result] = flag_dataset(store, "toy", detectors=["empty_response"], progress=False)
+    >>> result.detector, len(result.scores), int(result.flagged.sum())
+    ('empty_response', 40, 0)
+    >>> store.close()
     """
     names = list(dict.fromkeys(detectors if detectors is not None else RULE_DETECTORS))
     if not names:

@@ -4,7 +4,16 @@ Whatever the bytes hold, reading ends in records or in one SourceError naming FI
 is not UTF-8, broken JSON, JSON nested deeper than Python's parser recurses (a
 file of 100,000 `[` would otherwise end in a RecursionError), an integer of thousands of digits.
 
->>> # for where, record in jsonl_records(Path("reviews.jsonl")): ...   # where = "reviews.jsonl:3"
+>>> import os, tempfile
+>>> path = Path(tempfile.mkdtemp()) / "reviews.jsonl"
+>>> _ = path.write_text('{"id": 1}\\n\\n{"id": 2}\\n', encoding="utf-8")
+>>> [(os.path.basename(where), record) for where, record in jsonl_records(path)]
+[('reviews.jsonl:1', {'id': 1}), ('reviews.jsonl:3', {'id': 2})]
+>>> _ = path.write_text('{"id": 1}\\n{"id": 2', encoding="utf-8")
+>>> list(jsonl_records(path))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+rewardlab.errors.SourceError: .../reviews.jsonl:2: not valid JSON: Expecting ',' delimiter
 """
 
 from __future__ import annotations

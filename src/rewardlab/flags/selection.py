@@ -124,8 +124,41 @@ def select_training_pairs(pairs: Sequence[PreferencePair], flagged_ids: Collecti
                           seed: int = 0) -> Selection:
     """Apply a selection `mode` (and, for `clean`, a `treatment`) to train pairs.
 
-    `flagged_ids` are store example ids (`pair.example_id`). Raises SelectionError on an unknown
-    mode/treatment or when nothing is left to train on.
+    Parameters
+    ----------
+    pairs : sequence of PreferencePair
+        The train pairs to choose from, with their store ids (`Store.load_pairs` sets them).
+    flagged_ids : collection of int
+        Store example ids (`pair.example_id`) of the flagged pairs, e.g. `resolve_flagged_ids`'s.
+    mode : {"all", "clean", "random"}, default "all"
+        "all" keeps every pair; "clean" applies `treatment` to the flagged ones; "random" removes
+        as many pairs as are flagged, uniformly at random (the control that separates "better
+        data" from "less data").
+    treatment : {"remove", "flip", "soft"}, default "remove"
+        What "clean" does to a flagged pair: drop it, swap chosen and rejected, or keep it with
+        label smoothing ε = 0.3 (`Selection.smoothing`). Other modes take only "remove".
+    seed : int, default 0
+        Seeds the random control's choice.
+
+    Returns
+    -------
+    Selection
+        The pairs to train on, their per-pair smoothing (or None) and the counts of what was done.
+
+    Raises SelectionError on an unknown mode/treatment or when nothing is left to train on.
+
+    >>> from dataclasses import replace
+    >>> from rewardlab.data.sources import read_source
+    >>> pairs = read_source("synthetic:n=10,seed=0", split="train").pairs
+    >>> pairs = [replace(pair, example_id=i) for i, pair in enumerate(pairs)]
+    >>> clean = select_training_pairs(pairs, {0, 1, 2}, mode="clean")
+    >>> len(clean.pairs), clean.n_removed
+    (7, 3)
+    >>> flipped = select_training_pairs(pairs, {0}, mode="clean", treatment="flip")
+    >>> flipped.pairs[0].chosen == pairs[0].rejected, flipped.n_flipped
+    (True, 1)
+    >>> len(select_training_pairs(pairs, {0, 1, 2}, mode="random", seed=0).pairs)
+    7
     """
     if mode not in MODES:
         raise SelectionError(f"unknown selection {mode!r}; expected one of {', '.join(MODES)}")

@@ -4,7 +4,15 @@ The trainer adapters (TRL, verl) call it from inside training loops, so it adds 
 keeps requests under the server's `--max-queries`, and turns every failure into one line that
 says what to check.
 
->>> # RewardClient("http://127.0.0.1:8000").score(["Human: hi"], ["Hello!"])  # → [0.83]
+>>> from rewardlab.models.backbones import load_backbone
+>>> from rewardlab.models.reward_model import RewardModel
+>>> from rewardlab.web.serve import ServeConfig, create_serve_app
+>>> from rewardlab.web.server import background_server
+>>> rm = RewardModel(*load_backbone("bow", max_length=64, seed=0), max_length=64)
+>>> with background_server(create_serve_app(rm, ServeConfig(), model_dir="bow")) as url:
+...     served = RewardClient(url + "/get_reward").score(["Human: hi"], ["Hello!"])
+>>> abs(served[0] - rm.score(["Human: hi"], ["Hello!"])[0]) < 1e-5  # the same reward over HTTP
+True
 """
 
 from __future__ import annotations

@@ -5,10 +5,18 @@ GRPOTrainer calls each reward function as `f(prompts=…, completions=…, compl
 float per completion. Prompts and completions are strings (standard data) or message lists
 (conversational data); both become rewardlab's (prompt, response) as `dialogue.py` describes.
 
->>> # from trl import GRPOConfig, GRPOTrainer
->>> # trainer = GRPOTrainer(model=policy, reward_funcs=[trl_reward("out/rm")], args=GRPOConfig(...),
->>> #                       train_dataset=prompts)
->>> # trl_reward("http://127.0.0.1:8000")   # or score on a running `rewardlab serve`
+>>> from rewardlab.models.backbones import load_backbone
+>>> reward = trl_reward(RewardModel(*load_backbone("bow", max_length=64, seed=0), max_length=64))
+>>> conversation = [{"role": "user", "content": "hi"}]
+>>> rewards = reward(prompts=["Human: hi", conversation], completions=["Hello!", "Hello!"])
+>>> len(rewards), abs(rewards[0] - rewards[1]) < 1e-6  # one dialogue, as a string or as messages
+(2, True)
+
+With TRL (a checkpoint directory, or the URL of a running `rewardlab serve`):
+
+    trainer = GRPOTrainer(model=policy, reward_funcs=[trl_reward("out/rm")], args=GRPOConfig(...),
+                          train_dataset=prompts)
+    trl_reward("http://127.0.0.1:8000")
 """
 
 from __future__ import annotations

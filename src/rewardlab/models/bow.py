@@ -6,8 +6,14 @@ per-word quality such as the `synthetic:` source's hidden word values. Because i
 `PreTrainedModel` registered with the Auto classes, checkpoints save and load like any other
 backbone's:
 
+>>> import tempfile
+>>> from transformers import AutoModelForSequenceClassification
 >>> import rewardlab.models.bow  # registers "rewardlab-bow"
->>> # AutoModelForSequenceClassification.from_pretrained(checkpoint_dir) now works
+>>> from rewardlab.models.backbones import load_backbone
+>>> model, _ = load_backbone("bow", max_length=64, seed=0)
+>>> checkpoint_dir = tempfile.mkdtemp(); model.save_pretrained(checkpoint_dir)
+>>> type(AutoModelForSequenceClassification.from_pretrained(checkpoint_dir)).__name__
+'BowForSequenceClassification'
 
 The input is the tokenizer's text pair (prompt, response), so the mean also covers the prompt and
 special tokens; they are shared by the two sides of a pair and cancel in the Bradley-Terry margin.

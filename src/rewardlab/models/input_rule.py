@@ -162,8 +162,10 @@ def split_query(rule: InputRule, tokenizer: PreTrainedTokenizerBase, query: str
     do not write as text; trailing EOS/pad tokens and the template's end of turn are removed from
     the response.
 
-    >>> # split_query("plain-dialogue", tok, "Human: hi\\n\\nAssistant: hello</s>")
-    >>> # ('Human: hi', 'hello')
+    >>> from rewardlab.models.backbones import load_backbone
+    >>> _, tok = load_backbone("bow", max_length=64, seed=0)  # the MiniLM tokenizer: EOS = [SEP]
+    >>> split_query("text-pair", tok, "Human: hi\\n\\nAssistant: hello[SEP]")
+    ('Human: hi', 'hello')
     """
     query = _strip_start(tokenizer, query, bos=rule != "chat-template")
     if rule == "chat-template":

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rewardlab.evaluation.crossed import format_p, interval_of
 from rewardlab.evaluation.learning import (
     BARELY_TRAINED_NATS,
     LN2,
@@ -66,10 +67,6 @@ def _count(x: float | None) -> str:
     if x is None:
         return "—"
     return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
-
-
-def _p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 # ---------------------------------------------------------------- sections
@@ -177,71 +174,77 @@ def _conditions(results: ResultsDocument) -> Section:
              "and seeds; only the training data differs. `unfiltered` uses every pair; `clean-*` "
              "acts on the pairs the detectors flagged (remove, flip the label, or soften it); "
              "`random` removes as many pairs as cleaning does, but chosen at random. The random "
-             "control is what tells *better* data from merely *less* data.")
+             "control is what tells *better* data from merely *less* data. `aa` (when run) is "
+             "`unfiltered` again with other seeds: the A/A control, whose difference from "
+             "`unfiltered` is what the seeds alone produce.")
     table = Table(["Condition", "Training data", "Train pairs"], rows)
     return Section("What was compared", [intro, table])
 
 
 def _mcnemar_cell(comp: Comparison) -> str:
-    return "; ".join(f"seed {m['seed']}: {m['b']} vs {m['c']}, {_p(m['p'])}"
-                     for m in comp["mcnemar"]) or "—"
+    return "; ".join(f"seed {m['seed']}: {m['b']} vs {m['c']}, {format_p(m['p'])}"
+                     for m in comp["mcnemar"]) or "— (independent seeds)"
 
 
-def _ci_cell(comp: Comparison) -> str:
-    lo, hi = comp["bootstrap"]["ci"]
+def _ci_cell(comp: Mapping[str, Any]) -> str:
+    lo, hi = interval_of(comp)[1]
     return "—" if lo is None or hi is None else f"{100 * lo:+.1f} to {100 * hi:+.1f}"
 
 
-def _diff_cell(comp: Comparison) -> str:
-    diff = comp["bootstrap"]["diff"]
+def _diff_cell(comp: Mapping[str, Any]) -> str:
+    diff = interval_of(comp)[0]
     return "—" if diff is None else f"{100 * diff:+.1f}"
 
 
-def _pooled_cell(comp: Comparison) -> str:
-    pooled = comp.get("pooled")
-    if pooled is None:
+def _test_cell(record: Mapping[str, Any]) -> str:
+    """The decisive test's p, and after Holm: 'p = 0.044 (Holm p = 0.240)'."""
+    block = record.get("test") or record.get("pooled") or (record if "ci" in record else None)
+    if block is None or block.get("p") is None:
         return "—"
-    holm = f" (Holm {_p(comp['p_holm'])})" if comp.get("p_holm") is not None else ""
-    return f"{pooled['b']:,} vs {pooled['c']:,}, {_p(pooled['p'])}{holm}"
+    holm = f" (Holm {format_p(record['p_holm'])})" if record.get("p_holm") is not None else ""
+    return f"{format_p(block['p'])}{holm}"
 
 
 def _power_cell(comp: Comparison) -> str:
-    """Test pairs one seed's McNemar test needs to resolve the observed difference."""
+    """The smallest difference this experiment finds with 80% power, for the same test."""
     power = comp.get("power")
-    if power is None:
+    if power is None or "method" not in power:  # older files sized another test
         return "—"
-    needed = power.get("test_pairs_needed")
-    return "no difference to resolve" if needed is None else f"{needed:,}"
+    found = power.get("detectable_diff")
+    return "out of reach" if found is None else f"±{100 * found:.1f}"
 
 
 def _comparison_rows(comps: Sequence[Comparison]) -> list[list[str]]:
-    return [[f"{c['treated']} vs {c['baseline']}", _diff_cell(c), _ci_cell(c), _mcnemar_cell(c),
-             _pooled_cell(c), _power_cell(c), c["verdict"]] for c in comps]
+    return [[f"{c['treated']} vs {c['baseline']}", _diff_cell(c), _ci_cell(c), _test_cell(c),
+             _mcnemar_cell(c), _power_cell(c), c["verdict"]] for c in comps]
 
 
-_COMPARISON_HEADERS = ["Comparison", "Difference (points)", "95% CI (points)",
-                       "McNemar per seed (b vs c, p)", "Pooled over seeds (b vs c, CMH p)",
-                       "Test pairs for 80% power", "Verdict"]
+_TEST_HEADER = "p, test pairs the unit (Holm)"
+_COMPARISON_HEADERS = ["Comparison", "Difference (points)", "95% CI (points)", _TEST_HEADER,
+                       "McNemar per seed, detail (b vs c, p)",
+                       "Detectable with 80% power (points)", "Verdict"]
 
 
 def _comparisons(results: ResultsDocument) -> Section:
     comps = results.get("comparisons", [])
-    n_boot = next((c["bootstrap"].get("n_boot") for c in comps), 10_000)
-    n_test = results.get("data", {}).get("test", {}).get("pairs")
     intro = ("All models are scored on the same test pairs, so each comparison is paired. The "
-             "difference is in percentage points of test accuracy (averaged over seeds); its 95% "
-             f"CI comes from resampling test pairs {n_boot:,} times (paired bootstrap). McNemar's "
-             "exact test, per seed, looks only at pairs the two models disagree on: 'b vs c' = "
-             "pairs only the first model got right vs pairs only the second got right. The pooled "
-             "test adds up those disagreements over all seeds (Cochran-Mantel-Haenszel, each test "
-             "pair of each seed a matched stratum). A difference is called better or worse only "
-             "when its CI excludes 0; otherwise 'no detectable difference'. The power column "
-             f"says how many test pairs (this run: {n_test or '?'}) one seed's McNemar test would "
-             "need to find the observed difference with 80% power at α = 0.05.")
+             "difference is in percentage points of test accuracy (averaged over seeds and test "
+             "pairs). Its 95% CI and p come from one test whose unit is the test pair: each pair's "
+             "correctness is averaged over the seeds, the difference is t-tested over the pairs, "
+             "and the scatter of the seeds' own differences is added to the variance (Clark's "
+             "min F′ for test pairs × seeds, on the cautious side; docs/statistics.md). A pair "
+             "scored by 5 seeds is one unit, not 5. A difference is called better or worse "
+             "only when its CI excludes 0 (the same as p < 0.05); otherwise 'no detectable "
+             "difference'. Holm's p corrects "
+             "for every test of this report. McNemar's exact test per seed is detail: 'b vs c' "
+             "= pairs only the first model got right vs pairs only the second got right, for one "
+             "seed. The power column is the smallest difference this test finds with 80% power at "
+             "α = 0.05 with this many test pairs and seeds.")
     table = Table(_COMPARISON_HEADERS, _comparison_rows(comps))
     return Section("Is the difference real?", [intro, table, Figure(
-        "comparisons", "Accuracy difference per comparison; the bar is the paired-bootstrap 95% "
-        "CI. Bars crossing the vertical line at 0 show no detectable difference.")])
+        "comparisons", "Accuracy difference per comparison with its 95% CI (test pairs the unit, "
+        "seed variance included). Bars crossing the vertical line at 0 show no detectable "
+        "difference.")])
 
 
 def _arm_accuracy(arm: ArmBlock) -> str:
@@ -252,23 +255,19 @@ def _dose_table(dose: DoseResponse) -> Table:
     rows = [[f"{100 * p['fraction']:g}%", _count(p["count"]), _count(p["flagged_among"]),
              _arm_accuracy(p["detector"]), _arm_accuracy(p["random"]),
              _diff_cell(p["comparison"]), _ci_cell(p["comparison"]),
-             _pooled_cell(p["comparison"])] for p in dose["points"]]
+             _test_cell(p["comparison"])] for p in dose["points"]]
     name = dose["rank_by"]  # table cells are escaped by the renderer
     return Table(["Fraction", "Pairs treated", f"Of them flagged by {name}",
                   f"Accuracy, top by {name}", "Accuracy, random", "Difference (points)",
-                  "95% CI (points)", "Pooled over seeds (b vs c, CMH p)"], rows)
+                  "95% CI (points)", _TEST_HEADER], rows)
 
 
 def _curve_text(dose: DoseResponse) -> str:
     curve = dose["curve_test"]
-    holm = f", Holm-adjusted {_p(curve['p_holm'])}" if curve.get("p_holm") is not None else ""
-    p_t = curve.get("p_t")
-    t = f"; a t-test on the same differences gives {_p(p_t)}" if p_t is not None else ""
     return (f"{escape_markdown(dose['verdict'])} The whole-curve test: {curve['method']} "
-            f"({curve['cells']} cells, {'exact' if curve['exact'] else 'Monte Carlo'}{holm}{t}). "
-            f"The cells share seeds and test pairs, so they are not independent: read the "
-            f"permutation p next to the bootstrap CI, which resamples the test pairs of every cell "
-            f"together.")
+            f"({curve['cells']} seed × fraction cells; {_test_cell(curve)}). The cells share "
+            f"the test pairs and, per seed, the random choices, so they are not independent "
+            f"replicates: each seed's differences are averaged over the fractions first.")
 
 
 def _dose_response(results: ResultsDocument) -> Section | None:
@@ -285,7 +284,7 @@ def _dose_response(results: ResultsDocument) -> Section | None:
     blocks: list[Block] = [intro, Figure(
         "dose_response", "Top: test accuracy per arm, mean over seeds with a 95% band; dots are "
         "single seeds; fraction 0 is the unfiltered condition. Bottom: the paired difference "
-        "(detector − random) per fraction with its paired-bootstrap 95% CI.")]
+        "(detector − random) per fraction with its 95% CI (test pairs the unit, seed variance included).")]
     for dose in doses:
         if len(doses) > 1:
             blocks.append(f"**Treatment: {dose['treatment']}.**")
@@ -299,7 +298,7 @@ def _ablation(results: ResultsDocument) -> Section | None:
         return None
     rows = [[e["detector"], _count(e["flagged"]), _arm_accuracy(e["clean"]),
              _arm_accuracy(e["random"]), _diff_cell(e["comparison"]), _ci_cell(e["comparison"]),
-             _pooled_cell(e["comparison"]),
+             _test_cell(e["comparison"]),
              "same runs as the clean vs random comparison" if e.get("reused") else ""]
             for e in entries]
     text = ("Each detector on its own: its flagged pairs treated "
@@ -308,43 +307,56 @@ def _ablation(results: ResultsDocument) -> Section | None:
             "Detectors that flagged nothing in the training pool are left out.")
     return Section("Per-detector ablation", [text, Table(
         ["Detector", "Flagged", "Accuracy, its flags treated", "Accuracy, random", "Difference "
-         "(points)", "95% CI (points)", "Pooled over seeds (b vs c, CMH p)", "Note"], rows),
-        Figure("ablation", "Each detector's flags vs a random choice of the same size: paired "
-               "bootstrap 95% CI of the accuracy difference.")])
+         "(points)", "95% CI (points)", _TEST_HEADER, "Note"], rows),
+        Figure("ablation", "Each detector's flags vs a random choice of the same size: 95% CI "
+               "of the accuracy difference (test pairs the unit, seed variance included).")])
 
 
 def _strength(results: ResultsDocument) -> Section | None:
     block = results.get("strength")
     if not block:
         return None
+    share, accuracy = block["share_negative"], block.get("held_out_accuracy")
+    bound = (f" What bounds it: those models are {100 * accuracy:.1f}% accurate on pairs they "
+             f"never trained on (1 − that = {100 * (1 - accuracy):.1f}%). A judge with held-out "
+             f"accuracy a puts about 1 − a of the pairs below 0 even when no label is wrong, so "
+             f"the share measures the judges' own errors together with any label noise; only "
+             f"the part above 1 − a, or a pair's strength, points at the labels."
+             if accuracy is not None else
+             " It is bounded by the judges' own held-out accuracy a: with no label noise at all "
+             "about 1 − a of the pairs fall below 0.")
     ref = block.get("reference")
-    compared = (f" For comparison, {escape_markdown(ref['source'])} reports about "
-                f"{100 * ref['share']:.0f}% for {escape_markdown(ref['dataset'])}." if ref else "")
+    compared = (f" {escape_markdown(ref['source'])} reports about {100 * ref['share']:.0f}% for "
+                f"{escape_markdown(ref['dataset'])}, measured with fine-tuned reward-model "
+                f"ensembles, far stronger judges: the two shares are not comparable as measures "
+                f"of label noise." if ref else "")
     text = (f"Preference strength: for every training pair, the margin r(chosen) − r(rejected) "
             f"of reward models that never trained on it ({escape_markdown(block['detector'])}). "
             f"A negative mean margin means models trained on the other pairs prefer the rejected "
-            f"reply: a candidate label error, or a pair on which the data disagree with "
-            f"themselves. Here {100 * block['share_negative']:.1f}% of "
-            f"{_count(block['pairs'])} pairs are below 0.{compared}")
+            f"reply: a candidate label error, a pair on which the data disagree with themselves, "
+            f"or simply a pair the models get wrong. Here {100 * share:.1f}% of "
+            f"{_count(block['pairs'])} pairs are below 0.{bound}{compared}")
     return Section("Preference strength", [text, Figure(
         "strength", "Histogram of the per-pair mean held-out margin; bars left of 0 (vermilion) "
-        "are pairs the models would label the other way.")])
+        "are pairs the models would label the other way. The box says what the models' own "
+        "held-out errors would put there with no label noise.")])
 
 
 def _multiplicity(results: ResultsDocument) -> Section | None:
     mult = results.get("multiplicity")
     if not mult or mult["tests"] <= 1:
         return None
-    rows = [[label, _p(p), _p(adj)]
+    rows = [[label, format_p(p), format_p(adj)]
             for label, p, adj in zip(mult["labels"], mult["p"], mult["p_holm"])]
-    curves = ", each curve with its permutation p" if results.get("dose_response") else ""
+    curves = "; a dose-response curve counts once" if results.get("dose_response") else ""
     text = (f"This report makes {mult['tests']} paired tests: each comparison counts once, with "
-            f"its p pooled over seeds (CMH){curves}; the per-seed "
+            f"the test pair as the unit and the seeds' variance included{curves}; the per-seed "
             f"McNemar p-values are single-seed views of the same comparisons, not further tests. "
             f"At α = {mult['alpha']}, about {mult['tests'] * mult['alpha']:.1f} of them would come "
             f"out 'significant' by chance alone. Holm's correction controls the chance of even one "
-            f"false finding among all of them: {mult['significant']} of the {mult['tests']} had "
-            f"p < {mult['alpha']} before it, {mult['significant_holm']} after.")
+            f"false finding among all of them: {mult['significant']} of the {mult['tests']} had a "
+            f"95% CI excluding 0 (p < {mult['alpha']}) before it, {mult['significant_holm']} "
+            f"after. Only those after it are claimed in the answer above.")
     return Section("All tests, corrected for multiplicity", [text, Table(
         ["Test", "p", "Holm-adjusted p"], rows)])
 
@@ -360,9 +372,12 @@ def _accuracy(results: ResultsDocument) -> Section:
                      _num(s.get("ece_mean"))])
     first = next(iter(results["conditions"].values()))["summary"]
     kind = first.get("accuracy_ci_kind", "t over seeds")
-    how = (" It comes from resampling the test pairs with each pair's correctness averaged over "
-           "the seeds: how far the accuracy would move on another test set of this size. The "
-           "seeds' own spread is the 'Per seed' column." if kind.startswith("bootstrap") else "")
+    how = (" It counts each test pair once, with its correctness averaged over the seeds (how far "
+           "the accuracy would move on another test set of this size), and adds the seeds' "
+           "scatter beyond that (how far it would move with other seeds), as the comparisons do. "
+           "The seeds' own accuracies are the 'Per seed' column." if kind.startswith("t over test")
+           else " It resamples the test pairs with each pair's correctness averaged over the seeds."
+           if kind.startswith("bootstrap") else "")
     note = (f"Accuracy = share of test pairs where the model gives the human-chosen response the "
             f"higher reward (ties count as wrong). The interval is a 95% CI ({kind}).{how} NLL is "
             f"the Bradley-Terry test loss (lower is better; {LN2:.3f} = guessing); ECE is the "
@@ -564,15 +579,16 @@ _GLOSSARY = Table(["Term", "Meaning"], [
     ["accuracy", "share of test pairs with margin > 0."],
     ["95% CI", "95% confidence interval: the range of values the data are compatible with."],
     ["points", "percentage points: 62.3% vs 61.1% is a difference of 1.2 points."],
-    ["paired bootstrap", "resample the test pairs with replacement, recompute the difference; "
-     "the middle 95% of the repeats is the CI."],
-    ["McNemar (exact)", "binomial test on the pairs where two models disagree."],
-    ["CMH (Cochran-Mantel-Haenszel)", "pools the disagreements of all seeds into one test, "
-     "keeping every comparison paired (here: McNemar on the summed disagreements)."],
+    ["test pairs as the unit", "a test pair scored by S seeds' models counts once (its "
+     "correctness averaged over the seeds), not S times: the seeds share its difficulty."],
+    ["seed variance", "how much the accuracy moves with the training seed; it enters every CI "
+     "here, so few seeds give wide intervals."],
+    ["McNemar (exact)", "binomial test on the pairs where two models disagree; here per seed, as "
+     "detail."],
+    ["A/A control", "`aa`: the unfiltered data trained again with other seeds; its difference "
+     "from unfiltered is what seeds alone produce, the noise floor of the setup."],
     ["dose-response", "accuracy as a function of how many pairs are treated, here the detector's "
      "most suspect pairs against as many random ones."],
-    ["sign-flip permutation test", "flips the sign of each paired difference at random; p is the "
-     "share of sign patterns with a mean at least as far from 0 as the observed one."],
     ["Holm's correction", "multiplies the smallest of k p-values by k, the next by k − 1, …: "
      "keeps the chance of any false 'significant' among all tests at α."],
     ["power", "the chance a test finds a real difference of a given size; 80% is the usual "
@@ -608,7 +624,19 @@ def build_sections(results: ResultsDocument) -> list[Section]:
 def write_report(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
     """Write results.json, report.md, report.html and the figures into `out_dir`.
 
-    Returns {"results": …, "markdown": …, "html": …, <figure name>: …} paths.
+    Parameters
+    ----------
+    results : ResultsDocument
+        An experiment's results (`run_comparison` builds them; a results.json read back works
+        too). Non-finite floats are written as null; parts an older results.json lacks (dose
+        response, ablation, strength, multiplicity) are left out of the report.
+    out_dir : Path
+        Where the files go; created if missing, files of the same names replaced.
+
+    Returns
+    -------
+    dict of str to Path
+        {"results": …, "markdown": …, "html": …, <figure name>: …} paths.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

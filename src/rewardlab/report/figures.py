@@ -6,13 +6,14 @@ call). One Okabe-Ito colour per condition, the same in every figure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from rewardlab.evaluation.crossed import format_p, interval_of
 from rewardlab.evaluation.dose import TREATED
 from rewardlab.evaluation.learning import BARELY_TRAINED_NATS, LN2, stronger_length_baseline
 from rewardlab.report.style import (
@@ -34,7 +35,6 @@ from rewardlab.report.style import (
 if TYPE_CHECKING:
     from rewardlab.report.results import (
         ArmBlock,
-        BootstrapDiff,
         Comparison,
         ConditionBlock,
         DoseResponse,
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 _FIXED = {"unfiltered": BLACK, "clean-remove": BLUE, "clean-flip": GREEN, "clean-soft": PINK,
+          "aa": GREY,
           "random": ORANGE}
 _SIGNIFICANT_UP, _SIGNIFICANT_DOWN, _NOT_SIGNIFICANT = BLUE, VERMILION, GREY
 
@@ -121,7 +122,8 @@ def plot_accuracy(results: ResultsDocument, path: Path) -> Path:
 def _short_ci_kind(kind: str) -> str:
     """A summary's `accuracy_ci_kind` in a few words, for a figure title."""
     low = kind.lower()
-    return ("bootstrap over test pairs" if low.startswith("bootstrap") else
+    return ("test pairs + seeds" if low.startswith("t over test") else
+            "bootstrap over test pairs" if low.startswith("bootstrap") else
             "Wilson, over test pairs" if "wilson" in low else "t, over seeds")
 
 
@@ -141,24 +143,24 @@ def _accuracy_baselines(ax: Any, results: ResultsDocument) -> None:
                 va="bottom", ha="left", fontsize=9, color="#555555")
 
 
-def _points(boot: BootstrapDiff) -> tuple[float, float, float]:
+def _points(record: Mapping[str, Any]) -> tuple[float, float, float]:
     """(diff, lo, hi) in percentage points, for a comparison that had test pairs."""
-    diff, (lo, hi) = boot["diff"], boot["ci"]
+    diff, (lo, hi) = interval_of(record)
     assert diff is not None and lo is not None and hi is not None, "a comparison without test pairs"
     return 100 * diff, 100 * lo, 100 * hi
 
 
 def _forest(comps: Sequence[Comparison], path: Path, *, title: str,
             labels: Sequence[str] | None = None, xlabel: str | None = None) -> Path:
-    """Forest plot: accuracy difference of each comparison with its paired-bootstrap 95% CI."""
-    keep = [i for i, c in enumerate(comps) if c["bootstrap"]["diff"] is not None]
+    """Forest plot: accuracy difference of each comparison with its 95% CI (pair-unit test)."""
+    keep = [i for i, c in enumerate(comps) if interval_of(c)[0] is not None]
     names = [labels[i] if labels else f"{comps[i]['treated']}  vs  {comps[i]['baseline']}"
              for i in keep]
     comps = [comps[i] for i in keep]
     fig = new_figure(8.5, max(2.4, 1.0 + 0.75 * len(comps)))
     ax = fig.add_subplot()
     for i, comp in enumerate(reversed(comps)):
-        diff, lo, hi = _points(comp["bootstrap"])
+        diff, lo, hi = _points(comp)
         color = (_SIGNIFICANT_UP if lo > 0 else _SIGNIFICANT_DOWN if hi < 0 else _NOT_SIGNIFICANT)
         ax.plot([lo, hi], [i, i], color=color, lw=3, solid_capstyle="butt")
         ax.plot(diff, i, "o", color=color, ms=9)
@@ -181,9 +183,9 @@ def _forest(comps: Sequence[Comparison], path: Path, *, title: str,
 
 @styled(REPORT_RC)
 def plot_comparisons(results: ResultsDocument, path: Path) -> Path:
-    """Forest plot of the comparisons between conditions (paired bootstrap 95% CIs)."""
+    """Forest plot of the comparisons between conditions (pair-unit 95% CIs)."""
     return _forest(results["comparisons"], path,
-                   title="Is the difference real? Paired bootstrap 95% CI over test pairs")
+                   title="Is the difference real? 95% CI, test pairs the unit, seed variance in")
 
 
 @styled(REPORT_RC)
@@ -253,12 +255,11 @@ def _dose_panel(ax: Any, dose: DoseResponse, results: ResultsDocument) -> None:
 
 
 def _difference_panel(ax: Any, dose: DoseResponse, with_zero: bool) -> None:
-    """Bottom: the paired difference detector − random per fraction, paired-bootstrap 95% CI."""
+    """Bottom: the paired difference detector − random per fraction with its 95% CI."""
     for point in dose["points"]:
-        boot = point["comparison"]["bootstrap"]
-        if boot["diff"] is None:
+        if interval_of(point["comparison"])[0] is None:
             continue
-        diff, lo, hi = _points(boot)
+        diff, lo, hi = _points(point["comparison"])
         # black where the CI excludes 0: blue and orange already mean the two arms above
         color = BLACK if lo > 0 or hi < 0 else _NOT_SIGNIFICANT
         x = 100 * point["fraction"]
@@ -278,10 +279,10 @@ def _difference_panel(ax: Any, dose: DoseResponse, with_zero: bool) -> None:
     ax.set_ylabel("detector − random\n(points)")
     curve = dose["curve_test"]
     if curve["diff"] is not None and curve["ci"][0] is not None and curve["ci"][1] is not None:
-        p = "p < 0.001" if curve["p"] < 0.001 else f"p = {curve['p']:.3f}"
-        ax.set_title(f"Paired difference detector − random, 95% CI over test pairs\nwhole curve: "
+        ax.set_title(f"Paired difference detector − random, 95% CI (test pairs the unit, seed "
+                     f"variance in)\nwhole curve: "
                      f"{100 * curve['diff']:+.1f} pts [{100 * curve['ci'][0]:+.1f}, "
-                     f"{100 * curve['ci'][1]:+.1f}], sign-flip {p}", fontsize=10)
+                     f"{100 * curve['ci'][1]:+.1f}], {format_p(curve['p'])}", fontsize=10)
     ax.grid(alpha=0.3)
 
 
@@ -291,7 +292,7 @@ def plot_dose_response(results: ResultsDocument, path: Path) -> Path:
 
     One column per treatment. Top: both arms' mean over seeds with a 95% band (the summaries' CI),
     single seeds as dots, fraction 0 = the unfiltered condition shared by both curves. Bottom: the
-    paired difference per fraction with its paired-bootstrap CI, the sharper view of the same runs.
+    paired difference per fraction with its 95% CI (test pairs the unit), the sharper view of the same runs.
     """
     doses = results.get("dose_response", [])
     fig = new_figure(max(8.0, 6.4 * len(doses)), 7.4)
@@ -337,10 +338,17 @@ def plot_strength(results: ResultsDocument, path: Path) -> Path:
     share = block["share_negative"]
     ref = block.get("reference")
     text = f"{100 * share:.1f}% of pairs below 0\n(models prefer the rejected reply)"
+    accuracy = block.get("held_out_accuracy")
+    if accuracy is not None:  # a judge with accuracy a puts ~1 − a below 0 with no label noise
+        text += (f"\nthe models are {100 * accuracy:.1f}% accurate held out:\n"
+                 f"their errors alone put ~{100 * (1 - accuracy):.1f}% below 0")
     if ref:
-        text += f"\npublished for {ref['dataset']}: ~{100 * ref['share']:.0f}%"
+        text += (f"\npublished for {ref['dataset']}: ~{100 * ref['share']:.0f}%\n"
+                 f"(fine-tuned RM ensembles: stronger judges)")
     ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=10,
             color=VERMILION)
+    # headroom for the text: one line ≈ 6% of the axes, the bars stay below it
+    ax.set_ylim(0, max(counts.max(initial=1), 1) / max(0.2, 0.92 - 0.065 * text.count("\n")))
     outside = int(((margins < -span) | (margins > span)).sum())
     if outside:
         ax.text(0.98, 0.97, f"{outside} pair{'s' if outside != 1 else ''} beyond the axis\n"
@@ -539,7 +547,7 @@ def make_figures(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
     conds = results.get("conditions", {})
     if conds:
         out["accuracy"] = plot_accuracy(results, out_dir / "accuracy.png")
-    if any(c["bootstrap"]["diff"] is not None for c in results.get("comparisons", [])):
+    if any(interval_of(c)[0] is not None for c in results.get("comparisons", [])):
         out["comparisons"] = plot_comparisons(results, out_dir / "comparisons.png")
     if any(r.get("test_chosen_rewards") for c in conds.values() for r in c.get("runs", [])):
         out["margins"] = plot_margins(results, out_dir / "margins.png")
@@ -551,7 +559,7 @@ def make_figures(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
         out["flags"] = plot_flags(results, out_dir / "flags.png")
     if results.get("dose_response"):
         out["dose_response"] = plot_dose_response(results, out_dir / "dose_response.png")
-    if any(e["comparison"]["bootstrap"]["diff"] is not None for e in results.get("ablation", [])):
+    if any(interval_of(e["comparison"])[0] is not None for e in results.get("ablation", [])):
         out["ablation"] = plot_ablation(results, out_dir / "ablation.png")
     if results.get("strength", {}).get("mean_margin"):
         out["strength"] = plot_strength(results, out_dir / "strength.png")

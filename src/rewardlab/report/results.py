@@ -28,6 +28,7 @@ from rewardlab.evaluation.stats import (
     McNemarResult,
     Multiplicity,
     NotebookRow,
+    PairUnitTest,
     PooledTest,
     RunSummary,
     SeedMcNemar,
@@ -68,6 +69,7 @@ __all__ = [
     "PowerEstimate",
     "Multiplicity",
     "CurveTest",
+    "PairUnitTest",
 ]
 
 
@@ -91,6 +93,8 @@ class ResultsConfig(TypedDict):
     fractions: NotRequired[str | None]  # as given ("0.05,0.1"); parsed in dose_response
     rank_by: NotRequired[str | None]  # resolved: the preset's when not given
     ablation: NotRequired[bool]
+    reuse_runs: NotRequired[bool]  # stored runs with the same id were reused (since issue 28)
+    training: NotRequired[dict[str, Any] | None]  # the resolved TrainConfig the CLI passed (seed 0)
     train_config: dict[str, Any]  # TrainConfig as a dict (seed 0's)
 
 
@@ -236,6 +240,9 @@ class StrengthBlock(TypedDict):
     strength: list[float] | None  # (pool,) mean / std where the detector has it
     share_negative: float  # share of pairs with mean margin < 0
     reference: StrengthReference | None  # the published figure to compare with, if any
+    # the margins' models on pairs they never trained on: with accuracy a and no label noise,
+    # about 1 − a of the pairs fall below 0, so this bounds what share_negative can say
+    held_out_accuracy: NotRequired[float | None]
 
 
 class ResultsDraft(TypedDict):
@@ -262,3 +269,5 @@ class ResultsDocument(ResultsDraft):
     notebook_table: list[NotebookRow]
     verdict: str
     seconds: float
+    runs_planned: NotRequired[int]  # training runs in the plan (experiment/plan.py)
+    runs_reused: NotRequired[int]  # of those, found finished in the store and not trained again

@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session
 
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import StoreError
-from rewardlab.store.schema import DatasetSource, DetectorRun, Example, Flag, Review
+from rewardlab.store.schema import (
+    DatasetSource,
+    DetectorRun,
+    Example,
+    Flag,
+    Review,
+    TrainedRun,
+    TrainedRunReward,
+)
 
 __all__ = ["bind_source", "clear_dataset", "source_location"]
 
@@ -78,16 +86,20 @@ def _check_unbound_split(s: Session, dataset_id: int, name: str, split: str, loc
 
 
 def clear_dataset(s: Session, dataset_id: int) -> None:
-    """Delete the dataset's examples, flags, detector runs, reviews and bindings (not its row).
+    """Delete the dataset's examples, flags, detector runs, reviews, trained runs and bindings
+    (not its row).
 
     Explicit deletes, children first, rather than relying on ON DELETE CASCADE: SQLite enforces
     foreign keys only when the connection turned them on.
     """
     examples = select(Example.id).where(Example.dataset_id == dataset_id)
     runs = select(DetectorRun.id).where(DetectorRun.dataset_id == dataset_id)
+    trained = select(TrainedRun.id).where(TrainedRun.dataset_id == dataset_id)
     for statement in (delete(Review).where(Review.example_id.in_(examples)),
                       delete(Flag).where(Flag.run_id.in_(runs) | Flag.example_id.in_(examples)),
                       delete(DetectorRun).where(DetectorRun.dataset_id == dataset_id),
+                      delete(TrainedRunReward).where(TrainedRunReward.run_id.in_(trained)),
+                      delete(TrainedRun).where(TrainedRun.dataset_id == dataset_id),
                       delete(Example).where(Example.dataset_id == dataset_id),
                       delete(DatasetSource).where(DatasetSource.dataset_id == dataset_id)):
         s.execute(statement.execution_options(synchronize_session=False))

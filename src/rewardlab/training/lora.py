@@ -2,8 +2,16 @@
 
 One call turns a freshly loaded backbone into what trains, and returns how to undo it:
 
->>> # model, finish = adapt_for_training(model, config, device=accelerator.device)
->>> # ... train model ...; plain = finish(trained, adapter_dir=out / ADAPTER_DIR)
+>>> import torch
+>>> from rewardlab.models.backbones import load_backbone
+>>> from rewardlab.training.config import TrainConfig
+>>> model, _ = load_backbone("minilm", max_length=64, seed=0)
+>>> wrapped, finish = adapt_for_training(model, TrainConfig(lora_r=4), device=torch.device("cpu"))
+>>> trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+>>> trainable < sum(p.numel() for p in wrapped.parameters()) // 100  # the adapter and the score head
+True
+>>> type(finish(wrapped)).__name__  # after training: merged, a plain checkpoint (adapter_dir=… saves both)
+'BertForSequenceClassification'
 
 With `config.lora_r` the backbone is wrapped by peft: a LoRA adapter on the target modules plus a
 trainable copy of the score head (`modules_to_save`: `score` on decoders, `classifier` on BERT);

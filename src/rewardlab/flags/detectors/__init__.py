@@ -1,9 +1,12 @@
 """Detector registry: name -> class, the default rule set, and helpers to build and run detectors.
 
+    >>> from rewardlab.data.sources import read_source
     >>> from rewardlab.flags.detectors import get_detector, run_detector
+    >>> pairs = read_source("hh-rlhf-sample").pairs
+    >>> train, test = [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "test"]
     >>> detector = get_detector("length_ratio", percentile=95)
-    >>> result = run_detector(detector, train, test)                    # doctest: +SKIP
-    >>> result.n_flagged, result.threshold_kind                         # doctest: +SKIP
+    >>> result = run_detector(detector, train, test)
+    >>> result.n_flagged, result.threshold_kind
     (52, 'percentile')
 """
 
@@ -82,12 +85,28 @@ DETECTORS.update({cls.name: cls for cls in (OofMargin, EnsembleStrength, Prefere
 def get_detector(name: str, **params: Any) -> Detector:
     """Build detector `name` with keyword `params`; strings are converted to the field's type.
 
-    A model-based detector also takes the fields of its `train` TrainConfig this way:
-    `get_detector("oof_margin", folds=3, epochs=2)` trains every fold's model for 2 epochs.
+    Parameters
+    ----------
+    name : str
+        A key of `DETECTORS`: a rule detector (`RULE_DETECTORS`, e.g. "length_ratio") or a
+        model-based one ("oof_margin", "ensemble_strength", "preference_strength", "llm_judge", …).
+    **params : Any
+        The detector's own fields by name (its dataclass fields, each with a default), as values or
+        as strings (the CLI's `--param det.key=value`), converted to the field's type. A
+        model-based detector also takes the fields of its `train` TrainConfig this way:
+        `get_detector("oof_margin", folds=3, epochs=2)` trains every fold's model for 2 epochs.
+
+    Returns
+    -------
+    Detector
+        Ready to `detect(train, test=...)` (or `run_detector`).
+
     Raises SelectionError for an unknown detector or parameter, or a value of the wrong type.
 
     >>> get_detector("over_length", max_length="512").max_length
     512
+    >>> get_detector("length_ratio", percentile="97.5").percentile
+    97.5
     """
     cls = DETECTORS.get(name)
     if cls is None:

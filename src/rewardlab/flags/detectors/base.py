@@ -9,10 +9,13 @@ Detectors are dataclasses: their fields are the keyword parameters, each with a 
 `Detector.params` records them with every run. A field with `metadata={"runtime": True}` (progress
 bars, batch sizes) changes how a detector runs, not what it finds, and is left out of `params`.
 
+    >>> from rewardlab.data.pairs import PreferencePair
     >>> from rewardlab.flags.detectors import get_detector
-    >>> result = get_detector("empty_response").detect(pairs)      # doctest: +SKIP
-    >>> result.flagged.sum(), result.reasons[3]                     # doctest: +SKIP
-    (1, 'chosen reply is empty')
+    >>> pairs = [PreferencePair(0, "train", "Hi", "Hello!", ""),
+    ...          PreferencePair(1, "train", "Hi", "Hey", "Go away.")]
+    >>> result = get_detector("empty_response").detect(pairs)
+    >>> int(result.flagged.sum()), result.reasons
+    (1, ['rejected reply is empty', ''])
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def strength_from_margins(margins: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     """(M, N) held-out margins → (mean, std, strength), each (N,).
 
     >>> strength_from_margins(np.array([[1.0, -2.0], [3.0, -2.0]]))[2].round(2).tolist()
-    [1.41, -14.14]
+    [1.41, -28.28]
     """
     mean = margins.mean(axis=0)  # (N,)
     if margins.shape[0] < 2:
@@ -261,6 +261,8 @@ class PreferenceStrength(_ModelDetector):
         result.params.update({
             **cut, "n_models": n_models, "models_trained": n_models * self.folds,
             "negative_mean_share": negative / len(mean), "negative_mean_pairs": negative,
+            # each model's accuracy on its held-out pairs, mean over the K × M: bounds the share
+            "held_out_accuracy": float((margins > 0).mean()),
             "mean_margin": float(mean.mean()), "mean_std": float(std.mean()), **extra,
             "mean_margin_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
             "per_pair": {"mean_margin": np.round(mean, 5).tolist(),

@@ -41,9 +41,14 @@ def fast_forward(model: Any, *, device: torch.device, precision: str, processes:
                  padding_side: str) -> tuple[Any, Restore]:
     """The fastest forward that computes `model`'s rewards here, and how to undo it after training.
 
-    >>> # forward, restore = fast_forward(model, device=acc.device, precision="bf16", processes=1,
-    >>> #                                 padding_side="right")
-    >>> # ... train forward ...; model = restore(acc.unwrap_model(forward))
+    >>> from rewardlab.models.backbones import load_backbone
+    >>> model, _ = load_backbone("minilm", max_length=64, seed=0)
+    >>> forward, restore = fast_forward(model, device=torch.device("cpu"), precision="fp32",
+    ...                                 processes=1, padding_side="right")
+    >>> type(forward).__name__  # a BERT-family model on one CPU process: the packed forward
+    'PackedBertReward'
+    >>> restore(forward) is model  # after training; under accelerate: restore(acc.unwrap_model(forward))
+    True
     """
     stock_attention = _faster_attention(model, device=device, precision=precision)
     packed = packed_reward_model(model, padding_side=padding_side,

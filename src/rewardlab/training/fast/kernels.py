@@ -15,7 +15,10 @@ and says so on stderr ("rewardlab: building the CPU attention kernel ...").
 Where it cannot be built (no compiler, no ninja), training runs the Python loop, a little slower,
 with one warning that says why. `REWARDLAB_KERNELS=0` switches the compiled kernels off.
 
->>> # kernels = compiled_kernels(); kernels.row_attention_forward(qkv, lengths, heads, scale) if kernels
+Use (the first call may build for ~30 s, so it is not run as a doctest):
+
+    kernels = compiled_kernels()   # None where it cannot be built or is switched off
+    out = kernels.row_attention_forward(qkv, lengths, heads, scale) if kernels else None
 """
 
 from __future__ import annotations

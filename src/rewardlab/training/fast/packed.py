@@ -17,7 +17,16 @@ checkpoint is still the plain `AutoModelForSequenceClassification`; outputs equa
 to float rounding (tests check logits and gradients). Architectures it does not know fall back to the
 stock forward: `packed_reward_model(model)` returns None for them.
 
->>> # fast = packed_reward_model(model); fast(**batch).logits  # == model(**batch).logits
+>>> from rewardlab.models.backbones import load_backbone
+>>> from rewardlab.models.batching import encode_texts, pad_rows
+>>> from rewardlab.training.runtime import disable_dropout
+>>> model, tok = load_backbone("minilm", max_length=64, seed=0)
+>>> disable_dropout(model)  # as training does by default: the wrapper applies dropout as in training
+>>> enc = encode_texts(tok, ["Human: hi", "Human: tell me a story"], ["Hello!", "Sure."], max_length=64)
+>>> batch = pad_rows(enc.input_ids, enc.token_type_ids, pad_id=tok.pad_token_id)
+>>> fast = packed_reward_model(model)
+>>> torch.allclose(fast(**batch).logits, model(**batch).logits, atol=1e-6)
+True
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """The review app: server-rendered pages over the store, a small script, and the same over JSON.
 
->>> # app = create_review_app(Store("sqlite:///rewardlab.db"), ReviewConfig())
->>> # run_server(app, host="127.0.0.1", port=8501)   # or background_server(app) in a test
+>>> import json, tempfile, urllib.request
+>>> from rewardlab.web.server import background_server
+>>> app = create_review_app(Store(f"sqlite:///{tempfile.mkdtemp()}/review.db"), ReviewConfig())
+>>> with background_server(app) as url:  # `run_server(app, host=…, port=8501)` in the foreground
+...     datasets = json.load(urllib.request.urlopen(url + "/api/datasets"))
+>>> datasets
+{'datasets': []}
 
 Pages: `/` datasets, `/queue` flag cards (dataset, detector or any, review state, score order),
 `/precision` (+ `/precision.png`). JSON: `GET /api/datasets`, `GET /api/flags`,

@@ -1,8 +1,12 @@
 """`rewardlab serve`: a reward model over HTTP for RL loops (OpenRLHF's `/get_reward`, `/score`,
 `/compare`), dynamic micro-batching, safe by default. The protocol is in docs/serving.md.
 
->>> # from rewardlab.web.serve import ServeConfig, create_serve_app
->>> # app = create_serve_app(RewardModel.load("m"), ServeConfig(max_batch=64), model_dir="m")
+>>> from rewardlab.web.serve import ServeConfig, create_serve_app
+>>> ServeConfig(max_batch=64).max_batch
+64
+
+`create_serve_app(RewardModel.load("m"), ServeConfig(max_batch=64), model_dir="m")` is the app
+(app.py); `rewardlab.integrations.client` has one running.
 
 Names load on first use, so the CLI reads `ServeConfig` (and validates options) without paying
 for torch, transformers and FastAPI.

@@ -1,7 +1,16 @@
 """The reward API as a FastAPI app: OpenRLHF's `/get_reward`, `/score`, `/compare`, `/health`, `/info`.
 
->>> # app = create_serve_app(RewardModel.load("m"), ServeConfig(), model_dir="m")
->>> # run_server(app, host="127.0.0.1", port=8000)   # or background_server(app) in a test
+>>> import json, urllib.request
+>>> from rewardlab.models.backbones import load_backbone
+>>> from rewardlab.web.server import background_server
+>>> rm = RewardModel(*load_backbone("bow", max_length=64, seed=0), max_length=64)
+>>> app = create_serve_app(rm, ServeConfig(), model_dir="bow")
+>>> query = json.dumps({"query": ["Human: hi\\n\\nAssistant: Hello!"]}).encode()
+>>> with background_server(app) as url:  # `run_server(app, host=…, port=…)` in the foreground
+...     request = urllib.request.Request(url + "/get_reward", query, {"Content-Type": "application/json"})
+...     reply = json.load(urllib.request.urlopen(request))
+>>> len(reply["rewards"]), abs(reply["rewards"][0] - rm.score(["Human: hi"], ["Hello!"])[0]) < 1e-5
+(1, True)
 
 Every error is JSON `{"error": "...", "field": "..."}`: 400 malformed JSON or a Host that is not
 this server, 401 missing or wrong token, 403 a browser page of another site, 413 body/count/length

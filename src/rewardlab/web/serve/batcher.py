@@ -77,8 +77,18 @@ class _Job:
 class MicroBatcher:
     """One queue, one collector, `workers` scoring threads. Use inside a running event loop:
 
-    >>> # batcher = MicroBatcher(score_fn, max_batch=32, max_wait_s=0.005); await batcher.start()
-    >>> # scored = await batcher.score(["Human: hi"], ["Hello!"]); await batcher.stop()
+    >>> import asyncio
+    >>> def by_length(prompts, responses):  # a stand-in model: reward = the reply's length
+    ...     return Scored([float(len(r)) for r in responses], [False] * len(responses))
+    >>> async def two_requests():
+    ...     batcher = MicroBatcher(by_length, max_batch=32, max_wait_s=0.005)
+    ...     await batcher.start()
+    ...     scored = await asyncio.gather(batcher.score(["Human: hi"], ["Hello!"]),
+    ...                                   batcher.score(["Human: hi"], ["Hey"]))
+    ...     await batcher.stop()
+    ...     return [s.rewards for s in scored], batcher.stats.sequences
+    >>> asyncio.run(two_requests())
+    ([[6.0], [3.0]], 2)
     """
 
     def __init__(self, score_fn: ScoreFn, *, max_batch: int, max_wait_s: float,

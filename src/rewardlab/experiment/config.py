@@ -1,0 +1,251 @@
+"""What `rewardlab compare` is asked to do: its options, presets and conditions, typed and checked.
+
+A light module (no torch, no scipy): the CLI builds its parser from `CompareConfig` without
+importing the experiment's machinery, so `rewardlab train` and `--help` start fast.
+
+>>> CompareConfig(seeds=3).seeds
+3
+>>> names("unfiltered, clean,,random")
+['unfiltered', 'clean', 'random']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NotRequired, TypedDict
+
+from rewardlab.errors import RewardlabError
+from rewardlab.flags.selection import CLEAN_DETECTORS
+from rewardlab.training.config import TrainConfig
+
+__all__ = ["CompareConfig", "Condition", "Preset", "PRESETS", "CONDITIONS", "REVIEWED_CONDITION",
+           "AA_CONDITION", "AA_SEED_OFFSET",
+           "COMPARE_TRAIN_FIELDS", "names", "resolve_training", "train_config_for"]
+
+
+# Settings per preset; an option given on the command line wins. `seed` is the original notebook's
+# (a GPU job); `quick` finishes on a 2-core CPU in minutes; `strength` ranks pairs by cross-fitted
+# preference strength and runs the dose-response curve within ~20 minutes on a 2-core CPU for the
+# 1,512-pair sample (timings: docs/architecture.md, "compare --preset strength").
+class Preset(TypedDict):
+    model: str
+    max_pairs: int | None  # None = all train pairs
+    seeds: int
+    detectors: NotRequired[str]  # define "flagged" for the clean conditions
+    rank_by: NotRequired[str]  # the dose-response ranking
+    fractions: NotRequired[str]
+    epochs: NotRequired[int]
+    max_length: NotRequired[int]
+    lr: NotRequired[float]  # for the preset's own backbone only: another --model keeps its default
+
+
+# quick's lr, measured on the sample (1,030 train / 482 test pairs, 1 epoch, seed 0; issue 35): at
+# MiniLM's default 2e-5 the run barely trains (train loss 0.690 vs ln 2 = 0.693, test NLL 0.682,
+# mean test margin 0.02, 61.2% test accuracy); at 1e-4, in the same time, train loss 0.669, test
+# NLL 0.631, margin 0.26, 63.5% (over "prefer the shorter", 57.7%: +5.8 points instead of +3.5)
+PRESETS: dict[str, Preset] = {
+    "quick": {"model": "minilm", "max_pairs": 4000, "seeds": 1, "lr": 1e-4},
+    "seed": {"model": "distilbert-base-uncased", "max_pairs": None, "seeds": 1},
+    # bow: ~5 s a run on the sample (61% test accuracy at max_length 512, MiniLM fine-tuning ~90 s),
+    # so 5 seeds × (3 conditions + 4 fractions × 2 arms) = 55 runs fit next to the detector
+    "strength": {"model": "bow", "max_pairs": None, "seeds": 5, "epochs": 1, "max_length": 512,
+                 "detectors": "preference_strength", "rank_by": "preference_strength",
+                 "fractions": "0.05,0.1,0.2,0.3"},
+}
+# clean-reviewed removes only the flags reviewers confirmed (`rewardlab review`); it joins a plan
+# with `clean` by itself once reviewers confirmed any flag of the experiment's detectors
+REVIEWED_CONDITION = "clean-reviewed"
+# aa, the A/A control: the unfiltered data again, trained with independent seeds (each seed + this
+# offset, far from any seed count), compared with unfiltered like any condition; the difference
+# is what the seeds alone produce, the noise floor of the setup (docs/statistics.md)
+AA_CONDITION = "aa"
+AA_SEED_OFFSET = 1_000_000
+CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random", REVIEWED_CONDITION, AA_CONDITION)
+
+
+# The TrainConfig fields compare sets itself: model, epochs and max_length are compare's own options
+# (None = the preset's), seed is each run's. Every other training option is settable from compare.
+COMPARE_TRAIN_FIELDS: tuple[str, ...] = ("model", "epochs", "max_length", "seed")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of the experiment: its name, which pairs it keeps and what it does to them."""
+
+    name: str  # e.g. "clean-remove"
+    mode: str  # all | clean | random
+    treatment: str | None
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass
+class CompareConfig:
+    """Everything `rewardlab compare` needs; saved in results.json.
+
+    Each field's `help` metadata is the CLI's help for its flag; None fields take the preset's
+    value when the CLI resolves the config.
+
+    Parameters
+    ----------
+    train : str, default "hh-rlhf-sample"
+        The train source (`read_source`'s specs): the embedded HH-RLHF sample, "hh-rlhf", a file.
+    test : str or None, default None
+        A separate test source; None: the train source's test split.
+    test_fraction : float or None, default None
+        Carve a test split of this share from a single-split train source, by prompt hash.
+    preset : {"quick", "seed", "strength"}, default "quick"
+        The defaults to start from (backbone, epochs, pairs, seeds, dose-response).
+    seeds : int or None, default None
+        Seeds per condition; None: the preset's (1).
+    conditions : str, default "unfiltered,clean,random"
+        Comma list of unfiltered, clean, random, clean-reviewed, aa (the A/A control).
+    treatments : str, default "remove"
+        What clean does to flagged pairs: comma list of remove, flip, soft.
+    detectors : str or None, default None
+        Comma list of the detectors whose flags define "flagged" (reviewed:DET = the flags of DET
+        that reviewers confirmed); None: the default clean set.
+    model : str or None, default None
+        The backbone; None: the preset's (minilm).
+    max_pairs : int or None, default None
+        Train pairs kept, stratified by subset; 0 = all; None: the preset's.
+    epochs : int or None, default None
+        Training epochs; None: the preset's.
+    max_length : int or None, default None
+        Max tokens per sequence; None: the preset's.
+    name : str or None, default None
+        The dataset's name in the store; None: derived from the train source and test fraction.
+    save_checkpoints : bool, default False
+        Keep every run's checkpoint under out_dir/runs.
+    fractions : str or None, default None
+        Dose-response: comma list of shares of the training pairs to treat (needs `rank_by`).
+    rank_by : str or None, default None
+        Dose-response: the detector whose score ranks the pairs to treat.
+    ablation : bool, default False
+        Also compare each detector's own clean condition with its own size-matched random control.
+    reuse_runs : bool, default True
+        Reuse every run the store holds with the same id, so a killed compare resumes.
+    training : TrainConfig or None, default None
+        The TrainConfig every run trains with (its seed replaced by the run's); None: the
+        preset's model, epochs, max_length and lr.
+    """
+
+    train: str = field(default="hh-rlhf-sample", metadata=_help(
+        "train source (see `rewardlab ingest`): the embedded HH-RLHF sample 'hh-rlhf-sample' by "
+        "default (offline, split 70/30); 'hh-rlhf' for the full dataset from the hub (the sample "
+        "when the hub is unreachable)"))
+    test: str | None = field(default=None, metadata=_help("separate test source"))
+    test_fraction: float | None = field(default=None, metadata=_help(
+        "carve a test split from a single-split train source by prompt hash"))
+    preset: str = field(default="quick", metadata=_help(
+        "quick (CPU minutes), seed (the notebook's) or strength (preference strength + "
+        "dose-response, CPU ≤ 20 min on the sample)", choices=list(PRESETS)))
+    seeds: int | None = field(default=None, metadata=_help("seeds per condition (preset: 1)"))
+    conditions: str = field(default="unfiltered,clean,random", metadata=_help(
+        "comma list of unfiltered, clean, random, clean-reviewed (remove only the flags reviewers "
+        "confirmed; added by itself next to clean once reviewers confirmed any), aa (the A/A "
+        "control: unfiltered again with independent seeds, compared with unfiltered; needs it)"))
+    treatments: str = field(default="remove", metadata=_help(
+        "what clean does to flagged pairs: comma list of remove, flip, soft"))
+    detectors: str | None = field(default=None, metadata=_help(
+        "comma list of the detectors whose flags define 'flagged'; not given: the default clean "
+        f"set, as `train --select clean` ({', '.join(CLEAN_DETECTORS)}); an empty list is "
+        "refused; reviewed:DET = the flags of DET that reviewers confirmed"))
+    model: str | None = field(default=None, metadata=_help("backbone (preset: minilm)"))
+    max_pairs: int | None = field(default=None, metadata=_help(
+        "train pairs, stratified by subset (quick: 4000; 0 = all)"))
+    epochs: int | None = field(default=None, metadata=_help(
+        "training epochs, at least 1 (default 1)"))
+    max_length: int | None = field(default=None, metadata=_help(
+        "max tokens, at least 1 (default 256)"))
+    name: str | None = field(default=None, metadata=_help("dataset name in the store"))
+    save_checkpoints: bool = field(default=False, metadata=_help(
+        "keep every run's checkpoint under DIR/runs"))
+    fractions: str | None = field(default=None, metadata=_help(
+        "dose-response: comma list of shares of the training pairs to treat with the first "
+        "--treatments, e.g. 0.05,0.1,0.2,0.3 (needs --rank-by; preset strength sets both)"))
+    rank_by: str | None = field(default=None, metadata=_help(
+        "dose-response: the detector whose score (higher = more suspect) ranks the pairs; each "
+        "fraction treats its top pairs and, as the control, as many random ones"))
+    ablation: bool = field(default=False, metadata=_help(
+        "also train each detector's own clean condition against its own size-matched random "
+        "control (first treatment only; off by default)"))
+    reuse_runs: bool = field(default=True, metadata=_help(
+        "reuse every run the store already holds with the same id (same pairs, labels, training "
+        "options, data and rewardlab version), so a killed compare resumes where it stopped; "
+        "--no-reuse-runs trains every run again"))
+    # The CLI always resolves it (presets merged once, at its edge); None = resolve_training(self)
+    training: TrainConfig | None = field(default=None, metadata=_help(
+        "the TrainConfig every run trains with, its seed replaced by the run's; None: the preset's "
+        "model, epochs, max_length and lr"))
+
+    def __post_init__(self) -> None:
+        """Refuse option values that cannot mean anything, whoever builds the config (the CLI or
+        Python): checked before any data is read or model trained."""
+        for name, minimum in (("seeds", 1), ("epochs", 1), ("max_length", 1), ("max_pairs", 0)):
+            value = getattr(self, name)
+            if value is not None and value < minimum:  # None = the preset's value
+                raise RewardlabError(f"--{name.replace('_', '-')} must be at least {minimum} "
+                                     f"(got {value})")
+        tf = self.test_fraction
+        if tf is not None and not 0.0 < tf < 1.0:  # NaN fails this too
+            raise RewardlabError(f"--test-fraction must be between 0 and 1, exclusive (got {tf})")
+        if self.detectors is not None and not names(self.detectors):
+            raise RewardlabError(f"--detectors {self.detectors!r} names no detector; leave it out "
+                                 f"for the default clean set ({', '.join(CLEAN_DETECTORS)})")
+        self._check_training()
+
+    def _check_training(self) -> None:
+        """A given `training` must agree with compare's own model/epochs/max_length options."""
+        if self.training is None:
+            return
+        for key in ("model", "epochs", "max_length"):
+            mine = getattr(self, key)
+            if mine is not None and mine != getattr(self.training, key):
+                raise RewardlabError(f"--{key.replace('_', '-')} {mine} disagrees with the "
+                                     f"training config's {key} {getattr(self.training, key)}")
+
+
+def resolve_training(config: CompareConfig, options: Mapping[str, Any] | None = None
+                     ) -> TrainConfig:
+    """The TrainConfig of every run (seed 0; each run sets its own): `options` (TrainConfig fields
+    given on the command line or in a --config file) over compare's model/epochs/max_length over
+    the preset's. The preset's lr is tuned for its own backbone, so it applies to that one only.
+
+    >>> resolve_training(CompareConfig()).lr, resolve_training(CompareConfig(model="bow")).lr
+    (0.0001, None)
+    >>> resolve_training(CompareConfig(), {"lr": 3e-4, "batch_size": 4}).batch_size
+    4
+    """
+    options = dict(options or {})
+    own = [key for key in COMPARE_TRAIN_FIELDS if key in options]
+    if own:  # two homes for one setting would leave the reader guessing which one won
+        raise RewardlabError(f"training option {own[0]!r} is compare's own: set it as "
+                             f"--{own[0].replace('_', '-')}" + (" (every run has its own seed)"
+                                                               if own[0] == "seed" else ""))
+    if config.training is not None:
+        return dataclasses.replace(config.training, seed=0, **options)
+    preset = PRESETS[config.preset]
+    model = config.model or preset["model"]
+    values: dict[str, Any] = {"model": model, "seed": 0}
+    for key in ("epochs", "max_length"):
+        value = getattr(config, key) or preset.get(key)
+        if value:
+            values[key] = value
+    if "lr" in preset and model == preset["model"]:
+        values["lr"] = preset["lr"]  # tuned for that backbone; bow's 3e-3 is another scale
+    return TrainConfig(**{**values, **options})
+
+
+def names(text: str) -> list[str]:
+    """'a, b,,c' → ['a', 'b', 'c']."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def train_config_for(config: CompareConfig, seed: int) -> TrainConfig:
+    """The TrainConfig every run of this experiment trains with, for one seed."""
+    return dataclasses.replace(resolve_training(config), seed=seed)

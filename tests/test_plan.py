@@ -1,0 +1,234 @@
+"""The experiment as a plan of runs (issue 28): every run named before any trains, with an id that
+changes with anything that changes the run; compare's training options from flags and --config
+files, recorded in results.json; `compare --dry-run` prints the plan and trains nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rewardlab.cli.main import main
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.errors import RewardlabError
+from rewardlab.experiment.config import CompareConfig, Condition, resolve_training
+from rewardlab.experiment.plan import ExperimentData, RunSpec, plan_experiment, summarize_plan
+from rewardlab.flags.selection import SOFT_SMOOTHING
+from rewardlab.store.store import Store
+
+CONDITIONS = [Condition("unfiltered", "all", None), Condition("clean-remove", "clean", "remove"),
+              Condition("clean-flip", "clean", "flip"), Condition("clean-soft", "clean", "soft"),
+              Condition("random", "random", None)]
+POOL = [PreferencePair(i, "train", f"prompt {i}", f"good {i}", f"bad {i}", example_id=100 + i)
+        for i in range(20)]
+FLAGGED = frozenset({101, 105, 110})
+SYN = "synthetic:n=80,noise=0.2,seed=0"
+
+
+def _data(**changes: Any) -> ExperimentData:
+    base = ExperimentData(pool=POOL, fingerprint="data-1", conditions=CONDITIONS, seeds=[0, 1],
+                          flagged=FLAGGED)
+    return dataclasses.replace(base, **changes)
+
+
+def _plan(config: CompareConfig | None = None, **changes: Any) -> list[RunSpec]:
+    return plan_experiment(config or CompareConfig(model="bow"), _data(**changes))
+
+
+# ---------------------------------------------------------------- the plan itself
+
+def test_each_run_names_its_pairs_labels_smoothing_and_config() -> None:
+    plan = _plan()
+    assert [(r.group, r.seed) for r in plan] == [(c.name, s) for c in CONDITIONS for s in (0, 1)]
+    by = {(r.group, r.seed): r for r in plan}
+    everyone = tuple(range(100, 120))
+    kept = tuple(i for i in everyone if i not in FLAGGED)
+    assert by["unfiltered", 0].pair_ids == everyone and by["unfiltered", 0].flipped_ids == ()
+    assert by["clean-remove", 1].pair_ids == kept and by["clean-remove", 1].smoothing is None
+    assert by["clean-flip", 0].pair_ids == everyone
+    assert by["clean-flip", 0].flipped_ids == tuple(sorted(FLAGGED))
+    soft = by["clean-soft", 0]
+    assert soft.flipped_ids == () and soft.smoothing is not None
+    assert [i for i, s in zip(soft.pair_ids, soft.smoothing) if s == SOFT_SMOOTHING] == sorted(FLAGGED)
+    assert sum(soft.smoothing) == pytest.approx(3 * SOFT_SMOOTHING)
+    # random drops as many pairs as clean, a different draw per seed
+    rand0, rand1 = by["random", 0], by["random", 1]
+    assert len(rand0.pair_ids) == len(rand1.pair_ids) == len(kept) and rand0.pair_ids != rand1.pair_ids
+    # each run trains with its own seed; everything else is the experiment's TrainConfig
+    assert [r.train_config.seed for r in plan] == [0, 1] * len(CONDITIONS)
+    assert {r.train_config.model for r in plan} == {"bow"}
+    assert {r.pair_steps for r in plan} == {20, 17}  # one epoch
+
+
+def test_the_id_is_stable_and_changes_with_anything_that_changes_the_run() -> None:
+    plan = _plan()
+    ids = [r.id for r in plan]
+    assert len(set(ids)) == len(ids) and all(len(i) == 64 for i in ids)
+    assert [r.id for r in _plan()] == ids  # the same inputs: the same ids, call after call
+    lr = _plan(CompareConfig(model="bow", training=resolve_training(
+        CompareConfig(model="bow"), {"lr": 1e-3})))
+    assert not set(r.id for r in lr) & set(ids)  # another learning rate: every run is another
+    other_data = _plan(fingerprint="data-2")
+    assert not set(r.id for r in other_data) & set(ids)
+    # one more flagged pair changes the runs that act on the flags, and only those
+    more = {(r.group, r.seed): r.id for r in _plan(flagged=FLAGGED | {119})}
+    for run in plan:
+        changed = more[run.group, run.seed] != run.id
+        assert changed == (run.group != "unfiltered"), run.group
+
+
+def test_dose_and_ablation_arms_join_the_plan_in_training_order() -> None:
+    scores = {p.example_id: float(i) for i, p in enumerate(POOL) if p.example_id is not None}
+    config = CompareConfig(model="bow", ablation=True, treatments="remove")
+    plan = plan_experiment(config, _data(
+        conditions=CONDITIONS[:2], rank_by="score", fractions=[0.1, 0.25], scores=scores,
+        flagged_by={"a": {101, 105}, "b": {110}}))
+    stages = [r.stage for r in plan]
+    assert stages == ["condition"] * 4 + ["dose"] * 8 + ["ablation"] * 8
+    dose = [r for r in plan if r.stage == "dose"]
+    assert [(r.fraction, r.arm, r.seed) for r in dose] == [
+        (f, arm, s) for f in (0.1, 0.25) for arm in ("detector", "random") for s in (0, 1)]
+    top2 = {119, 118}  # the two highest scores: 10% of 20 pairs
+    for run in dose[:2]:  # the detector's arm: the same top pairs for every seed
+        assert set(range(100, 120)) - set(run.pair_ids) == top2
+    assert {len(r.pair_ids) for r in dose[2:4]} == {18} and dose[2].pair_ids != dose[3].pair_ids
+    ablation = [(r.group, r.arm, len(r.pair_ids)) for r in plan if r.stage == "ablation"]
+    assert ablation == [("ablation-a", "clean", 18)] * 2 + [("ablation-a-random", "random", 18)] * 2 \
+        + [("ablation-b", "clean", 19)] * 2 + [("ablation-b-random", "random", 19)] * 2
+
+
+def test_the_plan_summary_counts_runs_pairs_and_pair_steps() -> None:
+    plan = _plan()
+    summary = summarize_plan(plan, {plan[0].id}, speed=10.0)
+    assert (summary["runs"], summary["stored"], summary["to_train"]) == (10, 1, 9)
+    assert (summary["pairs_min"], summary["pairs_max"]) == (17, 20)
+    total = sum(len(r.pair_ids) for r in plan)
+    assert summary["pair_steps"] == total == 20 * 6 + 17 * 4
+    assert summary["pair_steps_to_train"] == total - 20
+    assert summary["estimate_seconds"] == pytest.approx((total - 20) / 10.0)
+    assert [(g["group"], g["runs"], g["stored"]) for g in summary["groups"]] == [
+        ("unfiltered", 2, 1), ("clean-remove", 2, 0), ("clean-flip", 2, 0), ("clean-soft", 2, 0),
+        ("random", 2, 0)]
+
+
+# ---------------------------------------------------------------- the training options
+
+def test_presets_merge_once_and_given_options_win() -> None:
+    quick = resolve_training(CompareConfig())
+    assert (quick.model, quick.lr, quick.seed) == ("minilm", 1e-4, 0)  # the preset's tuned lr
+    assert resolve_training(CompareConfig(), {"lr": 3e-4}).lr == 3e-4  # given: the preset's yields
+    strength = resolve_training(CompareConfig(preset="strength"), {"batch_size": 4})
+    assert (strength.model, strength.max_length, strength.batch_size) == ("bow", 512, 4)
+    with pytest.raises(RewardlabError, match="compare.s own"):
+        resolve_training(CompareConfig(), {"seed": 3})
+
+
+def _compare(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str,
+             out: str = "out") -> dict[str, Any]:
+    argv = ["compare", "--train", SYN, "--test-fraction", "0.25", "--model", "bow",
+            "--conditions", "unfiltered", "--detectors", "length_ratio", "--seeds", "1",
+            "--max-pairs", "0", "--precision", "fp32", "-o", str(tmp_path / out),
+            "--db", f"sqlite:///{tmp_path}/c.db", "--json", *extra]
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_compare_training_flags_reach_every_run_and_results_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = _compare(tmp_path, capsys, "--lr", "3e-4", "--batch-size", "4", "--max-steps", "3")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    for block in (saved["config"]["training"], saved["config"]["train_config"]):
+        assert (block["lr"], block["batch_size"], block["max_steps"]) == (3e-4, 4, 3)
+        assert (block["model"], block["precision"]) == ("bow", "fp32")
+    assert summary["runs_planned"] == saved["runs_planned"] == 1
+    assert summary["runs_reused"] == saved["runs_reused"] == 0
+    # the same options again: the stored run is reused; another lr is another run
+    assert _compare(tmp_path, capsys, "--lr", "3e-4", "--batch-size", "4", "--max-steps", "3",
+                    out="again")["runs_reused"] == 1
+    assert _compare(tmp_path, capsys, "--lr", "1e-3", "--batch-size", "4", "--max-steps", "3",
+                    out="other")["runs_reused"] == 0
+
+
+def test_a_config_file_sets_compare_and_training_options_and_flags_override_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"seeds": 2, "conditions": ["unfiltered", "random"],
+                               "train": {"lr": 0.002, "batch_size": 16, "max_steps": 2}}))
+    _compare(tmp_path, capsys, "--config", str(cfg), "--batch-size", "2")
+    config = json.loads((tmp_path / "out" / "results.json").read_text())["config"]
+    assert config["training"]["lr"] == config["train_config"]["lr"] == 0.002  # from the file
+    assert config["training"]["batch_size"] == 2  # the flag wins over the file
+    assert config["seeds"] == [0] and config["conditions"] == ["unfiltered"]  # flags win here too
+    cfg.write_text(json.dumps({"train": {"lr": 0.002}, "training": {"lr": 0.1}}))
+    capsys.readouterr()
+    assert main(["compare", "--config", str(cfg), "-o", str(tmp_path / "x")]) == 2
+    assert "both \"train\" and \"training\"" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, needle", [
+    ({"seeds": 1, "bogus": 2}, "unknown key 'bogus'"),
+    ({"train": {"lr": 0.1, "lrr": 2}}, "unknown key 'train.lrr'"),
+    ({"train": {"lr": "fast"}}, "train.lr: expected float"),
+    ({"seeds": "two"}, "seeds: expected int"),
+    ({"train": {"model": "bow"}}, "train.model: compare sets it at the top level"),
+    ([1, 2], "expected a JSON object"),
+])
+def test_a_config_file_is_checked_before_any_work(content: Any, needle: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(content))
+    db = f"sqlite:///{tmp_path}/c.db"
+    capsys.readouterr()
+    assert main(["compare", "--train", SYN, "--config", str(cfg), "-o", str(tmp_path / "out"),
+                 "--db", db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and str(cfg) in err, err
+    with Store(db) as store:
+        assert store.dataset_names() == []
+
+
+def test_train_takes_a_config_file_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{tmp_path}/t.db"
+    assert main(["ingest", SYN, "--name", "syn", "--db", db, "--json"]) == 0
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"model": "bow", "lr": 0.01, "batch_size": 4, "max_steps": 2}))
+    assert main(["train", "syn", "-o", str(tmp_path / "m"), "--config", str(cfg), "--batch-size",
+                 "2", "--db", db, "--json"]) == 0
+    info = json.loads((tmp_path / "m" / "rewardlab.json").read_text())
+    assert (info["config"]["lr"], info["config"]["batch_size"]) == (0.01, 2)
+    cfg.write_text(json.dumps({"model": "bow", "select": "clean"}))
+    capsys.readouterr()
+    assert main(["train", "syn", "-o", str(tmp_path / "m2"), "--config", str(cfg), "--db", db]) == 2
+    assert "unknown key 'select'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- --dry-run
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{tmp_path}/c.db"
+    argv = ["compare", "--train", SYN, "--test-fraction", "0.25", "--model", "bow",
+            "--conditions", "unfiltered,clean,random", "--detectors", "oof_margin", "--seeds",
+            "2", "--max-pairs", "0", "--epochs", "2", "-o", str(tmp_path / "out"), "--db", db,
+            "--dry-run"]
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["dry_run"] is True and (plan["runs"], plan["stored"], plan["to_train"]) == (6, 0, 6)
+    groups = {g["group"]: g for g in plan["groups"]}
+    assert list(groups) == ["unfiltered", "clean-remove", "random"]
+    n_train = groups["unfiltered"]["pairs"]
+    assert groups["unfiltered"]["pair_steps"] == 2 * 2 * n_train  # 2 seeds × 2 epochs
+    assert groups["clean-remove"]["pairs"] == groups["random"]["pairs"] < n_train
+    assert plan["pair_steps"] == sum(g["pair_steps"] for g in groups.values())
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "plan: 6 runs (0 stored, 6 to train)" in text and "nothing trained" in text
+    assert not (tmp_path / "out").exists()
+    with Store(db) as store:
+        name = store.dataset_names()[0]
+        assert store.trained_run_keys(name) == [] and store.experiments() == []
