@@ -6,7 +6,6 @@ Every test runs on SQLite and PostgreSQL (the `db_url` fixture).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,6 @@ def write_hh(path: Path, replies: list[str]) -> Path:
              "rejected": f"\n\nHuman: q{i}\n\nAssistant: no"} for i, r in enumerate(replies)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    with Store(db_url) as opened:
-        yield opened
 
 
 def chosen_of(store: Store, name: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -67,12 +66,6 @@ def result_for(detector: str, flags: list[bool], *, scores: list[float] | None =
         detector=detector, scores=np.array(scores or [float(f) for f in flags]), flagged=flagged,
         reasons=[f"{detector} says so" if f else "" for f in flags], threshold=threshold,
         threshold_kind="fixed", params={"k": np.int64(3), "alpha": np.float64(0.5)}, seconds=0.25)
-
-
-@pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    with Store(db_url) as opened:
-        yield opened
 
 
 @pytest.fixture
