@@ -270,6 +270,10 @@ def test_console_prints_points_and_percent(barely: dict[str, Any]) -> None:
     diff, (lo, hi) = comp["test"]["diff"], comp["test"]["ci"]
     assert "Δacc (points)" in text and f"{100 * diff:+.1f}" in text
     assert f"{100 * lo:+.1f} to {100 * hi:+.1f}" in text
+    # the p the verdict reads (test pairs the unit) is printed, McNemar's only as per-seed detail
+    from rewardlab.evaluation.crossed import format_p
+
+    assert format_p(comp["test"]["p"]) in text and "McNemar p per seed" in text
     acc = barely["conditions"]["unfiltered"]["summary"]["accuracy_mean"]
     assert f"{100 * acc:.1f}%" in text and f"{acc:.4g}" not in text
     flag = _render_flag("hh", 1050, [{"detector": "length_ratio", "flagged": 25,

@@ -89,6 +89,8 @@ def _pts(x: float | None, sign: str = "+") -> str:
 
 
 def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
+    from rewardlab.evaluation.crossed import format_p
+
     # one unit each, as in the report: accuracies in %, their differences in points
     rows = [{"condition": c, "train_pairs": b["summary"]["train_pairs"],
              "accuracy": _pct(b["summary"]["accuracy_mean"]),
@@ -99,7 +101,9 @@ def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
     cmp_rows = [{"treated": c["treated"], "vs": c["baseline"],
                  "Δacc (points)": _pts(c["test"]["diff"]),
                  "95% CI (points)": "{} to {}".format(*map(_pts, c["test"]["ci"])),
-                 "McNemar p": ", ".join(f"{m['p']:.3g}" for m in c["mcnemar"])}
+                 # the test the verdict reads (test pairs the unit); McNemar's are per-seed detail
+                 "test": format_p(c["test"]["p"]),
+                 "McNemar p per seed": ", ".join(f"{m['p']:.3g}" for m in c["mcnemar"])}
                 for c in results["comparisons"]]
     parts = [format_table(rows, list(rows[0]))] if rows else []
     if cmp_rows:
