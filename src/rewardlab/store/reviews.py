@@ -11,13 +11,19 @@ import os
 from typing import Any
 
 from sqlalchemy import Select, case, distinct, exists, func, select, true
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from rewardlab.errors import StoreError
 from rewardlab.store.records import QueueReview
-from rewardlab.store.schema import DetectorRun, Example, Flag, Review, iso_utc, utcnow
+from rewardlab.store.schema import (
+    DetectorRun,
+    Example,
+    Flag,
+    Review,
+    conflict_insert,
+    iso_utc,
+    utcnow,
+)
 
 __all__ = ["REVIEWER_ENV", "MAX_REVIEWER_CHARS", "MAX_NOTE_CHARS", "MAX_QUEUE_PAGE",
            "default_reviewer", "check_reviewer", "check_note", "upsert_review", "queue_select",
@@ -66,9 +72,8 @@ def upsert_review(s: Session, example_id: int, detector: str, reviewer: str, ver
 
     INSERT … ON CONFLICT DO UPDATE (both backends have it): atomic, so two tabs saving the
     same card at once end with one row, the later verdict."""
-    dialect_insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
-    stmt = dialect_insert(Review).values(example_id=example_id, detector=detector,
+    stmt = conflict_insert(s, Review).values(example_id=example_id, detector=detector,
                                          reviewer=reviewer, verdict=verdict, note=note,
                                          created_at=now, updated_at=now)
     stmt = stmt.on_conflict_do_update(

@@ -11,13 +11,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from rewardlab.jsonable import to_jsonable
 from rewardlab.store.records import StoredRun
-from rewardlab.store.schema import TrainedRun, TrainedRunReward, bulk_insert, chunks, utcnow
+from rewardlab.store.schema import (
+    TrainedRun,
+    TrainedRunReward,
+    bulk_insert,
+    chunks,
+    conflict_insert,
+    utcnow,
+)
 
 __all__ = ["insert_trained_run", "select_trained_runs", "trained_run_keys", "training_speed"]
 
@@ -31,9 +36,8 @@ def insert_trained_run(s: Session, dataset_id: int, run_key: str, *, stage: str,
     """Insert the run and its rewards; False (nothing written) when the key is already stored.
 
     INSERT … ON CONFLICT DO NOTHING: two processes finishing the same run keep the first one."""
-    dialect_insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
     seconds = record.get("seconds")
-    stmt = dialect_insert(TrainedRun).values(
+    stmt = conflict_insert(s, TrainedRun).values(
         run_key=run_key, dataset_id=dataset_id, stage=stage, group_name=group, seed=int(seed),
         model=model, pair_steps=int(pair_steps),
         seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0,

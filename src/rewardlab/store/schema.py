@@ -41,6 +41,10 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -70,6 +74,7 @@ __all__ = [
     "DB_ERRORS",
     "EXPECTED_URL",
     "bulk_insert",
+    "conflict_insert",
     "check_existing_tables",
     "chunks",
     "first_line",
@@ -525,6 +530,14 @@ def chunks(rows: list[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive slices of at most `size` rows."""
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
+
+
+def conflict_insert(s: Session, model: type[Base]) -> PgInsert | SqliteInsert:
+    """An INSERT on `model` with this backend's ON CONFLICT clauses (PostgreSQL's or SQLite's:
+    both have DO NOTHING / DO UPDATE and RETURNING)."""
+    if s.get_bind().dialect.name == "postgresql":
+        return pg_insert(model)
+    return sqlite_insert(model)
 
 
 def bulk_insert(s: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
