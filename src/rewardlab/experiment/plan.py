@@ -60,6 +60,11 @@ class ExperimentData:
     fractions: Sequence[float] = ()
     scores: Mapping[int, float] = field(default_factory=dict)  # rank_by's score per example id
 
+    @functools.cached_property
+    def by_id(self) -> dict[int | None, PreferencePair]:
+        """The pool's pairs by example id, as the store holds them (once for every run)."""
+        return {p.example_id: p for p in self.pool}
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -100,7 +105,7 @@ class RunSpec:
 
 def _spec(stage: str, group: str, seed: int, selection: Selection, *, config: CompareConfig,
           data: ExperimentData, fraction: float | None = None, arm: str | None = None) -> RunSpec:
-    originals = {p.example_id: p for p in data.pool}
+    originals = data.by_id
     ids = tuple(int(p.example_id) for p in selection.pairs if p.example_id is not None)
     flipped = tuple(eid for eid, p in zip(ids, selection.pairs)
                     if (p.chosen, p.rejected) != (originals[eid].chosen, originals[eid].rejected))
