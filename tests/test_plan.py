@@ -175,6 +175,8 @@ def test_a_config_file_sets_compare_and_training_options_and_flags_override_it(
     ({"train": {"lr": "fast"}}, "train.lr: expected float"),
     ({"seeds": "two"}, "seeds: expected int"),
     ({"train": {"model": "bow"}}, "train.model: compare sets it at the top level"),
+    ({"training": {"lr": "fast"}}, "training.lr: expected float"),  # as the file spells it
+    ({"seeds": 1, "lr": 1e-4}, "'lr' is a training option: put it under \"training\""),
     ([1, 2], "expected a JSON object"),
 ])
 def test_a_config_file_is_checked_before_any_work(content: Any, needle: str, tmp_path: Path,

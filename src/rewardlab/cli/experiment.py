@@ -52,19 +52,26 @@ def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(compare's options, the training options) of a --config FILE; one error line naming the
     file and the key for anything it cannot mean."""
     data = read_config_file(path)
+    section = "training"  # errors name the key as the file spells it
     training = data.pop("training", None)
     if isinstance(data.get("train"), dict):  # the issue's form: training options under "train"
         if training is not None:
             raise RewardlabError(f"{path}: both \"train\" and \"training\" hold training options; "
                                  "keep one (\"train\" may name the train source instead)")
-        training = data.pop("train")
+        section, training = "train", data.pop("train")
     if training is not None and not isinstance(training, dict):
-        raise RewardlabError(f"{path}: training: expected an object of training options")
+        raise RewardlabError(f"{path}: {section}: expected an object of training options")
     own = [key for key in COMPARE_TRAIN_FIELDS if key in (training or {})]
     if own:
         where = "\"seeds\" (each run has its own seed)" if own[0] == "seed" else f"\"{own[0]}\""
-        raise RewardlabError(f"{path}: train.{own[0]}: compare sets it at the top level: {where}")
-    options = config_file_values(path, training or {}, TrainConfig, prefix="train.")
+        raise RewardlabError(f"{path}: {section}.{own[0]}: compare sets it at the top level: "
+                             f"{where}")
+    misplaced = [key for key in data if key in TrainConfig.__dataclass_fields__
+                 and key not in CompareConfig.__dataclass_fields__]
+    if misplaced:  # the likeliest slip: a training option at the top level
+        raise RewardlabError(f"{path}: {misplaced[0]!r} is a training option: put it under "
+                             f"\"training\" (compare's own options stay at the top level)")
+    options = config_file_values(path, training or {}, TrainConfig, prefix=f"{section}.")
     return config_file_values(path, data, CompareConfig, skip=("training",)), options
 
 
