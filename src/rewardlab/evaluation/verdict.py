@@ -50,11 +50,6 @@ def _find(comparisons: Sequence[Mapping[str, Any]], treated: str, baseline: str
                  if c["treated"] == treated and c["baseline"] == baseline), None)
 
 
-def _direction(comp: Mapping[str, Any] | None) -> int:
-    """+1 CI above 0, -1 below, 0 no detectable difference / missing (`crossed.direction`)."""
-    return direction(comp)
-
-
 def _holm_tests(results: Mapping[str, Any]) -> int:
     return int((results.get("multiplicity") or {}).get("tests") or 0)
 
@@ -129,7 +124,7 @@ def _headline(results: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) ->
     if not treatments:
         return _dose_headline(results)
     found = {t: _find(comps, t, "unfiltered") for t in treatments}
-    dirs = {t: _direction(c) for t, c in found.items()}
+    dirs = {t: direction(c) for t, c in found.items()}
     better = [t for t, d in dirs.items() if d > 0 and _firm(found[t])]
     worse = [t for t, d in dirs.items() if d < 0 and _firm(found[t])]
     hinted = [t for t, d in dirs.items() if d != 0 and not _firm(found[t])]
@@ -151,7 +146,7 @@ def _control_treatment(results: Mapping[str, Any], comps: Sequence[Mapping[str, 
                        ) -> str | None:
     """The treatment to judge against the control: one that beat unfiltered, else the best."""
     with_control = [t for t in _treatment_names(results) if _find(comps, t, "random")]
-    winners = [t for t in with_control if _direction(_find(comps, t, "unfiltered")) > 0]
+    winners = [t for t in with_control if direction(_find(comps, t, "unfiltered")) > 0]
     conds = results["conditions"]
     pool = winners or with_control
     return max(pool, key=lambda t: conds[t]["summary"].get("accuracy_mean") or 0.0, default=None)
@@ -182,7 +177,7 @@ def _control_sentence(results: Mapping[str, Any], comps: Sequence[Mapping[str, A
     comp = _find(comps, treated, "random")
     if comp is None:
         return lead
-    key = (_direction(comp), _direction(_find(comps, treated, "unfiltered")))
+    key = (direction(comp), direction(_find(comps, treated, "unfiltered")))
     meaning = _CONTROL_MEANING.get(key, "so the cleaned data did not beat a random subset of the "
                                         "same size" if key[0] <= 0 else "")
     return f"{lead} {comp['verdict'][:-1]}; {meaning}." if meaning else f"{lead} {comp['verdict']}"
@@ -201,7 +196,7 @@ def _ablation_sentence(results: Mapping[str, Any]) -> str:
     entries = [e for e in results.get("ablation") or [] if not e.get("reused")]
     if not entries:  # none, or only the clean vs random comparison already said
         return ""
-    decided = [e for e in entries if _direction(e["comparison"]) != 0]
+    decided = [e for e in entries if direction(e["comparison"]) != 0]
     lead = (f"Per-detector ablation ({len(entries)} detector{'s' if len(entries) != 1 else ''}, "
             f"each detector's own flagged pairs vs as many random pairs)")
     if not decided:
