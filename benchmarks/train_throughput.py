@@ -95,7 +95,7 @@ def run_rewardlab(train: list, test: list, args: argparse.Namespace) -> dict[str
     t1 = time.perf_counter()
     ev = evaluate_reward_model(result.model, test)
     t2 = time.perf_counter()
-    from rewardlab.training.fast.kernels import compiled_kernels
+    from rewardlab.models.kernels import compiled_kernels
 
     return {"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "train_loss": result.train_loss,
             "test_accuracy": ev.metrics["accuracy"], "precision": result.precision,

@@ -51,7 +51,7 @@ pip_install -e ".[${EXTRAS}]"
 # build the compiled CPU attention now (~30 s, once; cached) rather than inside the first training
 # run; kernels.py prints its own "building ..." line, or nothing where a build is cached
 step 4 "compiled CPU attention kernel (built once, ~30 s; cached after that)"
-.venv/bin/python -c "from rewardlab.training.fast.kernels import compiled_kernels; import sys; \
+.venv/bin/python -c "from rewardlab.models.kernels import compiled_kernels; import sys; \
 ok = compiled_kernels() is not None; print('      ready' if ok else ''); \
 sys.exit(0 if ok else 'rewardlab: compiled kernels unavailable')" \
   || [ "${CI:-}" != true ]

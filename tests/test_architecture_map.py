@@ -133,7 +133,7 @@ def test_everything_the_tree_names_exists() -> None:
 def test_the_tree_parser_reads_folders_and_continuations() -> None:
     names = dict((name, n) for n, name in _tree_names())
     for name in ("__init__.py", "errors.py", "data/", "data/pairs.py", "data/synthetic.py",
-                 "training/fast/", "training/fast/packed.py", "flags/detectors/", "cli/main.py"):
+                 "training/fast/", "models/packed.py", "flags/detectors/", "cli/main.py"):
         assert name in names, name
     assert "fast/packed.py" not in names and "packed.py" not in names
 

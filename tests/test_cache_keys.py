@@ -21,8 +21,8 @@ import torch
 from rewardlab.flags.detectors import embedding_cache
 from rewardlab.flags.detectors.embedding_cache import backbone_key, embed_texts, model_digest
 from rewardlab.models.backbones import minilm_path
-from rewardlab.training.fast import kernels
-from rewardlab.training.fast.kernels import BuildEnv, current_build_env, module_name
+from rewardlab.models import kernels
+from rewardlab.models.kernels import BuildEnv, current_build_env, module_name
 from tests._tiny import make_tiny_backbone
 
 TEXTS = ["a helpful reply", "a rude reply", "something else entirely"]

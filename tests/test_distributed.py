@@ -52,7 +52,7 @@ from rewardlab.models.reward_model import INFO_FILE, RewardModel
 from rewardlab.store.store import Store
 from rewardlab.training.checkpoint import CHECKPOINTS, gather_model
 from rewardlab.training.config import TrainConfig
-from rewardlab.training.fast.kernels import compiled_kernels
+from rewardlab.models.kernels import compiled_kernels
 from rewardlab.training.loop import _plan, train_reward_model
 from rewardlab.training.runtime import (
     check_launch,

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from rewardlab.training.fast import kernels, packed
-from rewardlab.training.fast.kernels import compiled_kernels, kernels_enabled
+from rewardlab.models import kernels, packed
+from rewardlab.models.kernels import compiled_kernels, kernels_enabled
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatc
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no half build left to load later
 
 
-_LOAD = ("import sys; from rewardlab.training.fast.kernels import compiled_kernels; "
+_LOAD = ("import sys; from rewardlab.models.kernels import compiled_kernels; "
          "sys.exit(0 if compiled_kernels() is not None else 'no kernels')")
 
 

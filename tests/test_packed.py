@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.models.batching import encode_texts, pad_rows
-from rewardlab.training.fast.packed import PackedBertReward, packed_reward_model
+from rewardlab.models.packed import PackedBertReward, packed_reward_model
 from tests._tiny import make_tiny_backbone
 
 PROMPTS = ["Human: hi there", "Human: " + "tell me a long story about dragons " * 6, "Human: x",
@@ -130,8 +130,8 @@ def test_row_attention_matches_reference_even_for_a_one_token_row(
         monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     """Per-row softmax attention and its hand-written backward equal autograd's, rows of any length
     (a one-token row once made the per-row copy a view, so scaling q wrote into the input)."""
-    from rewardlab.training.fast import packed
-    from rewardlab.training.fast.packed import _RowAttention
+    from rewardlab.models import packed
+    from rewardlab.models.packed import _RowAttention
 
     if path == "python":
         monkeypatch.setattr(packed, "compiled_kernels", lambda: None)
@@ -153,3 +153,35 @@ def test_row_attention_matches_reference_even_for_a_one_token_row(
     (want * weights).sum().backward()
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, qkv.grad)
+
+
+def test_cpu_scoring_runs_packed_and_equals_plain_transformers_one_sequence_at_a_time(
+        tmp_path: Path) -> None:
+    """`rewardlab score` of a BERT-family checkpoint runs the packed forward on a CPU (dropout
+    off, no gradient) and gives what plain transformers gives for each sequence alone."""
+    from rewardlab.models.reward_model import RewardModel
+
+    path = make_tiny_backbone(tmp_path / "ckpt")
+    rm = RewardModel.load(path)
+    assert isinstance(rm._scoring_forward(), PackedBertReward)
+    scored = rm.score(PROMPTS, RESPONSES, batch_size=3)  # mixed lengths in one batch: padding
+    tok = AutoTokenizer.from_pretrained(path)
+    plain = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        expected = [float(plain(**tok(p, r, truncation="only_first", max_length=rm.max_length,
+                                      return_tensors="pt")).logits[0, 0])
+                    for p, r in zip(PROMPTS, RESPONSES)]
+    assert scored == pytest.approx(expected, abs=1e-5)
+    assert len(set(scored)) == len(scored)  # four different rewards, not one repeated
+
+
+def test_cpu_scoring_runs_packed_inside_a_callers_inference_mode(tmp_path: Path) -> None:
+    """The server scores inside `torch.inference_mode()`; the compiled row attention writes from
+    threads that do not carry it, so the packed scorer must leave it for `no_grad`."""
+    from rewardlab.models.reward_model import RewardModel
+
+    rm = RewardModel.load(make_tiny_backbone(tmp_path / "ckpt"))
+    outside = rm.score(PROMPTS, RESPONSES)
+    with torch.inference_mode():
+        inside = rm.score(PROMPTS, RESPONSES)
+    assert inside == outside

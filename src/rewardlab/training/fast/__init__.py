@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from rewardlab.training.fast.kernels import compiled_kernels
-from rewardlab.training.fast.packed import PackedBertReward, packed_reward_model
+from rewardlab.models.kernels import compiled_kernels
+from rewardlab.models.packed import PackedBertReward, packed_reward_model
 
 __all__ = ["Restore", "fast_forward"]
 

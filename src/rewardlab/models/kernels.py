@@ -1,7 +1,7 @@
 """rewardlab's compiled CPU kernels (`csrc/`): built once per environment, loaded from a cache after that.
 
 One kernel today: row attention with the rows spread over threads (`csrc/row_attention.cpp`, used
-by `rewardlab.training.fast.packed` on CPUs; bit-identical to the Python loop it replaces, ~5%
+by `rewardlab.models.packed` on CPUs; bit-identical to the Python loop it replaces, ~5%
 faster training steps).
 It is built with torch's own extension builder (`torch.utils.cpp_extension`: g++ and ninja, ~30 s)
 into torch's extension cache (`TORCH_EXTENSIONS_DIR`, default ~/.cache/torch_extensions), in a

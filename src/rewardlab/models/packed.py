@@ -9,7 +9,7 @@ two kinds of work in the stock forward are wasted:
   query, attention output and feed-forward are computed for the first token only;
 * on a CPU, attention over padding: each row attends over its own real tokens, one row at a time
   (`_RowAttention`), so scores are (H, L, L) for that row's length L — no mask, no padded grid, and
-  small enough to stay in cache; a compiled kernel (`rewardlab.training.fast.kernels`) gives each thread whole
+  small enough to stay in cache; a compiled kernel (`rewardlab.models.kernels`) gives each thread whole
   rows. Elsewhere (GPUs) attention runs batched over the padded grid, where SDPA kernels are fast.
 
 The wrapper calls the model's own modules (same parameters, same `state_dict` under `.model`), so a
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rewardlab.training.fast.kernels import compiled_kernels
+from rewardlab.models.kernels import compiled_kernels
 
 __all__ = ["PackedBertReward", "packed_reward_model"]
 
@@ -128,7 +128,7 @@ class _RowAttention(torch.autograd.Function):
     backward takes dS = P ∘ (dP − rowsum(dP ∘ P)) from ATen's fused softmax backward: one kernel
     instead of a subtract and a multiply over the (H, L, L) scores (measured ~6% of attention on a
     2-core CPU), and the head outputs need not be kept for it. On a CPU the compiled kernel
-    (`rewardlab.training.fast.kernels`) runs the same per-row ops with whole rows per thread,
+    (`rewardlab.models.kernels`) runs the same per-row ops with whole rows per thread,
     bit-identical to the Python loop here and ~18% faster; the loop is the fallback where the
     kernel cannot be built.
     """
