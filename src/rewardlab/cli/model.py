@@ -138,6 +138,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rewardlab.models.reward_model import RewardModel
     from rewardlab.store.store import Store
 
+    if args.suite is not None:
+        return _evaluate_suite(args)
+    if args.name is None:
+        raise SourceError("give the dataset NAME to evaluate on, or --suite reward-bench FILE_OR_DIR")
     if args.output:  # a bad -o must not cost the evaluation
         check_output_file(args.output)
     model = RewardModel.load(args.checkpoint)
@@ -151,6 +155,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                    "split": args.split, "metrics": result.metrics, "pairs": per_pair}
         Path(args.output).write_text(json.dumps(to_jsonable(payload), indent=2))
     emit(result.metrics, as_json=args.json, render=lambda: _render_metrics(result.metrics))
+    return 0
+
+
+SUITES = ("reward-bench",)
+
+
+def _render_suite(result: dict[str, Any]) -> str:
+    rows = [{"section": name, "score": f"{s['score']:.4f}",
+             "95% CI": f"{s['ci'][0]:.4f}–{s['ci'][1]:.4f}", "prompts": f"{s['n']:,}"}
+            for name, s in result["sections"].items()]
+    subsets = [{"subset": name, "accuracy": f"{s['accuracy']:.4f}", "prompts": f"{s['n']:,}"}
+               for name, s in result["subsets"].items()]
+    overall = ("n/a (not every section is present)" if result["score"] is None
+               else f"{result['score']:.4f}")
+    return "\n".join([
+        f"RewardBench v{result['version']}: {result['prompts']:,} prompts, "
+        f"{result['sequences']:,} responses scored; truncated to the model's window: "
+        f"{result['n_truncated']:,} ({result['n_response_truncated']:,} into the response)",
+        format_table(subsets, ["subset", "accuracy", "prompts"]), "",
+        format_table(rows, ["section", "score", "95% CI", "prompts"]),
+        f"score (mean of the sections): {overall}"])
+
+
+def _evaluate_suite(args: argparse.Namespace) -> int:
+    """`evaluate DIR --suite reward-bench FILE_OR_DIR`: the benchmark's own scores."""
+    from rewardlab.evaluation.reward_bench import evaluate_reward_bench, read_reward_bench
+    from rewardlab.models.reward_model import RewardModel
+
+    suite, path = args.suite
+    if suite not in SUITES:
+        raise SourceError(f"--suite {suite!r}: known suites: {', '.join(SUITES)}")
+    if args.name is not None:
+        raise SourceError(f"--suite scores the benchmark's file, not a stored dataset: drop "
+                          f"NAME ({args.name!r})")
+    if args.output:
+        check_output_file(args.output)
+    read_reward_bench(path)  # a malformed file must not cost a model load
+    result = evaluate_reward_bench(RewardModel.load(args.checkpoint), path, progress=not args.json)
+    payload = result.to_json()
+    if args.output:
+        Path(args.output).write_text(json.dumps(to_jsonable(
+            {**payload, "checkpoint": str(args.checkpoint), "rewards": result.rewards}), indent=2))
+    emit(payload, as_json=args.json, render=lambda: _render_suite(payload))
     return 0
 
 
@@ -245,9 +292,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_config_args(p, TrainConfig, given_only=True)
     add_store_options(p, handler=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy with CI, reward gap, NLL, ECE, length baselines")
+    p = sub.add_parser("evaluate", help="accuracy with CI, reward gap, NLL, ECE, length baselines",
+                       description="Evaluate DIR on the test split of the stored dataset NAME, "
+                       "or on a benchmark: --suite reward-bench FILE_OR_DIR (a local copy of "
+                       "RewardBench v1 or v2, parquet or JSONL; per-subset accuracy and the "
+                       "leaderboard's section scores, each with a CI).")
     p.add_argument("checkpoint", metavar="DIR")
-    p.add_argument("name")
+    p.add_argument("name", nargs="?", default=None)
+    p.add_argument("--suite", nargs=2, metavar=("SUITE", "FILE_OR_DIR"), default=None,
+                   help=f"score a benchmark instead of a stored dataset ({', '.join(SUITES)})")
     p.add_argument("--split", choices=SPLITS, default="test")
     p.add_argument("-o", "--output", metavar="FILE", help="write metrics + per-pair scores as JSON")
     add_store_options(p, handler=cmd_evaluate)

@@ -41,10 +41,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_serve_app(model, config, token=token, model_dir=str(args.checkpoint))
     serving = app.state.facts["serving"]
     log.info("rewardlab serve: %s (%s, input rule %s) on %s, %s; batches of up to %d, wait %g ms, "
-             "%d worker(s) x %d thread(s); auth %s", args.checkpoint,
+             "%d worker(s) x %d thread(s); queries: %s; auth %s", args.checkpoint,
              app.state.facts["model"]["architecture"], app.state.facts["model"]["input_rule"],
              serving["device"], serving["precision"], config.max_batch, config.max_wait_ms,
-             serving["workers"], serving["threads_per_worker"],
+             serving["workers"], serving["threads_per_worker"], app.state.facts["queries"]["source"],
              "bearer token" if token else "off (loopback)")
     run_server(app, host=config.host, port=config.port)
     return 0

@@ -8,15 +8,22 @@ TRL and verl hand a reward function either plain strings or conversations (lists
 * a conversational prompt becomes HH turns: user → `Human:`, assistant → `Assistant:`; a system
   message becomes a leading paragraph (HH data has no system turns: the model never saw one);
 * a plain prompt is used as it is, minus a trailing `Assistant:` cue (HH-style prompts end with
-  one; rewardlab's prompt stops before it);
+  one; rewardlab's prompt stops before it); a prompt string rendered by a known chat template
+  (ChatML, Llama 3, Gemma, Mistral, Phi-3: `rewardlab.models.query_formats`) is read back into its
+  turns first, its generation prompt dropped;
 * a completion is the text of its messages, joined by a blank line (one assistant message, as a
-  rule); responses are stripped, as HH replies are in training.
+  rule); a policy's trailing end tokens (`<|im_end|>`, `<|eot_id|>`, `</s>`, …) are removed and
+  responses are stripped, as HH replies are in training.
 
 >>> prompt_text([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}])
 'Be kind.\\n\\nHuman: Hi'
 >>> prompt_text("\\n\\nHuman: Hi\\n\\nAssistant:")
 'Human: Hi'
+>>> prompt_text("<|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n")
+'Human: Hi'
 >>> completion_text([{"role": "assistant", "content": " Hello! "}])
+'Hello!'
+>>> completion_text("Hello!<|eot_id|>")
 'Hello!'
 """
 
@@ -27,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rewardlab.errors import SourceError
+from rewardlab.models.query_formats import read_rendered_prompt, strip_end_tokens
 
 __all__ = ["Messages", "prompt_text", "completion_text"]
 
@@ -51,7 +59,8 @@ def _content(message: Mapping[str, Any], where: str) -> str:
 def prompt_text(prompt: str | Messages) -> str:
     """The HH prompt text of a plain or conversational prompt."""
     if isinstance(prompt, str):
-        return _CUE.sub("", prompt).strip()
+        rendered = read_rendered_prompt(prompt)
+        return rendered if rendered is not None else _CUE.sub("", prompt).strip()
     parts = []
     for i, message in enumerate(prompt):
         role = message.get("role")
@@ -69,6 +78,6 @@ def prompt_text(prompt: str | Messages) -> str:
 def completion_text(completion: str | Messages) -> str:
     """The response text of a plain or conversational completion."""
     if isinstance(completion, str):
-        return completion.strip()
+        return strip_end_tokens(completion).strip()
     return "\n\n".join(_content(m, f"completion message {i}").strip()
                        for i, m in enumerate(completion)).strip()

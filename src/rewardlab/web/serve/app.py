@@ -47,6 +47,7 @@ from rewardlab.web.security import (
 )
 from rewardlab.web.serve.batcher import BatcherClosed, MicroBatcher, Scored
 from rewardlab.web.serve.config import ServeConfig
+from rewardlab.web.serve.queries import QueryReader, make_query_reader
 from rewardlab.web.serve.schemas import (
     ApiError,
     CompareRequest,
@@ -80,6 +81,8 @@ def create_serve_app(model: RewardModel, config: ServeConfig, *, token: str | No
     if token is not None:
         check_token(token)  # one a client cannot send would lock every client out
     precision = serving_precision(model, config.precision)
+    reader = make_query_reader(model, query_format=config.query_format,
+                               policy_tokenizer=config.policy_tokenizer)
     score_fn = make_score_fn(model, precision=precision, batch_size=config.forward_batch)
     batcher = MicroBatcher(score_fn, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000.0,
@@ -98,8 +101,9 @@ def create_serve_app(model: RewardModel, config: ServeConfig, *, token: str | No
     app.state.batcher = batcher
     app.state.on_stop = batcher.close
     app.state.facts = model_facts(model, model_dir=model_dir, config=config, precision=precision)
+    app.state.facts["queries"] = reader.facts()
     _add_error_handlers(app)
-    _add_routes(app, model, config, batcher)
+    _add_routes(app, reader, config, batcher)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if token is not None:  # no body is read for a request without it
         app.add_middleware(BearerAuth, token=token, open_paths=OPEN_PATHS)
@@ -181,11 +185,11 @@ def _check_parallel(config: ServeConfig, lists: dict[str, list[str]]) -> None:
             check_text(f"{name}[{i}]", text, config)
 
 
-def _split_all(model: RewardModel, queries: list[str]) -> tuple[list[str], list[str]]:
+def _split_all(reader: QueryReader, queries: list[str]) -> tuple[list[str], list[str]]:
     prompts, responses = [], []
     for i, query in enumerate(queries):
         try:
-            prompt, response = model.split_query(query)  # by the model's input rule
+            prompt, response = reader.split(query)  # the policy's family, else the model's rule
         except ModelError as e:
             raise ApiError(422, f"query[{i}]: {e}", field=f"query[{i}]") from e
         prompts.append(prompt)
@@ -197,7 +201,7 @@ def _json(payload: dict[str, Any]) -> JSONResponse:
     return JSONResponse(to_jsonable(payload))  # a NaN reward becomes null, not a 500
 
 
-def _add_routes(app: FastAPI, model: RewardModel, config: ServeConfig,
+def _add_routes(app: FastAPI, reader: QueryReader, config: ServeConfig,
                 batcher: MicroBatcher) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -217,7 +221,7 @@ def _add_routes(app: FastAPI, model: RewardModel, config: ServeConfig,
             if values is not None and len(values) != len(body.query):
                 raise ApiError(422, f"{name} has {len(values)} items but query has "
                                     f"{len(body.query)}", field=name)
-        scored = await _score(batcher, *_split_all(model, body.query))
+        scored = await _score(batcher, *_split_all(reader, body.query))
         rewards = scored.rewards
         return _json({"rewards": rewards, "scores": sigmoid(np.array(rewards)).tolist(),
                       "extra_logs": {"rm_truncated": [float(t) for t in scored.truncated]}})

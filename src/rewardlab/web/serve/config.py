@@ -8,13 +8,17 @@ secret, and the config is printed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rewardlab.errors import WebError
+from rewardlab.models.query_formats import QUERY_FORMATS
 from rewardlab.training.config import PRECISIONS  # resolved by training's resolve_precision
 from rewardlab.web.security import check_address, host_name
 
-__all__ = ["PRECISIONS", "ServeConfig"]
+__all__ = ["PRECISIONS", "QUERY_FORMAT_CHOICES", "ServeConfig"]
+
+QUERY_FORMAT_CHOICES = ("auto", *QUERY_FORMATS)
 
 
 def _opt(default: Any, help_text: str, **extra: Any) -> Any:
@@ -47,6 +51,13 @@ class ServeConfig:
     precision: str = _opt("auto", "autocast dtype of the forward: auto = bf16 where the hardware "
                           "runs it natively (CUDA with bf16, CPUs with avx512_bf16/AMX), else fp32; "
                           "fp32 reproduces `rewardlab score` to float rounding", choices=PRECISIONS)
+    query_format: str = _opt("auto", "how /get_reward queries are rendered: the policy's chat "
+                             "family (chatml, llama3, gemma, mistral, phi3, hh = plain "
+                             "'Human: …\\n\\nAssistant: …'); auto = detected per query, falling "
+                             "back to the checkpoint's own template", choices=QUERY_FORMAT_CHOICES)
+    policy_tokenizer: str | None = _opt(None, "the policy's local tokenizer (or checkpoint) "
+                                        "directory: its chat template's family and its EOS/pad/BOS "
+                                        "tokens are used to read /get_reward queries")
 
     def __post_init__(self) -> None:
         check_address(self.host, self.port)
@@ -59,6 +70,13 @@ class ServeConfig:
         # NaN would pass `< 0` and make every batch wait forever; 10 s is already no longer "short"
         if not 0.0 <= self.max_wait_ms <= 10_000.0:
             raise WebError(f"--max-wait-ms must be in [0, 10000] (got {self.max_wait_ms})")
+        if self.query_format not in QUERY_FORMAT_CHOICES:
+            raise WebError(f"--query-format must be one of {', '.join(QUERY_FORMAT_CHOICES)} "
+                           f"(got {self.query_format!r})")
+        if self.policy_tokenizer is not None and not (
+                Path(self.policy_tokenizer) / "tokenizer_config.json").is_file():
+            raise WebError(f"--policy-tokenizer {self.policy_tokenizer}: no tokenizer_config.json "
+                           f"there (give the policy's local checkpoint or tokenizer directory)")
         if self.precision not in PRECISIONS:
             raise WebError(f"--precision must be one of {', '.join(PRECISIONS)} "
                            f"(got {self.precision!r})")
