@@ -60,7 +60,11 @@ def run_naive_server(model_dir: str, port: int, max_length: int, bf16: bool) -> 
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).eval()
+    # the GPU where there is one (benchmarks/gpu_bench.py), as `rewardlab serve` takes it
+    device = (torch.accelerator.current_accelerator() if torch.accelerator.is_available()
+              else torch.device("cpu"))
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).to(device)
+    model.eval()
     app = FastAPI()
     marker = "\n\nAssistant:"
 
@@ -78,8 +82,7 @@ def run_naive_server(model_dir: str, port: int, max_length: int, bf16: bool) -> 
         cuts = [q.rfind(marker) for q in queries]
         prompts = [q[:c].strip() for q, c in zip(queries, cuts)]
         responses = [q[c + len(marker):].strip() for q, c in zip(queries, cuts)]
-        inputs = tok(prompts, responses, truncation=True, max_length=max_length, padding=True,
-                     return_tensors="pt")
+        inputs = _naive_inputs(tok, prompts, responses, max_length).to(device)
         with torch.no_grad():  # one forward per request
             rewards = model(**inputs).logits[:, 0].float().tolist()
         return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
@@ -87,17 +90,32 @@ def run_naive_server(model_dir: str, port: int, max_length: int, bf16: bool) -> 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def _naive_inputs(tok: Any, prompts: list[str], responses: list[str], max_length: int) -> Any:
+    """The text pair (encoders), or a decoder's chat template as the README's recipe renders it."""
+    if not tok.chat_template:
+        return tok(prompts, responses, truncation=True, max_length=max_length, padding=True,
+                   return_tensors="pt")
+    from rewardlab.models.input_rule import dialogue_messages
+
+    texts = [tok.apply_chat_template(dialogue_messages(p, r), tokenize=False)
+             for p, r in zip(prompts, responses)]
+    return tok(texts, add_special_tokens=False, truncation=True, max_length=max_length,
+               padding=True, return_tensors="pt")
+
+
 # --- setup ----------------------------------------------------------------------------------------
-def make_model(directory: Path, max_length: int) -> Path:
-    """MiniLM with a fresh, seeded 1-label head: a real-size encoder, as `rewardlab train` starts."""
+def make_model(directory: Path, max_length: int, backbone: str = "minilm") -> Path:
+    """MiniLM (or `backbone`, e.g. a decoder from train_throughput.py --make-decoder) with a fresh,
+    seeded 1-label head, saved as a rewardlab checkpoint: a real-size model, as `rewardlab train`
+    starts."""
     import torch
 
     from rewardlab.models.backbones import load_backbone
     from rewardlab.models.reward_model import RewardModel
 
     torch.manual_seed(0)
-    model, tok = load_backbone("minilm", max_length=max_length, seed=0)
-    info = {"config": {"model": "minilm", "max_length": max_length}}
+    model, tok = load_backbone(backbone, max_length=max_length, seed=0)
+    info = {"config": {"model": backbone, "max_length": max_length}}
     return RewardModel(model, tok, max_length=max_length).save(directory, info=info)
 
 
@@ -269,6 +287,9 @@ def main() -> None:
                         help=f"comma-separated, from {', '.join(SERVERS)} (naive is needed: every "
                              f"other is measured against it)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="minilm", help="backbone of both servers: minilm or a "
+                        "local model directory (a decoder: the naive server applies its chat "
+                        "template)")
     parser.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "serve_load.json"))
     parser.add_argument("--naive-server", nargs=2, metavar=("DIR", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--naive-bf16", action="store_true", help=argparse.SUPPRESS)
@@ -281,7 +302,7 @@ def main() -> None:
     if "naive" not in servers or set(servers) - set(SERVERS):  # before the model is built
         parser.error(f"--servers: from {', '.join(SERVERS)}, naive among them (the ratios)")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_model(Path(tmp) / "minilm-rm", args.max_length)
+        model_dir = make_model(Path(tmp) / "rm", args.max_length, args.model)
         n = args.clients * args.requests * args.queries_per_request
         queries = make_queries(n + 16 * args.queries_per_request, args.seed)
         plan = plan_for(queries[:n], args)

@@ -245,6 +245,7 @@ class _Forwards:
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int, int]] = []
+        self.squares = 0  # Σ real length² over the rows: attention's FLOPs (benchmarks/gpu_bench.py)
 
     def hook(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         from transformers import PreTrainedModel  # not peft's PeftModelFor… wrapper: counted once
@@ -253,7 +254,9 @@ class _Forwards:
         if (module.training and mask is not None and mask.dim() == 2
                 and isinstance(module, PreTrainedModel)
                 and type(module).__name__.endswith("ForSequenceClassification")):
-            self.calls.append((mask.shape[0], mask.shape[1], int(mask.sum())))
+            lengths = mask.sum(dim=1).tolist()  # one host copy, as int(mask.sum()) was
+            self.calls.append((mask.shape[0], mask.shape[1], sum(lengths)))
+            self.squares += sum(n * n for n in lengths)
 
     def summary(self, steps: int) -> dict[str, Any]:
         if not self.calls:  # off (MiniLM), or a packed forward that never calls the HF model
@@ -261,7 +264,8 @@ class _Forwards:
         grid = sum(rows * width for rows, width, _ in self.calls)
         return {"forwards": len(self.calls), "forwards_per_step": len(self.calls) / max(steps, 1),
                 "rows_per_forward": statistics.fmean(r for r, _, _ in self.calls),
-                "padding_share": 1 - sum(real for _, _, real in self.calls) / grid}
+                "padding_share": 1 - sum(real for _, _, real in self.calls) / grid,
+                "tokens": sum(real for _, _, real in self.calls), "tokens_squared": self.squares}
 
 
 @contextlib.contextmanager
@@ -289,11 +293,14 @@ CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\
 
 
 def make_decoder(directory: Path, data: Path, *, width: int, layers: int,
-                 vocab_size: int = 4096) -> Path:
+                 vocab_size: int = 4096, intermediate: int | None = None,
+                 kv_heads: int | None = None) -> Path:
     """A random Qwen2 reward model with a byte-level BPE tokenizer trained on `data`'s texts.
 
     Special tokens as Qwen2's: pad `<|endoftext|>`, EOS `<|im_end|>`, a ChatML template; the
     weights are random (the benchmark measures speed; both paths start from the same weights).
+    `intermediate` (default 3 × width) and `kv_heads` (default half the heads) give a real model's
+    shapes, e.g. Qwen2.5-0.5B's: width 896, 24 layers, 4864, 2.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -317,8 +324,8 @@ def make_decoder(directory: Path, data: Path, *, width: int, layers: int,
     torch.manual_seed(0)
     model = Qwen2ForSequenceClassification(Qwen2Config(
         vocab_size=len(tok), hidden_size=width, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1),
-        intermediate_size=3 * width, max_position_embeddings=1024, tie_word_embeddings=False,
+        num_attention_heads=heads, num_key_value_heads=kv_heads or max(heads // 2, 1),
+        intermediate_size=intermediate or 3 * width, max_position_embeddings=1024, tie_word_embeddings=False,
         num_labels=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
@@ -475,6 +482,10 @@ def main() -> None:
                    "benchmark it (sets --model DIR)")
     p.add_argument("--decoder-width", type=int, default=256, help="hidden size of --make-decoder")
     p.add_argument("--decoder-layers", type=int, default=4, help="layers of --make-decoder")
+    p.add_argument("--decoder-intermediate", type=int, help="MLP width of --make-decoder "
+                   "(default 3 x width)")
+    p.add_argument("--decoder-kv-heads", type=int, help="key/value heads of --make-decoder "
+                   "(default half of width / 64)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads per measurement "
                    "(0 = torch's default, the cores); 1 is steadier on a machine shared with other "
                    "work, where idle OpenMP threads spin waiting for a busy core")
@@ -488,7 +499,9 @@ def main() -> None:
         return worker(args)
     if args.make_decoder:
         args.model = str(make_decoder(args.make_decoder, args.data, width=args.decoder_width,
-                                      layers=args.decoder_layers))
+                                      layers=args.decoder_layers,
+                                      intermediate=args.decoder_intermediate,
+                                      kv_heads=args.decoder_kv_heads))
     name = "train_throughput.json" if args.model == "minilm" else "train_throughput.decoder.json"
     args.output = args.output or ROOT / "benchmarks" / name
     paths = [x for x in args.paths.split(",") if x]

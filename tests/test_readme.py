@@ -247,6 +247,10 @@ def test_bash_command_line_parses(heading: str, line: str) -> None:
 
         _parses(get_args_parser(), words[1:], line)
         _parses(build_parser(), _after_module(words), line)
+    elif program.startswith("scripts/"):  # one of the repo's scripts, with flags it names
+        script = (ROOT / program).read_text()
+        assert os.access(ROOT / program, os.X_OK), f"{program} is not executable"
+        assert all(w in script for w in words[1:] if w.startswith("-")), line
     elif program == "source":
         assert words[1:] == [".venv/bin/activate"]
     else:
