@@ -7,6 +7,10 @@ exactly `round(noise * n)` TRAIN pairs get chosen and rejected swapped. The trut
 pair in `pair.meta`, so detectors can be scored against the injected flips and a trained reward
 model against the true quality.
 
+`k=K,ties=T` (issue 32) instead draws K responses per prompt, scored by their true quality, with a
+tie wherever two qualities are closer than the band that makes a share T of all pairs ties; it is
+read with `read_synthetic_rated` into `RatedPrompt`s (ingest does not take it yet).
+
 >>> result = read_synthetic("synthetic:n=8,noise=0.25,seed=0")
 >>> sum(p.meta["flipped"] for p in result.pairs if p.split == "train")
 2
@@ -14,12 +18,14 @@ model against the true quality.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from rewardlab.data.pairs import PreferencePair, Split
+from rewardlab.data.rated import RatedData, RatedPrompt, ranks_from_scores
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import SourceError
 
@@ -33,6 +39,9 @@ __all__ = [
     "quality_of",
     "generate_pairs",
     "read_synthetic",
+    "tie_band",
+    "generate_rated",
+    "read_synthetic_rated",
 ]
 
 PREFIX = "synthetic:"
@@ -88,13 +97,19 @@ QUALITY_FNS: dict[str, Callable[[list[str]], float]] = {
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Parsed `synthetic:` spec. `test_n=None` means n // 4 (a noise-free test split)."""
+    """Parsed `synthetic:` spec. `test_n=None` means n // 4 (a noise-free test split).
+
+    `k` set: n prompts of K responses each (train; test_n prompts in test), `ties` the share of
+    their pairs that are ties; label noise does not apply (the scores are the true qualities).
+    """
 
     n: int = 4000
     noise: float = 0.2
     seed: int = 0
     quality: str = "mean"
     test_n: int | None = None
+    k: int | None = None
+    ties: float = 0.0
 
     @property
     def n_test(self) -> int:
@@ -106,7 +121,7 @@ class SyntheticConfig:
 
 
 _KEYS: dict[str, Callable[[str], Any]] = {
-    "n": int, "noise": float, "seed": int, "quality": str, "test_n": int,
+    "n": int, "noise": float, "seed": int, "quality": str, "test_n": int, "k": int, "ties": float,
 }
 
 
@@ -118,6 +133,10 @@ def _check_value(key: str, value: Any) -> str | None:
         return "must be >= 0"
     if key == "noise" and not 0.0 <= value <= 1.0:
         return "must be in [0, 1]"
+    if key == "k" and value < 2:
+        return "must be >= 2 (responses per prompt)"
+    if key == "ties" and not 0.0 <= value < 1.0:
+        return "must be in [0, 1)"
     if key == "quality" and value not in QUALITY_FNS:
         return f"must be one of: {', '.join(QUALITY_FNS)}"
     return None
@@ -144,7 +163,18 @@ def parse_synthetic_spec(spec: str) -> SyntheticConfig:
         if (problem := _check_value(key, value)) is not None:
             raise SourceError(f"{spec}: {key}={raw} {problem}")
         values[key] = value
+    _check_rated_keys(spec, values)
     return SyntheticConfig(**values)
+
+
+def _check_rated_keys(spec: str, values: dict[str, Any]) -> None:
+    """`ties` needs `k`; `noise` has no meaning with `k`; a tie band needs continuous qualities."""
+    if "ties" in values and "k" not in values:
+        raise SourceError(f"{spec}: ties= needs k= (responses per prompt)")
+    if "k" in values and "noise" in values:
+        raise SourceError(f"{spec}: noise= does not apply with k= (scores are the true qualities)")
+    if values.get("ties", 0.0) > 0 and values.get("quality", "mean") != "mean":
+        raise SourceError(f"{spec}: ties= needs quality=mean (keyword qualities are whole numbers)")
 
 
 def quality_of(text: str, quality: str = "mean") -> float:
@@ -214,7 +244,7 @@ def _apply_test_fraction(cfg: SyntheticConfig, test_fraction: float | None) -> S
     if test_fraction is None or cfg.test_n is not None:
         return cfg
     test_n = round(cfg.n * test_fraction / (1.0 - test_fraction))
-    return SyntheticConfig(cfg.n, cfg.noise, cfg.seed, cfg.quality, test_n)
+    return dataclasses.replace(cfg, test_n=test_n)
 
 
 def _check_options(split: str | None, test_fraction: float | None, limit: int | None) -> None:
@@ -239,7 +269,71 @@ def read_synthetic(spec: str, *, split: Split | None = None, test_fraction: floa
 
     _check_options(split, test_fraction, limit)
     cfg = _apply_test_fraction(parse_synthetic_spec(spec), test_fraction)
+    if cfg.k is not None:
+        raise SourceError(f"{spec}: k= gives K responses per prompt, read with read_synthetic_rated; "
+                          f"ingest does not take rated data yet (issue 32)")
     train, test = generate_pairs(cfg)
     splits = {"train": train[:limit], "test": test[:limit]}
     pairs = splits[split] if split is not None else splits["train"] + splits["test"]
     return SourceResult(spec=spec, pairs=pairs, read=len(pairs), rejected=[])
+
+
+# Pairs drawn to place the tie band: enough that the band's own sampling error is ~0.003 in share.
+_BAND_DRAWS = 20_000
+
+
+def tie_band(cfg: SyntheticConfig) -> float:
+    """The quality gap below which a pair is a tie, so that a share `cfg.ties` of pairs are.
+
+    The `ties` quantile of |q_a - q_b| over independently drawn response pairs (its own seeded
+    stream); 0.0 when ties=0 (no pair is closer than 0).
+    """
+    if cfg.ties == 0.0:
+        return 0.0
+    rng = np.random.default_rng([cfg.seed, 3])
+    fn = QUALITY_FNS[cfg.quality]
+    gaps = [abs(fn(_sample_words(rng)) - fn(_sample_words(rng))) for _ in range(_BAND_DRAWS)]
+    return float(np.quantile(gaps, cfg.ties))
+
+
+def _rated_prompt(rng: np.random.Generator, cfg: SyntheticConfig, index: int, split: Split,
+                  band: float) -> RatedPrompt:
+    k = cfg.k if cfg.k is not None else 2
+    words = [_sample_words(rng) for _ in range(k)]
+    scores = tuple(QUALITY_FNS[cfg.quality](w) for w in words)
+    ties = tuple((i, j) for i in range(k) for j in range(i + 1, k) if abs(scores[i] - scores[j]) < band)
+    return RatedPrompt(source_index=index, split=split, prompt=PROMPT,
+                       responses=tuple(" ".join(w) for w in words), scores=scores,
+                       ranks=ranks_from_scores(scores), ties=ties,
+                       meta={"quality_fn": cfg.quality, "tie_band": band})
+
+
+def generate_rated(cfg: SyntheticConfig) -> tuple[list[RatedPrompt], list[RatedPrompt]]:
+    """(train, test) prompts of K responses; seeded apart from the pair streams (seed, 10/11)."""
+    return _generate_rated(cfg, tie_band(cfg))
+
+
+def _generate_rated(cfg: SyntheticConfig, band: float) -> tuple[list[RatedPrompt], list[RatedPrompt]]:
+    splits: list[list[RatedPrompt]] = []
+    for offset, split, count in ((10, "train", cfg.n), (11, "test", cfg.n_test)):
+        rng = np.random.default_rng([cfg.seed, offset])
+        splits.append([_rated_prompt(rng, cfg, i, split, band)  # type: ignore[arg-type]
+                       for i in range(count)])
+    return splits[0], splits[1]
+
+
+def read_synthetic_rated(spec: str, *, split: Split | None = None) -> RatedData:
+    """The `synthetic:…,k=K,ties=T` source as K-response prompts (issue 32; not in ingest yet).
+
+    >>> data = read_synthetic_rated("synthetic:n=3,k=4,ties=0.2,test_n=1")
+    >>> len(data.prompts), data.n_responses, sorted(data.prompts[0].ranks)
+    (4, 16, [0, 1, 2, 3])
+    """
+    _check_options(split, None, None)
+    cfg = parse_synthetic_spec(spec)
+    if cfg.k is None:
+        raise SourceError(f"{spec}: read_synthetic_rated needs k= (responses per prompt)")
+    band = tie_band(cfg)
+    train, test = _generate_rated(cfg, band)
+    prompts = {"train": train, "test": test}[split] if split is not None else train + test
+    return RatedData(spec=spec, prompts=prompts, tie_band=band)
