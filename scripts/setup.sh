@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${1:-test,dev}  # pip extras: test (pytest, hypothesis), dev (+ mypy, ruff), bench (trl)
+EXTRAS=${1:-test,dev}  # pip extras: test (pytest, hypothesis, ray), dev (+ mypy, ruff), bench (trl)
 TORCH=2.13.0
 
 step() { printf '[%s/4] %s\n' "$1" "$2"; }

@@ -20,8 +20,8 @@ import torch
 
 from rewardlab.flags.detectors import embedding_cache
 from rewardlab.flags.detectors.embedding_cache import backbone_key, embed_texts, model_digest
-from rewardlab.models.backbones import minilm_path
 from rewardlab.models import kernels
+from rewardlab.models.backbones import minilm_path
 from rewardlab.models.kernels import BuildEnv, current_build_env, module_name
 from tests._tiny import make_tiny_backbone
 

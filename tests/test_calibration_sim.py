@@ -28,8 +28,8 @@ from rewardlab.evaluation.dose import curve_test_correct
 from rewardlab.evaluation.power import ALPHA, stated_power
 from rewardlab.evaluation.stats import (
     compare_correct,
-    correct_for_multiplicity,
     pooled_paired_test,
+    with_multiplicity,
 )
 from rewardlab.evaluation.verdict import claims_difference
 
@@ -84,9 +84,7 @@ def null_runs() -> list[dict]:
     rng = np.random.default_rng(20_291)
     runs = []
     for _ in range(N_NULL):
-        results = _results(_experiment(rng, _null_effects()))
-        results["multiplicity"] = correct_for_multiplicity(results)
-        runs.append(results)
+        runs.append(with_multiplicity(_results(_experiment(rng, _null_effects()))))
     return runs
 
 

@@ -48,11 +48,11 @@ from accelerate.utils import DeepSpeedPlugin, DistributedType
 
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import ModelError
+from rewardlab.models.kernels import compiled_kernels
 from rewardlab.models.reward_model import INFO_FILE, RewardModel
 from rewardlab.store.store import Store
 from rewardlab.training.checkpoint import CHECKPOINTS, gather_model
 from rewardlab.training.config import TrainConfig
-from rewardlab.models.kernels import compiled_kernels
 from rewardlab.training.loop import _plan, train_reward_model
 from rewardlab.training.runtime import (
     check_launch,

@@ -25,9 +25,9 @@ from rewardlab.evaluation.dose import curve_test, dose_verdict
 from rewardlab.experiment.compare import CompareConfig, run_comparison, validate_compare_config
 from rewardlab.experiment.demo import run_demo
 from rewardlab.experiment.dose import parse_fractions
+from rewardlab.flags.flagged import detector_scores, flagged_ids
 from rewardlab.flags.flagging import import_flagged_indices
 from rewardlab.flags.selection import (
-    detector_scores,
     random_order,
     rank_pairs,
     treat_positions,
@@ -212,7 +212,7 @@ def test_each_fraction_treats_the_top_ranked_pairs_and_as_many_random_ones(dose:
     store = Store(db)
     pool = store.load_pairs("syn", split="train")
     ranked = rank_pairs(pool, detector_scores(store, "syn", "oof_margin"))
-    flagged = store.flagged_example_ids("syn", ["oof_margin"])["oof_margin"]
+    flagged = flagged_ids(store, "syn", "oof_margin")
     for point, fraction in zip(block["points"], FRACTIONS):
         k = round(fraction * N_TRAIN)
         assert point["fraction"] == fraction and point["count"] == k

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.models.batching import encode_texts, pad_rows
-from rewardlab.training.fast import fast_forward
 from rewardlab.models.packed import PackedBertReward
+from rewardlab.training.fast import fast_forward
 from rewardlab.training.runtime import disable_dropout
 from tests._tiny import make_tiny_backbone
 

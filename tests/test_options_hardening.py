@@ -23,10 +23,10 @@ from rewardlab.experiment.compare import (
     validate_compare_config,
 )
 from rewardlab.flags.detectors import RULE_DETECTORS, DetectorResult
+from rewardlab.flags.flagged import flagged_ids
 from rewardlab.flags.selection import (
     CLEAN_DETECTORS,
     clean_definition,
-    resolve_flagged_ids,
     select_training_pairs,
 )
 from rewardlab.models.reward_model import INFO_FILE, RewardModel
@@ -310,7 +310,7 @@ def test_clean_selection_without_any_detector_run_is_refused(
 
 def test_the_library_refuses_the_same(syn_db: str) -> None:
     with pytest.raises(SelectionError, match=r"no detector has run on 'syn' \(ran: none\)"):
-        resolve_flagged_ids(Store(syn_db), "syn")
+        flagged_ids(Store(syn_db), "syn")
     pairs = [PreferencePair(i, "train", "p", "a", "b", example_id=i) for i in range(4)]
     with pytest.raises(SelectionError, match="needs the clean selection"):
         select_training_pairs(pairs, {0}, mode="all", treatment="flip")
@@ -336,7 +336,7 @@ def test_train_clean_and_compare_share_one_default_detector_set(
     _save_run(store, "syn", "empty_response", {0, 1})  # a label/content flag: clean drops it
     _save_run(store, "syn", "unsafe_prompt", set(range(2, 12)))  # descriptive: clean keeps it
     train = store.load_pairs("syn", split="train")
-    assert resolve_flagged_ids(store, "syn") == {train[0].example_id, train[1].example_id}
+    assert flagged_ids(store, "syn") == {train[0].example_id, train[1].example_id}
     assert compare_detectors(CompareConfig()) == list(CLEAN_DETECTORS)
     assert set(CLEAN_DETECTORS) < set(RULE_DETECTORS) and "unsafe_prompt" not in CLEAN_DETECTORS
 

@@ -22,7 +22,7 @@ from rewardlab.evaluation.learning import (
     condition_learning,
     stronger_length_baseline,
 )
-from rewardlab.evaluation.stats import correct_for_multiplicity, mean_ci, overall_verdict
+from rewardlab.evaluation.stats import mean_ci, overall_verdict, with_multiplicity
 from rewardlab.evaluation.verdict import claims_difference
 from rewardlab.report import figures
 from rewardlab.report.build import build_sections, notebook_cells
@@ -41,7 +41,7 @@ def _results(*, barely: bool, n_test: int = 200) -> dict[str, Any]:
             run["test"]["shorter_wins_accuracy"] = SHORTER
             if barely:  # the 0.686-0.689, one value per condition
                 run["train_loss"] = 0.686 + i / 1000
-    results["multiplicity"] = correct_for_multiplicity(results)
+    results = with_multiplicity(results)
     results["verdict"] = overall_verdict(results)
     return results
 

@@ -40,10 +40,11 @@ def _env() -> dict[str, str]:
 
 def _without_timings(value: Any) -> Any:
     """results.json less what differs between two runs of the same experiment: when and how long
-    (`created`, every `seconds`) and how many runs came from the store."""
+    (`created`, every `seconds`), how many runs came from the store, and each run's memory
+    (`peak_rss_mb`, `rss_after_mb`: the process's, which a resumed run does not share)."""
     if isinstance(value, dict):
         return {k: _without_timings(v) for k, v in value.items()
-                if k not in ("created", "seconds", "runs_reused")}
+                if k not in ("created", "seconds", "runs_reused", "peak_rss_mb", "rss_after_mb")}
     if isinstance(value, list):
         return [_without_timings(v) for v in value]
     return value

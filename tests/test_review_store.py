@@ -14,14 +14,9 @@ from sqlalchemy.pool import NullPool
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import SelectionError, SourceError, StoreError
 from rewardlab.evaluation.metrics import wilson_interval
+from rewardlab.flags.flagged import flagged_by, split_reviewed
 from rewardlab.flags.flagging import review_flag
-from rewardlab.flags.precision import (
-    confirmed_flag_ids,
-    consensus,
-    precision_stats,
-    score_buckets,
-    split_reviewed,
-)
+from rewardlab.flags.precision import consensus, precision_stats, score_buckets
 from rewardlab.flags.reviews import (
     export_review_file,
     import_reviews,
@@ -156,10 +151,10 @@ def test_precision_stats_with_wilson_ci_and_score_buckets(store: Store, ids: lis
     assert [(b["lo"], b["hi"], b["reviewed"], b["tp"]) for b in lr["buckets"]] == [
         (15.0, 19.0, 5, 1), (20.0, 24.0, 5, 5)]
     assert stats["oof_margin"]["precision"] is None and stats["oof_margin"]["ci"] is None
-    assert confirmed_flag_ids(store, "rev", ["length_ratio"]) == {
-        "length_ratio": set(ids[:6])}
+    assert flagged_by(store, "rev", ["reviewed:length_ratio"]) == {
+        "reviewed:length_ratio": set(ids[:6])}
     with pytest.raises(SelectionError, match="have not run"):
-        confirmed_flag_ids(store, "rev", ["nope"])
+        flagged_by(store, "rev", ["reviewed:nope"])
 
 
 def test_a_new_run_counts_only_the_flags_it_still_raises(store: Store, ids: list[int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -28,6 +29,7 @@ from rewardlab.evaluation.stats import (
     holm_adjust,
     pooled_paired_test,
     sign_flip_test,
+    with_multiplicity,
 )
 
 # R's datasets::UCBAdmissions, one 2×2 table per department: [[admitted M, admitted F],
@@ -216,14 +218,20 @@ def test_holm_runs_over_every_test_of_the_results() -> None:
                                   "curve_test": test(0.02)}],
                "ablation": [{"detector": "x", "reused": True, "comparison": comp(0.5)},
                             {"detector": "y", "reused": False, "comparison": comp(0.2)}]}
+    before = copy.deepcopy(results)
     out = correct_for_multiplicity(results)
     assert out["tests"] == 5 and out["p"] == [0.005, 0.04, 0.03, 0.02, 0.2]  # reused x left out
     # sorted 0.005, 0.02, 0.03, 0.04, 0.2 × 5, 4, 3, 2, 1 = 0.025, 0.08, 0.09, 0.08, 0.2
     assert out["p_holm"] == pytest.approx([0.025, 0.09, 0.09, 0.08, 0.2])
     assert out["significant"] == 4 and out["significant_holm"] == 1
-    assert results["comparisons"][0]["p_holm"] == pytest.approx(0.025)
-    assert results["dose_response"][0]["curve_test"]["p_holm"] == pytest.approx(0.08)
-    assert "p_holm" not in results["ablation"][0]["comparison"]
+    annotated = with_multiplicity(results)
+    assert results == before  # issue 28: no statistic writes into what it was given
+    assert annotated["multiplicity"] == out and list(annotated)[-1] == "multiplicity"
+    assert annotated["comparisons"][0]["p_holm"] == pytest.approx(0.025)
+    assert list(annotated["comparisons"][0]) == ["treated", "baseline", "test", "p_holm"]
+    assert annotated["dose_response"][0]["curve_test"]["p_holm"] == pytest.approx(0.08)
+    assert "p_holm" not in annotated["ablation"][0]["comparison"]
+    assert annotated["ablation"][1]["comparison"]["p_holm"] == pytest.approx(0.2)
 
 
 def test_a_p_whose_own_ci_includes_0_is_not_counted() -> None:

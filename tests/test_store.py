@@ -14,7 +14,7 @@ import pytest
 from rewardlab.data.pairs import PreferencePair, pair_from_hh
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import StoreError
-from rewardlab.store import schema as store_schema
+from rewardlab.store import bulk as store_bulk
 from rewardlab.store.store import IngestCounts, Store, mask_url, resolve_db_url
 
 try:
@@ -111,7 +111,7 @@ def test_reingest_is_idempotent(store: Store) -> None:
 
 
 def test_failed_ingest_leaves_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_schema, "CHUNK", 1)  # so some rows are written before the failure
+    monkeypatch.setattr(store_bulk, "CHUNK", 1)  # so some rows are written before the failure
     good = make_pairs()
     bad = replace(good[0], source_index=99, prompt=None)  # type: ignore[arg-type]  # NOT NULL
     with pytest.raises(StoreError, match="rolled back, nothing saved"):
@@ -260,7 +260,8 @@ def test_experiments(store: Store) -> None:
         "runs": [{"id": run, "condition": "clean-remove", "seed": 1,
                   "metrics": {"accuracy": 0.75}, "checkpoint": "out/cmp/s1"},
                  {"id": run + 1, "condition": "unfiltered", "seed": 0, "metrics": {},
-                  "checkpoint": None}]}
+                  "checkpoint": None}],
+        "runs_planned": None, "runs_done": None}  # recorded without a plan
     assert got["created_at"].endswith("+00:00")
     with pytest.raises(StoreError, match="no experiment with id 999"):
         store.add_experiment_run(999, condition="x", seed=0, metrics={}, checkpoint=None)

@@ -96,7 +96,7 @@ def _pts(x: float | None, sign: str = "+") -> str:
 
 
 def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
-    from rewardlab.evaluation.crossed import format_p
+    from rewardlab.evaluation.crossed import format_p, p_value
 
     # one unit each, as in the report: accuracies in %, their differences in points
     rows = [{"condition": c, "train_pairs": b["summary"]["train_pairs"],
@@ -110,7 +110,7 @@ def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
                  "95% CI (points)": "{} to {}".format(*map(_pts, c["test"]["ci"])),
                  # the test the verdict reads (test pairs the unit); McNemar's are per-seed detail
                  "test": format_p(c["test"]["p"]),
-                 "McNemar p per seed": ", ".join(f"{m['p']:.3g}" for m in c["mcnemar"])}
+                 "McNemar p per seed": ", ".join(p_value(m["p"]) for m in c["mcnemar"])}
                 for c in results["comparisons"]]
     parts = [format_table(rows, list(rows[0]))] if rows else []
     if cmp_rows:
@@ -158,10 +158,20 @@ def _compare_dry_run(config: CompareConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_execution(config: CompareConfig, db: str | None) -> None:
+    """--workers/--ray/--gpus-per-run against this machine and the store, before any work: e.g.
+    a remote Ray cluster cannot write to a SQLite file here (one line, exit 2)."""
+    from rewardlab.experiment.executor import Execution, check_execution
+    from rewardlab.store.store import resolve_db_url
+
+    check_execution(Execution.of(config), resolve_db_url(db))
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from rewardlab.experiment.compare import run_comparison
 
     config = compare_config(args)  # refuses out-of-range options (one line)
+    _check_execution(config, args.db)
     out_dir = check_output_dir(args.output)
     if args.dry_run:
         return _compare_dry_run(config, args)
@@ -194,8 +204,11 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from rewardlab.store.store import Store
 
     rows = Store(args.db).experiments()
+    # "5/14": runs stored of the plan's, live while a compare runs; older experiments: their runs
     table = [{"id": r["id"], "name": r["name"], "dataset": r["dataset"],
-              "created": str(r["created_at"])[:19], "runs": len(r.get("runs", [])),
+              "created": str(r["created_at"])[:19],
+              "runs": (f"{r['runs_done']}/{r['runs_planned']}" if r["runs_planned"] is not None
+                       else len(r["runs"])),
               "out_dir": r["out_dir"]} for r in rows]
     emit(rows, as_json=args.json, render=lambda: format_table(
         table, ["id", "name", "dataset", "created", "runs", "out_dir"])

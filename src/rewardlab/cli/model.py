@@ -55,7 +55,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rewardlab.flags.selection import resolve_flagged_ids, sample_stratified, select_training_pairs
+    from rewardlab.flags.flagged import flagged_ids
+    from rewardlab.flags.selection import sample_stratified, select_training_pairs
     from rewardlab.models.backbones import resolve_backbone
     from rewardlab.store.store import Store
     from rewardlab.training.loop import train_reward_model
@@ -79,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         pairs = sample_stratified(pairs, args.max_pairs, seed=config.seed)
     flagged: set[int] = set()
     if args.select != "all":  # refused when a detector has not run (none ran: nothing is flagged)
-        flagged = resolve_flagged_ids(store, args.name, detectors)
+        flagged = flagged_ids(store, args.name, detectors)
         logging.getLogger("rewardlab").info("%s", clean_definition(detectors))
     selection = select_training_pairs(pairs, flagged, mode=args.select,
                                       treatment=args.treatment, seed=config.seed)

@@ -43,7 +43,7 @@ import numpy as np
 from scipy import stats as sps
 
 __all__ = ["PairUnitTest", "SeedGroup", "VarianceParts", "variance_parts", "pair_unit_test",
-           "interval_of", "direction", "format_p",
+           "interval_of", "direction", "format_p", "p_value",
            "t_test_from_parts", "accuracy_interval", "METHOD"]
 
 METHOD = ("t-test over test pairs on seed-averaged correctness plus the seeds' variance "
@@ -231,10 +231,21 @@ def direction(record: Mapping[str, Any] | None) -> int:
     return 1 if lo > 0 else -1 if hi < 0 else 0
 
 
+def p_value(p: float) -> str:
+    """A p value as every output prints it (report, console, verdict, figures), without "p":
+    '< 0.001', '0.042' or '1' (from 0.995 up); for a table column headed p.
+
+    >>> p_value(0.0421), p_value(0.0004), p_value(0.999)
+    ('0.042', '< 0.001', '1')
+    """
+    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.995 else "1"
+
+
 def format_p(p: float) -> str:
-    """The report's one p-value format: 'p < 0.001', 'p = 0.042' or 'p = 1' (from 0.995 up).
+    """The one p-value format in a sentence: 'p < 0.001', 'p = 0.042' or 'p = 1' (`p_value`).
 
     >>> format_p(0.0421), format_p(0.0004), format_p(0.999)
     ('p = 0.042', 'p < 0.001', 'p = 1')
     """
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.995 else "p = 1"
+    text = p_value(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"

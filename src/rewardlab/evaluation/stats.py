@@ -17,6 +17,7 @@ over dose-response cells (`sign_flip_test`) leave out the seeds' variance. docs/
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, NotRequired, TypedDict
@@ -66,6 +67,7 @@ __all__ = [
     "sign_flip_test",
     "holm_adjust",
     "correct_for_multiplicity",
+    "with_multiplicity",
     "mean_ci",
     "verdict_sentence",
     "format_p",
@@ -368,8 +370,9 @@ def _tests_of(results: Mapping[str, Any]) -> list[tuple[str, MutableMapping[str,
 
 def correct_for_multiplicity(results: Mapping[str, Any], *, alpha: float = ALPHA) -> Multiplicity:
     """Holm over every test in `results` (comparisons, the A/A control, dose-response points and
-    curves, ablations); writes each test's adjusted p as `p_holm` next to it and returns the
-    summary. Every p is a pair-unit test's, so a count here is a count of CIs excluding 0.
+    curves, ablations): the summary, `results` untouched (`with_multiplicity` also writes each
+    test's adjusted p beside it, in a copy). Every p is a pair-unit test's, so a count here is a
+    count of CIs excluding 0.
 
     A test counts as significant only when its 95% CI excludes 0 too (for the pair-unit test the
     same thing as p < α; the check keeps older records, whose CI and p came from different
@@ -377,8 +380,6 @@ def correct_for_multiplicity(results: Mapping[str, Any], *, alpha: float = ALPHA
     """
     tests = _tests_of(results)
     adjusted = holm_adjust([p for _, _, p in tests])
-    for (_, record, _), p_holm in zip(tests, adjusted):
-        record["p_holm"] = p_holm
     excludes = [direction(record) != 0 for _, record, _ in tests]
     return {"method": "Holm", "alpha": alpha, "tests": len(tests),
             "significant": sum(x and p < alpha for x, (_, _, p) in zip(excludes, tests)),
@@ -386,3 +387,19 @@ def correct_for_multiplicity(results: Mapping[str, Any], *, alpha: float = ALPHA
             "labels": [label for label, _, _ in tests], "p": [p for _, _, p in tests],
             "p_holm": adjusted,
             "unit": "the test pair (seed-averaged), with seed-to-seed variance"}
+
+
+def with_multiplicity(results: Mapping[str, Any], *, alpha: float = ALPHA) -> dict[str, Any]:
+    """A copy of `results` with each test's Holm-adjusted p as `p_holm` beside it (the record's
+    last key) and the summary as `"multiplicity"` (the last key); `results` stays as it was.
+
+    >>> comp = {"treated": "clean", "baseline": "random", "test": {"p": 0.01, "ci": [0.1, 0.2]}}
+    >>> out = with_multiplicity({"comparisons": [comp, {**comp, "test": {"p": 0.04, "ci": [0, 1]}}]})
+    >>> [c["p_holm"] for c in out["comparisons"]], "p_holm" in comp, out["multiplicity"]["tests"]
+    ([0.02, 0.04], False, 2)
+    """
+    summary = correct_for_multiplicity(results, alpha=alpha)
+    copied = copy.deepcopy(dict(results))  # the records to annotate are nested: copy them all
+    for (_, record, _), p_holm in zip(_tests_of(copied), summary["p_holm"]):
+        record["p_holm"] = p_holm
+    return {**copied, "multiplicity": summary}

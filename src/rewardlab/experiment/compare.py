@@ -2,9 +2,10 @@
 
 `run_comparison(config)` ingests what the store lacks, runs missing detectors (`prepare_experiment`),
 plans every run (`experiment/plan.py`: conditions × seeds, each a `RunSpec` with an id), trains the
-runs the store does not hold yet, storing each as it finishes (`experiment/runs.py`), evaluates all
-of them on one test set and returns the results dict that `report.write_report` renders (schema:
-docs/architecture.md). With `--fractions F --rank-by D` it
+runs the store does not hold yet, storing each as it finishes (`experiment/runs.py`), each
+evaluated on one test set; `experiment/analysis.py`'s pure `analyse(plan, runs)` turns the runs into
+the results that `report.write_report` renders (schema: docs/architecture.md), and the experiment
+is recorded in the store before its first run trains. With `--fractions F --rank-by D` it
 adds dose-response curves (`experiment/dose.py`), with `--ablation` each detector against its own
 size-matched random control; Holm's correction then runs over every test the report makes.
 """
@@ -18,15 +19,15 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import SelectionError, SourceError
+from rewardlab.experiment.analysis import Annotate, ExperimentPlan, analyse
 from rewardlab.experiment.config import (
     AA_CONDITION,
     CONDITIONS,
@@ -40,7 +41,7 @@ from rewardlab.experiment.config import (
 from rewardlab.experiment.config import (
     names as _names,
 )
-from rewardlab.experiment.dose import ArmKey, ablation_block, dose_response_block
+from rewardlab.experiment.executor import Execution
 from rewardlab.experiment.plan import (
     ExperimentData,
     PlanSummary,
@@ -48,37 +49,33 @@ from rewardlab.experiment.plan import (
     plan_experiment,
     summarize_plan,
 )
-from rewardlab.experiment.runs import records_by_key, run_plan
+from rewardlab.experiment.runs import run_plan
 from rewardlab.experiment.strength import STRENGTH_DETECTORS, strength_block
-from rewardlab.flags.precision import (
-    confirmed_flag_ids,
-    flagged_ids_for,
-    precision_stats,
+from rewardlab.flags.flagged import (
+    FlagSpec,
+    detector_scores,
+    flag_spec,
+    flagged_by,
+    flagged_ids,
     run_names,
 )
+from rewardlab.flags.precision import precision_stats
 from rewardlab.flags.selection import (
     CLEAN_DETECTORS,  # the one default meaning of "clean", shared with `train --select clean`
     TREATMENTS,
     clean_definition,
-    detector_scores,
-    resolve_flagged_ids,
     sample_stratified,
 )
 
 if TYPE_CHECKING:
     from rewardlab.flags.precision import DetectorPrecision
     from rewardlab.report.results import (
-        Comparison,
-        ConditionBlock,
         DetectorFlags,
-        DoseResponse,
         FlagsBlock,
         ResultsConfig,
         ResultsDocument,
-        ResultsDraft,
-        RunRecord,
-        TeachingBlock,
     )
+    from rewardlab.store.records import FinishedRun
     from rewardlab.store.store import Store
 
 __all__ = ["CompareConfig", "Preset", "PRESETS", "CLEAN_DETECTORS", "Condition", "plan_conditions",
@@ -186,12 +183,12 @@ def _flags_block(store: Store, name: str, detectors: Sequence[str],
     """Flag counts within the training pool, per detector and for their union."""
     pool_ids = {p.example_id for p in pool}
     runs = store.latest_runs(name)
-    by_det = flagged_ids_for(store, name, list(detectors))
+    by_det = flagged_by(store, name, detectors)
     reviewed = precision_stats(store, name)  # over the whole dataset's reviews of each detector
     n = max(len(pool_ids), 1)
     block: dict[str, DetectorFlags] = {}
     for d in detectors:
-        run = runs[run_names([d])[0]]  # reviewed:DET has DET's threshold
+        run = runs[flag_spec(d).detector]  # reviewed:DET has DET's threshold
         flagged = len(by_det.get(d, set()) & pool_ids)
         block[d] = _with_reviewed_precision(
             {"flagged": flagged, "rate": flagged / n, "threshold": run["threshold"],
@@ -203,11 +200,10 @@ def _flags_block(store: Store, name: str, detectors: Sequence[str],
 def _with_reviewed_precision(flags: DetectorFlags, stats: DetectorPrecision | None
                              ) -> DetectorFlags:
     """`flags` plus the detector's reviewed precision (none reviewed: 0 and None)."""
-    flags["reviewed"] = stats["reviewed"] if stats else 0
-    flags["reviewed_tp"] = stats["tp"] if stats else 0
-    flags["precision"] = stats["precision"] if stats else None
-    flags["precision_ci"] = stats["ci"] if stats else None
-    return flags
+    return {**flags, "reviewed": stats["reviewed"] if stats else 0,
+            "reviewed_tp": stats["tp"] if stats else 0,
+            "precision": stats["precision"] if stats else None,
+            "precision_ci": stats["ci"] if stats else None}
 
 
 def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Sequence[str],
@@ -215,8 +211,8 @@ def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Se
     """(the plan, the pool's flags reviewers confirmed): clean-reviewed joins a plan with clean
     once reviewers confirmed any flag of `detectors`; asked for with none confirmed, it is an error."""
     pool_ids = {p.example_id for p in pool}
-    by_detector = confirmed_flag_ids(store, name, run_names(detectors))
-    confirmed = set().union(*by_detector.values()) & pool_ids if by_detector else set()
+    confirmed = flagged_ids(store, name, [FlagSpec(d, reviewed_only=True)
+                                          for d in run_names(detectors)]) & pool_ids
     asked = any(c.name == REVIEWED_CONDITION for c in plan)
     if asked and not confirmed:
         raise SelectionError(f"condition {REVIEWED_CONDITION}: reviewers confirmed none of the "
@@ -280,7 +276,7 @@ def validate_compare_config(config: CompareConfig, store: Store | None = None) -
     resolve_backbone(train_config_for(config, 0).model)  # a malformed --model
     plan_conditions(config.conditions, config.treatments)
     known = set(DETECTORS) | _stored_detectors(config, store)
-    unknown = [d for d in compare_detectors(config) if d.removeprefix("reviewed:") not in known]
+    unknown = [d for d in compare_detectors(config) if flag_spec(d).detector not in known]
     if unknown:  # else found only after ingest, and after every other detector ran
         raise SelectionError(f"--detectors: unknown detector {unknown[0]!r}; detectors: "
                              f"{', '.join(sorted(known))}")
@@ -341,25 +337,6 @@ def _load_pool_and_test(store: Store, name: str, config: CompareConfig
     return [p.example_id for p in train], pool, test
 
 
-def _comparisons(conditions: dict[str, ConditionBlock]) -> list[Comparison]:
-    from rewardlab.evaluation.stats import compare_runs
-
-    out = []
-    for treated in (c for c in conditions if c.startswith("clean-")):
-        for baseline in ("unfiltered", "random"):
-            if baseline in conditions:
-                out.append(compare_runs(treated, conditions[treated]["runs"], baseline,
-                                        conditions[baseline]["runs"]))
-    if AA_CONDITION in conditions and "unfiltered" in conditions:  # the A/A control
-        out.append(compare_runs(AA_CONDITION, conditions[AA_CONDITION]["runs"], "unfiltered",
-                                conditions["unfiltered"]["runs"]))
-    return out
-
-
-# teaching(results so far, training pool, test pairs) -> the results' "teaching" block
-Annotate = Callable[["ResultsDraft", list[PreferencePair], list[PreferencePair]], "TeachingBlock"]
-
-
 @dataclass(frozen=True)
 class Prepared:
     """An experiment ready to plan: its options (after the offline fallback) and what the store
@@ -390,7 +367,7 @@ def prepare_experiment(config: CompareConfig, store: Store, *, progress: bool = 
     _ensure_detector_runs(store, name,
                           list(dict.fromkeys(run_names(detectors) + ([rank_by] if rank_by else []))),
                           len(train_ids), progress)
-    flagged = resolve_flagged_ids(store, name, detectors)
+    flagged = flagged_ids(store, name, detectors)
     conditions, confirmed = _with_reviewed(conditions, store, name, detectors, pool)
     scores = _rank_scores(store, name, rank_by, pool, fractions) if rank_by else {}
     fingerprints = (fingerprint_pairs(pool), fingerprint_pairs(test))
@@ -398,7 +375,7 @@ def prepare_experiment(config: CompareConfig, store: Store, *, progress: bool = 
         pool=pool, fingerprint=hashlib.sha256(" ".join(fingerprints).encode()).hexdigest(),
         conditions=conditions, seeds=list(range(config.seeds or PRESETS[config.preset]["seeds"])),
         flagged=frozenset(flagged), confirmed=frozenset(confirmed),
-        flagged_by=flagged_ids_for(store, name, detectors) if config.ablation else {},
+        flagged_by=flagged_by(store, name, detectors) if config.ablation else {},
         rank_by=rank_by, fractions=fractions, scores=scores)
     return Prepared(config, name, detectors, train_ids, test, fingerprints, data)
 
@@ -449,42 +426,26 @@ def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db
     ResultsDocument
         What results.json holds: config, data, flags, conditions, comparisons, verdict, ….
     """
-    from rewardlab.evaluation.stats import correct_for_multiplicity, notebook_table, overall_verdict
     from rewardlab.report.build import write_report
     from rewardlab.store.store import Store
 
     out_dir = Path(out_dir)  # a str too (issue 35: the README's "out" crashed in _record)
     started = time.perf_counter()
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store = store or Store(db)
     prepared = prepare_experiment(config, store, progress=progress)
     plan = plan_experiment(prepared.config, prepared.data)
+    experiment = _experiment_plan(prepared, store, plan)  # what the store says, before training
+    experiment_id = _start(store, experiment, out_dir)  # before any run: progress is live
     done = run_plan(plan, store, prepared.name, prepared.test,
                     out_dir=out_dir if prepared.config.save_checkpoints else None,
-                    reuse=prepared.config.reuse_runs, progress=progress)
-    draft = _draft(prepared, store, records_by_key(plan, done.records))
-    draft["multiplicity"] = correct_for_multiplicity(draft)
-    if teaching is not None:
-        draft["teaching"] = teaching(draft, list(prepared.data.pool), prepared.test)
-    # the draft's keys in their order, then the last ones (the verdict reads no notebook table)
-    results: ResultsDocument = {**draft, "notebook_table": notebook_table(draft["conditions"]),
-                                "verdict": overall_verdict(draft),
-                                "seconds": time.perf_counter() - started,
-                                "runs_planned": len(plan), "runs_reused": done.reused}
+                    reuse=prepared.config.reuse_runs, progress=progress,
+                    execution=Execution.of(prepared.config))
+    results = dataclasses.replace(analyse(experiment, done, teaching=teaching), created=created,
+                                  seconds=time.perf_counter() - started).to_json()
     write_report(results, out_dir)
-    _record(store, results, out_dir)
+    _finish(store, experiment_id, results)
     return results
-
-
-def _conditions(prepared: Prepared, runs: Mapping[ArmKey, list[RunRecord]]
-                ) -> dict[str, ConditionBlock]:
-    from rewardlab.evaluation.stats import summarize_runs
-
-    conditions: dict[str, ConditionBlock] = {}
-    for cond in prepared.data.conditions:
-        records = runs[("condition", cond.name, None, None)]
-        conditions[cond.name] = {"treatment": cond.treatment, "description": records[0]["selection"],
-                                 "runs": records, "summary": summarize_runs(records)}
-    return conditions
 
 
 def _results_config(prepared: Prepared, pool_size: int) -> ResultsConfig:
@@ -497,66 +458,41 @@ def _results_config(prepared: Prepared, pool_size: int) -> ResultsConfig:
         "max_pairs": pool_size})
 
 
-def _draft(prepared: Prepared, store: Store, runs: Mapping[ArmKey, list[RunRecord]]
-           ) -> ResultsDraft:
-    """Everything before the multiplicity correction: config, data, flags, the conditions and
-    their comparisons, the dose-response curve, the ablation, the strength histogram."""
+def _experiment_plan(prepared: Prepared, store: Store, plan: Sequence[RunSpec]) -> ExperimentPlan:
+    """The plan with everything the analysis reads from the store, read once before any run
+    trains: the flags within the pool, the ranking detector's flags, the strength histogram."""
     config, data, name = prepared.config, prepared.data, prepared.name
-    pool, test = data.pool, prepared.test
-    conditions = _conditions(prepared, runs)
-    draft: ResultsDraft = {
-        "rewardlab_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": _results_config(prepared, len(pool)),
-        "data": {"train": {"dataset": name, "source": config.train, "pairs": len(pool),
-                           "fingerprint": prepared.fingerprints[0]},
-                 "test": {"dataset": name, "source": config.test or config.train,
-                          "pairs": len(test), "fingerprint": prepared.fingerprints[1]}},
-        "flags": _flags_block(store, name, prepared.detectors, pool),
-        "conditions": conditions,
-        "comparisons": _comparisons(conditions),
-    }
-    if data.rank_by:
-        draft["dose_response"] = _dose_blocks(prepared, store, data.rank_by, conditions, runs)
-    if config.ablation:
-        draft["ablation"] = ablation_block(pool, data.flagged_by, treatment=_treatments(config)[0],
-                                           conditions=conditions, runs=runs)
+    pool = data.pool
     measured = [d for d in (data.rank_by, *prepared.detectors) if d in STRENGTH_DETECTORS]
-    strength = (strength_block(store, name, prepared.train_ids, pool, measured[0], config.train)
-                if measured else None)
-    if strength is not None:
-        draft["strength"] = strength
-    return draft
+    return ExperimentPlan(
+        runs=plan, config=config, config_block=_results_config(prepared, len(pool)),
+        data_block={"train": {"dataset": name, "source": config.train, "pairs": len(pool),
+                              "fingerprint": prepared.fingerprints[0]},
+                    "test": {"dataset": name, "source": config.test or config.train,
+                             "pairs": len(prepared.test), "fingerprint": prepared.fingerprints[1]}},
+        flags=_flags_block(store, name, prepared.detectors, pool), data=data, test=prepared.test,
+        treatment=_names(config.treatments)[0],
+        rank_flagged=frozenset(flagged_ids(store, name, data.rank_by)) if data.rank_by else frozenset(),
+        strength=strength_block(store, name, prepared.train_ids, pool, measured[0], config.train)
+        if measured else None)
 
 
-def _treatments(config: CompareConfig) -> list[str]:
-    return _names(config.treatments)
+def _start(store: Store, experiment: ExperimentPlan, out_dir: Path) -> int:
+    """The experiment's row in the store, with its plan's run ids, before any run trains: any
+    process then reads `runs_done` of `runs_planned` (`rewardlab experiments`) as runs finish."""
+    return store.start_experiment(name=out_dir.name, dataset=experiment.data_block["train"]["dataset"],
+                                  config=experiment.config_block, out_dir=str(out_dir.resolve()),
+                                  run_keys=[r.id for r in experiment.runs])
 
 
-def _dose_blocks(prepared: Prepared, store: Store, rank_by: str,
-                 conditions: dict[str, ConditionBlock], runs: Mapping[ArmKey, list[RunRecord]]
-                 ) -> list[DoseResponse]:
-    """The dose-response curve of the first treatment (a list, so a later version can draw more),
-    drawn from the unfiltered condition at fraction 0. One treatment keeps the cost at
-    2 × fractions × seeds runs; `--treatments flip,remove` puts flip's curve first."""
-    flagged = store.flagged_example_ids(prepared.name, [rank_by])[rank_by]
-    baseline = "unfiltered" if "unfiltered" in conditions else None
-    data = prepared.data
-    return [dose_response_block(data.pool, data.scores, rank_by=rank_by,
-                                treatment=_treatments(prepared.config)[0],
-                                fractions=data.fractions, flagged_ids=flagged, runs=runs,
-                                baseline=baseline)]
-
-
-def _record(store: Store, results: ResultsDocument, out_dir: Path) -> None:
+def _finish(store: Store, experiment_id: int, results: ResultsDocument) -> None:
+    """The experiment's summary metrics and its (condition, seed) runs, once it ended."""
     summaries = {c: v["summary"] for c, v in results["conditions"].items()}
-    exp_id = store.record_experiment(name=out_dir.name, dataset=results["data"]["train"]["dataset"],
-                                     config=results["config"], metrics=summaries,
-                                     out_dir=str(out_dir.resolve()))
+    runs: list[FinishedRun] = []
     for cond, block in results["conditions"].items():
         for run in block["runs"]:
             metrics = {k: run["test"][k] for k in ("accuracy", "reward_gap_mean", "nll", "ece")}
-            store.add_experiment_run(exp_id, condition=cond, seed=run["seed"],
-                                     metrics={**metrics, "train_pairs": run["train_pairs"]},
-                                     checkpoint=run["checkpoint"])
-
+            runs.append({"condition": cond, "seed": run["seed"],
+                         "metrics": {**metrics, "train_pairs": run["train_pairs"]},
+                         "checkpoint": run["checkpoint"]})
+    store.finish_experiment(experiment_id, metrics=summaries, runs=runs)

@@ -129,6 +129,17 @@ class CompareConfig:
         Also compare each detector's own clean condition with its own size-matched random control.
     reuse_runs : bool, default True
         Reuse every run the store holds with the same id, so a killed compare resumes.
+    workers : int, default 1
+        Runs trained at once, each in a process of its own (1: one after another, in this one).
+    ray : str or None, default None
+        Train each run as a Ray task: "local" starts a cluster here with `workers` CPUs; an
+        address ("auto", "HOST:6379", "ray://HOST:10001") joins one (needs a PostgreSQL store).
+    gpus_per_run : int or None, default None
+        GPUs each run gets, assigned by the executor, never shared; None: 1 where CUDA GPUs are,
+        0 elsewhere.
+    retries : int, default 1
+        How many times a failed run (a worker killed, a crash) is tried again before it is
+        reported while the others go on.
     training : TrainConfig or None, default None
         The TrainConfig every run trains with (its seed replaced by the run's); None: the
         preset's model, epochs, max_length and lr.
@@ -178,6 +189,21 @@ class CompareConfig:
         "reuse every run the store already holds with the same id (same pairs, labels, training "
         "options, data and rewardlab version), so a killed compare resumes where it stopped; "
         "--no-reuse-runs trains every run again"))
+    # How the runs are carried out, not what they are: run ids and results do not depend on them
+    workers: int = field(default=1, metadata=_help(
+        "runs trained at once, each in its own process with its share of the cores (and its own "
+        "GPUs, --gpus-per-run); 1: one after another in this process"))
+    ray: str | None = field(default=None, metadata=_help(
+        "train each run as a Ray task (pip install 'rewardlab[ray]'): 'local' starts a Ray "
+        "cluster on this machine with --workers CPUs; an address (auto, HOST:6379, "
+        "ray://HOST:10001) joins a running one, whose workers write to the store themselves "
+        "(a PostgreSQL --db)"))
+    gpus_per_run: int | None = field(default=None, metadata=_help(
+        "GPUs each run gets, assigned by the executor, never two runs on one (default: 1 where "
+        "CUDA GPUs are, 0 elsewhere; more than 1 is not implemented yet)"))
+    retries: int = field(default=1, metadata=_help(
+        "times a failed run (its worker killed, a crash) is tried again before it is reported; "
+        "the other runs go on, and the finished ones stay stored"))
     # The CLI always resolves it (presets merged once, at its edge); None = resolve_training(self)
     training: TrainConfig | None = field(default=None, metadata=_help(
         "the TrainConfig every run trains with, its seed replaced by the run's; None: the preset's "
@@ -186,7 +212,8 @@ class CompareConfig:
     def __post_init__(self) -> None:
         """Refuse option values that cannot mean anything, whoever builds the config (the CLI or
         Python): checked before any data is read or model trained."""
-        for name, minimum in (("seeds", 1), ("epochs", 1), ("max_length", 1), ("max_pairs", 0)):
+        for name, minimum in (("seeds", 1), ("epochs", 1), ("max_length", 1), ("max_pairs", 0),
+                              ("workers", 1), ("gpus_per_run", 0), ("retries", 0)):
             value = getattr(self, name)
             if value is not None and value < minimum:  # None = the preset's value
                 raise RewardlabError(f"--{name.replace('_', '-')} must be at least {minimum} "
@@ -198,6 +225,17 @@ class CompareConfig:
             raise RewardlabError(f"--detectors {self.detectors!r} names no detector; leave it out "
                                  f"for the default clean set ({', '.join(CLEAN_DETECTORS)})")
         self._check_training()
+        self._check_execution()
+
+    def _check_execution(self) -> None:
+        """What the executor cannot do as asked, said before any work (`experiment/executor.py`)."""
+        if (self.gpus_per_run or 0) > 1:  # a run on G > 1 GPUs is one accelerate launch: not yet
+            raise RewardlabError(f"--gpus-per-run {self.gpus_per_run}: a run on several GPUs is "
+                                 "not implemented yet (each run gets 0 or 1 GPU); for one big "
+                                 "run use `accelerate launch -m rewardlab train` (docs/distributed.md)")
+        if self.ray is not None and not self.ray.strip():
+            raise RewardlabError("--ray: expected 'local' or a Ray address (auto, HOST:6379, "
+                                 "ray://HOST:10001)")
 
     def _check_training(self) -> None:
         """A given `training` must agree with compare's own model/epochs/max_length options."""

@@ -3,9 +3,14 @@
 Every run whose id the store holds (with rewards for exactly this experiment's test pairs) is
 reused; the others train one by one, in plan order, and each lands in the store as it finishes,
 its record and per-test-pair rewards in one transaction. A compare killed at any moment (SIGKILL
-included) therefore loses at most the run in progress, and started again with the same arguments
+included) therefore loses at most the runs in progress, and started again with the same arguments
 it trains only the runs that had not finished. A fresh run's record goes through the same JSON
 round trip as a stored one, so the statistics read the same values either way.
+
+The runs to train go to an executor (`experiment/executor.py`): one after another here, N local
+worker processes (this process stores each run as it comes back), or Ray tasks (each task stores
+its own run: it may be on another machine). Runs that still fail after their retries are reported
+together once the others are in; the finished ones stay stored for the next compare.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from rewardlab.data.pairs import PreferencePair
+from rewardlab.errors import RewardlabError
 from rewardlab.experiment.dose import ArmKey
+from rewardlab.experiment.executor import Execution, Outcome, check_execution, execute
 from rewardlab.experiment.plan import RunSpec
 from rewardlab.jsonable import to_jsonable
 
@@ -26,7 +33,7 @@ if TYPE_CHECKING:
     from rewardlab.store.records import StoredRun
     from rewardlab.store.store import Store
 
-__all__ = ["PlanRuns", "run_plan", "records_by_key", "checkpoint_dir"]
+__all__ = ["PlanRuns", "RunTask", "run_plan", "train_run", "records_by_key", "checkpoint_dir"]
 
 log = logging.getLogger("rewardlab")
 _REWARDS = ("test_chosen_rewards", "test_rejected_rewards")
@@ -60,22 +67,30 @@ def _train_and_evaluate(run: RunSpec, test: Sequence[PreferencePair], ckpt: Path
     """Train on the run's selection with its TrainConfig, evaluate on `test`: its record."""
     from rewardlab.evaluation.evaluate import evaluate_reward_model
     from rewardlab.training.loop import train_reward_model
+    from rewardlab.training.memory import measured_run
 
     selection = run.selection
-    trained = train_reward_model(selection.pairs, config=run.train_config, output_dir=ckpt,
-                                 smoothing=selection.smoothing, progress=progress)
-    evaluation = evaluate_reward_model(trained.model, test, progress=progress)
-    fields = _selection_fields(run, ckpt)
-    record = {
-        **{k: fields[k] for k in ("seed", "train_pairs", "selection", "flagged_in_train",
-                                  "removed")},
-        "train_loss": trained.train_loss, "train_accuracy": trained.train_accuracy,
-        "seconds": trained.seconds, "checkpoint": fields["checkpoint"],
-        "n_truncated": trained.n_truncated, "history": trained.history,
-        "test": evaluation.metrics,
-        "test_chosen_rewards": evaluation.chosen_rewards.tolist(),
-        "test_rejected_rewards": evaluation.rejected_rewards.tolist(),
-    }
+    # the model and the evaluation's buffers are dropped inside the block, so what the run leaves
+    # is given back before the next run (measured_run releases it; its record says how much stayed)
+    with measured_run() as memory:
+        trained = train_reward_model(selection.pairs, config=run.train_config, output_dir=ckpt,
+                                     smoothing=selection.smoothing, progress=progress)
+        evaluation = evaluate_reward_model(trained.model, test, progress=progress)
+        fields = _selection_fields(run, ckpt)
+        record = {
+            **{k: fields[k] for k in ("seed", "train_pairs", "selection", "flagged_in_train",
+                                      "removed")},
+            "train_loss": trained.train_loss, "train_accuracy": trained.train_accuracy,
+            "seconds": trained.seconds, "checkpoint": fields["checkpoint"],
+            "n_truncated": trained.n_truncated, "history": trained.history,
+            "test": evaluation.metrics,
+            "test_chosen_rewards": evaluation.chosen_rewards.tolist(),
+            "test_rejected_rewards": evaluation.rejected_rewards.tolist(),
+        }
+        del trained, evaluation
+    record.update(peak_rss_mb=round(memory.peak_mb, 1), rss_after_mb=round(memory.after_mb, 1))
+    log.info("    memory: peak RSS %.0f MB%s, %.0f MB after the run", memory.peak_mb,
+             "" if memory.per_run_peak else " (the process's so far)", memory.after_mb)
     # as the store hands it back (NaN → None, tuples → lists): fresh and reused runs read alike
     return cast("RunRecord", to_jsonable(record))
 
@@ -103,30 +118,130 @@ def _save(store: Store, name: str, run: RunSpec, record: RunRecord, test_ids: li
         chosen=record["test_chosen_rewards"], rejected=record["test_rejected_rewards"])
 
 
+@dataclass(frozen=True)
+class RunTask:
+    """One run to train, as an executor hands it to a worker."""
+
+    run: RunSpec
+    checkpoint: Path | None
+    dataset: str  # the dataset's name in the store
+    store_url: str | None = None  # set: the worker stores the run itself (a Ray task)
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.group}, seed {self.run.seed}"
+
+
+def _test_ids(test: Sequence[PreferencePair]) -> list[int]:
+    return [int(p.example_id) for p in test if p.example_id is not None]
+
+
+def train_run(task: RunTask, test: Sequence[PreferencePair]) -> RunRecord:
+    """Train and evaluate one run (in a worker process or a Ray task); with `task.store_url`,
+    store it from here, in one transaction, before it is handed back."""
+    record = _train_and_evaluate(task.run, test, task.checkpoint, False)
+    if task.store_url is not None:
+        from rewardlab.store.store import Store
+
+        with Store(task.store_url) as store:
+            _save(store, task.dataset, task.run, record, _test_ids(test))
+    return record
+
+
 def run_plan(plan: Sequence[RunSpec], store: Store, name: str, test: Sequence[PreferencePair], *,
-             out_dir: Path | None = None, reuse: bool = True, progress: bool = True) -> PlanRuns:
+             out_dir: Path | None = None, reuse: bool = True, progress: bool = True,
+             execution: Execution | None = None) -> PlanRuns:
     """Every run of `plan` finished: reused from the store (`reuse`) or trained and stored.
 
-    `out_dir` given: each trained run keeps its checkpoint there (`checkpoint_dir`).
+    `out_dir` given: each trained run keeps its checkpoint there (`checkpoint_dir`). `execution`:
+    how the runs train (default: one after another, here). Runs that fail after their retries are
+    logged one by one, then a RewardlabError counts them, once the others are in and stored.
     """
-    test_ids = [int(p.example_id) for p in test if p.example_id is not None]
+    execution = execution or Execution()
+    check_execution(execution, store.url)  # before any run trains
+    test_ids = _test_ids(test)
     stored = store.trained_runs(name, [r.id for r in plan]) if reuse else {}
     records: dict[str, RunRecord] = {}
-    reused = 0
+    tasks: list[RunTask] = []
     for i, run in enumerate(plan, start=1):
-        log.info("[%d/%d] %s, seed %d", i, len(plan), run.group, run.seed)
         ckpt = checkpoint_dir(out_dir, run) if out_dir is not None else None
         record = _from_store(stored.get(run.id), run, test_ids, ckpt)
-        how = "stored run reused"
-        reused += record is not None
         if record is None:
-            record = _train_and_evaluate(run, test, ckpt, progress)
-            _save(store, name, run, record, test_ids)
-            how = f"{record['seconds']:.0f} s"
+            tasks.append(RunTask(run, ckpt, name, _worker_store_url(store, execution)))
+            continue
         records[run.id] = record
-        log.info("    test accuracy %.4f on %d pairs (%s)", record["test"]["accuracy"],
-                 record["test"]["n"], how)
-    return PlanRuns(records, reused)
+        log.info("[%d/%d] %s, seed %d: test accuracy %.4f on %d pairs (stored run reused)", i,
+                 len(plan), run.group, run.seed, record["test"]["accuracy"], record["test"]["n"])
+    reused = len(records)
+    if execution.in_process:
+        _train_here(tasks, store, test, test_ids, records, progress)
+    else:
+        _train_elsewhere(tasks, store, test, test_ids, records, execution,
+                         len(plan) if progress else 0)
+    return PlanRuns({r.id: records[r.id] for r in plan}, reused)
+
+
+def _worker_store_url(store: Store, execution: Execution) -> str | None:
+    """Ray tasks store their own runs (they may run on other machines); local workers hand
+    theirs back to this process. No password travels with a task: a node gets it from its own
+    environment (PGPASSWORD, ~/.pgpass, as libpq reads them)."""
+    if execution.ray is None:
+        return None
+    from sqlalchemy.engine import make_url
+
+    url = make_url(store.url).set(password=None).difference_update_query(["password"])
+    return url.render_as_string(hide_password=False)
+
+
+def _train_here(tasks: Sequence[RunTask], store: Store, test: Sequence[PreferencePair],
+                test_ids: list[int], records: dict[str, RunRecord], progress: bool) -> None:
+    """One after another in this process, as compare always did: an error stops it."""
+    for i, task in enumerate(tasks, start=1):
+        log.info("[%d/%d] %s, seed %d", i, len(tasks), task.run.group, task.run.seed)
+        record = _train_and_evaluate(task.run, test, task.checkpoint, progress)
+        _save(store, task.dataset, task.run, record, test_ids)
+        records[task.run.id] = record
+        log.info("    test accuracy %.4f on %d pairs (%.0f s)", record["test"]["accuracy"],
+                 record["test"]["n"], record["seconds"])
+
+
+def _train_elsewhere(tasks: Sequence[RunTask], store: Store, test: Sequence[PreferencePair],
+                     test_ids: list[int], records: dict[str, RunRecord], execution: Execution,
+                     planned: int) -> None:
+    """Through the executor: each run stored as it comes back, a bar counting the plan's runs
+    done (the reused ones from the start) with an ETA, none when `planned` is 0; the runs that
+    failed after their retries reported together at the end."""
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    failed: list[Outcome[RunTask]] = []
+    # log lines go above the bar rather than through it (the CLI logs through the root logger)
+    with tqdm(total=planned, initial=planned - len(tasks), desc="runs", unit="run",
+              dynamic_ncols=True, disable=not planned) as bar, \
+            logging_redirect_tqdm([logging.getLogger()]):
+        for done in execute(train_run, tasks, shared=list(test), execution=execution):
+            bar.update(1)
+            if done.error is not None:
+                log.warning("%s failed after %d tries: %s", done.task.label, done.attempts,
+                            done.error)
+                failed.append(done)
+                continue
+            record = cast("RunRecord", done.result)
+            if done.task.store_url is None:  # else the worker stored it
+                _save(store, done.task.dataset, done.task.run, record, test_ids)
+            records[done.task.run.id] = record
+            log.info("%s: test accuracy %.4f on %d pairs (%.0f s)", done.task.label,
+                     record["test"]["accuracy"], record["test"]["n"], record["seconds"])
+    if failed:
+        raise RewardlabError(_failure_line(failed, len(tasks), execution.retries))
+
+
+def _failure_line(failed: Sequence[Outcome[RunTask]], trained: int, retries: int) -> str:
+    first = failed[0]
+    return (f"{len(failed)} of {trained} runs failed after {retries} "
+            f"{'retry' if retries == 1 else 'retries'} (first: {first.task.label}: {first.error}); "
+            f"the {trained - len(failed)} others are stored: run compare again to train only "
+            "the failed ones")
 
 
 def records_by_key(plan: Sequence[RunSpec], records: Mapping[str, RunRecord]

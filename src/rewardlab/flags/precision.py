@@ -15,19 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, TypedDict
 
-from rewardlab.errors import SelectionError
 from rewardlab.evaluation.metrics import wilson_interval
 from rewardlab.store.records import ReviewOutcome
 from rewardlab.store.store import Store
 
 __all__ = ["Consensus", "ScoreBucket", "DetectorPrecision", "DEFAULT_BUCKETS", "consensus",
-           "score_buckets", "precision_stats", "confirmed_flag_ids", "REVIEWED_PREFIX",
-           "split_reviewed", "run_names", "flagged_ids_for"]
+           "score_buckets", "precision_stats"]
 
 Consensus = Literal["tp", "fp", "undecided"]
 DEFAULT_BUCKETS = 5
-# `--detectors reviewed:DET` names the flags of DET that reviewers confirmed (consensus tp).
-REVIEWED_PREFIX = "reviewed:"
 
 
 class ScoreBucket(TypedDict):
@@ -122,60 +118,3 @@ def precision_stats(store: Store, name: str, *,
     for outcome in store.review_outcomes(name):
         by_detector[outcome["detector"]].append(outcome)
     return {d: _detector_precision(d, runs[d]["flagged"], by_detector[d], buckets) for d in runs}
-
-
-def confirmed_flag_ids(store: Store, name: str, detectors: Sequence[str]) -> dict[str, set[int]]:
-    """detector -> example ids its latest run flagged AND reviewers confirmed (consensus tp).
-
-    SelectionError for a detector that has not run on `name`."""
-    ran = store.latest_runs(name)
-    missing = [d for d in detectors if d not in ran]
-    if missing:
-        raise SelectionError(f"detector(s) {', '.join(missing)} have not run on {name!r} "
-                             f"(ran: {', '.join(ran) or 'none'})")
-    confirmed: dict[str, set[int]] = {d: set() for d in detectors}
-    for outcome in store.review_outcomes(name):
-        if outcome["detector"] in confirmed and consensus(outcome["verdicts"]) == "tp":
-            confirmed[outcome["detector"]].add(outcome["example_id"])
-    return confirmed
-
-
-def _run_name(detector: str) -> str:
-    """The detector whose run a name needs: DET for `reviewed:DET`, else the name itself."""
-    if detector.startswith(REVIEWED_PREFIX):
-        return detector[len(REVIEWED_PREFIX):].strip()
-    return detector
-
-
-def split_reviewed(detectors: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Detector names → (plain ones, the DETs of `reviewed:DET`), order kept.
-
-    >>> split_reviewed(["length_ratio", "reviewed:repetition"])
-    (['length_ratio'], ['repetition'])
-    """
-    plain = [d for d in detectors if not d.startswith(REVIEWED_PREFIX)]
-    reviewed = [_run_name(d) for d in detectors if d.startswith(REVIEWED_PREFIX)]
-    if any(not d for d in reviewed):
-        raise SelectionError(f"{REVIEWED_PREFIX!r} needs a detector name, e.g. "
-                             f"{REVIEWED_PREFIX}length_ratio")
-    return plain, reviewed
-
-
-def run_names(detectors: Sequence[str]) -> list[str]:
-    """The detectors whose runs `detectors` need: `reviewed:DET` needs DET; order kept, once each.
-
-    >>> run_names(["reviewed:length_ratio", "length_ratio", "repetition"])
-    ['length_ratio', 'repetition']
-    """
-    split_reviewed(detectors)  # refuses a bare `reviewed:`
-    return list(dict.fromkeys(map(_run_name, detectors)))
-
-
-def flagged_ids_for(store: Store, name: str, detectors: Sequence[str]) -> dict[str, set[int]]:
-    """detector -> example ids its latest run flagged; `reviewed:DET` -> only those of DET's flags
-    that reviewers confirmed (consensus tp). SelectionError for a detector that has not run."""
-    plain, reviewed = split_reviewed(detectors)
-    flagged = store.flagged_example_ids(name, plain) if plain else {}
-    confirmed = confirmed_flag_ids(store, name, reviewed) if reviewed else {}
-    return {d: confirmed[_run_name(d)] if d.startswith(REVIEWED_PREFIX) else flagged[d]
-            for d in detectors}

@@ -14,13 +14,10 @@ import random
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import SelectionError
-
-if TYPE_CHECKING:
-    from rewardlab.store.store import Store
 
 __all__ = [
     "Mode",
@@ -31,9 +28,7 @@ __all__ = [
     "Selection",
     "sample_stratified",
     "select_training_pairs",
-    "resolve_flagged_ids",
     "clean_definition",
-    "detector_scores",
     "rank_pairs",
     "random_order",
     "treated_count",
@@ -129,7 +124,7 @@ def select_training_pairs(pairs: Sequence[PreferencePair], flagged_ids: Collecti
     pairs : sequence of PreferencePair
         The train pairs to choose from, with their store ids (`Store.load_pairs` sets them).
     flagged_ids : collection of int
-        Store example ids (`pair.example_id`) of the flagged pairs, e.g. `resolve_flagged_ids`'s.
+        Store example ids (`pair.example_id`) of the flagged pairs, e.g. `flags.flagged.flagged_ids`'s.
     mode : {"all", "clean", "random"}, default "all"
         "all" keeps every pair; "clean" applies `treatment` to the flagged ones; "random" removes
         as many pairs as are flagged, uniformly at random (the control that separates "better
@@ -210,47 +205,6 @@ def clean_definition(detectors: Sequence[str] | None = None) -> str:
     'clean = pairs not flagged by: empty_response, length_ratio'
     """
     return "clean = pairs not flagged by: " + ", ".join(detectors or CLEAN_DETECTORS)
-
-
-def resolve_flagged_ids(store: Store, name: str, detectors: Sequence[str] | None = None) -> set[int]:
-    """Union of flagged train example ids over the latest run of each detector.
-
-    Default detectors (None): CLEAN_DETECTORS, the one meaning of "clean" that `compare` uses too;
-    every one of them must have run on `name` (`rewardlab flag NAME` runs them all).
-    `reviewed:DET` stands for the flags of DET that reviewers confirmed (`rewardlab review`;
-    flags/precision.py). SelectionError when a detector has not run, or none is named.
-    """
-    from rewardlab.flags.precision import flagged_ids_for, run_names
-
-    if detectors is not None and not detectors:
-        raise SelectionError("no detectors named: name at least one, or pass None for the default "
-                             f"set ({', '.join(CLEAN_DETECTORS)})")
-    ran = store.latest_runs(name)
-    if not ran:  # else a clean selection flags nothing and trains on every pair, saying "0 removed"
-        raise SelectionError(f"no detector has run on {name!r} (ran: none), so no pair is flagged; "
-                             f"run `rewardlab flag {name}` first")
-    chosen = list(detectors or CLEAN_DETECTORS)
-    missing = [d for d in run_names(chosen) if d not in ran]
-    if missing:
-        default = tuple(chosen) == CLEAN_DETECTORS  # `rewardlab flag NAME` runs the whole set
-        which = "of the default clean set " if default else ""
-        command = f"rewardlab flag {name}" + ("" if default else f" --detectors {','.join(missing)}")
-        raise SelectionError(f"detector(s) {which}{', '.join(missing)} have not run on {name!r}; "
-                             f"run `{command}` (ran: {', '.join(ran)})")
-    by_detector = flagged_ids_for(store, name, chosen)
-    return set().union(*by_detector.values()) if by_detector else set()
-
-
-def detector_scores(store: Store, name: str, detector: str) -> dict[int, float]:
-    """example id -> score of `detector`'s latest run on dataset `name` (NaN where it gave none).
-
-    SelectionError when the detector has not run on `name`.
-    """
-    runs = store.latest_runs(name)
-    if detector not in runs:
-        raise SelectionError(f"detector {detector!r} has not run on {name!r} (ran: "
-                             f"{', '.join(runs) or 'none'})")
-    return store.detector_scores(name, detector)
 
 
 def rank_pairs(pairs: Sequence[PreferencePair], scores: Mapping[int, float], *,

@@ -94,6 +94,11 @@ class ResultsConfig(TypedDict):
     rank_by: NotRequired[str | None]  # resolved: the preset's when not given
     ablation: NotRequired[bool]
     reuse_runs: NotRequired[bool]  # stored runs with the same id were reused (since issue 28)
+    # how the runs were carried out (since issue 30); the results do not depend on them
+    workers: NotRequired[int]
+    ray: NotRequired[str | None]
+    gpus_per_run: NotRequired[int | None]
+    retries: NotRequired[int]
     training: NotRequired[dict[str, Any] | None]  # the resolved TrainConfig the CLI passed (seed 0)
     train_config: dict[str, Any]  # TrainConfig as a dict (seed 0's)
 
@@ -147,6 +152,11 @@ class RunRecord(TypedDict):
     test: EvalMetrics
     test_chosen_rewards: list[float]  # (P,) in test-pair order, the same for every run
     test_rejected_rewards: list[float]  # (P,)
+    # resident memory of the process that ran it, MB (since issue 33): the peak over training and
+    # evaluation (Linux: its own peak, VmHWM reset at its start; elsewhere the process's peak so
+    # far, ru_maxrss) and the RSS once the run's memory was given back (rewardlab.training.memory)
+    peak_rss_mb: NotRequired[float]
+    rss_after_mb: NotRequired[float]
 
 
 class ConditionBlock(TypedDict):

@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["DetectorResult", "ThresholdKind", "DatasetSummary", "DetectorRunRow", "FlagRow",
            "ReviewRow", "NewReview", "Verdict", "VERDICTS", "ReviewState", "REVIEW_STATES", "QueueReview",
            "QueueItem", "QueuePage", "ReviewOutcome", "JudgeAnswerRow", "ExperimentRow",
-           "ExperimentRunRow", "StoredRun"]
+           "ExperimentRunRow", "FinishedRun", "StoredRun"]
 
 ThresholdKind = Literal["fixed", "percentile", "data"]
 # A reviewer's word on one flag: the detector was right (tp), wrong (fp), or it is unclear.
@@ -203,7 +203,20 @@ class ExperimentRow(TypedDict):
     metrics: dict[str, Any]  # condition -> summary
     out_dir: str
     created_at: str  # ISO, UTC
-    runs: list[ExperimentRunRow]
+    runs: list[ExperimentRunRow]  # one per (condition, seed), added when the experiment ended
+    # the plan's runs and how many of them are stored as trained: live while the experiment runs
+    # (None for both where the plan was not recorded, e.g. before schema version 4)
+    runs_planned: int | None
+    runs_done: int | None
+
+
+class FinishedRun(TypedDict):
+    """`Store.finish_experiment` input: one (condition, seed) run of a finished experiment."""
+
+    condition: str
+    seed: int
+    metrics: dict[str, Any]
+    checkpoint: str | None
 
 
 class StoredRun(TypedDict):

@@ -14,16 +14,9 @@ from sqlalchemy import Select, case, distinct, exists, func, select, true
 from sqlalchemy.orm import Session
 
 from rewardlab.errors import StoreError
+from rewardlab.store.bulk import conflict_insert
 from rewardlab.store.records import QueueReview
-from rewardlab.store.schema import (
-    DetectorRun,
-    Example,
-    Flag,
-    Review,
-    conflict_insert,
-    iso_utc,
-    utcnow,
-)
+from rewardlab.store.schema import DetectorRun, Example, Flag, Review, iso_utc, utcnow
 
 __all__ = ["REVIEWER_ENV", "MAX_REVIEWER_CHARS", "MAX_NOTE_CHARS", "MAX_QUEUE_PAGE",
            "default_reviewer", "check_reviewer", "check_note", "upsert_review", "queue_select",

@@ -25,6 +25,15 @@ from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import StoreError
 from rewardlab.jsonable import to_jsonable
 from rewardlab.store.binding import bind_source, clear_dataset
+from rewardlab.store.bulk import bulk_insert
+from rewardlab.store.engine import DB_ERRORS, first_line, mask_url, open_engine, writer
+from rewardlab.store.experiments import (
+    insert_experiment,
+    insert_experiment_runs,
+    select_experiments,
+    unfinished_experiment,
+)
+from rewardlab.store.judge_cache import insert_judge_answers, select_judge_answers
 from rewardlab.store.records import (
     REVIEW_STATES,
     VERDICTS,
@@ -32,7 +41,7 @@ from rewardlab.store.records import (
     DetectorResult,
     DetectorRunRow,
     ExperimentRow,
-    ExperimentRunRow,
+    FinishedRun,
     FlagRow,
     JudgeAnswerRow,
     NewReview,
@@ -53,30 +62,21 @@ from rewardlab.store.reviews import (
     reviews_of,
     upsert_review,
 )
-from rewardlab.store.runs import (
-    insert_trained_run,
-    select_trained_runs,
-    trained_run_keys,
-    training_speed,
-)
 from rewardlab.store.schema import (
-    DB_ERRORS,
     Dataset,
     DetectorRun,
     Example,
     Experiment,
     ExperimentRun,
     Flag,
-    JudgeAnswer,
     Review,
-    bulk_insert,
-    chunks,
-    first_line,
     iso_utc,
-    mask_url,
-    open_engine,
-    utcnow,
-    writer,
+)
+from rewardlab.store.trained_runs import (
+    insert_trained_run,
+    select_trained_runs,
+    trained_run_keys,
+    training_speed,
 )
 
 __all__ = ["DEFAULT_DB_URL", "IngestCounts", "MAX_QUEUE_PAGE", "REVIEWER_ENV", "Store",
@@ -104,9 +104,6 @@ class IngestCounts:
     replaced: bool = False  # ingested with `replace=True`: nothing the dataset held before remains
     # (source_index, issue) of pairs kept although their dialogue did not parse cleanly
     parse_issues: list[tuple[int, str]] = field(default_factory=list)
-
-
-_IN_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's bound-parameter limit
 
 
 def resolve_db_url(url: str | None) -> str:
@@ -579,11 +576,32 @@ class Store:
                           metrics: Mapping[str, Any], out_dir: str) -> int:
         """Save an experiment's config and summary metrics; returns its id."""
         with self._write_session() as s, s.begin():
-            experiment = Experiment(name=name, dataset=dataset, config=to_jsonable(config),
-                                    metrics=to_jsonable(metrics), out_dir=str(out_dir))
-            s.add(experiment)
-            s.flush()
-            return experiment.id
+            return insert_experiment(s, name=name, dataset=dataset, config=config,
+                                     metrics=metrics, out_dir=out_dir)
+
+    def start_experiment(self, *, name: str, dataset: str, config: Mapping[str, Any],
+                         out_dir: str, run_keys: Sequence[str]) -> int:
+        """Record an experiment before its first run trains, with its plan's run ids (in plan
+        order), so `experiments()` shows `runs_done` of `runs_planned` while it runs; returns its
+        id. An unfinished experiment into the same `out_dir` with the same plan (a killed compare
+        started again) is continued, not recorded twice. `finish_experiment` completes it."""
+        with self._write_session() as s, s.begin():
+            found = unfinished_experiment(s, dataset=dataset, out_dir=out_dir, run_keys=run_keys)
+            if found is not None:
+                return found
+            return insert_experiment(s, name=name, dataset=dataset, config=config, metrics={},
+                                     out_dir=out_dir, run_keys=run_keys)
+
+    def finish_experiment(self, experiment_id: int, *, metrics: Mapping[str, Any],
+                          runs: Sequence[FinishedRun]) -> None:
+        """Complete a started experiment in one transaction: its summary metrics and one row per
+        (condition, seed) run."""
+        with self._write_session() as s, s.begin():
+            experiment = s.get(Experiment, experiment_id)
+            if experiment is None:
+                raise StoreError(f"no experiment with id {experiment_id} in {mask_url(self.url)}")
+            experiment.metrics = to_jsonable(metrics)
+            insert_experiment_runs(s, experiment_id, runs)
 
     def add_experiment_run(self, experiment_id: int, *, condition: str, seed: int,
                            metrics: Mapping[str, Any], checkpoint: str | None) -> int:
@@ -600,18 +618,10 @@ class Store:
 
     def experiments(self) -> list[ExperimentRow]:
         """All experiments, oldest first, each with its runs (condition, seed, metrics,
-        checkpoint)."""
+        checkpoint) and its plan's progress: `runs_planned`, and `runs_done` (of those, stored
+        as trained; it grows while the experiment runs, seen from any process)."""
         with self._session() as s:
-            experiments = s.scalars(select(Experiment).order_by(Experiment.id)).all()
-            runs = s.scalars(select(ExperimentRun).order_by(ExperimentRun.id)).all()
-        by_experiment: dict[int, list[ExperimentRunRow]] = {e.id: [] for e in experiments}
-        for r in runs:
-            by_experiment[r.experiment_id].append(
-                {"id": r.id, "condition": r.condition, "seed": r.seed, "metrics": r.metrics,
-                 "checkpoint": r.checkpoint})
-        return [{"id": e.id, "name": e.name, "dataset": e.dataset, "config": e.config,
-                 "metrics": e.metrics, "out_dir": e.out_dir, "created_at": iso_utc(e.created_at),
-                 "runs": by_experiment[e.id]} for e in experiments]
+            return select_experiments(s)
 
     # ---- trained runs of experiment plans ----------------------------------------------------
 
@@ -651,26 +661,13 @@ class Store:
             steps, seconds = training_speed(s, model)
         return steps / seconds if steps and seconds > 0 else None
 
-    # ---- the llm_judge answer cache --------------------------------------------------------
+    # ---- the llm_judge answer cache (store/judge_cache.py) ----------------------------------
 
     def judge_answers(self, model: str, template_hash: str,
                       pair_hashes: Sequence[str]) -> dict[str, JudgeAnswerRow]:
         """pair hash → the answer `model` gave under `template_hash`, for the hashes cached."""
-        found: dict[str, JudgeAnswerRow] = {}
         with self._session() as s:
-            for chunk in chunks(list(pair_hashes), _IN_CHUNK):
-                for row in s.execute(
-                        select(JudgeAnswer.pair_hash, JudgeAnswer.preferred, JudgeAnswer.confidence,
-                               JudgeAnswer.prompt_tokens, JudgeAnswer.completion_tokens,
-                               JudgeAnswer.cost)
-                        .where(JudgeAnswer.model == model,
-                               JudgeAnswer.template_hash == template_hash,
-                               JudgeAnswer.pair_hash.in_(chunk))):
-                    found[row.pair_hash] = {
-                        "preferred": row.preferred, "confidence": row.confidence,
-                        "prompt_tokens": row.prompt_tokens,
-                        "completion_tokens": row.completion_tokens, "cost": row.cost}
-        return found
+            return select_judge_answers(s, model, template_hash, pair_hashes)
 
     def save_judge_answers(self, model: str, template_hash: str,
                            answers: Mapping[str, JudgeAnswerRow]) -> int:
@@ -678,17 +675,7 @@ class Store:
         its first answer. Returns how many rows were added."""
         try:
             with self._write_session() as s, s.begin():
-                have: set[str] = set()
-                for chunk in chunks(list(answers), _IN_CHUNK):
-                    have.update(s.scalars(select(JudgeAnswer.pair_hash).where(
-                        JudgeAnswer.model == model, JudgeAnswer.template_hash == template_hash,
-                        JudgeAnswer.pair_hash.in_(chunk))))
-                now = utcnow()  # given, not defaulted: COPY on PostgreSQL applies no Python default
-                rows = [{"model": model, "template_hash": template_hash, "pair_hash": key,
-                         **answer, "created_at": now}
-                        for key, answer in answers.items() if key not in have]
-                bulk_insert(s, JudgeAnswer, rows)
+                return insert_judge_answers(s, model, template_hash, answers)
         except DB_ERRORS as e:
             raise StoreError(f"caching llm_judge answers failed and was rolled back: "
                              f"{first_line(e)}") from e
-        return len(rows)

@@ -55,6 +55,7 @@ from rewardlab.training.lora import (
     check_weight_dtype,
     unchanged,
 )
+from rewardlab.training.memory import bound_onednn_cache, release_memory
 from rewardlab.training.runtime import (
     check_launch,
     disable_dropout,
@@ -321,6 +322,7 @@ def _margins(pairs: Sequence[PreferencePair]) -> np.ndarray | None:
 def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | None,
            eps: np.ndarray | None, fingerprints: dict[str, str | None], *,
            resume: bool = False) -> _Run:
+    bound_onednn_cache()  # before any bf16 matmul (`auto` precision times some): read once
     accelerator, precision = make_accelerator(autocast_precision(config), model=config.model)
     check_launch(accelerator, resume=resume, save_steps=config.save_steps,
                  max_steps=config.max_steps, lora_r=config.lora_r, has_output=output_dir is not None)
@@ -436,7 +438,10 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
         clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
     with training_context(run.accelerator.device, model=config.model):
         stopped = _train_loop(run, state, progress=progress)
-    return _finish(run, state, stopped=stopped, started=start)
+    result = _finish(run, state, stopped=stopped, started=start)
+    del run, state  # the optimizer, its state, the packed wrapper and the token ids: given back
+    release_memory()  # so the next run in this process starts from the same heap
+    return result
 
 
 def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> TrainResult:

@@ -16,7 +16,6 @@ Every other architecture, and every GPU, gets the stock forward (with SDPA where
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -29,12 +28,7 @@ __all__ = ["Restore", "fast_forward"]
 
 Restore = Callable[[Any], Any]  # the trained forward (unwrapped by accelerate) → the plain model
 
-# oneDNN, PyTorch's CPU backend for bf16 matmuls, JIT-compiles a kernel per matrix shape (~0.6 ms
-# each, measured) and caches 1,024. Packed training meets new shapes all the time (tokens per batch,
-# tokens per row: 256 row lengths x 6 attention matmuls alone exceed 1,024), so with the default it
-# keeps recompiling: 4,096 measured ~3% faster per epoch for ~+0.3 GB (each primitive keeps
-# ~0.65 MB). oneDNN reads it at its first bf16 matmul; a value the user set wins.
-ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
+# oneDNN's primitive-cache bound is set before the first matmul by training/memory.py (ONEDNN_CACHE)
 
 
 def fast_forward(model: Any, *, device: torch.device, precision: str, processes: int,
@@ -54,7 +48,6 @@ def fast_forward(model: Any, *, device: torch.device, precision: str, processes:
     packed = packed_reward_model(model, padding_side=padding_side,
                                  sparse_embedding_grad=device.type == "cpu" and processes == 1)
     if packed is not None and device.type == "cpu":
-        os.environ.setdefault(*ONEDNN_CACHE)
         compiled_kernels()  # load (or build, once) the CPU row attention now, not inside step 1
 
     def restore(trained: Any) -> Any:

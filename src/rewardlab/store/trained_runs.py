@@ -14,20 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rewardlab.jsonable import to_jsonable
+from rewardlab.store.bulk import IN_CHUNK, bulk_insert, chunks, conflict_insert
 from rewardlab.store.records import StoredRun
-from rewardlab.store.schema import (
-    TrainedRun,
-    TrainedRunReward,
-    bulk_insert,
-    chunks,
-    conflict_insert,
-    utcnow,
-)
+from rewardlab.store.schema import TrainedRun, TrainedRunReward, utcnow
 
 __all__ = ["insert_trained_run", "select_trained_runs", "trained_run_keys", "training_speed"]
-
-_IN_CHUNK = 500  # keys per IN (...) lookup: well under SQLite's bound-parameter limit
-
 
 def insert_trained_run(s: Session, dataset_id: int, run_key: str, *, stage: str, group: str,
                        seed: int, model: str, pair_steps: int, record: Mapping[str, Any],
@@ -56,13 +47,13 @@ def select_trained_runs(s: Session, dataset_id: int, run_keys: Sequence[str]
                         ) -> dict[str, StoredRun]:
     """run key -> the stored run, for the keys the dataset holds."""
     rows: list[Any] = []
-    for chunk in chunks(list(dict.fromkeys(run_keys)), _IN_CHUNK):
+    for chunk in chunks(list(dict.fromkeys(run_keys)), IN_CHUNK):
         rows += s.execute(select(TrainedRun.id, TrainedRun.run_key, TrainedRun.record)
                           .where(TrainedRun.dataset_id == dataset_id,
                                  TrainedRun.run_key.in_(chunk))).all()
     found: dict[int, StoredRun] = {row.id: {"record": row.record, "test_ids": [], "chosen": [],
                                             "rejected": []} for row in rows}
-    for chunk in chunks(list(found), _IN_CHUNK):
+    for chunk in chunks(list(found), IN_CHUNK):
         for run_id, eid, chosen, rejected in s.execute(
                 select(TrainedRunReward.run_id, TrainedRunReward.example_id,
                        TrainedRunReward.chosen, TrainedRunReward.rejected)

@@ -1,0 +1,154 @@
+"""A run's memory: resident size now and at its peak, and what a run leaves behind given back.
+
+An experiment trains its runs one after another in one process (`rewardlab compare`), so whatever a
+run leaves allocated is still there when the next one starts. Measured (docs/benchmarks.md, "Memory"):
+the model, its optimizer state and the packed wrapper are freed by reference count when a run's
+objects go (nothing global keeps them). What stays is (1) glibc's heap: a MiniLM run ends with
+~1 GB of freed pages still mapped, which glibc keeps until asked to trim them (`release_memory`
+gives them back: 1.5 GB → 0.46 GB after a run), and (2) on CPUs where bf16 matmuls run through
+oneDNN, its per-shape primitive cache (~0.65 MB a shape, up to the cache's capacity: `ONEDNN_CACHE`).
+
+`measured_run()` wraps one run: it resets the peak at the start and reports the peak and the size
+after `release_memory()` at the end. On Linux resetting the peak (VmHWM) also resets what
+`getrusage(...).ru_maxrss` reports for this process.
+
+>>> with measured_run() as usage:
+...     block = bytearray(64 * 2**20)  # 64 MB, written (zeroed) page by page
+...     del block
+>>> round(usage.peak_mb - usage.start_mb) >= 64
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import os
+import resource
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["ONEDNN_CACHE", "RunMemory", "rss_mb", "peak_rss_mb", "reset_peak", "release_memory",
+           "measured_run", "bound_onednn_cache"]
+
+# oneDNN (PyTorch's CPU backend for bf16 matmuls) JIT-compiles a primitive per matrix shape (~0.6 ms)
+# and keeps each (~0.65 MB) in a cache of ONEDNN_PRIMITIVE_CACHE_CAPACITY entries (1,024 by default),
+# read once, when oneDNN makes its first primitive. Packed training meets new shapes every step, so a
+# large cache grows through every run of an experiment (4,096: up to ~2.6 GB). The capacity below was
+# chosen by an interleaved A/B of whole runs (docs/benchmarks.md, "Memory"): the same pairs/s within
+# noise, a bounded cache. A value the user set wins.
+ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
+
+_MB = 2**20
+_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+@dataclass
+class RunMemory:
+    """Resident memory of one run, in MB (2^20 bytes).
+
+    Parameters
+    ----------
+    start_mb : float
+        RSS when the run started.
+    peak_mb : float
+        Peak RSS during the run. On Linux the kernel's high-water mark (VmHWM), reset at the run's
+        start (`per_run_peak` True); elsewhere the process's peak so far (`ru_maxrss`), which a
+        later run can only equal or exceed (`per_run_peak` False).
+    after_mb : float
+        RSS after the run, once `release_memory()` gave back what it left.
+    per_run_peak : bool
+        Whether `peak_mb` is this run's own peak (see `peak_mb`).
+    """
+
+    start_mb: float = 0.0
+    peak_mb: float = 0.0
+    after_mb: float = 0.0
+    per_run_peak: bool = False
+
+
+def _status_mb(field: str) -> float | None:
+    """A `VmRSS`/`VmHWM` line of /proc/self/status in MB; None where there is no /proc."""
+    try:
+        with open(_STATUS, encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MB."""
+    now = _status_mb("VmRSS")
+    if now is not None:
+        return now
+    import psutil  # macOS, Windows: no /proc
+
+    return float(psutil.Process().memory_info().rss) / _MB
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS in MB: since the last `reset_peak()` on Linux, else since the process started."""
+    hwm = _status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / _MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else KiB
+
+
+def reset_peak() -> bool:
+    """Start a new peak at the current RSS (Linux: "5" into /proc/self/clear_refs resets VmHWM);
+    False where the peak cannot be reset, so `peak_rss_mb()` keeps the process's whole peak."""
+    try:
+        with open(_CLEAR_REFS, "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _malloc_trim() -> None:
+    """Give glibc's free heap pages back to the kernel (its arenas keep them mapped otherwise)."""
+    if not sys.platform.startswith("linux"):
+        return
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others: no malloc_trim
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+
+
+def release_memory() -> None:
+    """Free what the last run left: unreachable cycles (autograd graphs, modules) and the heap's
+    free pages. Call it after the run's objects are dropped; it keeps nothing a caller still holds."""
+    gc.collect()
+    _malloc_trim()
+
+
+def bound_onednn_cache() -> None:
+    """Bound oneDNN's primitive cache (`ONEDNN_CACHE`) unless the user set it; it takes effect when
+    oneDNN makes its first primitive, so call it before any bf16 work (train and the CLI do)."""
+    os.environ.setdefault(*ONEDNN_CACHE)
+
+
+@contextlib.contextmanager
+def measured_run() -> Iterator[RunMemory]:
+    """Measure one run: its start, its peak (reset here), and the RSS after `release_memory()`,
+    which runs at the end; the objects the run made must be dropped inside the block."""
+    release_memory()
+    usage = RunMemory(start_mb=rss_mb(), per_run_peak=reset_peak())
+    try:
+        yield usage
+    finally:
+        usage.peak_mb = peak_rss_mb()
+        release_memory()
+        usage.after_mb = rss_mb()
