@@ -124,16 +124,7 @@ def known_formats_text() -> str:
 
 def _strip_start(text: str, tokens: Iterable[str]) -> str:
     """Remove leading whitespace, BOS and pad tokens (a left-padded batch), in any order."""
-    tokens = [t for t in tokens if t]
-    changed = True
-    while changed:
-        changed = False
-        stripped = text.lstrip()
-        for token in tokens:
-            if stripped.startswith(token):
-                text, changed = stripped[len(token):], True
-                break
-    return text
+    return _strip_repeated(text, tokens, at_end=False)
 
 
 def strip_end_tokens(text: str, tokens: Iterable[str] = END_TOKENS) -> str:
@@ -142,14 +133,23 @@ def strip_end_tokens(text: str, tokens: Iterable[str] = END_TOKENS) -> str:
     >>> strip_end_tokens("Hello!<|im_end|>\\n<|endoftext|><|endoftext|>")
     'Hello!'
     """
+    return _strip_repeated(text, tokens, at_end=True)
+
+
+def _strip_repeated(text: str, tokens: Iterable[str], *, at_end: bool) -> str:
+    """Strip `tokens` (any order, any number, whitespace between) from one end of `text`; that
+    end's whitespace goes with them, and stays where no token was there."""
     tokens = [t for t in tokens if t]
     changed = True
     while changed:
         changed = False
-        stripped = text.rstrip()
+        stripped = text.rstrip() if at_end else text.lstrip()
         for token in tokens:
-            if stripped.endswith(token):
+            if at_end and stripped.endswith(token):
                 text, changed = stripped[:-len(token)], True
+                break
+            if not at_end and stripped.startswith(token):
+                text, changed = stripped[len(token):], True
                 break
     return text
 
