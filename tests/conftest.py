@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# `auto` precision keeps the CPU-flag rule in tests: the calibration (tests/test_precision.py) would
+# `auto` precision keeps the CPU-flag rule in tests: the calibration (tests/training/test_precision.py) would
 # otherwise time backbones inside unrelated tests and write to the user's ~/.cache/rewardlab.
 os.environ.setdefault("REWARDLAB_PRECISION_AUTO", "flag")
 

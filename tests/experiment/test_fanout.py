@@ -11,7 +11,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,16 +21,8 @@ import pytest
 
 from rewardlab.experiment.executor import Execution, Outcome, execute
 from rewardlab.store.store import Store
+from tests._bow_experiment import RUNS, comparable, compare_command, compare_env
 from tests._fanout_jobs import job
-
-SYN = "synthetic:n=120,noise=0.2,seed=0"
-# 3 conditions × 2 seeds + 1 fraction × 2 arms × 2 seeds = 10 bow runs
-ARGS = ["compare", "--train", SYN, "--test-fraction", "0.25", "--model", "bow", "--seeds", "2",
-        "--conditions", "unfiltered,clean,random", "--detectors", "oof_margin",
-        "--fractions", "0.2", "--rank-by", "oof_margin", "--max-pairs", "0",
-        "--precision", "fp32", "--json"]
-RUNS = 10
-EXECUTION_KEYS = ("workers", "ray", "gpus_per_run", "retries")  # how it ran, not what
 
 
 @pytest.fixture(scope="module")
@@ -42,63 +33,32 @@ def ray_tmp() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _env(ray_tmp: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return {**env, "RAY_TMPDIR": ray_tmp} if ray_tmp else env
-
-
-def _command(out: Path, db: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "rewardlab", *ARGS, *extra, "-o", str(out), "--db",
-            f"sqlite:///{db}"]
-
-
-def _comparable(value: Any, key: str | None = None) -> Any:
-    """results.json less what measures the process rather than the experiment: when and how long
-    (`created`, every `seconds`), each run's memory (`*_mb`: a worker holds less than compare's
-    own process), how many runs came from the store, and the config's execution options."""
-    if isinstance(value, dict):
-        drop = ("created", "seconds", "runs_reused") + (EXECUTION_KEYS if key == "config" else ())
-        return {k: _comparable(v, k) for k, v in value.items()
-                if k not in drop and not k.endswith("_mb")}
-    if isinstance(value, list):
-        return [_comparable(v) for v in value]
-    return value
-
-
 def _compare(tmp: Path, *extra: str, ray_tmp: str | None = None) -> tuple[dict[str, Any], str]:
     """(results.json, stderr) of a compare with its own store; every run trained and stored."""
     out, db = tmp / "out", tmp / "store.db"
-    done = subprocess.run(_command(out, db, *extra), env=_env(ray_tmp), capture_output=True,
-                          text=True)
+    done = subprocess.run(compare_command(out, db, *extra), env=compare_env(ray_tmp),
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     with Store(f"sqlite:///{db}") as store:
         assert len(store.trained_run_keys(store.dataset_names()[0])) == RUNS
     return json.loads((out / "results.json").read_text()), done.stderr
 
 
-@pytest.fixture(scope="module")
-def sequential(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The experiment trained one run after another, in one process."""
-    results, _ = _compare(tmp_path_factory.mktemp("sequential"))
-    assert results["runs_planned"] == RUNS and results["config"]["workers"] == 1
-    return results
-
-
 def test_two_worker_processes_give_the_sequential_results(
-        sequential: dict[str, Any], tmp_path: Path) -> None:
+        sequential_results: dict[str, Any], tmp_path: Path) -> None:
     results, stderr = _compare(tmp_path, "--workers", "2")
     assert results["config"]["workers"] == 2
-    assert _comparable(results) == _comparable(sequential)
+    assert comparable(results) == comparable(sequential_results)
     assert len(results["dose_response"][0]["points"]) == 1
     assert "trying again" not in stderr
 
 
 def test_ray_local_gives_the_sequential_results(
-        sequential: dict[str, Any], tmp_path: Path, ray_tmp: str) -> None:
+        sequential_results: dict[str, Any], tmp_path: Path, ray_tmp: str) -> None:
     # the Ray tasks store their runs themselves (_compare checks all 10 are in the store)
     results, _ = _compare(tmp_path, "--workers", "2", "--ray", "local", ray_tmp=ray_tmp)
     assert (results["config"]["ray"], results["config"]["workers"]) == ("local", 2)
-    assert _comparable(results) == _comparable(sequential)
+    assert comparable(results) == comparable(sequential_results)
 
 
 def _children(pid: int) -> list[int]:
@@ -122,11 +82,11 @@ def _first_worker(proc: subprocess.Popen[bytes]) -> int:
 
 
 def test_a_sigkilled_worker_has_its_run_tried_again_with_the_same_results(
-        sequential: dict[str, Any], tmp_path: Path) -> None:
+        sequential_results: dict[str, Any], tmp_path: Path) -> None:
     out, db = tmp_path / "out", tmp_path / "store.db"
     log = tmp_path / "stderr.txt"
     with log.open("wb") as err:
-        proc = subprocess.Popen(_command(out, db, "--workers", "2"), env=_env(),
+        proc = subprocess.Popen(compare_command(out, db, "--workers", "2"), env=compare_env(),
                                 stdout=subprocess.DEVNULL, stderr=err)
         # a worker holds its first run from the moment it starts (it gets the run with its
         # start) until it has imported torch and trained it: killed now, it is killed mid-run
@@ -136,7 +96,7 @@ def test_a_sigkilled_worker_has_its_run_tried_again_with_the_same_results(
     assert stderr.count("its worker process was killed (SIGKILL)): trying again (1 of 1)") == 1
     results = json.loads((out / "results.json").read_text())
     assert results["runs_reused"] == 0
-    assert _comparable(results) == _comparable(sequential)
+    assert comparable(results) == comparable(sequential_results)
     with Store(f"sqlite:///{db}") as store:
         assert len(store.trained_run_keys(store.dataset_names()[0])) == RUNS
 
@@ -168,10 +128,10 @@ def _gone(pid: int) -> bool:
 
 
 def test_ctrl_c_stops_the_workers_and_keeps_the_finished_runs(
-        sequential: dict[str, Any], tmp_path: Path) -> None:
+        sequential_results: dict[str, Any], tmp_path: Path) -> None:
     out, db = tmp_path / "out", tmp_path / "store.db"
     Store(f"sqlite:///{db}").close()  # the schema (WAL mode) before two processes share the file
-    proc = subprocess.Popen(_command(out, db, "--workers", "2"), env=_env(),
+    proc = subprocess.Popen(compare_command(out, db, "--workers", "2"), env=compare_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = _first_worker(proc)
     finished = _interrupt_after_stored_runs(proc, db, 2)
@@ -181,12 +141,12 @@ def test_ctrl_c_stops_the_workers_and_keeps_the_finished_runs(
         kept = len(store.trained_run_keys(store.dataset_names()[0]))
     assert 2 <= finished <= kept < RUNS and not (out / "results.json").exists()
     # started again, it trains only the runs it had not stored, and ends as one process does
-    again = subprocess.run(_command(out, db, "--workers", "2"), env=_env(), capture_output=True,
+    again = subprocess.run(compare_command(out, db, "--workers", "2"), env=compare_env(), capture_output=True,
                            text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["runs_reused"] == kept
-    assert _comparable(results) == _comparable(sequential)
+    assert comparable(results) == comparable(sequential_results)
 
 
 # ---------------------------------------------------------------- refused before any work
@@ -203,7 +163,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_the_finished_runs(
 def test_what_cannot_run_as_asked_is_refused_before_any_work(
         tmp_path: Path, extra: list[str], says: str) -> None:
     out, db = tmp_path / "out", tmp_path / "store.db"
-    done = subprocess.run(_command(out, db, *extra), env=_env(), capture_output=True, text=True)
+    done = subprocess.run(compare_command(out, db, *extra), env=compare_env(), capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not db.exists() and not out.exists()  # no store opened, no data read, nothing written

@@ -45,7 +45,7 @@ def decoder(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _train(decoder: str, out: Path | None = None, **overrides: Any) -> TrainResult:
-    """The CPU decoder test's run (tests/test_decoder.py): 48 planted pairs, 3 epochs."""
+    """The CPU decoder test's run (tests/models/test_decoder.py): 48 planted pairs, 3 epochs."""
     values: dict[str, Any] = {"model": decoder, "epochs": 3, "batch_size": 8, "lr": 3e-3,
                               "max_length": 64, "logging_steps": 1}
     config = TrainConfig(**{**values, **overrides})

@@ -18,13 +18,13 @@ The test adds the two, as Clark's (1973) min F′ does for items × subjects:
 
 The first term is the paired t-test over test pairs (it holds the seed × pair noise once); the
 second the t-test over seeds (it holds that noise again, which makes the test cautious; the
-quasi-F that subtracts it was too liberal with 3 seeds in tests/test_calibration_sim.py's
+quasi-F that subtracts it was too liberal with 3 seeds in tests/evaluation/test_calibration_sim.py's
 simulations). Seeds that carry the same id in both conditions are paired (one group: the table of
 a − b); independent seeds (the A/A control) give one group per condition. The degrees of freedom
 are Satterthwaite's (1946): near P − 1 when the seeds agree, near S − 1 when their scatter
 dominates (with 3 seeds a seed effect costs a t multiplier of up to 4.3, as it should). The p-value
 and the 95% CI come from the same t statistic, so "CI excludes 0" and "p < 0.05" never disagree.
-docs/statistics.md argues the choice; tests/test_calibration_sim.py checks its type-I error and
+docs/statistics.md argues the choice; tests/evaluation/test_calibration_sim.py checks its type-I error and
 power by simulation.
 
 >>> a = np.array([[1, 1, 0, 1], [1, 0, 0, 1]], bool)

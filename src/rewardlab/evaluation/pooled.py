@@ -4,7 +4,7 @@
   test on the disagreements summed over seeds. It takes each (seed, pair) cell as an independent
   coin, but seeds share the test pairs (and what a training set does to each pair), so S seeds
   count a pair about S times: under no effect it rejects far more often than α
-  (tests/test_calibration_sim.py::test_the_old_cmh_over_seeds_overstates). rewardlab ≤ 0.2 used it
+  (tests/evaluation/test_calibration_sim.py::test_the_old_cmh_over_seeds_overstates). rewardlab ≤ 0.2 used it
   for every comparison; the report reads such older results.json files.
 - `paired_bootstrap_diff`: resamples test pairs with the seeds averaged; right for the test pairs,
   blind to the seeds' variance.
@@ -106,7 +106,7 @@ def cmh_test(tables: np.ndarray, *, correction: bool = True, level: float = 0.95
     """Cochran–Mantel–Haenszel test on K 2×2 tables `[[a, b], [c, d]]` (shape (K, 2, 2)).
 
     The statistic, its continuity correction and the Robins-Breslow-Greenland interval of the
-    Mantel-Haenszel odds ratio are R's `mantelhaen.test` (tests/test_stats_pooled.py checks
+    Mantel-Haenszel odds ratio are R's `mantelhaen.test` (tests/evaluation/test_stats_pooled.py checks
     R's UCBAdmissions numbers). Tables with fewer than 2 observations carry no information.
     """
     t = np.asarray(tables, dtype=float).reshape(-1, 2, 2)

@@ -12,7 +12,7 @@ comparison's own S × P tables and answers, for the same test (Clark's min F′,
 
 The test's variance estimate and its Satterthwaite df are random (very much so with 3 seeds), so
 `pair_unit_power` averages over draws of the mean squares from their χ² laws rather than plugging
-in one df; tests/test_calibration_sim.py checks the stated power against simulated experiments.
+in one df; tests/evaluation/test_calibration_sim.py checks the stated power against simulated experiments.
 
 McNemar's sample size (Connor 1987) and the paired t-test's power (noncentral t, as G*Power) stay
 for the per-seed detail and as building blocks:

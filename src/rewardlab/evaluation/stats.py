@@ -10,7 +10,7 @@ per-seed detail. Power: `rewardlab.evaluation.power`.
 
 Kept for reference, not used for verdicts: the Cochran–Mantel–Haenszel test pooling the seeds
 (`cmh_test`, `pooled_paired_test`) takes each (seed, pair) cell as an independent stratum and so
-counts pairs shared by S seeds S times (tests/test_calibration_sim.py shows it rejecting a true
+counts pairs shared by S seeds S times (tests/evaluation/test_calibration_sim.py shows it rejecting a true
 null far more often than α); the pair bootstrap (`paired_bootstrap_diff`) and the sign-flip test
 over dose-response cells (`sign_flip_test`) leave out the seeds' variance. docs/statistics.md.
 """

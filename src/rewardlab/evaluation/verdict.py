@@ -4,7 +4,7 @@ Built only from numbers the statistics already computed (each comparison's pair-
 sentence, the dose-response curves' tests, the Holm summary, the power estimates), so it never
 claims more than they support: a difference is claimed only where a test's 95% CI excludes 0 *and*
 it survives Holm's correction over every test the report makes (`claims_difference`), so under no
-effect the verdict claims one in at most α of experiments (tests/test_calibration_sim.py); a CI
+effect the verdict claims one in at most α of experiments (tests/evaluation/test_calibration_sim.py); a CI
 that excludes 0 on its own is reported as not conclusive. The A/A control (`aa`: unfiltered
 again with other seeds) is read as the setup's noise floor. Always said: how large an experiment
 would resolve what was seen. Before the detail it warns when the models barely trained and says

@@ -450,7 +450,7 @@ def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db
 
 def _results_config(prepared: Prepared, pool_size: int) -> ResultsConfig:
     config, data = prepared.config, prepared.data
-    # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/test_results.py)
+    # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/report/test_results.py)
     return cast("ResultsConfig", {
         **dataclasses.asdict(config), "seeds": list(data.seeds), "detectors": prepared.detectors,
         "conditions": [c.name for c in data.conditions], "fractions": _setting(config, "fractions"),

@@ -281,12 +281,21 @@ def _in_processes(job: Callable[[T, Any], R], tasks: Sequence[T], shared: Any,
                     if slot.process is None:
                         _start(slot, job, shared, threads)
                     slot.task, slot.attempt = todo.popleft()
-                    assert slot.conn is not None
-                    slot.conn.send(slot.task)
+                    _hand_over(slot)
             yield from _collect(slots, todo, execution.retries)
     finally:  # done, Ctrl-C or an error in the caller: no worker outlives the experiment
         for slot in slots:
             _stop(slot)
+
+
+def _hand_over(slot: _Slot) -> None:
+    """Send the slot's task to its worker. A worker killed before the task reached it (its pipe is
+    broken) is not an error of the experiment: `_collect` finds it dead and tries the task again."""
+    assert slot.conn is not None
+    try:
+        slot.conn.send(slot.task)
+    except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+        pass
 
 
 def _collect(slots: list[_Slot], todo: deque[tuple[Any, int]], retries: int

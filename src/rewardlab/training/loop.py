@@ -55,7 +55,7 @@ from rewardlab.training.lora import (
     check_weight_dtype,
     unchanged,
 )
-from rewardlab.training.memory import bound_onednn_cache, release_memory
+from rewardlab.training.memory import bound_onednn_cache, released_after
 from rewardlab.training.runtime import (
     check_launch,
     disable_dropout,
@@ -429,18 +429,21 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
         done = finished_run(output_dir, config=dataclasses.asdict(config), fingerprints=fingerprints)
         if done is not None:
             return _result_from_info(output_dir, done)
-    run = _setup(pairs, config, output_dir, eps, fingerprints, resume=resume)
-    state = Progress()
-    if resume and output_dir is not None:
-        state = restore_checkpoint(run.accelerator, output_dir, config=dataclasses.asdict(config),
-                                   fingerprints=fingerprints, scheduler=run.scheduler) or state
-    elif output_dir is not None and run.accelerator.is_main_process:
-        clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
-    with training_context(run.accelerator.device, model=config.model):
-        stopped = _train_loop(run, state, progress=progress)
-    result = _finish(run, state, stopped=stopped, started=start)
-    del run, state  # the optimizer, its state, the packed wrapper and the token ids: given back
-    release_memory()  # so the next run in this process starts from the same heap
+    # what the run made and drops is freed when it ends, so the next run in this process starts
+    # from the same heap: the optimizer, its state, the packed wrapper, the token ids
+    with released_after():
+        run = _setup(pairs, config, output_dir, eps, fingerprints, resume=resume)
+        state = Progress()
+        if resume and output_dir is not None:
+            state = restore_checkpoint(run.accelerator, output_dir,
+                                       config=dataclasses.asdict(config),
+                                       fingerprints=fingerprints, scheduler=run.scheduler) or state
+        elif output_dir is not None and run.accelerator.is_main_process:
+            clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
+        with training_context(run.accelerator.device, model=config.model):
+            stopped = _train_loop(run, state, progress=progress)
+        result = _finish(run, state, stopped=stopped, started=start)
+        del run, state
     return result
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = ["ONEDNN_CACHE", "RunMemory", "rss_mb", "peak_rss_mb", "reset_peak", "release_memory",
-           "measured_run", "bound_onednn_cache"]
+           "measured_run", "released_after", "bound_onednn_cache"]
 
 # oneDNN (PyTorch's CPU backend for bf16 matmuls) JIT-compiles a primitive per matrix shape (~0.6 ms)
 # and keeps each (~0.65 MB) in a cache of ONEDNN_PRIMITIVE_CACHE_CAPACITY entries (1,024 by default),
@@ -129,9 +129,48 @@ def _malloc_trim() -> None:
 
 def release_memory() -> None:
     """Free what the last run left: unreachable cycles (autograd graphs, modules) and the heap's
-    free pages. Call it after the run's objects are dropped; it keeps nothing a caller still holds."""
+    free pages. Call it after the run's objects are dropped; it keeps nothing a caller still holds.
+
+    A full collection walks every object the process holds: ~0.55 s once torch and transformers
+    are imported, paid per run. Inside `released_after()` it walks only what the block made."""
     gc.collect()
     _malloc_trim()
+
+
+_scopes = 0  # open `released_after()` blocks in this process; the outermost one freezes
+
+
+@contextlib.contextmanager
+def released_after() -> Iterator[None]:
+    """Free what the block made once it ends: `release_memory()`, walking only the block's objects.
+
+    The objects alive at the start are set aside for the block (`gc.freeze()`), so the collection
+    at its end traverses what the block created (a run's modules, tensors, autograd graphs)
+    instead of the ~1M objects of the imported libraries; they go back to the collector after it
+    (`gc.unfreeze()`), so nothing is kept from later collections. Blocks nest: only the outermost
+    freezes. Measured (`bow` compare of 10 runs): 35 full collections took 19 s of its 54 s.
+
+    >>> import gc
+    >>> with released_after():
+    ...     cycle = []
+    ...     cycle.append(cycle)
+    ...     del cycle
+    >>> gc.get_freeze_count()
+    0
+    """
+    global _scopes
+    outermost = _scopes == 0
+    if outermost:
+        gc.freeze()
+    _scopes += 1
+    try:
+        yield
+    finally:
+        _scopes -= 1
+        gc.collect()
+        _malloc_trim()
+        if outermost:
+            gc.unfreeze()
 
 
 def bound_onednn_cache() -> None:
@@ -142,13 +181,13 @@ def bound_onednn_cache() -> None:
 
 @contextlib.contextmanager
 def measured_run() -> Iterator[RunMemory]:
-    """Measure one run: its start, its peak (reset here), and the RSS after `release_memory()`,
-    which runs at the end; the objects the run made must be dropped inside the block."""
-    release_memory()
+    """Measure one run: its start, its peak (reset here), and the RSS once what the run made is
+    freed (`released_after()`); the objects the run made must be dropped inside the block."""
+    _malloc_trim()  # the free pages an earlier block or the caller left count in no run
     usage = RunMemory(start_mb=rss_mb(), per_run_peak=reset_peak())
     try:
-        yield usage
+        with released_after():
+            yield usage
     finally:
-        usage.peak_mb = peak_rss_mb()
-        release_memory()
+        usage.peak_mb = peak_rss_mb()  # a high-water mark: what the collection freed stays in it
         usage.after_mb = rss_mb()

@@ -10,7 +10,7 @@ Both work with any backbone (`bow` by default: seconds on a CPU) and are determi
 seed. Proven against the injected flips of `synthetic:n=4000,noise=0.2` with default settings
 (measured, 1 torch thread): oof_margin precision 0.96 / recall 0.97 (808 flagged of 800 flips,
 36 s); ensemble_strength 0.98 / 0.96 (48 s); on noise=0 oof_margin flags nothing. Small versions of these
-checks run in tests/test_model_based.py.
+checks run in tests/flags/test_model_based.py.
 
 >>> result = OofMargin(folds=5).detect(train_pairs)            # doctest: +SKIP
 >>> result.params["estimated_issues"], result.n_flagged          # doctest: +SKIP

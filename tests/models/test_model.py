@@ -134,4 +134,6 @@ def test_loaded_model_scores_like_plain_transformers(backbone: Path) -> None:
     tok = AutoTokenizer.from_pretrained(backbone)
     with torch.inference_mode():
         plain = model(**tok("Human: hi", "hello there", return_tensors="pt")).logits[0, 0].item()
-    assert rm.score(["Human: hi"], ["hello there"]) == [plain]
+    # scoring on a CPU runs the packed forward: the same sums in another order, so equal to fp32
+    # rounding (~1e-7, tests/models/test_packed.py), not bit for bit
+    assert rm.score(["Human: hi"], ["hello there"]) == [pytest.approx(plain, rel=1e-5, abs=1e-6)]

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,35 +17,9 @@ import pytest
 
 from rewardlab.data.sources import read_source
 from rewardlab.store.store import Store
+from tests._bow_experiment import RUNS, comparable, compare_command, compare_env
 
-SYN = "synthetic:n=120,noise=0.2,seed=0"
-# 3 conditions × 3 seeds + 2 fractions × 2 arms × 3 seeds = 21 bow runs
-ARGS = ["compare", "--train", SYN, "--test-fraction", "0.25", "--model", "bow", "--seeds", "3",
-        "--conditions", "unfiltered,clean,random", "--detectors", "oof_margin",
-        "--fractions", "0.1,0.2", "--rank-by", "oof_margin", "--max-pairs", "0",
-        "--precision", "fp32", "--json"]
-RUNS = 21
 KILL_AFTER = 3
-
-
-def _command(out: Path, db: Path) -> list[str]:
-    return [sys.executable, "-m", "rewardlab", *ARGS, "-o", str(out), "--db", f"sqlite:///{db}"]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def _without_timings(value: Any) -> Any:
-    """results.json less what differs between two runs of the same experiment: when and how long
-    (`created`, every `seconds`), how many runs came from the store, and each run's memory
-    (`peak_rss_mb`, `rss_after_mb`: the process's, which a resumed run does not share)."""
-    if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items()
-                if k not in ("created", "seconds", "runs_reused", "peak_rss_mb", "rss_after_mb")}
-    if isinstance(value, list):
-        return [_without_timings(v) for v in value]
-    return value
 
 
 def _kill_after_finished_runs(proc: subprocess.Popen[bytes], db: Path, k: int) -> int:
@@ -72,17 +44,19 @@ def _kill_after_finished_runs(proc: subprocess.Popen[bytes], db: Path, k: int) -
         con.close()
 
 
-def test_a_killed_compare_resumes_and_ends_as_an_uninterrupted_one(tmp_path: Path) -> None:
+def test_a_killed_compare_resumes_and_ends_as_an_uninterrupted_one(
+        tmp_path: Path, sequential_results: dict[str, Any]) -> None:
     db, out = tmp_path / "store.db", tmp_path / "out"
     Store(f"sqlite:///{db}").close()  # the schema (WAL mode) before two processes share the file
-    proc = subprocess.Popen(_command(out, db), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(compare_command(out, db), env=compare_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finished = _kill_after_finished_runs(proc, db, KILL_AFTER)
     assert proc.returncode == -signal.SIGKILL
     assert KILL_AFTER <= finished < RUNS, finished
     assert not (out / "results.json").exists()
 
-    again = subprocess.run(_command(out, db), env=_env(), capture_output=True, text=True)
+    again = subprocess.run(compare_command(out, db), env=compare_env(), capture_output=True,
+                           text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     summary = json.loads(again.stdout)
     assert (summary["runs_planned"], summary["runs_reused"]) == (RUNS, finished)
@@ -90,16 +64,10 @@ def test_a_killed_compare_resumes_and_ends_as_an_uninterrupted_one(tmp_path: Pat
     with Store(f"sqlite:///{db}") as store:  # every run once: none stored twice
         assert len(store.trained_run_keys(store.dataset_names()[0])) == RUNS
 
-    fresh_db, fresh_out = tmp_path / "fresh.db", tmp_path / "fresh"
-    fresh = subprocess.run(_command(fresh_out, fresh_db), env=_env(), capture_output=True,
-                           text=True)
-    assert fresh.returncode == 0, fresh.stderr[-2000:]
-    assert json.loads(fresh.stdout)["runs_reused"] == 0
     resumed = json.loads((out / "results.json").read_text())
-    uninterrupted = json.loads((fresh_out / "results.json").read_text())
-    assert resumed["runs_reused"] == finished and uninterrupted["runs_reused"] == 0
-    assert _without_timings(resumed) == _without_timings(uninterrupted)
-    assert len(resumed["dose_response"][0]["points"]) == 2  # the dose arms resumed too
+    assert resumed["runs_reused"] == finished and sequential_results["runs_reused"] == 0
+    assert comparable(resumed) == comparable(sequential_results)  # the uninterrupted compare's
+    assert len(resumed["dose_response"][0]["points"]) == 1  # the dose arms resumed too
     pairs = {c: b["summary"]["train_pairs"] for c, b in resumed["conditions"].items()}
     assert pairs["clean-remove"] == pairs["random"] < pairs["unfiltered"]  # oof_margin flagged some
 

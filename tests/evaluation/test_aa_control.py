@@ -2,7 +2,8 @@
 compared with unfiltered like any condition, so the report shows what difference seeds alone make.
 
 End to end on synthetic data with the `bow` backbone and SQLite (seconds); its calibration over
-many experiments is tests/test_calibration_sim.py's, and 20 real A/A runs are benchmarks/aa_control.py.
+many experiments is tests/evaluation/test_calibration_sim.py's, and 20 real A/A runs are
+benchmarks/aa_control.py.
 """
 
 from __future__ import annotations

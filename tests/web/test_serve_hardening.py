@@ -44,7 +44,7 @@ from rewardlab.web.serve.batcher import BatcherClosed
 from rewardlab.web.server import background_server, free_port
 from tests._tiny import make_tiny_backbone
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HTTP = httpx.Client(timeout=60.0)
 QUERY = "\n\nHuman: how are you?\n\nAssistant: wonderful, thanks"
 

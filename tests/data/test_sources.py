@@ -373,7 +373,7 @@ def test_the_embedded_hh_sample_reads_offline_split_70_30() -> None:
     n_test = sum(p.split == "test" for p in result.pairs)
     assert 0.25 < n_test / 1512 < 0.35
     assert "Anthropic" in (sample_path().parent / "LICENSE").read_text()
-    shared = Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf/harmless-sample.jsonl.gz"
+    shared = Path(__file__).resolve().parents[3] / "shared/data/hh-rlhf/harmless-sample.jsonl.gz"
     if shared.exists():
         assert sample_path().read_bytes() == shared.read_bytes()
     assert read_source(SAMPLE, split="test").pairs[0].split == "test"  # an explicit split wins

@@ -7,6 +7,7 @@ that points up a layer is still a dependency that points the wrong way.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+@functools.cache  # parsing all ~125 modules takes ~1 s; every parametrized case reads it
 def _graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     # a module importing its own package (`from rewardlab.cli import data`) is no dependency
@@ -67,7 +69,7 @@ def test_imports_point_down_the_stages(module: str) -> None:
 
 
 def test_no_import_cycles() -> None:
-    graph = _graph()
+    graph = dict(_graph())  # a copy: the cached graph serves every test
     graph.pop("rewardlab", None)
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
 

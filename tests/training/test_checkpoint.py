@@ -1,7 +1,7 @@
 """checkpoint.py on its own: fingerprints, Progress arithmetic, the run record, finished-run lookup,
 and save → restore of model, optimizer, RNG and progress through a real Accelerator.
 
-The end-to-end "interrupted + resumed run equals an uninterrupted one" lives in tests/test_train.py
+The end-to-end "interrupted + resumed run equals an uninterrupted one" lives in tests/training/test_train.py
 (test_resume_after_interruption_equals_uninterrupted); it is not repeated here.
 """
 

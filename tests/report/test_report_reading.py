@@ -27,7 +27,7 @@ from rewardlab.evaluation.verdict import claims_difference
 from rewardlab.report import figures
 from rewardlab.report.build import build_sections, notebook_cells
 from rewardlab.report.render import Table, render_markdown
-from tests.test_report import build_results
+from tests._results_fixture import build_results
 
 LONGER, SHORTER = 0.423, 0.577  # HH-RLHF harmless-base: the shorter reply is chosen more often
 

@@ -11,7 +11,7 @@ import numpy as np
 from rewardlab.experiment.teaching import plot_bt_curves, plot_detector_quality, plot_quality_vs_reward
 from rewardlab.report.build import write_report
 from rewardlab.report.style import REPORT_RC, TEACHING_RC, styled
-from tests.test_report import PNG_MAGIC, build_results
+from tests._results_fixture import PNG_MAGIC, build_results
 
 
 def _rc_inside(rc: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import train_reward_model
 from tests._tiny import make_tiny_backbone, make_tiny_decoder, planted_pairs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TINY_HH = "hh-tiny.jsonl.gz"  # the bundled sample's first 80 pairs, split 70/30 as the sample is
 

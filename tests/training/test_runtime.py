@@ -2,7 +2,7 @@
 that put torch's global settings back (also when the run raises).
 
 `paused_gc` and the oneDNN cache default are not tested here (they are moving to training/fast/);
-the attention-kernel switch lives in training/fast/ and is tested in tests/test_fast.py.
+the attention-kernel switch lives in training/fast/ and is tested in tests/training/test_fast.py.
 """
 
 from __future__ import annotations

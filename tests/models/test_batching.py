@@ -1,6 +1,6 @@
 """batching.py: encoding with truncation that keeps the response, padding, and batch plans.
 
-Complements tests/test_model.py (one truncated row, one pad case, one length-grouped plan) with
+Complements tests/models/test_model.py (one truncated row, one pad case, one length-grouped plan) with
 exact boundaries, row order across the two truncation strategies, and Hypothesis properties that
 must hold for any input.
 """

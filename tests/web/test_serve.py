@@ -36,7 +36,7 @@ from tests._tiny import make_tiny_backbone, make_tiny_decoder, planted_pairs
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HTTP = httpx.Client(timeout=60.0)  # one client: keep-alive, and no TLS context built per call
 
 
