@@ -58,8 +58,8 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
     from train_throughput import SAMPLE, load_split
 
-    from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import train_reward_model
+    from rewardlab.training.train_config import TrainConfig
 
     train, _ = load_split(SAMPLE, args.pairs, 0)
     config = TrainConfig(model="minilm", epochs=1, batch_size=8, max_length=256, seed=42,

@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from rewardlab.training.config import PRECISIONS  # torch-free (the CLI builds flags from it)
+from rewardlab.training.train_config import PRECISIONS  # torch-free (the CLI builds flags from it)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -83,8 +83,8 @@ def peak_rss_mb() -> float:
 # --- (a) rewardlab -------------------------------------------------------------------------------
 def run_rewardlab(train: list, test: list, args: argparse.Namespace) -> dict[str, Any]:
     from rewardlab.evaluation.evaluate import evaluate_reward_model
-    from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import train_reward_model
+    from rewardlab.training.train_config import TrainConfig
 
     config = TrainConfig(model=args.model, epochs=1, batch_size=args.batch_size, lr=_lr(args),
                          max_length=args.max_length, seed=args.seed, precision=args.precision,
@@ -225,8 +225,8 @@ def _trl_lora(model: Any, args: argparse.Namespace) -> Any:
         return None
     from peft import LoraConfig
 
-    from rewardlab.training.config import TrainConfig
     from rewardlab.training.lora import head_modules, lora_targets
+    from rewardlab.training.train_config import TrainConfig
 
     config = TrainConfig(model=args.model, lora_r=args.lora_r)
     return LoraConfig(task_type="SEQ_CLS", r=args.lora_r, lora_alpha=2 * args.lora_r,
@@ -235,7 +235,7 @@ def _trl_lora(model: Any, args: argparse.Namespace) -> Any:
 
 
 def _lr(args: argparse.Namespace) -> float:
-    from rewardlab.training.config import LORA_LR
+    from rewardlab.training.train_config import LORA_LR
 
     return LORA_LR if args.lora_r else LR
 

@@ -36,15 +36,15 @@ if TYPE_CHECKING:
     from rewardlab.errors import RewardlabError
     from rewardlab.evaluation.evaluate import EvalResult, evaluate_reward_model
     from rewardlab.experiment.compare import run_comparison
-    from rewardlab.experiment.config import CompareConfig
+    from rewardlab.experiment.compare_config import CompareConfig
     from rewardlab.flags.detectors import get_detector
     from rewardlab.flags.flagging import flag_dataset
     from rewardlab.flags.selection import select_training_pairs
     from rewardlab.models.reward_model import RewardModel
     from rewardlab.report.build import write_report
     from rewardlab.store.store import Store
-    from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import TrainResult, train_reward_model
+    from rewardlab.training.train_config import TrainConfig
 
 # public name → the module that defines it (the same names as __all__; a test checks)
 _API: dict[str, str] = {
@@ -54,7 +54,7 @@ _API: dict[str, str] = {
     "RewardlabError": "rewardlab.errors",
     "Store": "rewardlab.store.store",
     "RewardModel": "rewardlab.models.reward_model",
-    "TrainConfig": "rewardlab.training.config",
+    "TrainConfig": "rewardlab.training.train_config",
     "TrainResult": "rewardlab.training.loop",
     "train_reward_model": "rewardlab.training.loop",
     "EvalResult": "rewardlab.evaluation.evaluate",

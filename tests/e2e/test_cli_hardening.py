@@ -134,7 +134,7 @@ def test_sample_stratified_refuses_a_negative_size() -> None:
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_train_config_refuses_non_finite_floats(field: str, value: float) -> None:
     from rewardlab.errors import ModelError
-    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.train_config import TrainConfig
 
     with pytest.raises(ModelError, match=field):
         TrainConfig(**{field: value})
@@ -153,7 +153,7 @@ def test_train_bad_float_option_before_any_work(flag: str, value: str, needle: s
 
 
 def test_warmup_ratio_bounds_are_allowed() -> None:
-    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.train_config import TrainConfig
 
     assert TrainConfig(warmup_ratio=0.0).warmup_ratio == 0.0
     assert TrainConfig(warmup_ratio=1.0).warmup_ratio == 1.0

@@ -31,8 +31,8 @@ from rewardlab.flags.selection import (
 )
 from rewardlab.models.reward_model import INFO_FILE, RewardModel
 from rewardlab.store.store import Store
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import train_reward_model
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import make_tiny_backbone, planted_pairs
 
 

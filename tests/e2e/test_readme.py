@@ -29,8 +29,8 @@ import pytest
 from rewardlab.data.source_result import SourceResult
 from rewardlab.models.reward_model import RewardModel
 from rewardlab.store.store import Store
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import train_reward_model
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import make_tiny_backbone, make_tiny_decoder, planted_pairs
 
 ROOT = Path(__file__).resolve().parents[2]

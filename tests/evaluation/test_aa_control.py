@@ -22,7 +22,7 @@ from rewardlab.experiment.compare import (
     run_comparison,
     validate_compare_config,
 )
-from rewardlab.experiment.config import AA_CONDITION, AA_SEED_OFFSET, CONDITIONS, Condition
+from rewardlab.experiment.compare_config import AA_CONDITION, AA_SEED_OFFSET, CONDITIONS, Condition
 
 CONFIG = CompareConfig(train="synthetic:n=160,noise=0.1,seed=3", test_fraction=0.25, model="bow",
                        seeds=2, conditions="unfiltered,aa", detectors="length_ratio",

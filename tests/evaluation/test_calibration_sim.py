@@ -24,7 +24,7 @@ import pytest
 from scipy import stats as sps
 
 from rewardlab.evaluation.crossed import pair_unit_test, variance_parts
-from rewardlab.evaluation.dose import curve_test_correct
+from rewardlab.evaluation.dose_stats import curve_test_correct
 from rewardlab.evaluation.power import ALPHA, stated_power
 from rewardlab.evaluation.stats import (
     compare_correct,

@@ -21,10 +21,10 @@ from rewardlab.data.pairs import PreferencePair
 from rewardlab.data.sources import read_source
 from rewardlab.errors import SelectionError
 from rewardlab.evaluation.crossed import pair_unit_test
-from rewardlab.evaluation.dose import curve_test, dose_verdict
+from rewardlab.evaluation.dose_stats import curve_test, dose_verdict
 from rewardlab.experiment.compare import CompareConfig, run_comparison, validate_compare_config
 from rewardlab.experiment.demo import run_demo
-from rewardlab.experiment.dose import parse_fractions
+from rewardlab.experiment.dose_arms import parse_fractions
 from rewardlab.flags.flagged import detector_scores, flagged_ids
 from rewardlab.flags.flagging import import_flagged_indices
 from rewardlab.flags.selection import (

@@ -12,7 +12,7 @@ import numpy as np
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.evaluation.metrics import preference_metrics
 from rewardlab.experiment.analysis import ExperimentPlan, analyse
-from rewardlab.experiment.config import CompareConfig, Condition
+from rewardlab.experiment.compare_config import CompareConfig, Condition
 from rewardlab.experiment.plan import ExperimentData, plan_experiment
 from rewardlab.experiment.runs import PlanRuns
 

@@ -14,7 +14,7 @@ import pytest
 from rewardlab.cli.main import main
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import RewardlabError
-from rewardlab.experiment.config import CompareConfig, Condition, resolve_training
+from rewardlab.experiment.compare_config import CompareConfig, Condition, resolve_training
 from rewardlab.experiment.plan import ExperimentData, RunSpec, plan_experiment, summarize_plan
 from rewardlab.flags.selection import SOFT_SMOOTHING
 from rewardlab.store.store import Store

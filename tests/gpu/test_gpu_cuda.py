@@ -25,8 +25,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewardlab.evaluation.evaluate import evaluate_reward_model
 from rewardlab.models.input_rule import dialogue_messages
 from rewardlab.models.reward_model import RewardModel
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import TrainResult, train_reward_model
+from rewardlab.training.train_config import TrainConfig
 from rewardlab.web.serve import ServeConfig, create_serve_app
 from rewardlab.web.server import background_server
 from tests._tiny import make_tiny_decoder, planted_pairs

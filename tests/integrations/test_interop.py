@@ -14,8 +14,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.models.input_rule import dialogue_messages
 from rewardlab.models.reward_model import RewardModel
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import train_reward_model
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import make_tiny_backbone, make_tiny_decoder, planted_pairs
 
 

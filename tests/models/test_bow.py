@@ -79,8 +79,8 @@ def test_auto_classes_load_a_saved_bow(tokenizer: AutoTokenizer, tmp_path: Path)
 def test_engine_trains_bow_to_recover_true_quality(tmp_path: Path, one_thread: None) -> None:
     """Acceptance (2), small: noise-free synthetic → reward tracks the hidden quality."""
     from rewardlab.models.reward_model import RewardModel
-    from rewardlab.training.config import TrainConfig
     from rewardlab.training.loop import train_reward_model
+    from rewardlab.training.train_config import TrainConfig
 
     source = read_synthetic("synthetic:n=800,noise=0,seed=1")
     train = [p for p in source.pairs if p.split == "train"]

@@ -18,8 +18,8 @@ from rewardlab.data.pairs import PreferencePair
 from rewardlab.evaluation.evaluate import evaluate_reward_model
 from rewardlab.models.input_rule import PAD_TOKEN
 from rewardlab.models.reward_model import INFO_FILE, RewardModel
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import train_reward_model
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import SIGNAL, make_tiny_backbone, make_tiny_decoder, planted_pairs
 
 ROWS = [("Human: question 1: apple kite", "wonderful dog"),

@@ -14,10 +14,10 @@ from sqlalchemy.pool import NullPool
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import SelectionError, SourceError, StoreError
 from rewardlab.evaluation.metrics import wilson_interval
+from rewardlab.flags.detector_precision import consensus, precision_stats, score_buckets
 from rewardlab.flags.flagged import flagged_by, split_reviewed
 from rewardlab.flags.flagging import review_flag
-from rewardlab.flags.precision import consensus, precision_stats, score_buckets
-from rewardlab.flags.reviews import (
+from rewardlab.flags.review_files import (
     export_review_file,
     import_reviews,
     read_review_file,

@@ -30,8 +30,8 @@ from rewardlab.training.checkpoint import (
     save_checkpoint,
     smoothing_fingerprint,
 )
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.runtime import make_accelerator
+from rewardlab.training.train_config import TrainConfig
 
 
 def _pairs(n: int = 4) -> list[PreferencePair]:

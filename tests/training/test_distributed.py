@@ -52,7 +52,6 @@ from rewardlab.models.kernels import compiled_kernels
 from rewardlab.models.reward_model import INFO_FILE, RewardModel
 from rewardlab.store.store import Store
 from rewardlab.training.checkpoint import CHECKPOINTS, gather_model
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import _plan, train_reward_model
 from rewardlab.training.runtime import (
     check_launch,
@@ -63,6 +62,7 @@ from rewardlab.training.runtime import (
     thread_share,
     threads_for,
 )
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import make_tiny_backbone, planted_pairs
 
 BIN = Path(sys.executable).parent

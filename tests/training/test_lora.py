@@ -19,7 +19,6 @@ from rewardlab.evaluation.evaluate import evaluate_reward_model
 from rewardlab.models.backbones import load_backbone
 from rewardlab.models.reward_model import RewardModel
 from rewardlab.training.checkpoint import CHECKPOINTS
-from rewardlab.training.config import LORA_LR, TrainConfig
 from rewardlab.training.loop import TrainResult, train_reward_model
 from rewardlab.training.lora import (
     ADAPTER_DIR,
@@ -28,6 +27,7 @@ from rewardlab.training.lora import (
     head_modules,
     trainable_parameters,
 )
+from rewardlab.training.train_config import LORA_LR, TrainConfig
 from tests._tiny import make_tiny_backbone, make_tiny_decoder, planted_pairs
 
 CPU = torch.device("cpu")

@@ -17,8 +17,8 @@ from rewardlab.data.sources import read_source
 from rewardlab.models.backbones import load_backbone
 from rewardlab.models.reward_model import RewardModel
 from rewardlab.store.store import Store
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import bradley_terry_loss, train_reward_model
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import make_tiny_backbone, planted_pairs
 
 

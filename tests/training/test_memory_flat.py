@@ -19,9 +19,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from rewardlab.evaluation.evaluate import evaluate_reward_model
 from rewardlab.experiment.compare import CompareConfig, run_comparison
 from rewardlab.models.backbones import minilm_path
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import train_reward_model
 from rewardlab.training.memory import measured_run, reset_peak
+from rewardlab.training.train_config import TrainConfig
 
 pytestmark = pytest.mark.skipif(not reset_peak(), reason="per-run peak RSS needs Linux /proc")
 

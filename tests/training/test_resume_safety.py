@@ -25,9 +25,9 @@ from rewardlab.training.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import train_reward_model
 from rewardlab.training.runtime import make_accelerator
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import planted_pairs
 
 CONFIG = dataclasses.asdict(TrainConfig(model="bow", epochs=2, batch_size=2, max_length=32))

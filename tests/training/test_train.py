@@ -15,8 +15,8 @@ from rewardlab.errors import ModelError
 from rewardlab.evaluation.evaluate import evaluate_reward_model
 from rewardlab.models.reward_model import INFO_FILE, RewardModel
 from rewardlab.training.checkpoint import CHECKPOINTS
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.loop import TrainResult, bradley_terry_loss, train_reward_model
+from rewardlab.training.train_config import TrainConfig
 from tests._tiny import make_tiny_backbone, planted_pairs
 
 

@@ -21,9 +21,9 @@ from rewardlab.data.pairs import pair_from_hh
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import SourceError
 from rewardlab.flags.flagging import import_flagged_indices
-from rewardlab.flags.reviews import import_reviews
+from rewardlab.flags.review_files import import_reviews
 from rewardlab.store.records import DetectorResult
-from rewardlab.store.reviews import MAX_NOTE_CHARS
+from rewardlab.store.review_sql import MAX_NOTE_CHARS
 from rewardlab.store.store import Store
 from rewardlab.web.review import ReviewConfig, create_review_app
 from rewardlab.web.server import background_server

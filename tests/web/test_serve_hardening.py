@@ -340,7 +340,7 @@ class _Records(logging.Handler):
 
 def test_a_client_disconnecting_mid_body_is_one_info_line(server: str) -> None:
     records = _Records()
-    loggers = [logging.getLogger(n) for n in ("uvicorn.error", "rewardlab.web.serve.app")]
+    loggers = [logging.getLogger(n) for n in ("uvicorn.error", "rewardlab.web.serve.reward_api")]
     levels = [lg.level for lg in loggers]
     loggers[1].setLevel(logging.INFO)
     for lg in loggers:

@@ -19,8 +19,8 @@ from rewardlab.cli.common import (
     read_config_file,
 )
 from rewardlab.errors import RewardlabError, SelectionError, SourceError
-from rewardlab.experiment.config import COMPARE_TRAIN_FIELDS, CompareConfig, resolve_training
-from rewardlab.training.config import TrainConfig
+from rewardlab.experiment.compare_config import COMPARE_TRAIN_FIELDS, CompareConfig, resolve_training
+from rewardlab.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from rewardlab.experiment.plan import PlanSummary

@@ -28,7 +28,7 @@ from rewardlab.jsonable import to_jsonable
 if TYPE_CHECKING:
     from rewardlab.evaluation.evaluate import EvalMetrics
     from rewardlab.models.reward_model import RewardModel
-    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["register", "train_config", "cmd_train", "cmd_evaluate", "cmd_score", "read_score_file"]
 
@@ -47,7 +47,7 @@ def _selection_detectors(args: argparse.Namespace) -> list[str]:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """train's TrainConfig: the command line over the --config file over the dataclass defaults."""
-    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.train_config import TrainConfig
 
     from_file = (config_file_values(args.config, read_config_file(args.config), TrainConfig)
                  if args.config else {})
@@ -268,7 +268,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this group's commands (parsers and handlers) to the top-level subparsers."""
     from rewardlab.cli.common import add_config_args
-    from rewardlab.training.config import TrainConfig
+    from rewardlab.training.train_config import TrainConfig
 
     p = sub.add_parser("train", help="train a Bradley-Terry reward model on a dataset",
                        description="Train on the train split of NAME and save a standard "

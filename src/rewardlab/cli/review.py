@@ -25,7 +25,7 @@ from rewardlab.errors import StoreError
 from rewardlab.store.records import REVIEW_STATES
 
 if TYPE_CHECKING:
-    from rewardlab.flags.precision import DetectorPrecision
+    from rewardlab.flags.detector_precision import DetectorPrecision
 
 __all__ = ["register", "cmd_review", "cmd_reviews_stats", "cmd_reviews_export",
            "cmd_reviews_import"]
@@ -65,7 +65,7 @@ def _stats_rows(stats: Mapping[str, DetectorPrecision]) -> list[dict[str, object
 
 
 def cmd_reviews_stats(args: argparse.Namespace) -> int:
-    from rewardlab.flags.precision import precision_stats
+    from rewardlab.flags.detector_precision import precision_stats
     from rewardlab.store.store import Store
 
     stats = precision_stats(Store(args.db), args.name)
@@ -77,7 +77,7 @@ def cmd_reviews_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_reviews_export(args: argparse.Namespace) -> int:
-    from rewardlab.flags.reviews import LABEL_STUDIO_CONFIG, export_review_file, format_for
+    from rewardlab.flags.review_files import LABEL_STUDIO_CONFIG, export_review_file, format_for
     from rewardlab.store.store import Store
 
     fmt = format_for(args.output, args.format)  # before any work, like the output path
@@ -96,7 +96,7 @@ def cmd_reviews_export(args: argparse.Namespace) -> int:
 
 
 def cmd_reviews_import(args: argparse.Namespace) -> int:
-    from rewardlab.flags.reviews import import_reviews
+    from rewardlab.flags.review_files import import_reviews
     from rewardlab.store.store import Store
 
     counts = import_reviews(Store(args.db), args.name, args.file, fmt=args.format,
@@ -113,7 +113,7 @@ def cmd_reviews_import(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `review` and `reviews` (parsers and handlers) to the top-level subparsers."""
-    from rewardlab.web.review.config import ReviewConfig
+    from rewardlab.web.review.review_config import ReviewConfig
     from rewardlab.web.security import TOKEN_ENV
 
     p = sub.add_parser(

@@ -21,7 +21,7 @@ log = logging.getLogger("rewardlab.serve")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rewardlab.web.serve.config import ServeConfig
+    from rewardlab.web.serve.serve_config import ServeConfig
 
     config, token = server_config(ServeConfig, args, command="rewardlab serve")
     if not (Path(args.checkpoint) / "config.json").is_file():
@@ -32,7 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     check_port_free(config.host, config.port)
 
     from rewardlab.models.reward_model import RewardModel
-    from rewardlab.web.serve.app import create_serve_app
+    from rewardlab.web.serve.reward_api import create_serve_app
     from rewardlab.web.serve.scoring import use_threads_per_worker
     from rewardlab.web.server import run_server
 
@@ -57,7 +57,7 @@ def _field_help(cls: type, name: str) -> str:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `serve` (parser and handler) to the top-level subparsers."""
     from rewardlab.web.security import TOKEN_ENV
-    from rewardlab.web.serve.config import ServeConfig
+    from rewardlab.web.serve.serve_config import ServeConfig
 
     p = sub.add_parser(
         "serve", help="serve a reward model over HTTP (OpenRLHF /get_reward, /score, /compare)",

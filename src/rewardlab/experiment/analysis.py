@@ -24,8 +24,8 @@ from rewardlab.evaluation.stats import (
     summarize_runs,
     with_multiplicity,
 )
-from rewardlab.experiment.config import AA_CONDITION, CompareConfig
-from rewardlab.experiment.dose import ArmKey, ablation_block, dose_response_block
+from rewardlab.experiment.compare_config import AA_CONDITION, CompareConfig
+from rewardlab.experiment.dose_arms import ArmKey, ablation_block, dose_response_block
 from rewardlab.experiment.plan import ExperimentData, RunSpec
 from rewardlab.experiment.runs import PlanRuns, records_by_key
 

@@ -6,7 +6,7 @@ runs the store does not hold yet, storing each as it finishes (`experiment/runs.
 evaluated on one test set; `experiment/analysis.py`'s pure `analyse(plan, runs)` turns the runs into
 the results that `report.write_report` renders (schema: docs/architecture.md), and the experiment
 is recorded in the store before its first run trains. With `--fractions F --rank-by D` it
-adds dose-response curves (`experiment/dose.py`), with `--ablation` each detector against its own
+adds dose-response curves (`experiment/dose_arms.py`), with `--ablation` each detector against its own
 size-matched random control; Holm's correction then runs over every test the report makes.
 """
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
 from rewardlab.errors import SelectionError, SourceError
 from rewardlab.experiment.analysis import Annotate, ExperimentPlan, analyse
-from rewardlab.experiment.config import (
+from rewardlab.experiment.compare_config import (
     AA_CONDITION,
     CONDITIONS,
     PRESETS,
@@ -38,7 +38,7 @@ from rewardlab.experiment.config import (
     Preset,
     train_config_for,
 )
-from rewardlab.experiment.config import (
+from rewardlab.experiment.compare_config import (
     names as _names,
 )
 from rewardlab.experiment.executor import Execution
@@ -50,7 +50,8 @@ from rewardlab.experiment.plan import (
     summarize_plan,
 )
 from rewardlab.experiment.runs import run_plan
-from rewardlab.experiment.strength import STRENGTH_DETECTORS, strength_block
+from rewardlab.experiment.strength_histogram import STRENGTH_DETECTORS, strength_block
+from rewardlab.flags.detector_precision import precision_stats
 from rewardlab.flags.flagged import (
     FlagSpec,
     detector_scores,
@@ -59,7 +60,6 @@ from rewardlab.flags.flagged import (
     flagged_ids,
     run_names,
 )
-from rewardlab.flags.precision import precision_stats
 from rewardlab.flags.selection import (
     CLEAN_DETECTORS,  # the one default meaning of "clean", shared with `train --select clean`
     TREATMENTS,
@@ -68,7 +68,7 @@ from rewardlab.flags.selection import (
 )
 
 if TYPE_CHECKING:
-    from rewardlab.flags.precision import DetectorPrecision
+    from rewardlab.flags.detector_precision import DetectorPrecision
     from rewardlab.report.results import (
         DetectorFlags,
         FlagsBlock,
@@ -266,7 +266,7 @@ def validate_compare_config(config: CompareConfig, store: Store | None = None) -
     `--rank-by` must be a known detector, or one already run on the dataset (an imported flag
     file) when `store` is given.
     """
-    from rewardlab.experiment.dose import parse_fractions
+    from rewardlab.experiment.dose_arms import parse_fractions
     from rewardlab.flags.detectors import DETECTORS
     from rewardlab.models.backbones import resolve_backbone
 

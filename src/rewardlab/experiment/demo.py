@@ -19,7 +19,7 @@ import numpy as np
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.experiment.compare import Annotate, run_comparison, train_config_for
-from rewardlab.experiment.config import CompareConfig
+from rewardlab.experiment.compare_config import CompareConfig
 
 if TYPE_CHECKING:
     from rewardlab.report.results import (

@@ -35,7 +35,7 @@ from rewardlab.experiment.ray_tasks import LOCAL as RAY_LOCAL
 from rewardlab.experiment.ray_tasks import on_ray
 
 if TYPE_CHECKING:
-    from rewardlab.experiment.config import CompareConfig
+    from rewardlab.experiment.compare_config import CompareConfig
 
 __all__ = ["Execution", "Outcome", "execute", "check_execution", "thread_share_for", "one_line", "RAY_LOCAL"]
 

@@ -8,7 +8,7 @@ fingerprint and the rewardlab version: a run the store holds under that id is th
 `run_comparison` trains the runs the store lacks; `compare --dry-run` prints `summarize_plan`.
 
 >>> from rewardlab.data.pairs import PreferencePair
->>> from rewardlab.experiment.config import CompareConfig, Condition
+>>> from rewardlab.experiment.compare_config import CompareConfig, Condition
 >>> pool = [PreferencePair(i, "train", "p", "a", "b", example_id=10 + i) for i in range(4)]
 >>> data = ExperimentData(pool=pool, fingerprint="f", conditions=[Condition("clean-remove",
 ...     "clean", "remove")], seeds=[0, 1], flagged=frozenset({11}))
@@ -28,7 +28,7 @@ from typing import Any, TypedDict
 
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.experiment.config import (
+from rewardlab.experiment.compare_config import (
     AA_CONDITION,
     AA_SEED_OFFSET,
     REVIEWED_CONDITION,
@@ -37,9 +37,9 @@ from rewardlab.experiment.config import (
     names,
     train_config_for,
 )
-from rewardlab.experiment.dose import Arm, ArmKey, ablation_arms, dose_arms
+from rewardlab.experiment.dose_arms import Arm, ArmKey, ablation_arms, dose_arms
 from rewardlab.flags.selection import Selection, select_training_pairs
-from rewardlab.training.config import TrainConfig
+from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["ExperimentData", "RunSpec", "PlanSummary", "GroupSummary", "plan_experiment",
            "summarize_plan"]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import RewardlabError
-from rewardlab.experiment.dose import ArmKey
+from rewardlab.experiment.dose_arms import ArmKey
 from rewardlab.experiment.executor import Execution, Outcome, check_execution, execute
 from rewardlab.experiment.plan import RunSpec
 from rewardlab.jsonable import to_jsonable

@@ -108,7 +108,7 @@ def _check_flag_sets(store: Store, name: str, specs: Sequence[FlagSpec]) -> None
 
 def _confirmed(store: Store, name: str, detector: str) -> set[int]:
     """The pairs of `detector`'s latest flags that reviewers confirmed (consensus tp)."""
-    from rewardlab.flags.precision import consensus
+    from rewardlab.flags.detector_precision import consensus
 
     return {o["example_id"] for o in store.review_outcomes(name)
             if o["detector"] == detector and consensus(o["verdicts"]) == "tp"}

@@ -44,7 +44,7 @@ from rewardlab.flags.detectors import (
     get_detector,
     run_detector,
 )
-from rewardlab.flags.reviews import check_flagged_pair
+from rewardlab.flags.review_files import check_flagged_pair
 from rewardlab.store.store import Store
 
 __all__ = [

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rewardlab.evaluation.crossed import format_p, interval_of
-from rewardlab.evaluation.dose import TREATED
+from rewardlab.evaluation.dose_stats import TREATED
 from rewardlab.evaluation.learning import BARELY_TRAINED_NATS, LN2, stronger_length_baseline
 from rewardlab.report.style import (
     BLACK,

@@ -17,7 +17,7 @@ pooled test and power): results.json files written before them lack them and sti
 # (ResultsDocument.__optional_keys__), which string annotations hide on Python 3.11.
 from typing import Any, NotRequired, TypedDict
 
-from rewardlab.evaluation.dose import CurveTest
+from rewardlab.evaluation.dose_stats import CurveTest
 from rewardlab.evaluation.evaluate import EvalMetrics
 from rewardlab.evaluation.metrics import PreferenceMetrics, Reliability, SubsetAccuracy
 from rewardlab.evaluation.power import PowerEstimate

@@ -52,7 +52,7 @@ from rewardlab.store.records import (
     StoredRun,
     Verdict,
 )
-from rewardlab.store.reviews import (
+from rewardlab.store.review_sql import (
     MAX_QUEUE_PAGE,
     REVIEWER_ENV,
     check_note,

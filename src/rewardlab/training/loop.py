@@ -45,7 +45,6 @@ from rewardlab.training.checkpoint import (
     save_checkpoint,
     smoothing_fingerprint,
 )
-from rewardlab.training.config import TrainConfig
 from rewardlab.training.fast import Restore, fast_forward
 from rewardlab.training.lora import (
     ADAPTER_DIR,
@@ -67,6 +66,7 @@ from rewardlab.training.runtime import (
     training_context,
 )
 from rewardlab.training.schedule import linear_schedule
+from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["TrainResult", "bradley_terry_loss", "train_reward_model"]
 

@@ -4,7 +4,7 @@ One call turns a freshly loaded backbone into what trains, and returns how to un
 
 >>> import torch
 >>> from rewardlab.models.backbones import load_backbone
->>> from rewardlab.training.config import TrainConfig
+>>> from rewardlab.training.train_config import TrainConfig
 >>> model, _ = load_backbone("minilm", max_length=64, seed=0)
 >>> wrapped, finish = adapt_for_training(model, TrainConfig(lora_r=4), device=torch.device("cpu"))
 >>> trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
@@ -38,7 +38,7 @@ import torch
 
 from rewardlab.errors import ModelError
 from rewardlab.models.backbones import first_line, quiet_transformers
-from rewardlab.training.config import TrainConfig
+from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["ADAPTER_DIR", "HEAD_NAMES", "Finish", "adapt_for_training", "autocast_precision",
            "check_weight_dtype", "head_modules", "lora_targets", "trainable_parameters", "unchanged"]

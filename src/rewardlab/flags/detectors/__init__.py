@@ -32,7 +32,7 @@ from rewardlab.flags.detectors.rules import (
     TestLeakage,
 )
 from rewardlab.flags.detectors.text_rules import ReadabilityMismatch, RefusalBias, Repetition, UnsafePrompt
-from rewardlab.training.config import TrainConfig
+from rewardlab.training.train_config import TrainConfig
 
 __all__ = [
     "DETECTORS",

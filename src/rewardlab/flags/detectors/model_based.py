@@ -33,7 +33,7 @@ from rewardlab.errors import SelectionError
 from rewardlab.evaluation.metrics import sigmoid
 from rewardlab.flags.detectors.base import RUNTIME, Detector, DetectorResult, reasons_where
 from rewardlab.models.names import BOW
-from rewardlab.training.config import TrainConfig
+from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["OofMargin", "EnsembleStrength", "detector_train_config", "estimate_flip_rate",
            "flag_top", "fold_ids"]

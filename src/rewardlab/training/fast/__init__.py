@@ -16,6 +16,7 @@ Every other architecture, and every GPU, gets the stock forward (with SDPA where
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -45,8 +46,11 @@ def fast_forward(model: Any, *, device: torch.device, precision: str, processes:
     True
     """
     stock_attention = _faster_attention(model, device=device, precision=precision)
-    packed = packed_reward_model(model, padding_side=padding_side,
-                                 sparse_embedding_grad=device.type == "cpu" and processes == 1)
+    # REWARDLAB_PACKED_TRAINING=0 trains with the stock forward (for A/B measurements), as
+    # REWARDLAB_PACKED_SCORING=0 scores with it
+    packed = None if os.environ.get("REWARDLAB_PACKED_TRAINING") == "0" else packed_reward_model(
+        model, padding_side=padding_side,
+        sparse_embedding_grad=device.type == "cpu" and processes == 1)
     if packed is not None and device.type == "cpu":
         compiled_kernels()  # load (or build, once) the CPU row attention now, not inside step 1
 

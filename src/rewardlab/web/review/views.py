@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rewardlab.flags.detector_precision import DetectorPrecision, precision_stats
 from rewardlab.flags.detectors import DETECTORS
-from rewardlab.flags.precision import DetectorPrecision, precision_stats
 from rewardlab.store.records import QueueItem, QueuePage
 from rewardlab.store.store import Store
 

@@ -6,7 +6,7 @@
 64
 
 `create_serve_app(RewardModel.load("m"), ServeConfig(max_batch=64), model_dir="m")` is the app
-(app.py); `rewardlab.integrations.client` has one running.
+(reward_api.py); `rewardlab.integrations.client` has one running.
 
 Names load on first use, so the CLI reads `ServeConfig` (and validates options) without paying
 for torch, transformers and FastAPI.
@@ -18,12 +18,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rewardlab.web.serve.app import OPEN_PATHS, create_serve_app
     from rewardlab.web.serve.batcher import BatchStats, MicroBatcher, Scored
-    from rewardlab.web.serve.config import ServeConfig
+    from rewardlab.web.serve.reward_api import OPEN_PATHS, create_serve_app
+    from rewardlab.web.serve.serve_config import ServeConfig
 
-_API = {"OPEN_PATHS": "app", "create_serve_app": "app", "BatchStats": "batcher",
-        "MicroBatcher": "batcher", "Scored": "batcher", "ServeConfig": "config"}
+_API = {"OPEN_PATHS": "reward_api", "create_serve_app": "reward_api", "BatchStats": "batcher",
+        "MicroBatcher": "batcher", "Scored": "batcher", "ServeConfig": "serve_config"}
 
 __all__ = ["OPEN_PATHS", "BatchStats", "MicroBatcher", "Scored", "ServeConfig", "create_serve_app"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from rewardlab.web.serve.config import ServeConfig
+from rewardlab.web.serve.serve_config import ServeConfig
 
 __all__ = ["ApiError", "GetRewardRequest", "ScoreRequest", "PairIn", "CompareRequest",
            "check_count", "check_text"]

@@ -18,7 +18,7 @@ from rewardlab._version import __version__
 from rewardlab.models.reward_model import RewardModel
 from rewardlab.training.runtime import resolve_precision
 from rewardlab.web.serve.batcher import Scored, ScoreFn
-from rewardlab.web.serve.config import ServeConfig
+from rewardlab.web.serve.serve_config import ServeConfig
 
 __all__ = ["serving_precision", "use_threads_per_worker", "make_score_fn", "model_facts"]
 

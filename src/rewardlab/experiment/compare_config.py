@@ -18,7 +18,7 @@ from typing import Any, NotRequired, TypedDict
 
 from rewardlab.errors import RewardlabError
 from rewardlab.flags.selection import CLEAN_DETECTORS
-from rewardlab.training.config import TrainConfig
+from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["CompareConfig", "Condition", "Preset", "PRESETS", "CONDITIONS", "REVIEWED_CONDITION",
            "AA_CONDITION", "AA_SEED_OFFSET",

@@ -46,7 +46,6 @@ from rewardlab.web.security import (
     check_token,
 )
 from rewardlab.web.serve.batcher import BatcherClosed, MicroBatcher, Scored
-from rewardlab.web.serve.config import ServeConfig
 from rewardlab.web.serve.queries import QueryReader, make_query_reader
 from rewardlab.web.serve.schemas import (
     ApiError,
@@ -57,6 +56,7 @@ from rewardlab.web.serve.schemas import (
     check_text,
 )
 from rewardlab.web.serve.scoring import make_score_fn, model_facts, serving_precision
+from rewardlab.web.serve.serve_config import ServeConfig
 
 __all__ = ["create_serve_app", "OPEN_PATHS"]
 

@@ -9,7 +9,7 @@
 Each part comes in two halves: `dose_arms` / `ablation_arms` choose the pairs of every arm (the
 experiment's plan, `experiment/plan.py`, turns them into runs), and `dose_response_block` /
 `ablation_block` assemble the results blocks from the finished runs. The statistics are
-`rewardlab.evaluation.dose`.
+`rewardlab.evaluation.dose_stats`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import SelectionError
-from rewardlab.evaluation.dose import TREATED, TREATMENT_VERBS, curve_test, dose_verdict
+from rewardlab.evaluation.dose_stats import TREATED, TREATMENT_VERBS, curve_test, dose_verdict
 from rewardlab.evaluation.stats import compare_runs, summarize_runs
 from rewardlab.flags.selection import (
     Selection,

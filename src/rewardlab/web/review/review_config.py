@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rewardlab.errors import WebError
-from rewardlab.store.reviews import MAX_QUEUE_PAGE
+from rewardlab.store.review_sql import MAX_QUEUE_PAGE
 from rewardlab.web.security import check_address
 
 __all__ = ["ReviewConfig"]

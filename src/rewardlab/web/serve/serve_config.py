@@ -13,7 +13,7 @@ from typing import Any
 
 from rewardlab.errors import WebError
 from rewardlab.models.query_formats import QUERY_FORMATS
-from rewardlab.training.config import PRECISIONS  # resolved by training's resolve_precision
+from rewardlab.training.train_config import PRECISIONS  # resolved by training's resolve_precision
 from rewardlab.web.security import check_address, host_name
 
 __all__ = ["PRECISIONS", "QUERY_FORMAT_CHOICES", "ServeConfig"]

@@ -28,7 +28,7 @@ from typing import Any, TypedDict, cast
 from rewardlab.errors import SelectionError, SourceError
 from rewardlab.flags.json_records import json_list_records, jsonl_records
 from rewardlab.store.records import VERDICTS, NewReview, QueueReview
-from rewardlab.store.reviews import (
+from rewardlab.store.review_sql import (
     MAX_NOTE_CHARS,
     MAX_QUEUE_PAGE,
     MAX_REVIEWER_CHARS,

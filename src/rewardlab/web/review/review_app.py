@@ -32,11 +32,11 @@ from starlette.concurrency import run_in_threadpool
 from rewardlab.errors import RewardlabError
 from rewardlab.jsonable import to_jsonable
 from rewardlab.store.records import REVIEW_STATES
-from rewardlab.store.reviews import MAX_NOTE_CHARS
+from rewardlab.store.review_sql import MAX_NOTE_CHARS
 from rewardlab.store.store import Store, default_reviewer
-from rewardlab.web.review.config import ReviewConfig
-from rewardlab.web.review.figures import plot_precision_by_score
 from rewardlab.web.review.guard import ReviewGuard
+from rewardlab.web.review.precision_figure import plot_precision_by_score
+from rewardlab.web.review.review_config import ReviewConfig
 from rewardlab.web.review.views import (
     KIND_LABELS,
     VERDICT_LABELS,
