@@ -23,7 +23,7 @@ from rewardlab.experiment.compare import (
     validate_compare_config,
 )
 from rewardlab.flags.detectors import RULE_DETECTORS, DetectorResult
-from rewardlab.flags.flagged import flagged_ids
+from rewardlab.flags.flagged import FlagSpec, flagged_ids
 from rewardlab.flags.selection import (
     CLEAN_DETECTORS,
     clean_definition,
@@ -100,8 +100,9 @@ def test_compare_refuses_a_bad_option_before_ingest(option: str, value: str, nee
     assert run_ok(capsys, ["datasets", "--db", db]) == []  # nothing ingested, nothing ran
 
 
-@pytest.mark.parametrize("values", [{"seeds": 0}, {"seeds": -3}, {"epochs": 0}, {"max_length": 0},
-                                    {"max_pairs": -1}, {"detectors": ",,"}, {"detectors": ""},
+@pytest.mark.parametrize("values", [{"seeds": 0}, {"seeds": -3}, {"max_pairs": -1},
+                                    {"detectors": ()}, {"detectors": "length_ratio"},
+                                    {"conditions": "unfiltered,clean"}, {"fractions": "0.1"},
                                     {"test_fraction": math.nan}])
 def test_compare_config_refuses_the_same_values_from_python(values: dict[str, object]) -> None:
     with pytest.raises(RewardlabError):
@@ -109,11 +110,13 @@ def test_compare_config_refuses_the_same_values_from_python(values: dict[str, ob
 
 
 def test_compare_config_keeps_its_meaningful_values() -> None:
-    config = CompareConfig(seeds=1, epochs=1, max_length=1, max_pairs=0, test_fraction=0.5)
+    config = CompareConfig(seeds=1, max_pairs=0, test_fraction=0.5,
+                           training=TrainConfig(epochs=1, max_length=1))
     assert (config.seeds, config.max_pairs) == (1, 0)  # max_pairs 0 = all pairs
     with pytest.raises(SelectionError, match="unknown detector 'nope'"):
-        validate_compare_config(CompareConfig(detectors="length_ratio,nope"))
-    assert validate_compare_config(CompareConfig(detectors="reviewed:length_ratio")) == []
+        validate_compare_config(CompareConfig(detectors=(FlagSpec("length_ratio"), FlagSpec("nope"))))
+    reviewed = (FlagSpec("length_ratio", reviewed_only=True),)
+    assert validate_compare_config(CompareConfig(detectors=reviewed)) == []
 
 
 def test_a_fraction_that_treats_no_pair_is_refused_before_any_detector_or_training(
@@ -337,7 +340,7 @@ def test_train_clean_and_compare_share_one_default_detector_set(
     _save_run(store, "syn", "unsafe_prompt", set(range(2, 12)))  # descriptive: clean keeps it
     train = store.load_pairs("syn", split="train")
     assert flagged_ids(store, "syn") == {train[0].example_id, train[1].example_id}
-    assert compare_detectors(CompareConfig()) == list(CLEAN_DETECTORS)
+    assert [str(s) for s in compare_detectors(CompareConfig())] == list(CLEAN_DETECTORS)
     assert set(CLEAN_DETECTORS) < set(RULE_DETECTORS) and "unsafe_prompt" not in CLEAN_DETECTORS
 
     capsys.readouterr()

@@ -64,7 +64,8 @@ SWAPS: dict[str, list[tuple[str, str]]] = {
         ('rl.read_source("hh-rlhf-sample")', 'rl.read_source("{tiny_hh}", test_fraction=0.3)'),
         ('rl.TrainConfig(model="minilm")', 'rl.TrainConfig(model="{tiny}", max_length=64)'),
         ("rl.CompareConfig(seeds=2)", 'rl.CompareConfig(seeds=2, train="{tiny_hh}", '
-                                      'test_fraction=0.3, model="{tiny}", max_length=64)'),
+                                      'test_fraction=0.3, training=rl.TrainConfig('
+                                      'model="{tiny}", max_length=64))'),
     ],
     "from rewardlab.integrations import trl_reward": [
         ('"http://127.0.0.1:5000"', '"{serve_url}"'),
@@ -269,8 +270,9 @@ def test_every_public_function_that_takes_a_path_takes_str_and_pathlike(
         assert rl.RewardModel.load(path).input_rule == "text-pair"
     # str: the README's "From Python" block; here a Path
     results = rl.run_comparison(
-        rl.CompareConfig(seeds=1, train=str(made.tiny_hh), test_fraction=0.3, model=str(made.tiny),
-                         max_length=64, conditions="unfiltered"),
+        rl.CompareConfig(seeds=1, train=str(made.tiny_hh), test_fraction=0.3,
+                         training=rl.TrainConfig(model=str(made.tiny), max_length=64),
+                         conditions=("unfiltered",)),
         tmp_path / "out", db=f"sqlite:///{tmp_path / 'c.db'}", progress=False)
     assert (tmp_path / "out" / "report.html").is_file()
     written = rl.write_report(results, os.fspath(tmp_path / "again"))

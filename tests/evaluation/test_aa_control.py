@@ -23,19 +23,22 @@ from rewardlab.experiment.compare import (
     validate_compare_config,
 )
 from rewardlab.experiment.compare_config import AA_CONDITION, AA_SEED_OFFSET, CONDITIONS, Condition
+from rewardlab.flags.flagged import FlagSpec
+from rewardlab.training.train_config import TrainConfig
 
-CONFIG = CompareConfig(train="synthetic:n=160,noise=0.1,seed=3", test_fraction=0.25, model="bow",
-                       seeds=2, conditions="unfiltered,aa", detectors="length_ratio",
+CONFIG = CompareConfig(train="synthetic:n=160,noise=0.1,seed=3", test_fraction=0.25,
+                       training=TrainConfig(model="bow"), seeds=2, conditions=("unfiltered", "aa"),
+                       detectors=(FlagSpec("length_ratio"),),
                        max_pairs=0, name="aa")
 
 
 def test_aa_is_unfiltered_again_and_needs_unfiltered() -> None:
     assert AA_CONDITION == "aa" and AA_CONDITION in CONDITIONS
-    assert plan_conditions("unfiltered,aa", "remove") == [Condition("unfiltered", "all", None),
+    assert plan_conditions(("unfiltered", "aa"), ("remove",)) == [Condition("unfiltered", "all", None),
                                                           Condition("aa", "all", None)]
-    validate_compare_config(CompareConfig(conditions="unfiltered,aa"))  # valid on its own
+    validate_compare_config(CompareConfig(conditions=("unfiltered", "aa")))  # valid on its own
     with pytest.raises(SelectionError, match="add unfiltered to --conditions, e.g. unfiltered,aa"):
-        plan_conditions("aa", "remove")
+        plan_conditions(("aa",), ("remove",))
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from rewardlab.evaluation.dose_stats import curve_test, dose_verdict
 from rewardlab.experiment.compare import CompareConfig, run_comparison, validate_compare_config
 from rewardlab.experiment.demo import run_demo
 from rewardlab.experiment.dose_arms import parse_fractions
-from rewardlab.flags.flagged import detector_scores, flagged_ids
+from rewardlab.flags.flagged import FlagSpec, detector_scores, flagged_ids
 from rewardlab.flags.flagging import import_flagged_indices
 from rewardlab.flags.selection import (
     random_order,
@@ -35,14 +35,15 @@ from rewardlab.flags.selection import (
 )
 from rewardlab.report.build import write_report
 from rewardlab.store.store import Store
+from rewardlab.training.train_config import TrainConfig
 
 N_TRAIN = 200
 FRACTIONS = [0.1, 0.25]
 CONFIG = CompareConfig(train=f"synthetic:n={N_TRAIN},noise=0.2,seed=0", test_fraction=0.25,
-                       model="bow", seeds=2, conditions="unfiltered", treatments="remove",
-                       detectors="oof_margin", max_pairs=0, name="syn",
-                       fractions=",".join(map(str, FRACTIONS)), rank_by="oof_margin",
-                       ablation=True)
+                       seeds=2, conditions=("unfiltered",), treatments=("remove",),
+                       detectors=(FlagSpec("oof_margin"),), max_pairs=0, name="syn",
+                       fractions=tuple(FRACTIONS), rank_by="oof_margin", ablation=True,
+                       training=TrainConfig(model="bow"))
 
 
 def _pairs(n: int) -> list[PreferencePair]:
@@ -70,14 +71,14 @@ def test_fraction_and_rank_by_need_each_other_and_a_known_detector() -> None:
     base = CompareConfig(train="synthetic:n=50")
     assert validate_compare_config(base) == []
     with pytest.raises(SelectionError, match="needs --rank-by"):
-        validate_compare_config(CompareConfig(fractions="0.1"))
+        validate_compare_config(CompareConfig(fractions=(0.1,)))
     with pytest.raises(SelectionError, match="needs --fractions"):
         validate_compare_config(CompareConfig(rank_by="oof_margin"))
     with pytest.raises(SelectionError, match="unknown detector 'nope'"):
-        validate_compare_config(CompareConfig(fractions="0.1", rank_by="nope"))
+        validate_compare_config(CompareConfig(fractions=(0.1,), rank_by="nope"))
     # the strength preset brings its own ranking and fractions; an option still wins
     assert validate_compare_config(CompareConfig(preset="strength")) == [0.05, 0.1, 0.2, 0.3]
-    assert validate_compare_config(CompareConfig(preset="strength", fractions="0.5")) == [0.5]
+    assert validate_compare_config(CompareConfig(preset="strength", fractions=(0.5,))) == [0.5]
 
 
 def test_cli_refuses_bad_fractions_before_any_work(tmp_path: Path,
@@ -97,8 +98,9 @@ def test_a_detector_without_distinct_scores_cannot_rank(tmp_path: Path) -> None:
     """Checked after the detectors ran and before any model trains."""
     db = f"sqlite:///{tmp_path}/s.db"
     config = CompareConfig(train="synthetic:n=40,noise=0.2,seed=0", test_fraction=0.25,
-                           model="bow", detectors="none_flagged", fractions="0.1",
-                           rank_by="none_flagged", name="syn", max_pairs=0)
+                           detectors=(FlagSpec("none_flagged"),), fractions=(0.1,),
+                           rank_by="none_flagged", name="syn", max_pairs=0,
+                           training=TrainConfig(model="bow"))
     with Store(db) as store:
         store.ingest("syn", read_source(config.train, test_fraction=0.25))
         import_flagged_indices(store, "syn", [], label="none_flagged")  # every score 0

@@ -15,6 +15,7 @@ from rewardlab.experiment.analysis import ExperimentPlan, analyse
 from rewardlab.experiment.compare_config import CompareConfig, Condition
 from rewardlab.experiment.plan import ExperimentData, plan_experiment
 from rewardlab.experiment.runs import PlanRuns
+from rewardlab.training.train_config import TrainConfig
 
 P = 60  # test pairs
 
@@ -39,7 +40,8 @@ def _plan() -> tuple[ExperimentPlan, PlanRuns]:
                   Condition("random", "random", None)]
     data = ExperimentData(pool=pool, fingerprint="f", conditions=conditions, seeds=[0, 1],
                           flagged=frozenset({11, 12}))
-    config = CompareConfig(model="bow", conditions="unfiltered,clean,random")
+    config = CompareConfig(training=TrainConfig(model="bow"),
+                           conditions=("unfiltered", "clean", "random"))
     runs = plan_experiment(config, data)
     shift = {"unfiltered": 0.3, "clean-remove": 0.9, "random": 0.2}
     records = {r.id: _record(r.seed, shift[r.group], len(r.pair_ids)) for r in runs}

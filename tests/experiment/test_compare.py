@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 
 from rewardlab.experiment.compare import CompareConfig, run_comparison
+from rewardlab.experiment.compare_config import preset_training
+from rewardlab.flags.flagged import FlagSpec
 from rewardlab.store.store import Store
 
 N_TRAIN, NOISE = 200, 0.2
 N_TEST = round(N_TRAIN * 0.25 / 0.75)  # --test-fraction 0.25 sizes the test split
 CONDITIONS = ["unfiltered", "clean-remove", "clean-flip", "random"]
 CONFIG = CompareConfig(train=f"synthetic:n={N_TRAIN},noise={NOISE},seed=0", test_fraction=0.25,
-                       model="bow", seeds=2, treatments="remove,flip", detectors="oof_margin",
-                       max_pairs=0, name="syn")
+                       seeds=2, treatments=("remove", "flip"), detectors=(FlagSpec("oof_margin"),),
+                       max_pairs=0, name="syn", training=preset_training(model="bow"))
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +175,9 @@ def test_quick_preset_trains_minilm_at_its_tuned_lr() -> None:
 
     assert PRESETS["quick"].get("lr") == 1e-4
     assert train_config_for(CompareConfig(), 0).lr == 1e-4  # minilm, the preset's backbone
-    assert train_config_for(CompareConfig(model="minilm"), 3).lr == 1e-4
-    assert train_config_for(CompareConfig(model="bow"), 0).lr is None  # bow keeps its own 3e-3
-    assert train_config_for(CompareConfig(preset="strength"), 0).lr is None
+    minilm = CompareConfig(training=preset_training(model="minilm"))
+    assert train_config_for(minilm, 3).lr == 1e-4
+    bow = CompareConfig(training=preset_training(model="bow"))
+    assert train_config_for(bow, 0).lr is None  # bow keeps its own 3e-3
+    strength = CompareConfig(preset="strength", training=preset_training("strength"))
+    assert train_config_for(strength, 0).lr is None

@@ -15,11 +15,14 @@ from typing import Any
 import pytest
 
 from rewardlab.experiment.compare import CompareConfig, run_comparison
+from rewardlab.flags.flagged import FlagSpec
 from rewardlab.store.store import Store
+from rewardlab.training.train_config import TrainConfig
 
 # 3 conditions × 2 seeds = 6 bow runs on 80 synthetic train pairs
-CONFIG = CompareConfig(train="synthetic:n=80,noise=0.2,seed=0", test_fraction=0.25, model="bow",
-                       seeds=2, detectors="oof_margin", max_pairs=0, name="syn")
+CONFIG = CompareConfig(train="synthetic:n=80,noise=0.2,seed=0", test_fraction=0.25,
+                       training=TrainConfig(model="bow"), seeds=2,
+                       detectors=(FlagSpec("oof_margin"),), max_pairs=0, name="syn")
 RUNS = 6
 
 

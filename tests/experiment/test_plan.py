@@ -14,8 +14,10 @@ import pytest
 from rewardlab.cli.main import main
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import RewardlabError
-from rewardlab.experiment.compare_config import CompareConfig, Condition, resolve_training
+from rewardlab.experiment.compare import plan_comparison
+from rewardlab.experiment.compare_config import CompareConfig, Condition, preset_training
 from rewardlab.experiment.plan import ExperimentData, RunSpec, plan_experiment, summarize_plan
+from rewardlab.flags.flagged import FlagSpec
 from rewardlab.flags.selection import SOFT_SMOOTHING
 from rewardlab.store.store import Store
 
@@ -26,6 +28,7 @@ POOL = [PreferencePair(i, "train", f"prompt {i}", f"good {i}", f"bad {i}", examp
         for i in range(20)]
 FLAGGED = frozenset({101, 105, 110})
 SYN = "synthetic:n=80,noise=0.2,seed=0"
+BOW = CompareConfig(training=preset_training(model="bow"))
 
 
 def _data(**changes: Any) -> ExperimentData:
@@ -35,7 +38,7 @@ def _data(**changes: Any) -> ExperimentData:
 
 
 def _plan(config: CompareConfig | None = None, **changes: Any) -> list[RunSpec]:
-    return plan_experiment(config or CompareConfig(model="bow"), _data(**changes))
+    return plan_experiment(config or BOW, _data(**changes))
 
 
 # ---------------------------------------------------------------- the plan itself
@@ -68,8 +71,7 @@ def test_the_id_is_stable_and_changes_with_anything_that_changes_the_run() -> No
     ids = [r.id for r in plan]
     assert len(set(ids)) == len(ids) and all(len(i) == 64 for i in ids)
     assert [r.id for r in _plan()] == ids  # the same inputs: the same ids, call after call
-    lr = _plan(CompareConfig(model="bow", training=resolve_training(
-        CompareConfig(model="bow"), {"lr": 1e-3})))
+    lr = _plan(CompareConfig(training=preset_training(model="bow", lr=1e-3)))
     assert not set(r.id for r in lr) & set(ids)  # another learning rate: every run is another
     other_data = _plan(fingerprint="data-2")
     assert not set(r.id for r in other_data) & set(ids)
@@ -82,7 +84,7 @@ def test_the_id_is_stable_and_changes_with_anything_that_changes_the_run() -> No
 
 def test_dose_and_ablation_arms_join_the_plan_in_training_order() -> None:
     scores = {p.example_id: float(i) for i, p in enumerate(POOL) if p.example_id is not None}
-    config = CompareConfig(model="bow", ablation=True, treatments="remove")
+    config = dataclasses.replace(BOW, ablation=True, treatments=("remove",))
     plan = plan_experiment(config, _data(
         conditions=CONDITIONS[:2], rank_by="score", fractions=[0.1, 0.25], scores=scores,
         flagged_by={"a": {101, 105}, "b": {110}}))
@@ -117,13 +119,16 @@ def test_the_plan_summary_counts_runs_pairs_and_pair_steps() -> None:
 # ---------------------------------------------------------------- the training options
 
 def test_presets_merge_once_and_given_options_win() -> None:
-    quick = resolve_training(CompareConfig())
+    quick = preset_training()
     assert (quick.model, quick.lr, quick.seed) == ("minilm", 1e-4, 0)  # the preset's tuned lr
-    assert resolve_training(CompareConfig(), {"lr": 3e-4}).lr == 3e-4  # given: the preset's yields
-    strength = resolve_training(CompareConfig(preset="strength"), {"batch_size": 4})
+    assert CompareConfig().training == quick  # Python's default: the quick preset's TrainConfig
+    assert preset_training(lr=3e-4).lr == 3e-4  # given: the preset's yields
+    assert preset_training(model="bow").lr is None  # the tuned lr is minilm's only
+    strength = preset_training("strength", batch_size=4)
     assert (strength.model, strength.max_length, strength.batch_size) == ("bow", 512, 4)
+    assert preset_training("strength", epochs=3, max_length=64).epochs == 3
     with pytest.raises(RewardlabError, match="compare.s own"):
-        resolve_training(CompareConfig(), {"seed": 3})
+        preset_training(seed=3)
 
 
 def _compare(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str,
@@ -174,7 +179,11 @@ def test_a_config_file_sets_compare_and_training_options_and_flags_override_it(
     ({"train": {"lr": 0.1, "lrr": 2}}, "unknown key 'train.lrr'"),
     ({"train": {"lr": "fast"}}, "train.lr: expected float"),
     ({"seeds": "two"}, "seeds: expected int"),
-    ({"train": {"model": "bow"}}, "train.model: compare sets it at the top level"),
+    ({"train": {"seed": 3}}, "train.seed: compare sets it at the top level"),
+    ({"model": "bow"}, "'model' is a training option: put it under \"training\""),
+    ({"conditions": {"a": 1}}, "conditions: expected a list or a comma string"),
+    ({"detectors": ["reviewed:"]}, "'reviewed:' needs a detector name"),
+    ({"fractions": [0.3, 0.1]}, "--fractions: 0.3,0.1 is not increasing"),
     ({"training": {"lr": "fast"}}, "training.lr: expected float"),  # as the file spells it
     ({"seeds": 1, "lr": 1e-4}, "'lr' is a training option: put it under \"training\""),
     ([1, 2], "expected a JSON object"),
@@ -206,6 +215,94 @@ def test_train_takes_a_config_file_too(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert main(["train", "syn", "-o", str(tmp_path / "m2"), "--config", str(cfg), "--db", db]) == 2
     assert "unknown key 'select'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- YAML files, typed lists
+
+YAML_CONFIG = """\
+# compare's options at the top level, training options under train:
+max_pairs: 0
+seeds: 1
+conditions: [unfiltered, clean]
+treatments: remove, flip            # a comma string, as on the command line, works too
+detectors:
+  - oof_margin
+  - reviewed:oof_margin             # only the flags reviewers confirmed: none yet
+fractions: [0.25, 0.5]
+rank_by: oof_margin
+train:
+  model: bow
+  lr: 2e-3                          # YAML 1.1 reads this as a string: a float option takes it
+  batch_size: 4
+  max_steps: 2
+  precision: fp32
+"""
+
+
+def test_a_yaml_config_sets_lists_flag_sets_and_training_options(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(YAML_CONFIG)
+    capsys.readouterr()
+    assert main(["compare", "--train", SYN, "--test-fraction", "0.25", "--config", str(cfg),
+                 "-o", str(tmp_path / "out"), "--db", f"sqlite:///{tmp_path}/c.db", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    config = saved["config"]
+    assert config["conditions"] == ["unfiltered", "clean-remove", "clean-flip"]
+    assert (config["treatments"], config["fractions"]) == (["remove", "flip"], [0.25, 0.5])
+    assert config["detectors"] == ["oof_margin", "reviewed:oof_margin"]
+    for block in (config["training"], config["train_config"]):
+        assert (block["model"], block["lr"], block["batch_size"], block["max_steps"],
+                block["precision"]) == ("bow", 0.002, 4, 2, "fp32")
+    assert (config["model"], config["epochs"], config["max_length"]) == ("bow", 1, 256)
+    flags = saved["flags"]["detectors"]
+    flagged = flags["oof_margin"]["flagged"]
+    assert flags["reviewed:oof_margin"]["flagged"] == 0 < flagged
+    pool = saved["data"]["train"]["pairs"]
+    trained = {c: b["runs"][0]["train_pairs"] for c, b in saved["conditions"].items()}
+    assert trained == {"unfiltered": pool, "clean-remove": pool - flagged, "clean-flip": pool}
+    dose = saved["dose_response"][0]
+    assert [p["fraction"] for p in dose["points"]] == [0.25, 0.5]
+    assert [p["count"] for p in dose["points"]] == [round(0.25 * pool), round(0.5 * pool)]
+    assert summary["runs_planned"] == 3 + 2 * 2  # 3 conditions, 2 fractions × 2 arms, 1 seed
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("seeds: 1\nconditions: [unfiltered, clean\ntrain:\n  lr: 0.1\n", "invalid YAML"),
+    ("seeds: 1\n  max_pairs: 0\n", ":2: invalid YAML"),
+    ("!!python/object/apply:os.system ['touch {marker}']\n", "invalid YAML"),  # safe_load only
+    ("- 1\n- 2\n", "expected a YAML mapping of options, got list"),
+])
+def test_a_bad_yaml_file_is_one_line_naming_it_and_nothing_is_written(
+        text: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "marker"
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text(text.format(marker=marker))
+    capsys.readouterr()
+    assert main(["compare", "--train", SYN, "--test-fraction", "0.25", "--config", str(cfg),
+                 "-o", str(tmp_path / "out"), "--db", f"sqlite:///{tmp_path}/c.db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and f"error: {cfg}" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yml"]  # no store, no report
+
+
+def test_a_python_config_with_tuples_plans_without_the_cli(tmp_path: Path) -> None:
+    config = CompareConfig(train=SYN, test_fraction=0.25, seeds=2, max_pairs=0,
+                           conditions=("unfiltered", "clean"), treatments=("remove", "flip"),
+                           detectors=(FlagSpec("length_ratio"),),
+                           training=preset_training(model="bow", epochs=2))
+    plan, summary = plan_comparison(config, db=f"sqlite:///{tmp_path}/p.db", progress=False)
+    assert [(r.group, r.seed) for r in plan] == [
+        (g, s) for g in ("unfiltered", "clean-remove", "clean-flip") for s in (0, 1)]
+    assert {(r.train_config.model, r.train_config.epochs) for r in plan} == {("bow", 2)}
+    assert (summary["runs"], summary["to_train"]) == (6, 6)
+    assert summary["pair_steps"] == 2 * sum(len(r.pair_ids) for r in plan)  # 2 epochs each
+    # a comma string is the command line's spelling: as a tuple it would be its characters
+    with pytest.raises(RewardlabError, match="conditions: expected a tuple of str"):
+        CompareConfig(conditions="unfiltered,clean")  # type: ignore[arg-type]
+    with pytest.raises(RewardlabError, match="detectors: expected a tuple of FlagSpec"):
+        CompareConfig(detectors=("reviewed:length_ratio",))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- --dry-run

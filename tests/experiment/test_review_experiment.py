@@ -4,6 +4,7 @@ confirmed flags, and `--detectors reviewed:DET` acts on the confirmed flags only
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,14 @@ from rewardlab.experiment.compare import (
     plan_conditions,
     run_comparison,
 )
+from rewardlab.flags.flagged import FlagSpec
 from rewardlab.flags.flagging import import_flagged_indices
 from rewardlab.store.store import Store
+from rewardlab.training.train_config import TrainConfig
 
 SPEC = "synthetic:n=100,noise=0.3,seed=0"
-BASE = CompareConfig(train=SPEC, test_fraction=0.25, model="bow", seeds=1,
-                     detectors="noted,unreviewed", max_pairs=0, name="syn")
+BASE = CompareConfig(train=SPEC, test_fraction=0.25, training=TrainConfig(model="bow"), seeds=1,
+                     detectors=(FlagSpec("noted"), FlagSpec("unreviewed")), max_pairs=0, name="syn")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def _train_pairs(results: dict, condition: str) -> int:
 def test_compare_reports_precision_and_adds_clean_reviewed(
         reviewed_store: tuple[str, set[int], set[int]], tmp_path: Path) -> None:
     db, _, _ = reviewed_store
-    config = CompareConfig(**{**BASE.__dict__, "conditions": "unfiltered,clean"})
+    config = dataclasses.replace(BASE, conditions=("unfiltered", "clean"))
     results = run_comparison(config, tmp_path / "out", db=db, progress=False)
     noted = results["flags"]["detectors"]["noted"]
     assert (noted["flagged"], noted["reviewed"], noted["reviewed_tp"]) == (40, 40, 20)
@@ -77,8 +80,8 @@ def test_compare_reports_precision_and_adds_clean_reviewed(
 def test_reviewed_detector_names_the_confirmed_subset(
         reviewed_store: tuple[str, set[int], set[int]], tmp_path: Path) -> None:
     db, confirmed, _ = reviewed_store
-    config = CompareConfig(**{**BASE.__dict__, "detectors": "reviewed:noted",
-                              "conditions": "clean"})
+    config = dataclasses.replace(BASE, detectors=(FlagSpec("noted", reviewed_only=True),),
+                                 conditions=("clean",))
     results = run_comparison(config, tmp_path / "out", db=db, progress=False)
     block = results["flags"]["detectors"]["reviewed:noted"]
     assert (block["flagged"], block["threshold_kind"]) == (20, "data")
@@ -97,9 +100,9 @@ def test_clean_reviewed_needs_confirmed_flags(tmp_path: Path) -> None:
         import_flagged_indices(store, "syn", [0, 1, 2], label="noted")
         pool = store.load_pairs("syn", split="train")
         # without reviews nothing joins a plan with clean
-        plan = plan_conditions("unfiltered,clean", "remove")
+        plan = plan_conditions(("unfiltered", "clean"), ("remove",))
         assert _with_reviewed(plan, store, "syn", ["noted"], pool) == (plan, set())
-    config = CompareConfig(**{**BASE.__dict__, "detectors": "noted",
-                              "conditions": "unfiltered,clean-reviewed"})
+    config = dataclasses.replace(BASE, detectors=(FlagSpec("noted"),),
+                                 conditions=("unfiltered", "clean-reviewed"))
     with pytest.raises(SelectionError, match="clean-reviewed: reviewers confirmed none"):
         run_comparison(config, tmp_path / "out", db=db, progress=False)

@@ -11,7 +11,9 @@ from rewardlab.report.results import ResultsConfig, ResultsDocument
 def test_results_config_lists_every_compare_config_field() -> None:
     # run_comparison writes {**asdict(CompareConfig), ..., "train_config": ...}; asdict is untyped
     fields = [f.name for f in dataclasses.fields(CompareConfig)]
-    assert list(ResultsConfig.__annotations__) == [*fields, "train_config"]
+    # model, epochs, max_length: the TrainConfig's, kept as keys for readers of results.json
+    assert list(ResultsConfig.__annotations__) == [*fields, "model", "epochs", "max_length",
+                                                   "train_config"]
 
 
 def test_results_document_keys_in_written_order() -> None:

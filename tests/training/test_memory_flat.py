@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from rewardlab.evaluation.evaluate import evaluate_reward_model
 from rewardlab.experiment.compare import CompareConfig, run_comparison
+from rewardlab.flags.flagged import FlagSpec
 from rewardlab.models.backbones import minilm_path
 from rewardlab.training.loop import train_reward_model
 from rewardlab.training.memory import measured_run, reset_peak
@@ -56,8 +57,9 @@ def test_compare_runs_stay_flat(backbone: tuple[Path, float], tmp_path: Path) ->
     directory, model_mb = backbone
     training = TrainConfig(model=str(directory), epochs=1, max_length=96, precision="fp32")
     config = CompareConfig(train="synthetic:n=200,noise=0.2,seed=0", test_fraction=0.25,
-                           model=str(directory), seeds=3, conditions="unfiltered,random",
-                           detectors="oof_margin", max_pairs=0, name="memory", training=training)
+                           seeds=3, conditions=("unfiltered", "random"),
+                           detectors=(FlagSpec("oof_margin"),), max_pairs=0, name="memory",
+                           training=training)
     results = run_comparison(config, tmp_path / "out", db=f"sqlite:///{tmp_path}/m.db",
                              progress=False)
     runs: list[dict[str, Any]] = [r for c in ("unfiltered", "random")

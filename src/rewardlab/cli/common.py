@@ -118,22 +118,46 @@ def given_values(cls: type, args: argparse.Namespace, *, skip: Sequence[str] = (
 # ---- --config FILE ------------------------------------------------------------------------------
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The JSON object in a `--config` FILE; one error line naming the file otherwise.
-
-    JSON rather than YAML: no YAML library is a declared dependency of rewardlab."""
+    """The mapping of options in a `--config` FILE: YAML for a .yaml/.yml file, JSON otherwise;
+    one error line naming the file (and the line, where the parser gives it) otherwise."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise RewardlabError(f"--config {path}: cannot read ({e.strerror})") from e
+    is_yaml = Path(path).suffix.lower() in (".yaml", ".yml")
+    data = _parse_yaml(path, text) if is_yaml else _parse_json(path, text)
+    if not isinstance(data, dict):
+        raise RewardlabError(f"{path}: expected a {'YAML mapping' if is_yaml else 'JSON object'} "
+                             f"of options, got {type(data).__name__}")
+    return data
+
+
+def _parse_json(path: str | Path, text: str) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise RewardlabError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); --config takes a JSON "
-                             "object of options") from e
-    if not isinstance(data, dict):
-        raise RewardlabError(f"{path}: expected a JSON object of options, got "
-                             f"{type(data).__name__}")
-    return data
+                             "object of options (or YAML in a .yaml/.yml file)") from e
+
+
+def _parse_yaml(path: str | Path, text: str) -> Any:
+    import yaml  # only for a YAML file: one import fewer for every other command
+
+    try:
+        return yaml.safe_load(text)  # safe_load only: a config file must not build objects
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise RewardlabError(f"{path}{where}: invalid YAML ({what})") from e
+
+
+def _number(text: str) -> float | str:
+    """'1e-4' → 0.0001; anything else stays as it was (and is refused as not a float)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _scalar(value: Any) -> bool:
@@ -148,6 +172,8 @@ def _file_value(path: str | Path, key: str, value: Any, hint: Any) -> Any:
     tp = bool if hint is bool else typing.cast(type, _flag_type(hint))  # int, float or str
     if tp is str and isinstance(value, list) and all(_scalar(v) for v in value):
         return ",".join(map(str, value))
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        value = _number(value)
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is float:  # JSON writes 1e-3 and 1 alike; an int is a fine float

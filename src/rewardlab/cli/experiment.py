@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,15 +20,17 @@ from rewardlab.cli.common import (
     read_config_file,
 )
 from rewardlab.errors import RewardlabError, SelectionError, SourceError
-from rewardlab.experiment.compare_config import COMPARE_TRAIN_FIELDS, CompareConfig, resolve_training
+from rewardlab.experiment.compare_config import COMPARE_TRAIN_FIELDS, CompareConfig, preset_training
+from rewardlab.flags.flagged import flag_spec
+from rewardlab.flags.selection import CLEAN_DETECTORS
 from rewardlab.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from rewardlab.experiment.plan import PlanSummary
     from rewardlab.report.results import DoseResponse, ResultsDocument
 
-__all__ = ["register", "add_compare_args", "compare_config", "cmd_compare", "cmd_experiments",
-           "cmd_demo"]
+__all__ = ["register", "add_compare_args", "compare_config", "typed_lists", "cmd_compare",
+           "cmd_experiments", "cmd_demo"]
 
 OFFLINE_HINT = ("offline? run on the embedded HH-RLHF sample instead: rewardlab compare --train "
                 "hh-rlhf-sample --seeds 2 -o out")
@@ -37,21 +40,67 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="report directory (results.json, report.md/html, PNGs)")
     p.add_argument("--config", metavar="FILE",
-                   help="a JSON file of options: compare's at the top level, training options "
-                        "under \"train\" (an object; \"training\" when \"train\" names the "
-                        "source); lists may be JSON lists; flags given here override the file")
+                   help="a YAML (.yaml/.yml) or JSON file of options: compare's at the top level, "
+                        "training options under \"train\" (a mapping; \"training\" when "
+                        "\"train\" names the source); lists as lists or comma strings; flags "
+                        "given here override the file")
     p.add_argument("--dry-run", action="store_true",
                    help="ingest, run missing detectors and print the plan (runs, pairs per run, "
                         "pair-steps, runs already stored, a time estimate); train nothing")
     add_config_args(p, CompareConfig, skip=("training",), given_only=True)
     add_config_args(p, TrainConfig, skip=COMPARE_TRAIN_FIELDS, given_only=True,
-                    title="TrainConfig of every run (saved in results.json as config.training)")
+                    title="TrainConfig of every run (saved in results.json as config.training; "
+                          "not given: the preset's)")
 
 
-def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(compare's options, the training options) of a --config FILE; one error line naming the
-    file and the key for anything it cannot mean."""
-    data = read_config_file(path)
+# compare's list options: comma lists on the command line, lists or comma strings in a file
+LIST_OPTIONS = ("conditions", "treatments", "detectors", "fractions")
+
+
+def _items(value: Any, key: str) -> list[str]:
+    """A comma list ('a, b,,c') or a file's list of words/numbers → its items, blanks dropped."""
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    if isinstance(value, list) and all(isinstance(v, (str, int, float))
+                                       and not isinstance(v, bool) for v in value):
+        return [str(v).strip() for v in value if str(v).strip()]
+    raise RewardlabError(f"{key}: expected a list or a comma string, got "
+                         f"{json.dumps(value, default=str)[:60]}")
+
+
+def typed_lists(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with compare's list options parsed, once, into the dataclass's types: tuples of
+    names, of `FlagSpec`s (`reviewed:DET`), of fractions. One error line naming the option.
+
+    >>> typed_lists({"conditions": "unfiltered, clean", "detectors": ["reviewed:x", "y"],
+    ...              "fractions": "0.1,0.2", "seeds": 2})  # doctest: +NORMALIZE_WHITESPACE
+    {'conditions': ('unfiltered', 'clean'),
+     'detectors': (FlagSpec(detector='x', reviewed_only=True), FlagSpec(detector='y', reviewed_only=False)),
+     'fractions': (0.1, 0.2), 'seeds': 2}
+    """
+    from rewardlab.experiment.dose_arms import parse_fractions
+
+    parsed = dict(values)
+    for key in LIST_OPTIONS:
+        if parsed.get(key) is None:
+            continue
+        items = _items(parsed[key], key)
+        if key == "fractions":  # the text as given: its errors quote it
+            text = parsed[key] if isinstance(parsed[key], str) else ",".join(items)
+            parsed[key] = tuple(parse_fractions(text))
+        elif key == "detectors":
+            if not items:
+                raise RewardlabError(f"--detectors {parsed[key]!r} names no detector; leave it "
+                                     "out for the default clean set "
+                                     f"({', '.join(CLEAN_DETECTORS)})")
+            parsed[key] = tuple(flag_spec(item) for item in items)
+        else:
+            parsed[key] = tuple(items)
+    return parsed
+
+
+def _training_section(path: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(the key as the file spells it, its training options), taken out of `data`."""
     section = "training"  # errors name the key as the file spells it
     training = data.pop("training", None)
     if isinstance(data.get("train"), dict):  # the issue's form: training options under "train"
@@ -60,29 +109,42 @@ def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
                                  "keep one (\"train\" may name the train source instead)")
         section, training = "train", data.pop("train")
     if training is not None and not isinstance(training, dict):
-        raise RewardlabError(f"{path}: {section}: expected an object of training options")
-    own = [key for key in COMPARE_TRAIN_FIELDS if key in (training or {})]
-    if own:
-        where = "\"seeds\" (each run has its own seed)" if own[0] == "seed" else f"\"{own[0]}\""
-        raise RewardlabError(f"{path}: {section}.{own[0]}: compare sets it at the top level: "
-                             f"{where}")
+        raise RewardlabError(f"{path}: {section}: expected a mapping of training options")
+    return section, training or {}
+
+
+def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(compare's options, the training options) of a --config FILE; one error line naming the
+    file and the key for anything it cannot mean."""
+    data = read_config_file(path)
+    section, training = _training_section(path, data)
+    if "seed" in training:
+        raise RewardlabError(f"{path}: {section}.seed: compare sets it at the top level: "
+                             "\"seeds\" (each run has its own seed)")
     misplaced = [key for key in data if key in TrainConfig.__dataclass_fields__
                  and key not in CompareConfig.__dataclass_fields__]
     if misplaced:  # the likeliest slip: a training option at the top level
         raise RewardlabError(f"{path}: {misplaced[0]!r} is a training option: put it under "
-                             f"\"training\" (compare's own options stay at the top level)")
-    options = config_file_values(path, training or {}, TrainConfig, prefix=f"{section}.")
-    return config_file_values(path, data, CompareConfig, skip=("training",)), options
+                             f"\"{section}\" (compare's own options stay at the top level)")
+    options = config_file_values(path, training, TrainConfig, prefix=f"{section}.")
+    lists = {key: data.pop(key) for key in LIST_OPTIONS if key in data}
+    top = config_file_values(path, data, CompareConfig, skip=("training", *LIST_OPTIONS))
+    try:
+        return {**top, **typed_lists(lists)}, options
+    except RewardlabError as e:  # say which file held it
+        raise RewardlabError(f"{path}: {e}") from e
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
-    """compare's options: the command line over the --config file over the preset, whose model,
-    epochs, max_length and lr are merged here, once (`resolve_training`)."""
+    """compare's options: the command line over the --config file over the preset. Lists are
+    parsed and the preset merged into the TrainConfig here, once (`preset_training`)."""
     top, options = _compare_file(args.config) if args.config else ({}, {})
-    # refuses out-of-range options (one line)
-    config = CompareConfig(**{**top, **given_values(CompareConfig, args, skip=("training",))})
+    values = {**top, **typed_lists(given_values(CompareConfig, args, skip=("training",)))}
     options.update(given_values(TrainConfig, args, skip=COMPARE_TRAIN_FIELDS))
-    return dataclasses.replace(config, training=resolve_training(config, options))
+    for key in ("epochs", "max_length"):  # as compare's own options said it before issue 28
+        check_at_least(f"--{key.replace('_', '-')}", options.get(key), 1)
+    training = preset_training(values.get("preset", "quick"), **options)
+    return CompareConfig(**values, training=training)  # refuses out-of-range options (one line)
 
 
 def _pct(x: float | None) -> str:

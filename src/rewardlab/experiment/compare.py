@@ -38,9 +38,6 @@ from rewardlab.experiment.compare_config import (
     Preset,
     train_config_for,
 )
-from rewardlab.experiment.compare_config import (
-    names as _names,
-)
 from rewardlab.experiment.executor import Execution
 from rewardlab.experiment.plan import (
     ExperimentData,
@@ -55,7 +52,6 @@ from rewardlab.flags.detector_precision import precision_stats
 from rewardlab.flags.flagged import (
     FlagSpec,
     detector_scores,
-    flag_spec,
     flagged_by,
     flagged_ids,
     run_names,
@@ -86,13 +82,16 @@ __all__ = ["CompareConfig", "Preset", "PRESETS", "CLEAN_DETECTORS", "Condition",
 log = logging.getLogger("rewardlab")
 
 
-def plan_conditions(conditions: str, treatments: str) -> list[Condition]:
-    """'unfiltered,clean,random' × 'remove,flip' → unfiltered, clean-remove, clean-flip, random."""
-    names = [c.strip() for c in conditions.split(",") if c.strip()]
-    kinds = [t.strip() for t in treatments.split(",") if t.strip()]
+def plan_conditions(conditions: Sequence[str], treatments: Sequence[str]) -> list[Condition]:
+    """(unfiltered, clean, random) × (remove, flip) → unfiltered, clean-remove, clean-flip, random.
+
+    >>> [c.name for c in plan_conditions(("unfiltered", "clean"), ("remove", "flip"))]
+    ['unfiltered', 'clean-remove', 'clean-flip']
+    """
+    names, kinds = list(conditions), list(treatments)
     unknown = [c for c in names if c not in CONDITIONS]
     bad_t = [t for t in kinds if t not in TREATMENTS]
-    if unknown or bad_t or not names:
+    if unknown or bad_t or not names or not kinds:
         raise SelectionError(f"unknown condition/treatment {', '.join(unknown + bad_t) or '(none)'}"
                              f"; conditions: {', '.join(CONDITIONS)}; treatments: "
                              f"{', '.join(TREATMENTS)}")
@@ -178,21 +177,22 @@ def _ensure_detector_runs(store: Store, name: str, detectors: Sequence[str], n_t
         log.info("reusing stored detector runs: %s", ", ".join(detectors))
 
 
-def _flags_block(store: Store, name: str, detectors: Sequence[str],
+def _flags_block(store: Store, name: str, detectors: Sequence[FlagSpec],
                  pool: Sequence[PreferencePair]) -> FlagsBlock:
-    """Flag counts within the training pool, per detector and for their union."""
+    """Flag counts within the training pool, per flag set (keyed `DET` or `reviewed:DET`) and for
+    their union."""
     pool_ids = {p.example_id for p in pool}
     runs = store.latest_runs(name)
     by_det = flagged_by(store, name, detectors)
     reviewed = precision_stats(store, name)  # over the whole dataset's reviews of each detector
     n = max(len(pool_ids), 1)
     block: dict[str, DetectorFlags] = {}
-    for d in detectors:
-        run = runs[flag_spec(d).detector]  # reviewed:DET has DET's threshold
-        flagged = len(by_det.get(d, set()) & pool_ids)
-        block[d] = _with_reviewed_precision(
+    for spec in detectors:
+        run = runs[spec.detector]  # reviewed:DET has DET's threshold
+        flagged = len(by_det.get(str(spec), set()) & pool_ids)
+        block[str(spec)] = _with_reviewed_precision(
             {"flagged": flagged, "rate": flagged / n, "threshold": run["threshold"],
-             "threshold_kind": run["threshold_kind"]}, reviewed.get(d))
+             "threshold_kind": run["threshold_kind"]}, reviewed.get(str(spec)))
     union = set().union(*by_det.values()) & pool_ids if by_det else set()
     return {"detectors": block, "union": {"flagged": len(union), "rate": len(union) / n}}
 
@@ -206,8 +206,9 @@ def _with_reviewed_precision(flags: DetectorFlags, stats: DetectorPrecision | No
             "precision_ci": stats["ci"] if stats else None}
 
 
-def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Sequence[str],
-                   pool: Sequence[PreferencePair]) -> tuple[list[Condition], set[int]]:
+def _with_reviewed(plan: list[Condition], store: Store, name: str,
+                   detectors: Sequence[FlagSpec | str], pool: Sequence[PreferencePair]
+                   ) -> tuple[list[Condition], set[int]]:
     """(the plan, the pool's flags reviewers confirmed): clean-reviewed joins a plan with clean
     once reviewers confirmed any flag of `detectors`; asked for with none confirmed, it is an error."""
     pool_ids = {p.example_id for p in pool}
@@ -216,7 +217,8 @@ def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Se
     asked = any(c.name == REVIEWED_CONDITION for c in plan)
     if asked and not confirmed:
         raise SelectionError(f"condition {REVIEWED_CONDITION}: reviewers confirmed none of the "
-                             f"training pool's flags of {', '.join(detectors)}; review some with "
+                             f"training pool's flags of {', '.join(map(str, detectors))}; review "
+                             f"some with "
                              f"`rewardlab review {name}` first")
     if confirmed and not asked and any(c.mode == "clean" for c in plan):
         log.info("reviewers confirmed %d flagged training pairs: adding condition %s",
@@ -227,11 +229,15 @@ def _with_reviewed(plan: list[Condition], store: Store, name: str, detectors: Se
     return plan, confirmed
 
 
-def compare_detectors(config: CompareConfig) -> list[str]:
-    """The detectors whose flags define "flagged": --detectors, else the preset's, else the
-    default clean set (the same one `train --select clean` uses)."""
+def compare_detectors(config: CompareConfig) -> list[FlagSpec]:
+    """The flag sets that define "flagged": --detectors, else the preset's, else the default
+    clean set (the same one `train --select clean` uses).
+
+    >>> [str(s) for s in compare_detectors(CompareConfig(preset="strength"))]
+    ['preference_strength']
+    """
     given = _setting(config, "detectors")
-    return _names(given) if given is not None else list(CLEAN_DETECTORS)
+    return list(given) if given is not None else [FlagSpec(d) for d in CLEAN_DETECTORS]
 
 
 def check_fractions_fit(fractions: Sequence[float], n_pool: int) -> None:
@@ -266,19 +272,19 @@ def validate_compare_config(config: CompareConfig, store: Store | None = None) -
     `--rank-by` must be a known detector, or one already run on the dataset (an imported flag
     file) when `store` is given.
     """
-    from rewardlab.experiment.dose_arms import parse_fractions
+    from rewardlab.experiment.dose_arms import check_fractions
     from rewardlab.flags.detectors import DETECTORS
     from rewardlab.models.backbones import resolve_backbone
 
     if config.preset not in PRESETS:
         raise SelectionError(f"--preset: unknown preset {config.preset!r}; presets: "
                              f"{', '.join(PRESETS)}")
-    resolve_backbone(train_config_for(config, 0).model)  # a malformed --model
+    resolve_backbone(config.training.model)  # a malformed --model
     plan_conditions(config.conditions, config.treatments)
     known = set(DETECTORS) | _stored_detectors(config, store)
-    unknown = [d for d in compare_detectors(config) if flag_spec(d).detector not in known]
+    unknown = [s for s in compare_detectors(config) if s.detector not in known]
     if unknown:  # else found only after ingest, and after every other detector ran
-        raise SelectionError(f"--detectors: unknown detector {unknown[0]!r}; detectors: "
+        raise SelectionError(f"--detectors: unknown detector {str(unknown[0])!r}; detectors: "
                              f"{', '.join(sorted(known))}")
     fractions, rank_by = _setting(config, "fractions"), _setting(config, "rank_by")
     if fractions is None and rank_by is None:
@@ -288,7 +294,7 @@ def validate_compare_config(config: CompareConfig, store: Store | None = None) -
                              "rank the pairs")
     if fractions is None:
         raise SelectionError(f"--rank-by {rank_by} needs --fractions, e.g. 0.05,0.1,0.2,0.3")
-    parsed = parse_fractions(fractions)
+    parsed = check_fractions(fractions)
     if rank_by not in known:
         raise SelectionError(f"--rank-by: unknown detector {rank_by!r}; detectors: "
                              f"{', '.join(sorted(known))}")
@@ -344,7 +350,7 @@ class Prepared:
 
     config: CompareConfig
     name: str  # the dataset in the store
-    detectors: list[str]  # the detectors whose flags define "flagged"
+    detectors: list[FlagSpec]  # the flag sets that define "flagged"
     train_ids: list[int | None]  # every train pair of the dataset, store order
     test: list[PreferencePair]
     fingerprints: tuple[str, str]  # (training pool, test pairs)
@@ -359,7 +365,7 @@ def prepare_experiment(config: CompareConfig, store: Store, *, progress: bool = 
     conditions = plan_conditions(config.conditions, config.treatments)
     name = config.name or dataset_name_for(config.train, config.test_fraction)
     detectors = compare_detectors(config)
-    log.info("%s", clean_definition(detectors))  # as `train --select clean` prints it
+    log.info("%s", clean_definition([str(d) for d in detectors]))  # as `train --select clean`
     _ingest(store, config, name)
     train_ids, pool, test = _load_pool_and_test(store, name, config)
     check_fractions_fit(fractions, len(pool))  # the pool's size is known now, before any training
@@ -450,12 +456,19 @@ def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db
 
 def _results_config(prepared: Prepared, pool_size: int) -> ResultsConfig:
     config, data = prepared.config, prepared.data
-    # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/report/test_results.py)
+    fractions = _setting(config, "fractions")
+    training = dataclasses.asdict(train_config_for(config, 0))
+    # asdict is untyped; ResultsConfig lists CompareConfig's fields (tests/report/test_results.py);
+    # lists as JSON lists; model, epochs and max_length are the TrainConfig's (the keys results.json
+    # had when compare declared them itself)
     return cast("ResultsConfig", {
-        **dataclasses.asdict(config), "seeds": list(data.seeds), "detectors": prepared.detectors,
-        "conditions": [c.name for c in data.conditions], "fractions": _setting(config, "fractions"),
-        "rank_by": data.rank_by, "train_config": dataclasses.asdict(train_config_for(config, 0)),
-        "max_pairs": pool_size})
+        **dataclasses.asdict(config), "seeds": list(data.seeds),
+        "conditions": [c.name for c in data.conditions], "treatments": list(config.treatments),
+        "detectors": [str(d) for d in prepared.detectors],
+        "fractions": list(fractions) if fractions is not None else None,
+        "rank_by": data.rank_by, "max_pairs": pool_size, "training": training,
+        **{key: training[key] for key in ("model", "epochs", "max_length")},
+        "train_config": training})
 
 
 def _experiment_plan(prepared: Prepared, store: Store, plan: Sequence[RunSpec]) -> ExperimentPlan:
@@ -463,7 +476,8 @@ def _experiment_plan(prepared: Prepared, store: Store, plan: Sequence[RunSpec]) 
     trains: the flags within the pool, the ranking detector's flags, the strength histogram."""
     config, data, name = prepared.config, prepared.data, prepared.name
     pool = data.pool
-    measured = [d for d in (data.rank_by, *prepared.detectors) if d in STRENGTH_DETECTORS]
+    measured = [d for d in (data.rank_by, *map(str, prepared.detectors))
+                if d in STRENGTH_DETECTORS]
     return ExperimentPlan(
         runs=plan, config=config, config_block=_results_config(prepared, len(pool)),
         data_block={"train": {"dataset": name, "source": config.train, "pairs": len(pool),
@@ -471,7 +485,7 @@ def _experiment_plan(prepared: Prepared, store: Store, plan: Sequence[RunSpec]) 
                     "test": {"dataset": name, "source": config.test or config.train,
                              "pairs": len(prepared.test), "fingerprint": prepared.fingerprints[1]}},
         flags=_flags_block(store, name, prepared.detectors, pool), data=data, test=prepared.test,
-        treatment=_names(config.treatments)[0],
+        treatment=config.treatments[0],
         rank_flagged=frozenset(flagged_ids(store, name, data.rank_by)) if data.rank_by else frozenset(),
         strength=strength_block(store, name, prepared.train_ids, pool, measured[0], config.train)
         if measured else None)

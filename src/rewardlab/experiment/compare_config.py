@@ -3,26 +3,32 @@
 A light module (no torch, no scipy): the CLI builds its parser from `CompareConfig` without
 importing the experiment's machinery, so `rewardlab train` and `--help` start fast.
 
+Lists are tuples and flag sets `FlagSpec`s here; the command line's comma lists and `reviewed:DET`
+spellings are parsed where they enter (`cli/experiment.py`, a `--config` file), and the presets are
+merged into the `TrainConfig` there, once (`preset_training`).
+
 >>> CompareConfig(seeds=3).seeds
 3
->>> names("unfiltered, clean,,random")
-['unfiltered', 'clean', 'random']
+>>> config = CompareConfig(conditions=("unfiltered", "clean"), detectors=(FlagSpec("oof_margin"),),
+...                        training=preset_training("quick", model="bow", epochs=2))
+>>> config.conditions, str(config.detectors[0]), config.training.model, config.training.epochs
+(('unfiltered', 'clean'), 'oof_margin', 'bow', 2)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
 from rewardlab.errors import RewardlabError
+from rewardlab.flags.flagged import FlagSpec
 from rewardlab.flags.selection import CLEAN_DETECTORS
 from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["CompareConfig", "Condition", "Preset", "PRESETS", "CONDITIONS", "REVIEWED_CONDITION",
            "AA_CONDITION", "AA_SEED_OFFSET",
-           "COMPARE_TRAIN_FIELDS", "names", "resolve_training", "train_config_for"]
+           "COMPARE_TRAIN_FIELDS", "preset_training", "train_config_for"]
 
 
 # Settings per preset; an option given on the command line wins. `seed` is the original notebook's
@@ -33,9 +39,9 @@ class Preset(TypedDict):
     model: str
     max_pairs: int | None  # None = all train pairs
     seeds: int
-    detectors: NotRequired[str]  # define "flagged" for the clean conditions
+    detectors: NotRequired[tuple[FlagSpec, ...]]  # define "flagged" for the clean conditions
     rank_by: NotRequired[str]  # the dose-response ranking
-    fractions: NotRequired[str]
+    fractions: NotRequired[tuple[float, ...]]
     epochs: NotRequired[int]
     max_length: NotRequired[int]
     lr: NotRequired[float]  # for the preset's own backbone only: another --model keeps its default
@@ -51,8 +57,8 @@ PRESETS: dict[str, Preset] = {
     # bow: ~5 s a run on the sample (61% test accuracy at max_length 512, MiniLM fine-tuning ~90 s),
     # so 5 seeds × (3 conditions + 4 fractions × 2 arms) = 55 runs fit next to the detector
     "strength": {"model": "bow", "max_pairs": None, "seeds": 5, "epochs": 1, "max_length": 512,
-                 "detectors": "preference_strength", "rank_by": "preference_strength",
-                 "fractions": "0.05,0.1,0.2,0.3"},
+                 "detectors": (FlagSpec("preference_strength"),), "rank_by": "preference_strength",
+                 "fractions": (0.05, 0.1, 0.2, 0.3)},
 }
 # clean-reviewed removes only the flags reviewers confirmed (`rewardlab review`); it joins a plan
 # with `clean` by itself once reviewers confirmed any flag of the experiment's detectors
@@ -65,9 +71,34 @@ AA_SEED_OFFSET = 1_000_000
 CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random", REVIEWED_CONDITION, AA_CONDITION)
 
 
-# The TrainConfig fields compare sets itself: model, epochs and max_length are compare's own options
-# (None = the preset's), seed is each run's. Every other training option is settable from compare.
-COMPARE_TRAIN_FIELDS: tuple[str, ...] = ("model", "epochs", "max_length", "seed")
+# The TrainConfig field compare sets itself: each run's seed (from --seeds). Every other training
+# option (--model, --epochs, --lr, --lora-r, ...) is settable from compare.
+COMPARE_TRAIN_FIELDS: tuple[str, ...] = ("seed",)
+
+
+def preset_training(preset: str = "quick", **options: Any) -> TrainConfig:
+    """The TrainConfig of `preset` with `options` (TrainConfig fields: the command line's, a
+    --config file's) over it, seed 0 (each run sets its own). The preset's lr is tuned for its own
+    backbone, so it applies to that one only. The CLI calls it once, at its edge.
+
+    >>> preset_training().model, preset_training().lr, preset_training(model="bow").lr
+    ('minilm', 0.0001, None)
+    >>> strength = preset_training("strength", batch_size=4)
+    >>> strength.model, strength.max_length, strength.batch_size
+    ('bow', 512, 4)
+    """
+    if "seed" in options:  # two homes for one setting would leave the reader guessing which won
+        raise RewardlabError("training option 'seed' is compare's own: set --seeds (every run "
+                             "has its own seed)")
+    chosen = PRESETS[preset]
+    values: dict[str, Any] = {"model": chosen["model"]}
+    if "epochs" in chosen:
+        values["epochs"] = chosen["epochs"]
+    if "max_length" in chosen:
+        values["max_length"] = chosen["max_length"]
+    if "lr" in chosen and options.get("model", chosen["model"]) == chosen["model"]:
+        values["lr"] = chosen["lr"]  # tuned for that backbone; bow's 3e-3 is another scale
+    return TrainConfig(**{**values, **options, "seed": 0})
 
 
 @dataclass(frozen=True)
@@ -87,8 +118,9 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 class CompareConfig:
     """Everything `rewardlab compare` needs; saved in results.json.
 
-    Each field's `help` metadata is the CLI's help for its flag; None fields take the preset's
-    value when the CLI resolves the config.
+    Each field's `help` metadata is the CLI's help for its flag. Lists are tuples, flag sets
+    `FlagSpec`s; `training` is the TrainConfig every run trains with (the CLI merges the preset
+    into it, once: `preset_training`).
 
     Parameters
     ----------
@@ -99,30 +131,27 @@ class CompareConfig:
     test_fraction : float or None, default None
         Carve a test split of this share from a single-split train source, by prompt hash.
     preset : {"quick", "seed", "strength"}, default "quick"
-        The defaults to start from (backbone, epochs, pairs, seeds, dose-response).
+        The defaults of seeds, pairs, detectors and dose-response to start from (its training
+        options are `preset_training(preset)`'s, which the CLI merges into `training`).
     seeds : int or None, default None
         Seeds per condition; None: the preset's (1).
-    conditions : str, default "unfiltered,clean,random"
-        Comma list of unfiltered, clean, random, clean-reviewed, aa (the A/A control).
-    treatments : str, default "remove"
-        What clean does to flagged pairs: comma list of remove, flip, soft.
-    detectors : str or None, default None
-        Comma list of the detectors whose flags define "flagged" (reviewed:DET = the flags of DET
-        that reviewers confirmed); None: the default clean set.
-    model : str or None, default None
-        The backbone; None: the preset's (minilm).
+    conditions : tuple of str, default ("unfiltered", "clean", "random")
+        Any of unfiltered, clean, random, clean-reviewed, aa (the A/A control).
+    treatments : tuple of str, default ("remove",)
+        What clean does to flagged pairs: any of remove, flip, soft.
+    detectors : tuple of FlagSpec or None, default None
+        The flag sets that define "flagged" (`FlagSpec(DET, reviewed_only=True)`: the flags of DET
+        that reviewers confirmed, `reviewed:DET` on the command line); None: the preset's, else
+        the default clean set.
     max_pairs : int or None, default None
         Train pairs kept, stratified by subset; 0 = all; None: the preset's.
-    epochs : int or None, default None
-        Training epochs; None: the preset's.
-    max_length : int or None, default None
-        Max tokens per sequence; None: the preset's.
     name : str or None, default None
         The dataset's name in the store; None: derived from the train source and test fraction.
     save_checkpoints : bool, default False
         Keep every run's checkpoint under out_dir/runs.
-    fractions : str or None, default None
-        Dose-response: comma list of shares of the training pairs to treat (needs `rank_by`).
+    fractions : tuple of float or None, default None
+        Dose-response: shares of the training pairs to treat, increasing, each in (0, 1) (needs
+        `rank_by`); None: the preset's.
     rank_by : str or None, default None
         Dose-response: the detector whose score ranks the pairs to treat.
     ablation : bool, default False
@@ -140,9 +169,10 @@ class CompareConfig:
     retries : int, default 1
         How many times a failed run (a worker killed, a crash) is tried again before it is
         reported while the others go on.
-    training : TrainConfig or None, default None
-        The TrainConfig every run trains with (its seed replaced by the run's); None: the
-        preset's model, epochs, max_length and lr.
+    training : TrainConfig, default preset_training()
+        The TrainConfig every run trains with (the quick preset's: minilm at lr 1e-4), its seed
+        replaced by the run's. It does not follow `preset`: for another preset's backbone pass
+        `training=preset_training("strength")`.
     """
 
     train: str = field(default="hh-rlhf-sample", metadata=_help(
@@ -156,27 +186,23 @@ class CompareConfig:
         "quick (CPU minutes), seed (the notebook's) or strength (preference strength + "
         "dose-response, CPU ≤ 20 min on the sample)", choices=list(PRESETS)))
     seeds: int | None = field(default=None, metadata=_help("seeds per condition (preset: 1)"))
-    conditions: str = field(default="unfiltered,clean,random", metadata=_help(
+    conditions: tuple[str, ...] = field(default=("unfiltered", "clean", "random"), metadata=_help(
         "comma list of unfiltered, clean, random, clean-reviewed (remove only the flags reviewers "
         "confirmed; added by itself next to clean once reviewers confirmed any), aa (the A/A "
-        "control: unfiltered again with independent seeds, compared with unfiltered; needs it)"))
-    treatments: str = field(default="remove", metadata=_help(
-        "what clean does to flagged pairs: comma list of remove, flip, soft"))
-    detectors: str | None = field(default=None, metadata=_help(
+        "control: unfiltered again with independent seeds, compared with unfiltered; needs it); "
+        "default unfiltered,clean,random"))
+    treatments: tuple[str, ...] = field(default=("remove",), metadata=_help(
+        "what clean does to flagged pairs: comma list of remove, flip, soft (default remove)"))
+    detectors: tuple[FlagSpec, ...] | None = field(default=None, metadata=_help(
         "comma list of the detectors whose flags define 'flagged'; not given: the default clean "
         f"set, as `train --select clean` ({', '.join(CLEAN_DETECTORS)}); an empty list is "
         "refused; reviewed:DET = the flags of DET that reviewers confirmed"))
-    model: str | None = field(default=None, metadata=_help("backbone (preset: minilm)"))
     max_pairs: int | None = field(default=None, metadata=_help(
         "train pairs, stratified by subset (quick: 4000; 0 = all)"))
-    epochs: int | None = field(default=None, metadata=_help(
-        "training epochs, at least 1 (default 1)"))
-    max_length: int | None = field(default=None, metadata=_help(
-        "max tokens, at least 1 (default 256)"))
     name: str | None = field(default=None, metadata=_help("dataset name in the store"))
     save_checkpoints: bool = field(default=False, metadata=_help(
         "keep every run's checkpoint under DIR/runs"))
-    fractions: str | None = field(default=None, metadata=_help(
+    fractions: tuple[float, ...] | None = field(default=None, metadata=_help(
         "dose-response: comma list of shares of the training pairs to treat with the first "
         "--treatments, e.g. 0.05,0.1,0.2,0.3 (needs --rank-by; preset strength sets both)"))
     rank_by: str | None = field(default=None, metadata=_help(
@@ -204,16 +230,15 @@ class CompareConfig:
     retries: int = field(default=1, metadata=_help(
         "times a failed run (its worker killed, a crash) is tried again before it is reported; "
         "the other runs go on, and the finished ones stay stored"))
-    # The CLI always resolves it (presets merged once, at its edge); None = resolve_training(self)
-    training: TrainConfig | None = field(default=None, metadata=_help(
-        "the TrainConfig every run trains with, its seed replaced by the run's; None: the preset's "
-        "model, epochs, max_length and lr"))
+    # The CLI builds it from the preset and the training options given (`preset_training`)
+    training: TrainConfig = field(default_factory=preset_training, metadata=_help(
+        "the TrainConfig every run trains with, its seed replaced by the run's"))
 
     def __post_init__(self) -> None:
         """Refuse option values that cannot mean anything, whoever builds the config (the CLI or
         Python): checked before any data is read or model trained."""
-        for name, minimum in (("seeds", 1), ("epochs", 1), ("max_length", 1), ("max_pairs", 0),
-                              ("workers", 1), ("gpus_per_run", 0), ("retries", 0)):
+        for name, minimum in (("seeds", 1), ("max_pairs", 0), ("workers", 1), ("gpus_per_run", 0),
+                              ("retries", 0)):
             value = getattr(self, name)
             if value is not None and value < minimum:  # None = the preset's value
                 raise RewardlabError(f"--{name.replace('_', '-')} must be at least {minimum} "
@@ -221,11 +246,29 @@ class CompareConfig:
         tf = self.test_fraction
         if tf is not None and not 0.0 < tf < 1.0:  # NaN fails this too
             raise RewardlabError(f"--test-fraction must be between 0 and 1, exclusive (got {tf})")
-        if self.detectors is not None and not names(self.detectors):
-            raise RewardlabError(f"--detectors {self.detectors!r} names no detector; leave it out "
-                                 f"for the default clean set ({', '.join(CLEAN_DETECTORS)})")
-        self._check_training()
+        if not isinstance(self.training, TrainConfig):
+            raise RewardlabError(f"training: expected a TrainConfig (got {self.training!r}); "
+                                 "preset_training(PRESET, **options) builds one")
+        self._check_lists()
         self._check_execution()
+
+    def _check_lists(self) -> None:
+        """Lists are tuples (a list is taken as one) of the right items: a comma string is the
+        command line's spelling, and read as a sequence it would be its characters."""
+        for name, item in (("conditions", str), ("treatments", str), ("detectors", FlagSpec),
+                           ("fractions", float)):
+            value = getattr(self, name)
+            if value is None and name in ("detectors", "fractions"):
+                continue  # the preset's, else the default
+            if not isinstance(value, (tuple, list)) or not all(
+                    isinstance(v, item) or (item is float and type(v) is int) for v in value):
+                raise RewardlabError(f"{name}: expected a tuple of {item.__name__} (got "
+                                     f"{value!r}); comma lists and reviewed:DET are the command "
+                                     "line's spelling")
+            setattr(self, name, tuple(value))
+        if self.detectors is not None and not self.detectors:
+            raise RewardlabError("--detectors names no detector; leave it out for the default "
+                                 f"clean set ({', '.join(CLEAN_DETECTORS)})")
 
     def _check_execution(self) -> None:
         """What the executor cannot do as asked, said before any work (`experiment/executor.py`)."""
@@ -237,53 +280,11 @@ class CompareConfig:
             raise RewardlabError("--ray: expected 'local' or a Ray address (auto, HOST:6379, "
                                  "ray://HOST:10001)")
 
-    def _check_training(self) -> None:
-        """A given `training` must agree with compare's own model/epochs/max_length options."""
-        if self.training is None:
-            return
-        for key in ("model", "epochs", "max_length"):
-            mine = getattr(self, key)
-            if mine is not None and mine != getattr(self.training, key):
-                raise RewardlabError(f"--{key.replace('_', '-')} {mine} disagrees with the "
-                                     f"training config's {key} {getattr(self.training, key)}")
-
-
-def resolve_training(config: CompareConfig, options: Mapping[str, Any] | None = None
-                     ) -> TrainConfig:
-    """The TrainConfig of every run (seed 0; each run sets its own): `options` (TrainConfig fields
-    given on the command line or in a --config file) over compare's model/epochs/max_length over
-    the preset's. The preset's lr is tuned for its own backbone, so it applies to that one only.
-
-    >>> resolve_training(CompareConfig()).lr, resolve_training(CompareConfig(model="bow")).lr
-    (0.0001, None)
-    >>> resolve_training(CompareConfig(), {"lr": 3e-4, "batch_size": 4}).batch_size
-    4
-    """
-    options = dict(options or {})
-    own = [key for key in COMPARE_TRAIN_FIELDS if key in options]
-    if own:  # two homes for one setting would leave the reader guessing which one won
-        raise RewardlabError(f"training option {own[0]!r} is compare's own: set it as "
-                             f"--{own[0].replace('_', '-')}" + (" (every run has its own seed)"
-                                                               if own[0] == "seed" else ""))
-    if config.training is not None:
-        return dataclasses.replace(config.training, seed=0, **options)
-    preset = PRESETS[config.preset]
-    model = config.model or preset["model"]
-    values: dict[str, Any] = {"model": model, "seed": 0}
-    for key in ("epochs", "max_length"):
-        value = getattr(config, key) or preset.get(key)
-        if value:
-            values[key] = value
-    if "lr" in preset and model == preset["model"]:
-        values["lr"] = preset["lr"]  # tuned for that backbone; bow's 3e-3 is another scale
-    return TrainConfig(**{**values, **options})
-
-
-def names(text: str) -> list[str]:
-    """'a, b,,c' → ['a', 'b', 'c']."""
-    return [t.strip() for t in text.split(",") if t.strip()]
-
 
 def train_config_for(config: CompareConfig, seed: int) -> TrainConfig:
-    """The TrainConfig every run of this experiment trains with, for one seed."""
-    return dataclasses.replace(resolve_training(config), seed=seed)
+    """The TrainConfig every run of this experiment trains with, for one seed.
+
+    >>> train_config_for(CompareConfig(training=preset_training(model="bow")), 3).seed
+    3
+    """
+    return dataclasses.replace(config.training, seed=seed)

@@ -19,7 +19,8 @@ import numpy as np
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.experiment.compare import Annotate, run_comparison, train_config_for
-from rewardlab.experiment.compare_config import CompareConfig
+from rewardlab.experiment.compare_config import CompareConfig, preset_training
+from rewardlab.flags.flagged import FlagSpec
 
 if TYPE_CHECKING:
     from rewardlab.report.results import (
@@ -142,10 +143,11 @@ def run_demo(out_dir: Path, *, n: int = 4000, noise: float = 0.2, seed: int = 0,
     store = Store(url)
     name = f"synthetic-n{n}-noise{noise:g}-seed{seed}"
     config = CompareConfig(
-        train=f"synthetic:n={n},noise={noise:g},seed={seed}", conditions="unfiltered,clean,random",
-        treatments="remove,flip", detectors="oof_margin", model="bow", max_pairs=0,
-        seeds=seeds, name=name, rank_by="oof_margin" if fractions else None,
-        fractions=",".join(f"{f:g}" for f in fractions) or None)
+        train=f"synthetic:n={n},noise={noise:g},seed={seed}",
+        conditions=("unfiltered", "clean", "random"), treatments=("remove", "flip"),
+        detectors=(FlagSpec("oof_margin"),), max_pairs=0, seeds=seeds, name=name,
+        rank_by="oof_margin" if fractions else None, fractions=tuple(fractions) or None,
+        training=preset_training(model="bow"))
     # ensemble_strength does not define "flagged" here, but its precision/recall is reported.
     store.ingest(name, read_source(config.train))
     if "ensemble_strength" not in store.latest_runs(name):

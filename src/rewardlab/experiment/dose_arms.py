@@ -73,21 +73,33 @@ def parse_fractions(text: str, *, flag: str = "--fractions") -> list[float]:
     values = []
     for item in (t.strip() for t in text.split(",")):
         try:
-            value = float(item)
+            values.append(float(item))
         except ValueError:
             raise SelectionError(f"{flag}: {item!r} is not a number (expected e.g. "
                                  "0.05,0.1,0.2,0.3)") from None
-        if not 0.0 < value < 1.0:
-            raise SelectionError(f"{flag}: {item} is outside (0, 1); fractions are shares of "
+    return check_fractions(values, flag=flag, text=text)
+
+
+def check_fractions(values: Sequence[float], *, flag: str = "--fractions",
+                    text: str | None = None) -> list[float]:
+    """`values` as a list when each is in (0, 1), increasing, no repeats; else one line quoting
+    `text` (the option as given; default: the values, comma-joined).
+
+    >>> check_fractions((0.1, 0.2))
+    [0.1, 0.2]
+    """
+    text = text if text is not None else ",".join(f"{v:g}" for v in values)
+    for value in values:
+        if not 0.0 < value < 1.0:  # NaN fails this too
+            raise SelectionError(f"{flag}: {value:g} is outside (0, 1); fractions are shares of "
                                  "the training pairs, e.g. 0.1 for 10%")
-        values.append(value)
     if not values:
         raise SelectionError(f"{flag} is empty (expected e.g. 0.05,0.1,0.2,0.3)")
     if len(set(values)) != len(values):
         raise SelectionError(f"{flag}: {text} repeats a fraction")
-    if values != sorted(values):
+    if list(values) != sorted(values):
         raise SelectionError(f"{flag}: {text} is not increasing (write them smallest first)")
-    return values
+    return list(values)
 
 
 def _arm_block(runs: list[RunRecord], description: str) -> ArmBlock:

@@ -9,10 +9,12 @@ fingerprint and the rewardlab version: a run the store holds under that id is th
 
 >>> from rewardlab.data.pairs import PreferencePair
 >>> from rewardlab.experiment.compare_config import CompareConfig, Condition
+>>> from rewardlab.training.train_config import TrainConfig
 >>> pool = [PreferencePair(i, "train", "p", "a", "b", example_id=10 + i) for i in range(4)]
 >>> data = ExperimentData(pool=pool, fingerprint="f", conditions=[Condition("clean-remove",
 ...     "clean", "remove")], seeds=[0, 1], flagged=frozenset({11}))
->>> [(r.group, r.seed, r.pair_ids) for r in plan_experiment(CompareConfig(model="bow"), data)]
+>>> [(r.group, r.seed, r.pair_ids) for r in plan_experiment(CompareConfig(training=TrainConfig(model="bow")),
+...                                                           data)]
 [('clean-remove', 0, (10, 12, 13)), ('clean-remove', 1, (10, 12, 13))]
 """
 
@@ -34,7 +36,6 @@ from rewardlab.experiment.compare_config import (
     REVIEWED_CONDITION,
     CompareConfig,
     Condition,
-    names,
     train_config_for,
 )
 from rewardlab.experiment.dose_arms import Arm, ArmKey, ablation_arms, dose_arms
@@ -137,7 +138,7 @@ def plan_experiment(config: CompareConfig, data: ExperimentData) -> list[RunSpec
     """Every training run of the experiment, in the order compare trains them: the conditions
     (each over the seeds), then the dose-response arms of the first treatment (with
     `data.rank_by`), then the ablation arms (with `config.ablation`)."""
-    treatment = names(config.treatments)[0]
+    treatment = config.treatments[0]
     runs = _condition_runs(config, data)
     if data.rank_by:
         runs += _arm_runs(dose_arms(data.pool, data.scores, rank_by=data.rank_by,

@@ -70,7 +70,7 @@ def split_reviewed(detectors: Sequence[str]) -> tuple[list[str], list[str]]:
             [s.detector for s in specs if s.reviewed_only])
 
 
-def run_names(detectors: Sequence[str]) -> list[str]:
+def run_names(detectors: Sequence[FlagSpec | str]) -> list[str]:
     """The detectors whose runs `detectors` need: `reviewed:DET` needs DET; order kept, once each.
 
     >>> run_names(["reviewed:length_ratio", "length_ratio", "repetition"])

@@ -82,15 +82,12 @@ class ResultsConfig(TypedDict):
     preset: str
     seeds: list[int]  # resolved: the seeds every condition ran
     conditions: list[str]  # resolved: condition names, e.g. "clean-remove"
-    treatments: str
-    detectors: list[str]  # resolved: the detectors whose flags define "flagged"
-    model: str | None
+    treatments: list[str] | str  # a comma string in files written before issue 28's lists
+    detectors: list[str]  # resolved: the flag sets that define "flagged" (DET | reviewed:DET)
     max_pairs: int  # resolved: the size of the training pool
-    epochs: int | None
-    max_length: int | None
     name: str | None
     save_checkpoints: bool
-    fractions: NotRequired[str | None]  # as given ("0.05,0.1"); parsed in dose_response
+    fractions: NotRequired[list[float] | str | None]  # resolved (a "0.05,0.1" string before 28)
     rank_by: NotRequired[str | None]  # resolved: the preset's when not given
     ablation: NotRequired[bool]
     reuse_runs: NotRequired[bool]  # stored runs with the same id were reused (since issue 28)
@@ -100,6 +97,10 @@ class ResultsConfig(TypedDict):
     gpus_per_run: NotRequired[int | None]
     retries: NotRequired[int]
     training: NotRequired[dict[str, Any] | None]  # the resolved TrainConfig the CLI passed (seed 0)
+    # the TrainConfig's (null before issue 28 when the preset's applied), for older readers
+    model: str | None
+    epochs: int | None
+    max_length: int | None
     train_config: dict[str, Any]  # TrainConfig as a dict (seed 0's)
 
 
