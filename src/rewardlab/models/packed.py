@@ -86,7 +86,8 @@ def _fused_linear(linears: list[nn.Linear], x: torch.Tensor) -> torch.Tensor:
 
 def _rows_forward(qkv: torch.Tensor, lengths: list[int], heads: int, scale: float
                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The rows one after another: (N, 3d) → (N, d) and the backward's q, k, v, p of every row."""
+    """The rows one after another: (N, 3d) → (N, d) and the backward's q, k, v of every row (not
+    the (H, L, L) probabilities: `_rows_backward` computes them again, one row at a time)."""
     out = qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)  # (N, d)
     saved: list[torch.Tensor] = []
     for x, o in zip(qkv.split(lengths), out.split(lengths)):
@@ -99,7 +100,7 @@ def _rows_forward(qkv: torch.Tensor, lengths: list[int], heads: int, scale: floa
         p = torch.softmax(torch.bmm(q, k.transpose(1, 2)), -1)  # (H, L, L)
         o_heads = torch.bmm(p, v)  # (H, L, dh)
         o.view(length, heads, -1).copy_(o_heads.transpose(0, 1))
-        saved += [q, k, v, p]
+        saved += [q, k, v]
     return out, saved
 
 
@@ -108,7 +109,10 @@ def _rows_backward(grad_out: torch.Tensor, saved: list[torch.Tensor], lengths: l
     """(N, d) gradient of the output → (N, 3d) gradient of qkv, row by row."""
     grad_qkv = grad_out.new_empty(grad_out.shape[0], 3 * grad_out.shape[1])  # (N, 3d)
     for r, (do, g) in enumerate(zip(grad_out.split(lengths), grad_qkv.split(lengths))):
-        q, k, v, p = saved[4 * r:4 * r + 4]
+        q, k, v = saved[3 * r:3 * r + 3]
+        # the forward's p again, by its own ops (bit-identical): one row's (H, L, L) alive at a
+        # time instead of every row of every layer from forward to backward
+        p = torch.softmax(torch.bmm(q, k.transpose(1, 2)), -1)
         length = do.shape[0]
         do = do.view(length, heads, -1).transpose(0, 1).contiguous()  # (H, L, dh)
         dv = torch.bmm(p.transpose(1, 2), do)

@@ -60,14 +60,15 @@ at::Tensor& scale_(at::Tensor& x, double scale) {
 
 }  // namespace
 
-// (N, 3d) packed qkv -> [out (N, d), then q, k, v, p of every row] (the backward's inputs).
+// (N, 3d) packed qkv -> [out (N, d), then q, k, v of every row] (the backward's inputs). The (H, L, L)
+// probabilities are not kept: the backward computes them again, one row at a time (see there).
 std::vector<at::Tensor> row_attention_forward(const at::Tensor& qkv_in, std::vector<int64_t> lengths,
                                               int64_t heads, double scale) {
   at::NoGradGuard no_grad;
   auto qkv = qkv_in.detach();
   auto out = at::empty({qkv.size(0), qkv.size(1) / 3}, qkv.options());
   auto starts = starts_of(lengths);
-  std::vector<at::Tensor> saved(1 + 4 * lengths.size());
+  std::vector<at::Tensor> saved(1 + 3 * lengths.size());
   saved[0] = out;
   for_each_row(lengths, [&](int64_t r) {
     int64_t L = lengths[r];
@@ -79,15 +80,17 @@ std::vector<at::Tensor> row_attention_forward(const at::Tensor& qkv_in, std::vec
     auto p = at::_softmax(at::bmm(q, k.transpose(1, 2)), -1, false);  // (H, L, L)
     auto o = at::bmm(p, v);  // (H, L, dh)
     out.narrow(0, starts[r], L).view({L, heads, -1}).copy_(o.transpose(0, 1));
-    saved[1 + 4 * r] = q;
-    saved[2 + 4 * r] = k;
-    saved[3 + 4 * r] = v;
-    saved[4 + 4 * r] = p;
+    saved[1 + 3 * r] = q;
+    saved[2 + 3 * r] = k;
+    saved[3 + 3 * r] = v;
   });
   return saved;
 }
 
-// grad of out (N, d) and the forward's q, k, v, p per row -> grad of qkv (N, 3d).
+// grad of out (N, d) and the forward's q, k, v per row -> grad of qkv (N, 3d). Each row's p is
+// computed again here by the forward's own ops (bit-identical), so only one row's (H, L, L) per thread
+// lives at a time instead of every row of every layer from forward to backward: a MiniLM step at
+// batch 8 keeps ~140 MB less (docs/benchmarks.md, "Memory") for one more q k^T and softmax a row.
 at::Tensor row_attention_backward(const at::Tensor& grad_in, const std::vector<at::Tensor>& saved,
                                   std::vector<int64_t> lengths, int64_t heads, double scale) {
   at::NoGradGuard no_grad;
@@ -96,7 +99,8 @@ at::Tensor row_attention_backward(const at::Tensor& grad_in, const std::vector<a
   auto starts = starts_of(lengths);
   for_each_row(lengths, [&](int64_t r) {
     int64_t L = lengths[r];
-    const auto &q = saved[4 * r], &k = saved[4 * r + 1], &v = saved[4 * r + 2], &p = saved[4 * r + 3];
+    const auto &q = saved[3 * r], &k = saved[3 * r + 1], &v = saved[3 * r + 2];
+    auto p = at::_softmax(at::bmm(q, k.transpose(1, 2)), -1, false);  // (H, L, L), as the forward's
     auto d_o = grad_out.narrow(0, starts[r], L).view({L, heads, -1}).transpose(0, 1).contiguous();
     auto dv = at::bmm(p.transpose(1, 2), d_o);
     auto dp = at::bmm(d_o, v.transpose(1, 2));  // (H, L, L)
