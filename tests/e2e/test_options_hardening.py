@@ -23,10 +23,11 @@ from rewardlab.experiment.compare import (
     validate_compare_config,
 )
 from rewardlab.flags.detectors import RULE_DETECTORS, DetectorResult
-from rewardlab.flags.flagged import FlagSpec, flagged_ids
 from rewardlab.flags.selection import (
     CLEAN_DETECTORS,
+    FlagSpec,
     clean_definition,
+    flagged_ids,
     select_training_pairs,
 )
 from rewardlab.models.reward_model import INFO_FILE, RewardModel

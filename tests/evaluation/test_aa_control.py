@@ -23,7 +23,7 @@ from rewardlab.experiment.compare import (
     validate_compare_config,
 )
 from rewardlab.experiment.compare_config import AA_CONDITION, AA_SEED_OFFSET, CONDITIONS, Condition
-from rewardlab.flags.flagged import FlagSpec
+from rewardlab.flags.selection import FlagSpec
 from rewardlab.training.train_config import TrainConfig
 
 CONFIG = CompareConfig(train="synthetic:n=160,noise=0.1,seed=3", test_fraction=0.25,

@@ -25,9 +25,11 @@ from rewardlab.evaluation.dose_stats import curve_test, dose_verdict
 from rewardlab.experiment.compare import CompareConfig, run_comparison, validate_compare_config
 from rewardlab.experiment.demo import run_demo
 from rewardlab.experiment.dose_arms import parse_fractions
-from rewardlab.flags.flagged import FlagSpec, detector_scores, flagged_ids
 from rewardlab.flags.flagging import import_flagged_indices
 from rewardlab.flags.selection import (
+    FlagSpec,
+    detector_scores,
+    flagged_ids,
     random_order,
     rank_pairs,
     treat_positions,

@@ -17,7 +17,7 @@ import pytest
 
 from rewardlab.experiment.compare import CompareConfig, run_comparison
 from rewardlab.experiment.compare_config import preset_training
-from rewardlab.flags.flagged import FlagSpec
+from rewardlab.flags.selection import FlagSpec
 from rewardlab.store.store import Store
 
 N_TRAIN, NOISE = 200, 0.2

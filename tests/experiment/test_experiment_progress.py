@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from rewardlab.experiment.compare import CompareConfig, run_comparison
-from rewardlab.flags.flagged import FlagSpec
+from rewardlab.flags.selection import FlagSpec
 from rewardlab.store.store import Store
 from rewardlab.training.train_config import TrainConfig
 

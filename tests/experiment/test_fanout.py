@@ -156,7 +156,9 @@ def test_ctrl_c_stops_the_workers_and_keeps_the_finished_runs(
                                         "themselves"),
     (["--ray", "auto"], "use a PostgreSQL store"),
     (["--workers", "64", "--gpus-per-run", "1"], "--workers 64 × --gpus-per-run 1 needs 64 GPUs"),
-    (["--gpus-per-run", "2"], "a run on several GPUs is not implemented yet"),
+    (["--gpus-per-run", "2", "--grad-accum", "2"],
+     "--workers 1 × --gpus-per-run 2 needs 2 GPUs; this machine shows 0"),
+    (["--gpus-per-run", "2"], "give a --grad-accum divisible by 2"),
     (["--workers", "0"], "--workers must be at least 1 (got 0)"),
     (["--retries", "-1"], "--retries must be at least 0 (got -1)"),
 ])

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from rewardlab.cli.main import main
+from rewardlab.cli.experiment import compare_config
+from rewardlab.cli.main import build_parser, main
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import RewardlabError
 from rewardlab.experiment.compare import plan_comparison
 from rewardlab.experiment.compare_config import CompareConfig, Condition, preset_training
 from rewardlab.experiment.plan import ExperimentData, RunSpec, plan_experiment, summarize_plan
-from rewardlab.flags.flagged import FlagSpec
-from rewardlab.flags.selection import SOFT_SMOOTHING
+from rewardlab.flags.selection import SOFT_SMOOTHING, FlagSpec
 from rewardlab.store.store import Store
 
 CONDITIONS = [Condition("unfiltered", "all", None), Condition("clean-remove", "clean", "remove"),
@@ -201,6 +201,44 @@ def test_a_config_file_is_checked_before_any_work(content: Any, needle: str, tmp
     with Store(db) as store:
         assert store.dataset_names() == []
 
+
+
+@pytest.mark.parametrize("name, content, flags, expected", [
+    ("cfg.yaml", "train:\n  epochs: 0\n", [], "{cfg}: train.epochs must be at least 1 (got 0)"),
+    ("cfg.json", {"training": {"max_length": 0}}, [],
+     "{cfg}: training.max_length must be at least 1 (got 0)"),
+    ("cfg.json", {"seeds": 0}, [], "{cfg}: seeds must be at least 1 (got 0)"),
+    ("cfg.json", {"detectors": []}, [], "{cfg}: detectors names no detector; leave it out"),
+    # the command line wins over the file, so the value refused is the flag's
+    ("cfg.json", {"train": {"epochs": 2}}, ["--epochs", "0"], "--epochs must be at least 1 (got 0)"),
+    (None, None, ["--max-length", "0"], "--max-length must be at least 1 (got 0)"),
+    (None, None, ["--detectors", " , "], "--detectors names no detector; leave it out"),
+    (None, None, ["--detectors", ""], "--detectors names no detector; leave it out"),
+])
+def test_a_refused_value_names_the_flag_or_the_file_and_key_it_came_from(
+        name: str | None, content: Any, flags: list[str], expected: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / (name or "none")
+    if name is not None:
+        cfg.write_text(content if isinstance(content, str) else json.dumps(content))
+    db = f"sqlite:///{tmp_path}/c.db"
+    capsys.readouterr()
+    assert main(["compare", "--train", SYN, "-o", str(tmp_path / "out"), "--db", db, *flags,
+                 *(["--config", str(cfg)] if name else [])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"rewardlab: error: {expected.format(cfg=cfg)}"), err
+    with Store(db) as store:
+        assert store.dataset_names() == []  # refused before any work
+
+
+def test_a_good_flag_overrides_a_bad_value_in_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("train:\n  epochs: 0\n  max_length: 0\n")
+    args = build_parser().parse_args(["compare", "-o", str(tmp_path / "out"), "--config", str(cfg),
+                                      "--epochs", "2", "--max-length", "64"])
+    training = compare_config(args).training
+    assert (training.epochs, training.max_length) == (2, 64)
 
 def test_train_takes_a_config_file_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = f"sqlite:///{tmp_path}/t.db"

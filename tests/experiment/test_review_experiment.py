@@ -18,8 +18,8 @@ from rewardlab.experiment.compare import (
     plan_conditions,
     run_comparison,
 )
-from rewardlab.flags.flagged import FlagSpec
 from rewardlab.flags.flagging import import_flagged_indices
+from rewardlab.flags.selection import FlagSpec
 from rewardlab.store.store import Store
 from rewardlab.training.train_config import TrainConfig
 

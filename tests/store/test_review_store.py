@@ -15,7 +15,6 @@ from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import SelectionError, SourceError, StoreError
 from rewardlab.evaluation.metrics import wilson_interval
 from rewardlab.flags.detector_precision import consensus, precision_stats, score_buckets
-from rewardlab.flags.flagged import flagged_by, split_reviewed
 from rewardlab.flags.flagging import review_flag
 from rewardlab.flags.review_files import (
     export_review_file,
@@ -23,6 +22,7 @@ from rewardlab.flags.review_files import (
     read_review_file,
     review_tasks,
 )
+from rewardlab.flags.selection import flagged_by, split_reviewed
 from rewardlab.store.records import QueuePage
 from rewardlab.store.schema import SCHEMA_VERSION
 from rewardlab.store.store import Store

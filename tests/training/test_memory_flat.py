@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from rewardlab.evaluation.evaluate import evaluate_reward_model
 from rewardlab.experiment.compare import CompareConfig, run_comparison
-from rewardlab.flags.flagged import FlagSpec
+from rewardlab.flags.selection import FlagSpec
 from rewardlab.models.backbones import minilm_path
 from rewardlab.training.loop import train_reward_model
 from rewardlab.training.memory import measured_run, reset_peak

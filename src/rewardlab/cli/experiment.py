@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +21,7 @@ from rewardlab.cli.common import (
 )
 from rewardlab.errors import RewardlabError, SelectionError, SourceError
 from rewardlab.experiment.compare_config import COMPARE_TRAIN_FIELDS, CompareConfig, preset_training
-from rewardlab.flags.flagged import flag_spec
-from rewardlab.flags.selection import CLEAN_DETECTORS
+from rewardlab.flags.selection import flag_spec
 from rewardlab.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -88,11 +87,7 @@ def typed_lists(values: Mapping[str, Any]) -> dict[str, Any]:
         if key == "fractions":  # the text as given: its errors quote it
             text = parsed[key] if isinstance(parsed[key], str) else ",".join(items)
             parsed[key] = tuple(parse_fractions(text))
-        elif key == "detectors":
-            if not items:
-                raise RewardlabError(f"--detectors {parsed[key]!r} names no detector; leave it "
-                                     "out for the default clean set "
-                                     f"({', '.join(CLEAN_DETECTORS)})")
+        elif key == "detectors":  # an empty list is CompareConfig's to refuse (Python callers too)
             parsed[key] = tuple(flag_spec(item) for item in items)
         else:
             parsed[key] = tuple(items)
@@ -113,9 +108,9 @@ def _training_section(path: str, data: dict[str, Any]) -> tuple[str, dict[str, A
     return section, training or {}
 
 
-def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(compare's options, the training options) of a --config FILE; one error line naming the
-    file and the key for anything it cannot mean."""
+def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(compare's options, the training options, the key that holds them) of a --config FILE;
+    one error line naming the file and the key for anything it cannot mean."""
     data = read_config_file(path)
     section, training = _training_section(path, data)
     if "seed" in training:
@@ -130,21 +125,49 @@ def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     lists = {key: data.pop(key) for key in LIST_OPTIONS if key in data}
     top = config_file_values(path, data, CompareConfig, skip=("training", *LIST_OPTIONS))
     try:
-        return {**top, **typed_lists(lists)}, options
+        return {**top, **typed_lists(lists)}, options, section
     except RewardlabError as e:  # say which file held it
         raise RewardlabError(f"{path}: {e}") from e
 
 
 def compare_config(args: argparse.Namespace) -> CompareConfig:
     """compare's options: the command line over the --config file over the preset. Lists are
-    parsed and the preset merged into the TrainConfig here, once (`preset_training`)."""
-    top, options = _compare_file(args.config) if args.config else ({}, {})
-    values = {**top, **typed_lists(given_values(CompareConfig, args, skip=("training",)))}
-    options.update(given_values(TrainConfig, args, skip=COMPARE_TRAIN_FIELDS))
-    for key in ("epochs", "max_length"):  # as compare's own options said it before issue 28
-        check_at_least(f"--{key.replace('_', '-')}", options.get(key), 1)
-    training = preset_training(values.get("preset", "quick"), **options)
-    return CompareConfig(**values, training=training)  # refuses out-of-range options (one line)
+    parsed and the preset merged into the TrainConfig here, once (`preset_training`); the values
+    are checked once, by the configs themselves, and a refusal names where the value came from."""
+    top, options, section = _compare_file(args.config) if args.config else ({}, {}, "train")
+    flags = typed_lists(given_values(CompareConfig, args, skip=("training",)))
+    training_flags = given_values(TrainConfig, args, skip=COMPARE_TRAIN_FIELDS)
+    values = {**top, **flags}
+    try:
+        training = preset_training(values.get("preset", "quick"), **{**options, **training_flags})
+        return CompareConfig(**values, training=training)  # refuses out-of-range options
+    except RewardlabError as e:
+        file_keys = {**{key: key for key in top}, **{key: f"{section}.{key}" for key in options}}
+        raise _named_at_source(e, flags={*flags, *training_flags}, path=args.config,
+                               file_keys=file_keys) from e
+
+
+def _named_at_source(error: RewardlabError, *, flags: Collection[str], path: str | None,
+                     file_keys: Mapping[str, str]) -> RewardlabError:
+    """`error`, a config's own refusal, naming where its value came from: the flag for a value
+    given on the command line, the file and key for one from --config FILE. The configs' messages
+    start with the option (TrainConfig: `epochs must be…`; CompareConfig: `--seeds must be…`).
+
+    >>> from rewardlab.errors import ModelError
+    >>> str(_named_at_source(ModelError("epochs must be at least 1 (got 0)"), flags=(),
+    ...                      path="cfg.yaml", file_keys={"epochs": "train.epochs"}))
+    'cfg.yaml: train.epochs must be at least 1 (got 0)'
+    >>> str(_named_at_source(ModelError("max_length must be at least 1 (got 0)"),
+    ...                      flags=("max_length",), path=None, file_keys={}))
+    '--max-length must be at least 1 (got 0)'
+    """
+    option, _, rest = str(error).partition(" ")
+    name = option.removeprefix("--").replace("-", "_")
+    if name in flags:  # the command line wins over the file: its value is the one refused
+        return type(error)(f"--{name.replace('_', '-')} {rest}")
+    if path is not None and name in file_keys:
+        return type(error)(f"{path}: {file_keys[name]} {rest}")
+    return error
 
 
 def _pct(x: float | None) -> str:

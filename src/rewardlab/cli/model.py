@@ -55,8 +55,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rewardlab.flags.flagged import flagged_ids
-    from rewardlab.flags.selection import sample_stratified, select_training_pairs
+    from rewardlab.flags.selection import flagged_ids, sample_stratified, select_training_pairs
     from rewardlab.models.backbones import resolve_backbone
     from rewardlab.store.store import Store
     from rewardlab.training.loop import train_reward_model

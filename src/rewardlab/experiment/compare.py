@@ -49,17 +49,15 @@ from rewardlab.experiment.plan import (
 from rewardlab.experiment.runs import run_plan
 from rewardlab.experiment.strength_histogram import STRENGTH_DETECTORS, strength_block
 from rewardlab.flags.detector_precision import precision_stats
-from rewardlab.flags.flagged import (
+from rewardlab.flags.selection import (
+    CLEAN_DETECTORS,  # the one default meaning of "clean", shared with `train --select clean`
+    TREATMENTS,
     FlagSpec,
+    clean_definition,
     detector_scores,
     flagged_by,
     flagged_ids,
     run_names,
-)
-from rewardlab.flags.selection import (
-    CLEAN_DETECTORS,  # the one default meaning of "clean", shared with `train --select clean`
-    TREATMENTS,
-    clean_definition,
     sample_stratified,
 )
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
 from rewardlab.errors import RewardlabError
-from rewardlab.flags.flagged import FlagSpec
-from rewardlab.flags.selection import CLEAN_DETECTORS
+from rewardlab.flags.selection import CLEAN_DETECTORS, FlagSpec
 from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["CompareConfig", "Condition", "Preset", "PRESETS", "CONDITIONS", "REVIEWED_CONDITION",
@@ -165,7 +164,9 @@ class CompareConfig:
         address ("auto", "HOST:6379", "ray://HOST:10001") joins one (needs a PostgreSQL store).
     gpus_per_run : int or None, default None
         GPUs each run gets, assigned by the executor, never shared; None: 1 where CUDA GPUs are,
-        0 elsewhere.
+        0 elsewhere. More than 1: each run is one accelerate job of that many processes, one per
+        GPU, sharing each step's `grad_accum` micro-batches (which it must divide): the same steps
+        as the one-process run (`experiment/run_job.py`, docs/distributed.md).
     retries : int, default 1
         How many times a failed run (a worker killed, a crash) is tried again before it is
         reported while the others go on.
@@ -226,7 +227,10 @@ class CompareConfig:
         "(a PostgreSQL --db)"))
     gpus_per_run: int | None = field(default=None, metadata=_help(
         "GPUs each run gets, assigned by the executor, never two runs on one (default: 1 where "
-        "CUDA GPUs are, 0 elsewhere; more than 1 is not implemented yet)"))
+        "CUDA GPUs are, 0 elsewhere); G > 1: each run is one `accelerate launch --multi_gpu "
+        "--num_processes G` job on its G GPUs, the G processes sharing each step's --grad-accum "
+        "micro-batches (give a multiple of G): the same steps as one process; --workers N needs "
+        "N × G GPUs"))
     retries: int = field(default=1, metadata=_help(
         "times a failed run (its worker killed, a crash) is tried again before it is reported; "
         "the other runs go on, and the finished ones stay stored"))
@@ -272,10 +276,12 @@ class CompareConfig:
 
     def _check_execution(self) -> None:
         """What the executor cannot do as asked, said before any work (`experiment/executor.py`)."""
-        if (self.gpus_per_run or 0) > 1:  # a run on G > 1 GPUs is one accelerate launch: not yet
-            raise RewardlabError(f"--gpus-per-run {self.gpus_per_run}: a run on several GPUs is "
-                                 "not implemented yet (each run gets 0 or 1 GPU); for one big "
-                                 "run use `accelerate launch -m rewardlab train` (docs/distributed.md)")
+        gpus, accum = self.gpus_per_run or 0, self.training.grad_accum
+        if gpus > 1 and accum % gpus:  # G processes share each step's micro-batches: same steps
+            raise RewardlabError(f"--gpus-per-run {gpus}: the {gpus} processes of a run share "
+                                 f"each optimizer step's --grad-accum {accum} micro-batches (so "
+                                 "the run takes the one-process run's steps); give a --grad-accum "
+                                 f"divisible by {gpus}")
         if self.ray is not None and not self.ray.strip():
             raise RewardlabError("--ray: expected 'local' or a Ray address (auto, HOST:6379, "
                                  "ray://HOST:10001)")

@@ -20,7 +20,7 @@ import numpy as np
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.experiment.compare import Annotate, run_comparison, train_config_for
 from rewardlab.experiment.compare_config import CompareConfig, preset_training
-from rewardlab.flags.flagged import FlagSpec
+from rewardlab.flags.selection import FlagSpec
 
 if TYPE_CHECKING:
     from rewardlab.report.results import (
@@ -114,8 +114,7 @@ def _teaching(config: CompareConfig, store: Store, name: str, out_dir: Path,
 def _dose_flipped_share(results: ResultsDraft, store: Store, name: str,
                         pool: Sequence[PreferencePair]) -> dict[str, float]:
     """Per fraction ("0.1"), the share of the detector arm's treated pairs that were flipped."""
-    from rewardlab.flags.flagged import detector_scores
-    from rewardlab.flags.selection import rank_pairs, treated_count
+    from rewardlab.flags.selection import detector_scores, rank_pairs, treated_count
 
     dose = results["dose_response"][0]
     ranked = rank_pairs(pool, detector_scores(store, name, dose["rank_by"]))  # as the curve did

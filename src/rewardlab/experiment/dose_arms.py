@@ -6,10 +6,11 @@
 - ablation: each detector's own flagged pairs treated vs as many random pairs, so a detector is
   judged on its own flags, not on the union the clean conditions act on.
 
-Each part comes in two halves: `dose_arms` / `ablation_arms` choose the pairs of every arm (the
-experiment's plan, `experiment/plan.py`, turns them into runs), and `dose_response_block` /
-`ablation_block` assemble the results blocks from the finished runs. The statistics are
-`rewardlab.evaluation.dose_stats`.
+Each part comes in two halves: `dose_arms` / `ablation_arms` lay out the arms (which fractions,
+which detectors, which seeds; the experiment's plan, `experiment/plan.py`, turns them into runs),
+and `dose_response_block` / `ablation_block` assemble the results blocks from the finished runs.
+Which pairs an arm treats and how (ranking, the random control, treatments) is
+`rewardlab.flags.selection`'s; the statistics are `rewardlab.evaluation.dose_stats`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from rewardlab.errors import SelectionError
 from rewardlab.evaluation.dose_stats import TREATED, TREATMENT_VERBS, curve_test, dose_verdict
 from rewardlab.evaluation.stats import compare_runs, summarize_runs
 from rewardlab.flags.selection import (
+    RANKING_RULE,
     Selection,
-    random_order,
+    matched_random,
     rank_pairs,
+    select_training_pairs,
     treat_positions,
     treated_count,
 )
@@ -108,9 +111,8 @@ def _arm_block(runs: list[RunRecord], description: str) -> ArmBlock:
 
 def _random_selections(pool: Sequence[PreferencePair], k: int, *, treatment: str,
                        seeds: Sequence[int]) -> dict[int, Selection]:
-    """The size-matched control: per seed, the first k of that seed's random order treated."""
-    return {s: treat_positions(pool, random_order(len(pool), seed=s)[:k], treatment=treatment,
-                               mode="matched-random") for s in seeds}
+    """The size-matched control arm: per seed, its own k random pairs (`matched_random`)."""
+    return {s: matched_random(pool, k, treatment=treatment, seed=s) for s in seeds}
 
 
 def _dose_tags(rank_by: str, treatment: str, fraction: float) -> tuple[str, str]:
@@ -171,7 +173,7 @@ def dose_response_block(pool: Sequence[PreferencePair], scores: Mapping[int, flo
                  and math.isfinite(scores.get(p.example_id, math.nan)))
     return {"rank_by": rank_by, "treatment": treatment, "fractions": list(fractions),
             "pool": len(pool), "scored": scored, "baseline": baseline,
-            "ranking": "score descending; ties in a seeded random order; unscored pairs last",
+            "ranking": RANKING_RULE,
             "points": points, "curve_test": curve,
             "verdict": dose_verdict(rank_by=rank_by, treatment=treatment, fractions=fractions,
                                     comparisons=[p["comparison"] for p in points], curve=curve)}
@@ -207,10 +209,9 @@ def ablation_arms(pool: Sequence[PreferencePair], flagged_by: Mapping[str, set[i
     for det, ids in active.items():
         if _reuses_conditions(ids, union, treatment, conditions):
             continue
-        positions = [i for i, p in enumerate(pool) if p.example_id in ids]
         own_tag, random_tag = _ablation_tags(det)
-        arms.append(Arm("ablation", own_tag, None, "clean",
-                        {s: treat_positions(pool, positions, treatment=treatment, mode="clean")
+        arms.append(Arm("ablation", own_tag, None, "clean",  # the clean selection of its flags
+                        {s: select_training_pairs(pool, ids, mode="clean", treatment=treatment)
                          for s in seeds}))
         arms.append(Arm("ablation", random_tag, None, "random",
                         _random_selections(pool, len(ids), treatment=treatment, seeds=seeds)))

@@ -7,8 +7,10 @@ pickled by name) and `shared` (the test pairs) goes to each worker once, not wit
 - `Execution()` (workers 1, no Ray): one after another in this process; an error propagates, as
   it always did.
 - `workers=N`: N spawned processes, started once and fed one task at a time; each sets its torch
-  threads to its share of the cores and sees only its own GPUs (`CUDA_VISIBLE_DEVICES`), so no two
-  runs share a GPU. A worker that dies (SIGKILL, out of memory) is replaced and its task tried again.
+  threads to its share of the cores and sees only its own GPUs (`CUDA_VISIBLE_DEVICES`: worker i
+  the i-th `gpus_per_run` of them), so no two runs share a GPU; with `gpus_per_run` > 1 (workers 1
+  too) the job launches each run on the worker's GPUs as one multi-process job. A worker that
+  dies (SIGKILL, out of memory) is replaced and its task tried again.
 - `ray="local" | ADDRESS`: each task a Ray task with `num_cpus`/`num_gpus`; Ray retries a task
   whose worker died or raised (`max_retries`, `retry_exceptions`). `local` starts a cluster on this
   machine with `workers` CPUs and stops it at the end.
@@ -61,8 +63,9 @@ class Execution:
 
     @property
     def in_process(self) -> bool:
-        """One after another in this process (today's compare)."""
-        return self.workers == 1 and self.ray is None
+        """One after another in this process (today's compare). Not for runs on several GPUs: each
+        is a job a worker launches on its GPUs (experiment/run_job.py), retried as any task."""
+        return self.workers == 1 and self.ray is None and (self.gpus_per_run or 0) <= 1
 
     @property
     def remote(self) -> bool:
@@ -146,8 +149,8 @@ def _local_gpus(execution: Execution) -> list[str | None]:
     needed = per_run * execution.workers
     if needed > len(gpus):
         raise RewardlabError(f"--workers {execution.workers} × --gpus-per-run {per_run} needs "
-                             f"{needed} GPUs; this machine shows {len(gpus)}: lower --workers, "
-                             "or --gpus-per-run 0 for CPU runs")
+                             f"{needed} GPUs; this machine shows {len(gpus)}: lower --workers "
+                             "or --gpus-per-run (0 for CPU runs)")
     return [",".join(gpus[i * per_run:(i + 1) * per_run]) for i in range(execution.workers)]
 
 

@@ -3,9 +3,11 @@ retries them.
 
 Each task asks for `num_cpus=1` and `num_gpus` (the run's `--gpus-per-run`; 1 where the cluster has
 GPUs); Ray starts it on a node with them free and sets its CUDA_VISIBLE_DEVICES, so no two runs
-share a GPU. A task whose worker dies (a preempted node, SIGKILL) or raises is started again up to
-`retries` times by Ray itself (`max_retries`, `retry_exceptions`); a `RewardlabError` comes back as
-an answer instead, since trying again gives the same one. `local` starts a cluster here with
+share a GPU. A task of G > 1 GPUs launches its run there as one accelerate job of G processes on
+exactly those GPUs (`experiment/run_job.py`). A task whose worker dies (a preempted node,
+SIGKILL) or raises is started again up to `retries` times by Ray itself (`max_retries`,
+`retry_exceptions`); a `RewardlabError` comes back as an answer instead, since trying again gives
+the same one. `local` starts a cluster here with
 `cpus` CPUs (no dashboard; $RAY_TMPDIR for its files) and shuts it down at the end; an address
 joins a running cluster, whose nodes need rewardlab installed (the job is pickled by name). Ray is
 imported only inside these functions, when asked for: it is an optional extra (`rewardlab[ray]`).
@@ -13,6 +15,7 @@ imported only inside these functions, when asked for: it is an optional extra (`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -27,9 +30,16 @@ LOCAL = "local"  # `--ray local`: a cluster started here, for this experiment on
 def _task(job: Callable[[Any, Any], Any], task: Any, shared: Any, threads: int
           ) -> tuple[str, Any]:
     """What runs on a Ray worker: the job with this task's threads. ("ok", result), or
-    ("refused", why) for a RewardlabError; any other exception raises, and Ray tries again."""
+    ("refused", why) for a RewardlabError; any other exception raises, and Ray tries again.
+
+    The GPUs Ray assigned (`ray.get_gpu_ids()`) are this task's CUDA_VISIBLE_DEVICES: Ray sets
+    them too, said here because a run on several GPUs launches its job with them (run_job.py)."""
+    import ray
     import torch
 
+    gpus = ray.get_gpu_ids()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     torch.set_num_threads(threads)
     try:
         return "ok", job(task, shared)

@@ -9,7 +9,9 @@ round trip as a stored one, so the statistics read the same values either way.
 
 The runs to train go to an executor (`experiment/executor.py`): one after another here, N local
 worker processes (this process stores each run as it comes back), or Ray tasks (each task stores
-its own run: it may be on another machine). Runs that still fail after their retries are reported
+its own run: it may be on another machine). A run on G > 1 GPUs (`--gpus-per-run G`) is one
+accelerate job of G processes that the worker launches on its G GPUs (`run_job.py`); its record
+comes back as a one-process run's. Runs that still fail after their retries are reported
 together once the others are in; the finished ones stay stored for the next compare.
 """
 
@@ -19,14 +21,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.errors import RewardlabError
 from rewardlab.experiment.dose_arms import ArmKey
 from rewardlab.experiment.executor import Execution, Outcome, check_execution, execute
 from rewardlab.experiment.plan import RunSpec
-from rewardlab.jsonable import to_jsonable
+from rewardlab.experiment.run_job import launch_run, selection_fields, train_and_evaluate
 
 if TYPE_CHECKING:
     from rewardlab.report.results import RunRecord
@@ -52,49 +54,6 @@ def checkpoint_dir(out_dir: Path, run: RunSpec) -> Path:
     return out_dir / "runs" / f"{run.group}-s{run.seed}"
 
 
-def _selection_fields(run: RunSpec, ckpt: Path | None) -> dict[str, Any]:
-    """The record's fields that describe the run's selection, not its training: taken from the
-    plan, also for a reused run (an unfiltered run is the same run whatever the detectors flag,
-    but its record counts this experiment's flags)."""
-    selection = run.selection
-    return {"seed": run.seed, "train_pairs": len(selection.pairs),
-            "selection": selection.describe(), "flagged_in_train": selection.n_flagged,
-            "removed": selection.n_removed, "checkpoint": str(ckpt) if ckpt else None}
-
-
-def _train_and_evaluate(run: RunSpec, test: Sequence[PreferencePair], ckpt: Path | None,
-                        progress: bool) -> RunRecord:
-    """Train on the run's selection with its TrainConfig, evaluate on `test`: its record."""
-    from rewardlab.evaluation.evaluate import evaluate_reward_model
-    from rewardlab.training.loop import train_reward_model
-    from rewardlab.training.memory import measured_run
-
-    selection = run.selection
-    # the model and the evaluation's buffers are dropped inside the block, so what the run leaves
-    # is given back before the next run (measured_run releases it; its record says how much stayed)
-    with measured_run() as memory:
-        trained = train_reward_model(selection.pairs, config=run.train_config, output_dir=ckpt,
-                                     smoothing=selection.smoothing, progress=progress)
-        evaluation = evaluate_reward_model(trained.model, test, progress=progress)
-        fields = _selection_fields(run, ckpt)
-        record = {
-            **{k: fields[k] for k in ("seed", "train_pairs", "selection", "flagged_in_train",
-                                      "removed")},
-            "train_loss": trained.train_loss, "train_accuracy": trained.train_accuracy,
-            "seconds": trained.seconds, "checkpoint": fields["checkpoint"],
-            "n_truncated": trained.n_truncated, "history": trained.history,
-            "test": evaluation.metrics,
-            "test_chosen_rewards": evaluation.chosen_rewards.tolist(),
-            "test_rejected_rewards": evaluation.rejected_rewards.tolist(),
-        }
-        del trained, evaluation
-    record.update(peak_rss_mb=round(memory.peak_mb, 1), rss_after_mb=round(memory.after_mb, 1))
-    log.info("    memory: peak RSS %.0f MB%s, %.0f MB after the run", memory.peak_mb,
-             "" if memory.per_run_peak else " (the process's so far)", memory.after_mb)
-    # as the store hands it back (NaN → None, tuples → lists): fresh and reused runs read alike
-    return cast("RunRecord", to_jsonable(record))
-
-
 def _from_store(stored: StoredRun | None, run: RunSpec, test_ids: list[int], ckpt: Path | None
                 ) -> RunRecord | None:
     """The stored run as this run's record, or None when it cannot stand in for it: rewards for
@@ -105,7 +64,7 @@ def _from_store(stored: StoredRun | None, run: RunSpec, test_ids: list[int], ckp
                              or not ckpt.is_dir()):
         return None
     # updating keeps the stored key order, which is the fresh record's
-    record = {**stored["record"], **_selection_fields(run, ckpt)}
+    record = {**stored["record"], **selection_fields(run, ckpt)}
     return cast("RunRecord", {**record, _REWARDS[0]: stored["chosen"],
                               _REWARDS[1]: stored["rejected"]})
 
@@ -126,6 +85,7 @@ class RunTask:
     checkpoint: Path | None
     dataset: str  # the dataset's name in the store
     store_url: str | None = None  # set: the worker stores the run itself (a Ray task)
+    processes: int = 1  # > 1: one accelerate job of that many processes, one per GPU (run_job.py)
 
     @property
     def label(self) -> str:
@@ -138,8 +98,17 @@ def _test_ids(test: Sequence[PreferencePair]) -> list[int]:
 
 def train_run(task: RunTask, test: Sequence[PreferencePair]) -> RunRecord:
     """Train and evaluate one run (in a worker process or a Ray task); with `task.store_url`,
-    store it from here, in one transaction, before it is handed back."""
-    record = _train_and_evaluate(task.run, test, task.checkpoint, False)
+    store it from here, in one transaction, before it is handed back.
+
+    A run of `task.processes` > 1 is one launched job (`run_job.launch_run`) on the GPUs this
+    worker was given; where CUDA shows none (the tests), its processes run on the CPU."""
+    if task.processes > 1:
+        import torch
+
+        record = launch_run(task.run, test, checkpoint=task.checkpoint,
+                            processes=task.processes, cpu=not torch.cuda.is_available())
+    else:
+        record = train_and_evaluate(task.run, test, checkpoint=task.checkpoint, progress=False)
     if task.store_url is not None:
         from rewardlab.store.store import Store
 
@@ -167,7 +136,8 @@ def run_plan(plan: Sequence[RunSpec], store: Store, name: str, test: Sequence[Pr
         ckpt = checkpoint_dir(out_dir, run) if out_dir is not None else None
         record = _from_store(stored.get(run.id), run, test_ids, ckpt)
         if record is None:
-            tasks.append(RunTask(run, ckpt, name, _worker_store_url(store, execution)))
+            tasks.append(RunTask(run, ckpt, name, _worker_store_url(store, execution),
+                                 processes=max(1, execution.gpus_per_run or 1)))
             continue
         records[run.id] = record
         log.info("[%d/%d] %s, seed %d: test accuracy %.4f on %d pairs (stored run reused)", i,
@@ -198,7 +168,7 @@ def _train_here(tasks: Sequence[RunTask], store: Store, test: Sequence[Preferenc
     """One after another in this process, as compare always did: an error stops it."""
     for i, task in enumerate(tasks, start=1):
         log.info("[%d/%d] %s, seed %d", i, len(tasks), task.run.group, task.run.seed)
-        record = _train_and_evaluate(task.run, test, task.checkpoint, progress)
+        record = train_and_evaluate(task.run, test, checkpoint=task.checkpoint, progress=progress)
         _save(store, task.dataset, task.run, record, test_ids)
         records[task.run.id] = record
         log.info("    test accuracy %.4f on %d pairs (%.0f s)", record["test"]["accuracy"],
