@@ -103,18 +103,24 @@ def test_a_sigkilled_worker_has_its_run_tried_again_with_the_same_results(
 
 def _interrupt_after_stored_runs(proc: subprocess.Popen[bytes], db: Path, k: int) -> int:
     """Ctrl-C (SIGINT to compare alone) once the store holds at least k runs; how many it held.
-    The count is read holding SQLite's write lock and the signal sent before it is let go."""
-    con = sqlite3.connect(db, timeout=60, isolation_level=None)
+
+    The compare is let run in short steps and stopped (SIGSTOP) between them while the store is
+    read, so it cannot finish unseen however busy the machine is: a stopped compare hands its
+    workers no new run (at most one per worker finishes meanwhile) and takes the SIGINT, queued
+    while it is stopped, as soon as it is continued."""
+    con = sqlite3.connect(db, timeout=60, isolation_level=None)  # WAL: a read never waits
     try:
         while True:
-            con.execute("BEGIN IMMEDIATE")
+            os.kill(proc.pid, signal.SIGSTOP)
             done = int(con.execute("SELECT count(*) FROM trained_runs").fetchone()[0])
-            if done >= k or proc.poll() is not None:
-                proc.send_signal(signal.SIGINT)
-                con.execute("ROLLBACK")
+            if proc.poll() is not None:  # it ended on its own: the assertions say how
                 return done
-            con.execute("ROLLBACK")
-            time.sleep(0.05)  # a poll interval, not a deadline: the loop ends on the count
+            if done >= k:
+                proc.send_signal(signal.SIGINT)
+                os.kill(proc.pid, signal.SIGCONT)
+                return done
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.05)  # the step it runs, not a deadline: the loop ends on the count
     finally:
         con.close()
 
