@@ -255,6 +255,23 @@ def test_train_takes_a_config_file_too(tmp_path: Path, capsys: pytest.CaptureFix
     assert "unknown key 'select'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "expected"), [
+    ((), "{cfg}: epochs must be at least 1 (got 0)"),  # the file's value: the file named
+    (("--epochs", "-1"), "--epochs must be at least 1 (got -1)"),  # the flag's value: the flag
+])
+def test_train_names_where_a_refused_value_came_from(flags: tuple[str, ...], expected: str,
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model: bow\nepochs: 0\n")
+    capsys.readouterr()
+    assert main(["train", "syn", "-o", str(tmp_path / "m"), "--config", str(cfg), *flags,
+                 "--db", f"sqlite:///{tmp_path}/t.db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rewardlab: error: {expected.format(cfg=cfg)}"
+    assert not (tmp_path / "m").exists()  # refused before any work
+
+
 # ---------------------------------------------------------------- YAML files, typed lists
 
 YAML_CONFIG = """\

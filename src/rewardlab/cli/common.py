@@ -9,14 +9,14 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from rewardlab.errors import RewardlabError
 from rewardlab.jsonable import to_jsonable
 
-__all__ = ["add_config_args", "add_store_options", "check_at_least", "check_output_dir",
+__all__ = ["named_at_source", "add_config_args", "add_store_options", "check_at_least", "check_output_dir",
            "check_output_file", "config_file_values", "config_from_args", "emit", "format_table",
            "given_values", "read_config_file", "server_config"]
 
@@ -268,3 +268,26 @@ def check_output_dir(path: str | Path, flag: str = "-o") -> Path:
         raise RewardlabError(f"{flag} {path}: {existing} is a file, not a directory")
     _writable_dir(existing, flag, path)
     return path
+
+
+def named_at_source(error: RewardlabError, *, flags: Collection[str], path: str | None,
+                     file_keys: Mapping[str, str]) -> RewardlabError:
+    """`error`, a config's own refusal, naming where its value came from: the flag for a value
+    given on the command line, the file and key for one from --config FILE. The configs' messages
+    start with the option (TrainConfig: `epochs must be…`; CompareConfig: `--seeds must be…`).
+
+    >>> from rewardlab.errors import ModelError
+    >>> str(named_at_source(ModelError("epochs must be at least 1 (got 0)"), flags=(),
+    ...                      path="cfg.yaml", file_keys={"epochs": "train.epochs"}))
+    'cfg.yaml: train.epochs must be at least 1 (got 0)'
+    >>> str(named_at_source(ModelError("max_length must be at least 1 (got 0)"),
+    ...                      flags=("max_length",), path=None, file_keys={}))
+    '--max-length must be at least 1 (got 0)'
+    """
+    option, _, rest = str(error).partition(" ")
+    name = option.removeprefix("--").replace("-", "_")
+    if name in flags:  # the command line wins over the file: its value is the one refused
+        return type(error)(f"--{name.replace('_', '-')} {rest}")
+    if path is not None and name in file_keys:
+        return type(error)(f"{path}: {file_keys[name]} {rest}")
+    return error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from rewardlab.cli.common import (
     emit,
     format_table,
     given_values,
+    named_at_source,
     read_config_file,
 )
 from rewardlab.errors import RewardlabError, SelectionError, SourceError
@@ -143,31 +144,8 @@ def compare_config(args: argparse.Namespace) -> CompareConfig:
         return CompareConfig(**values, training=training)  # refuses out-of-range options
     except RewardlabError as e:
         file_keys = {**{key: key for key in top}, **{key: f"{section}.{key}" for key in options}}
-        raise _named_at_source(e, flags={*flags, *training_flags}, path=args.config,
+        raise named_at_source(e, flags={*flags, *training_flags}, path=args.config,
                                file_keys=file_keys) from e
-
-
-def _named_at_source(error: RewardlabError, *, flags: Collection[str], path: str | None,
-                     file_keys: Mapping[str, str]) -> RewardlabError:
-    """`error`, a config's own refusal, naming where its value came from: the flag for a value
-    given on the command line, the file and key for one from --config FILE. The configs' messages
-    start with the option (TrainConfig: `epochs must be…`; CompareConfig: `--seeds must be…`).
-
-    >>> from rewardlab.errors import ModelError
-    >>> str(_named_at_source(ModelError("epochs must be at least 1 (got 0)"), flags=(),
-    ...                      path="cfg.yaml", file_keys={"epochs": "train.epochs"}))
-    'cfg.yaml: train.epochs must be at least 1 (got 0)'
-    >>> str(_named_at_source(ModelError("max_length must be at least 1 (got 0)"),
-    ...                      flags=("max_length",), path=None, file_keys={}))
-    '--max-length must be at least 1 (got 0)'
-    """
-    option, _, rest = str(error).partition(" ")
-    name = option.removeprefix("--").replace("-", "_")
-    if name in flags:  # the command line wins over the file: its value is the one refused
-        return type(error)(f"--{name.replace('_', '-')} {rest}")
-    if path is not None and name in file_keys:
-        return type(error)(f"{path}: {file_keys[name]} {rest}")
-    return error
 
 
 def _pct(x: float | None) -> str:

@@ -17,11 +17,12 @@ from rewardlab.cli.common import (
     emit,
     format_table,
     given_values,
+    named_at_source,
     read_config_file,
 )
 from rewardlab.cli.data import split_names
 from rewardlab.data.pairs import SPLITS
-from rewardlab.errors import SelectionError, SourceError
+from rewardlab.errors import RewardlabError, SelectionError, SourceError
 from rewardlab.flags.selection import CLEAN_DETECTORS, MODES, TREATMENTS, clean_definition
 from rewardlab.jsonable import to_jsonable
 
@@ -51,7 +52,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
     from_file = (config_file_values(args.config, read_config_file(args.config), TrainConfig)
                  if args.config else {})
-    return TrainConfig(**{**from_file, **given_values(TrainConfig, args)})
+    flags = given_values(TrainConfig, args)
+    try:
+        return TrainConfig(**{**from_file, **flags})  # refuses out-of-range options
+    except RewardlabError as e:  # say where the refused value came from
+        raise named_at_source(e, flags=flags, path=args.config,
+                              file_keys={key: key for key in from_file}) from e
 
 
 def cmd_train(args: argparse.Namespace) -> int:
