@@ -150,10 +150,10 @@ def test_fractions_must_each_treat_a_distinct_number_of_pairs() -> None:
 @pytest.mark.parametrize("option, value, needle", [
     ("--seed", "-1", "seed must be in 0..4294967295"),
     ("--seed", str(2**32), "seed must be in 0..4294967295"),
-    ("--max-steps", "-1", "max_steps must be at least 0"),
-    ("--save-steps", "-1", "save_steps must be at least 0"),
-    ("--weight-decay", "-0.1", "weight_decay must be at least 0"),
-    ("--max-grad-norm", "-1", "max_grad_norm must be at least 0"),
+    ("--max-steps", "-1", "--max-steps must be at least 0"),
+    ("--save-steps", "-1", "--save-steps must be at least 0"),
+    ("--weight-decay", "-0.1", "--weight-decay must be at least 0"),
+    ("--max-grad-norm", "-1", "--max-grad-norm must be at least 0"),
     ("--model", "bert base", "unknown backbone 'bert base'"),
 ])
 def test_train_refuses_a_bad_option_before_any_work(option: str, value: str, needle: str,
