@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from rewardlab.training.loop import TrainResult, train_reward_model
 from rewardlab.training.train_config import TrainConfig
 from rewardlab.web.serve import ServeConfig, create_serve_app
 from rewardlab.web.server import background_server
+from tests._gpu_compare import run_compare
 from tests._tiny import make_tiny_decoder, planted_pairs
 
 pytestmark = [pytest.mark.gpu,
@@ -168,11 +167,7 @@ def _same(a: Any, b: Any, where: str = "results") -> None:
 
 
 def _compare(decoder: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # deterministic cuBLAS in every process
-    cmd = [sys.executable, "-m", "rewardlab", *COMPARE, "--model", decoder, "-o", str(out),
-           "--db", f"sqlite:///{out}.db", *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    return run_compare(COMPARE, decoder, out, *extra)
 
 
 def _results(proc: subprocess.CompletedProcess[str], out: Path) -> Any:

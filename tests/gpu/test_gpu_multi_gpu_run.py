@@ -9,15 +9,14 @@ before any work (that test runs on the one-GPU machine lent for minutes).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from tests._gpu_compare import run_compare
 from tests._tiny import make_tiny_decoder
 
 pytestmark = [pytest.mark.gpu,
@@ -37,11 +36,7 @@ def decoder(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _compare(decoder: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}  # deterministic cuBLAS in every process
-    cmd = [sys.executable, "-m", "rewardlab", *COMPARE, "--model", decoder, "-o", str(out),
-           "--db", f"sqlite:///{out}.db", *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    return run_compare(COMPARE, decoder, out, *extra)
 
 
 def _runs(proc: subprocess.CompletedProcess[str], out: Path) -> list[dict[str, Any]]:
