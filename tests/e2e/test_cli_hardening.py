@@ -141,8 +141,8 @@ def test_train_config_refuses_non_finite_floats(field: str, value: float) -> Non
 
 
 @pytest.mark.parametrize("flag, value, needle", [
-    ("--margin", "nan", "margin"), ("--warmup-ratio", "5", "warmup_ratio"),
-    ("--warmup-ratio", "-0.1", "warmup_ratio"), ("--max-grad-norm", "inf", "max_grad_norm")])
+    ("--margin", "nan", "--margin"), ("--warmup-ratio", "5", "--warmup-ratio"),
+    ("--warmup-ratio", "-0.1", "--warmup-ratio"), ("--max-grad-norm", "inf", "--max-grad-norm")])
 def test_train_bad_float_option_before_any_work(flag: str, value: str, needle: str, syn_db: str,
                                                 tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
