@@ -125,6 +125,16 @@ def _interrupt_after_stored_runs(proc: subprocess.Popen[bytes], db: Path, k: int
         con.close()
 
 
+def _with_ctrl_c(command: list[str]) -> list[str]:
+    """`python -m rewardlab …` that takes Ctrl-C as a terminal's foreground job does. A process
+    started in the background by a non-interactive shell (a CI script's `cmd &`) inherits SIGINT
+    ignored, and Python keeps it so: the compare would then never see the test's SIGINT."""
+    assert command[1:3] == ["-m", "rewardlab"]
+    start = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "runpy.run_module('rewardlab', run_name='__main__', alter_sys=True)")
+    return [command[0], "-c", start, *command[3:]]
+
+
 def _gone(pid: int) -> bool:
     """The process has exited (a zombie waiting for its parent counts as exited)."""
     try:
@@ -137,8 +147,8 @@ def test_ctrl_c_stops_the_workers_and_keeps_the_finished_runs(
         sequential_results: dict[str, Any], tmp_path: Path) -> None:
     out, db = tmp_path / "out", tmp_path / "store.db"
     Store(f"sqlite:///{db}").close()  # the schema (WAL mode) before two processes share the file
-    proc = subprocess.Popen(compare_command(out, db, "--workers", "2"), env=compare_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_with_ctrl_c(compare_command(out, db, "--workers", "2")),
+                            env=compare_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = _first_worker(proc)
     finished = _interrupt_after_stored_runs(proc, db, 2)
     assert proc.wait() == 130  # the CLI's exit status for Ctrl-C
