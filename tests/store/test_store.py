@@ -279,7 +279,8 @@ def test_dataset_summaries(store: Store, loaded: list[PreferencePair]) -> None:
     empty, hh = store.dataset_summaries()
     assert empty | {"created_at": None} == {
         "name": "empty", "source": "nothing", "created_at": None,
-        "pairs": {"train": 0, "test": 0}, "flagged": 0, "detectors": []}
+        "pairs": {"train": 0, "test": 0}, "flagged": 0, "detectors": [],
+        "rated_prompts": 0, "rated_responses": 0, "ties": 0}
     assert (hh["name"], hh["pairs"], hh["flagged"], hh["detectors"]) == (
         "hh", {"train": 3, "test": 2}, 2, ["a", "b", "leak"])
 

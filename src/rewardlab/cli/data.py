@@ -40,10 +40,26 @@ def _store(args: argparse.Namespace) -> Store:
     return Store(args.db)
 
 
+def _rated_line(counts: IngestCounts) -> str:
+    """What a rated source held: "200 votes: 40 ties (not in pairs), 160 pairs" or "60 prompts
+    × 4 responses = 240 responses, 360 pairs" (ties, when any, are in no pair)."""
+    ties = f"{counts.ties:,} ties (not in pairs), " if counts.ties else ""
+    if counts.rated_kind == "vote":
+        return f"{counts.rated_prompts:,} votes: {ties}{counts.pairs:,} pairs"
+    per = counts.rated_responses / counts.rated_prompts if counts.rated_prompts else 0
+    k = f"{per:.0f}" if per == int(per) else f"{per:.1f} (mean)"
+    return (f"{counts.rated_prompts:,} prompts × {k} responses = {counts.rated_responses:,} "
+            f"responses, {ties}{counts.pairs:,} pairs")
+
+
 def _render_ingest(counts: IngestCounts) -> str:
     groups = [{"split/subset": g, **c} for g, c in sorted(counts.by_group.items())]
     reasons = Counter(reason for _, reason in counts.rejected)
-    lines = [f"dataset {counts.dataset!r}: read {counts.read:,} pairs, ingested "
+    if counts.rated_kind is None:
+        head = f"read {counts.read:,} pairs, ingested"
+    else:  # rows read differ from pairs: a tie is in none, a prompt of K in K(K-1)/2
+        head = f"{_rated_line(counts)}; new prompts {counts.rated_ingested:,}, pairs ingested"
+    lines = [f"dataset {counts.dataset!r}: {head} "
              f"{counts.ingested:,}, already present {counts.already_present:,}, rejected "
              f"{len(counts.rejected):,}", ""]
     if counts.replaced:
@@ -66,7 +82,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from rewardlab.data.sources import read_source
 
     source = read_source(args.source, split=args.split, test_fraction=args.test_fraction,
-                         limit=args.limit)
+                         limit=args.limit, score_field=args.score_field)
     counts = _store(args).ingest(args.name, source, replace=args.replace)
     emit(counts, as_json=args.json, render=lambda: _render_ingest(counts))
     return 0
@@ -76,10 +92,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = _store(args).dataset_summaries()
     table = [{"name": r["name"], "train": r["pairs"].get("train", 0),
               "test": r["pairs"].get("test", 0), "flagged": r["flagged"],
-              "detectors": len(r["detectors"]), "source": r["source"]} for r in rows]
-    emit(rows, as_json=args.json, render=lambda: format_table(
-        table, ["name", "train", "test", "flagged", "detectors", "source"])
-        if rows else "no datasets yet: run `rewardlab ingest SOURCE --name NAME`")
+              "detectors": len(r["detectors"]), "source": r["source"],
+              "prompts": r["rated_prompts"], "responses": r["rated_responses"],
+              "ties": r["ties"]} for r in rows]
+    # the rated columns only where some dataset holds rated data (issue 32)
+    rated = ["prompts", "responses", "ties"] if any(r["rated_prompts"] for r in rows) else []
+    columns = ["name", "train", "test", *rated, "flagged", "detectors", "source"]
+    emit(rows, as_json=args.json, render=lambda: format_table(table, columns)
+         if rows else "no datasets yet: run `rewardlab ingest SOURCE --name NAME`")
     return 0
 
 
@@ -218,13 +238,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Read pairs from SOURCE: a .jsonl/.jsonl.gz HH-RLHF file, a "
                        "directory laid out like anthropics/hh-rlhf, an explicit-prompt file "
                        "(.jsonl .json .csv .parquet; prompt/chosen/rejected or TRL conversational), "
-                       "'hh-rlhf[:subset]' from the hub, or 'synthetic:n=…,noise=…,seed=…'.")
+                       "'hh-rlhf[:subset]' from the hub, or 'synthetic:n=…,noise=…,seed=…'. "
+                       "Rated files are kept whole, pairs derived (docs/ties.md): Arena votes "
+                       "with ties, UltraFeedback and HelpSteer2 ratings, rankings, and "
+                       "'synthetic:n=…,k=K,ties=T'.")
     p.add_argument("source")
     p.add_argument("--name", required=True, help="dataset name in the store")
     p.add_argument("--split", choices=SPLITS, help="split of a single-split source")
     p.add_argument("--test-fraction", type=float, metavar="F",
                    help="carve a test split by prompt hash (no prompt in both splits)")
     p.add_argument("--limit", type=int, metavar="N", help="read at most N rows (per split)")
+    p.add_argument("--score-field", metavar="NAME",
+                   help="rated completions: the field that is the rating (default: "
+                        "UltraFeedback overall_score, else score; HelpSteer2 helpfulness)")
     p.add_argument("--replace", action="store_true",
                    help="replace the dataset (its pairs, flags, detector runs and reviews) with "
                         "SOURCE in one transaction; without it, a source other than the one the "

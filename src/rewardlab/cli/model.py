@@ -80,6 +80,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main_process:
         logging.getLogger("rewardlab").setLevel(logging.ERROR)
     store = Store(args.db)
+    rated = _rated_prompts(store, args.name, split="train")
+    _check_rated_flags(config, args, has_rated=bool(rated))
+    if rated:
+        return _train_rated(args, config, rated, main_process=main_process)
     pairs = store.load_pairs(args.name, split="train")
     if args.max_pairs:
         pairs = sample_stratified(pairs, args.max_pairs, seed=config.seed)
@@ -104,6 +108,49 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     emit(summary, as_json=args.json, render=lambda: "\n".join(
         f"{k.replace('_', ' ')}: {_shown(v)}" for k, v in summary.items()))
+    return 0
+
+
+def _rated_prompts(store: Any, name: str, *, split: str) -> list[Any]:
+    """The dataset's rated prompts of `split` ([] for plain pairs, or a store without rated data)."""
+    load = getattr(store, "load_rated", None)  # issue 32's store API (helper DATA's side)
+    return list(load(name, split=split)) if load is not None else []
+
+
+def _check_rated_flags(config: TrainConfig, args: argparse.Namespace, *, has_rated: bool) -> None:
+    """Options that need rated data, or that rated data cannot take: one line, before any work."""
+    if not has_rated:
+        wanted = [flag for flag, on in (("--ties " + config.ties, config.ties != "drop"),
+                                        ("--ranking listwise", config.ranking == "listwise"),
+                                        ("--margin-from-scores", config.margin_from_scores)) if on]
+        if wanted:
+            raise SelectionError(f"{wanted[0]} needs rated data (ratings, rankings or votes with "
+                                 f"ties); {args.name!r} holds plain pairs")
+        return
+    if args.select != "all" or args.max_pairs:
+        raise SelectionError(f"--select and --max-pairs act on plain pairs; {args.name!r} holds "
+                             "rated prompts, trained whole")
+
+
+def _train_rated(args: argparse.Namespace, config: TrainConfig, rated: list[Any], *,
+                 main_process: bool) -> int:
+    """`train NAME` on rated data: every prompt with its K responses (`train_on_rated`)."""
+    from rewardlab.training.grouped import train_on_rated
+
+    if args.resume:
+        raise SelectionError("--resume is not supported on rated data yet: train it whole")
+    result = train_on_rated(rated, config=config, output_dir=Path(args.output),
+                            progress=not args.json)
+    summary = {"output_dir": str(args.output), "train_prompts": result.n_prompts,
+               "train_pairs": result.n_pairs, "ties": result.n_ties, "ties_mode": config.ties,
+               "ranking": config.ranking, "tie_parameter": result.tie_parameter,
+               "truncated_pairs": result.n_truncated, "train_loss": result.train_loss,
+               "train_accuracy": result.train_accuracy, "seconds": result.seconds,
+               "pairs_per_second": (result.n_pairs + (result.n_ties if config.ties != "drop" else 0))
+               * config.epochs / max(result.seconds, 1e-9)}
+    if main_process:
+        emit(summary, as_json=args.json, render=lambda: "\n".join(
+            f"{k.replace('_', ' ')}: {_shown(v)}" for k, v in summary.items()))
     return 0
 
 
@@ -151,17 +198,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.output:  # a bad -o must not cost the evaluation
         check_output_file(args.output)
     model = RewardModel.load(args.checkpoint)
-    pairs = Store(args.db).load_pairs(args.name, split=args.split)
+    store = Store(args.db)
+    pairs = store.load_pairs(args.name, split=args.split)
+    rated = _rated_prompts(store, args.name, split=args.split)
     result = evaluate_reward_model(model, pairs, progress=not args.json)
+    metrics: dict[str, Any] = dict(result.metrics)
+    if rated:  # ranking and tie metrics against the data's scores, next to today's pair metrics
+        from rewardlab.evaluation.rated import evaluate_rated
+
+        metrics.update(evaluate_rated(model, rated, progress=not args.json))
     if args.output:
         per_pair = [{"source_index": p.source_index, "subset": p.subset, "chosen_reward": c,
                      "rejected_reward": r} for p, c, r in
                     zip(pairs, result.chosen_rewards.tolist(), result.rejected_rewards.tolist())]
         payload = {"checkpoint": str(args.checkpoint), "dataset": args.name,
-                   "split": args.split, "metrics": result.metrics, "pairs": per_pair}
+                   "split": args.split, "metrics": metrics, "pairs": per_pair}
         Path(args.output).write_text(json.dumps(to_jsonable(payload), indent=2))
-    emit(result.metrics, as_json=args.json, render=lambda: _render_metrics(result.metrics))
+    emit(metrics, as_json=args.json, render=lambda: _render_metrics(result.metrics) + (
+        "\n\n" + _render_rated(metrics) if rated else ""))
     return 0
+
+
+def _render_rated(metrics: dict[str, Any]) -> str:
+    """The rated metrics as a table: value and 95% CI over prompts."""
+    rows = []
+    for name in ("pair_accuracy", "kendall_tau", "best_of_k_accuracy", "tie_accuracy", "tie_nll"):
+        m = metrics.get(name)
+        value = ("n/a (no tie model: train with --ties model)" if m is None and name.startswith("tie")
+                 else "n/a" if m is None else
+                 f"{m['value']:.4f} (95% CI {m['ci'][0]:.4f}–{m['ci'][1]:.4f}), "
+                 f"{m['n_prompts']:,} prompts")
+        rows.append({"metric": name.replace("_", " "), "value": value})
+    share = metrics.get("tie_share")
+    if share is not None:
+        rows.append({"metric": "tie share (predicted / observed)",
+                     "value": f"{share['predicted']:.4f} / {share['observed']:.4f}"})
+    return format_table(rows, ["metric", "value"])
 
 
 SUITES = ("reward-bench",)
@@ -239,15 +311,33 @@ def _score_rows(model: RewardModel, rows: list[dict[str, str]]) -> list[dict[str
     s = model.score([r["prompt"] for r in singles], [r["response"] for r in singles])
     c = model.score([r["prompt"] for r in pairs], [r["chosen"] for r in pairs])
     j = model.score([r["prompt"] for r in pairs], [r["rejected"] for r in pairs])
-    it_s, it_p = iter(s), iter(zip(c, j))
+    it_s, it_p = iter(s), iter(zip(c, j, _tie_probs(model, c, j)))
     out = []
     for r in rows:
         if "response" in r:
             out.append({**r, "reward": next(it_s)})
         else:
-            rc, rr = next(it_p)
-            out.append({**r, "chosen_reward": rc, "rejected_reward": rr, "margin": rc - rr})
+            rc, rr, probs = next(it_p)
+            out.append({**r, "chosen_reward": rc, "rejected_reward": rr, "margin": rc - rr,
+                        **probs})
     return out
+
+
+def _tie_probs(model: RewardModel, chosen: list[float], rejected: list[float]
+               ) -> list[dict[str, float]]:
+    """P(chosen wins), P(tie), P(rejected wins) per pair under the model's tie model (`--ties
+    model`); {} per pair for a model without one."""
+    import torch
+
+    from rewardlab.training.ties import outcome_probs, tie_model_of
+
+    tie = tie_model_of(model.info)
+    if tie is None or not chosen:
+        return [{} for _ in chosen]
+    with torch.no_grad():
+        probs = outcome_probs(torch.tensor(chosen, dtype=torch.float64),
+                              torch.tensor(rejected, dtype=torch.float64), tie).tolist()
+    return [{"p_win": w, "p_tie": t, "p_loss": lo} for w, t, lo in probs]
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -266,7 +356,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         for r in scored:
             print(f"{r['reward']:.6f}" if "reward" in r else
                   f"chosen {r['chosen_reward']:.6f}  rejected {r['rejected_reward']:.6f}  "
-                  f"margin {r['margin']:+.6f}")
+                  f"margin {r['margin']:+.6f}" + (f"  P(win/tie/loss) {r['p_win']:.4f}/"
+                                                  f"{r['p_tie']:.4f}/{r['p_loss']:.4f}"
+                                                  if "p_tie" in r else ""))
     return 0
 
 

@@ -42,6 +42,7 @@ from rewardlab.data.pairs import (
     pair_from_hh,
     pair_from_turns,
     parse_dialogue,
+    render_turns,
 )
 from rewardlab.errors import SourceError
 
@@ -53,6 +54,7 @@ __all__ = [
     "check_columns",
     "pair_from_row",
     "pairs_from_rows",
+    "split_prompt",
 ]
 
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz", ".parquet",
@@ -349,6 +351,20 @@ def _to_turns(value: str | list[Any], key: str) -> list[Turn]:
     if turns[-1].role == ASSISTANT and not turns[-1].text:
         turns = turns[:-1]
     return turns
+
+
+def split_prompt(value: str | list[Any], key: str = "prompt") -> tuple[str, str]:
+    """(context, prompt) of an explicit prompt field: its last human turn, and the earlier turns
+    rendered HH-style (`PreferencePair.context`); plain text is one human turn. `RowError` when
+    it holds no human turn last.
+
+    >>> split_prompt("Human: hi\\n\\nAssistant: hello\\n\\nHuman: and you?")
+    ('Human: hi\\n\\nAssistant: hello', 'and you?')
+    """
+    turns = _to_turns(value, "prompt")
+    if not turns or turns[-1].role != HUMAN:
+        raise RowError(f"field '{key}' does not end with a user turn")
+    return render_turns(turns[:-1]), turns[-1].text
 
 
 def _messages_to_turns(messages: list[Any], key: str) -> list[Turn]:

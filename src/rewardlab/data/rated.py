@@ -1,7 +1,9 @@
 """K responses per prompt with their scores, ranks and ties (issue 32): the data stage's type.
 
-Pairs are derived from a `RatedPrompt`, never stored twice. Not yet read by ingest or the store:
-`synthetic:…,k=K` produces it today (`data.synthetic.read_synthetic_rated`).
+Pairs are derived from a `RatedPrompt` (`derived_pairs`), never stored twice. Read from Arena-,
+UltraFeedback-, HelpSteer2- and ranking-shaped files (`data.rated_formats`) and from
+`synthetic:…,k=K` (`data.synthetic.read_synthetic_rated`); kept by `Store.ingest`, read back with
+`Store.load_rated`.
 
 >>> rated = RatedPrompt(0, "train", "Say hi.", ("hi", "hello", "yo"), (2.0, 2.0, 1.0),
 ...                     ranks_from_scores((2.0, 2.0, 1.0)), ((0, 1),))
@@ -11,19 +13,29 @@ Pairs are derived from a `RatedPrompt`, never stored twice. Not yet read by inge
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from rewardlab.data.pairs import Split
+from rewardlab.data.pairs import PreferencePair, Split
 
-__all__ = ["RatedPrompt", "RatedData", "ranks_from_scores", "decided_pairs"]
+__all__ = ["RatedKind", "RATED_KINDS", "RatedPrompt", "RatedData", "ranks_from_scores",
+           "decided_pairs", "derived_pairs", "rated_content_hash"]
+
+# What the scores of a RatedPrompt mean: ratings (UltraFeedback, HelpSteer2, synthetic: a rating
+# per response), ranking (given ranks, scores K-1-rank) or vote (K = 2, scores 1/0 or ½/½).
+RatedKind = Literal["ratings", "ranking", "vote"]
+RATED_KINDS: tuple[str, ...] = ("ratings", "ranking", "vote")
 
 
 @dataclass(frozen=True)
 class RatedPrompt:
     """One prompt's K responses. `ranks[k]` is response k's place (0 = best, strict, by score;
     equal scores keep their order); `ties` lists the (i, j), i < j, labelled a tie, which need
-    not be transitive (a ~ b and b ~ c without a ~ c), so ties are pair labels, not rank groups."""
+    not be transitive (a ~ b and b ~ c without a ~ c), so ties are pair labels, not rank groups.
+    `kind` says what the scores are (`RatedKind`); `meta` holds source extras (a multi-turn
+    prompt's earlier turns as `meta["context"]`, rendered like `PreferencePair.context`)."""
 
     source_index: int
     split: Split
@@ -33,6 +45,7 @@ class RatedPrompt:
     ranks: tuple[int, ...]
     ties: tuple[tuple[int, int], ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    kind: RatedKind = "ratings"
 
 
 @dataclass(frozen=True)
@@ -71,3 +84,32 @@ def decided_pairs(rated: RatedPrompt) -> list[tuple[int, int]]:
     k = len(rated.responses)
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k) if (i, j) not in tied]
     return [(i, j) if rated.ranks[i] < rated.ranks[j] else (j, i) for i, j in pairs]
+
+
+def derived_pairs(rated: RatedPrompt) -> list[PreferencePair]:
+    """The prompt's decided pairs as `PreferencePair`s (ties left out), in `decided_pairs` order.
+
+    `meta` is {"a": chosen position, "b": rejected position}, plus {"rated_id": …} when the
+    prompt came from a store (`rated.meta["rated_id"]`), so a pair points back to its responses.
+
+    >>> rated = RatedPrompt(3, "train", "Say hi.", ("hi", "yo"), (1.0, 0.0), (0, 1), kind="vote")
+    >>> [(p.chosen, p.rejected, p.meta) for p in derived_pairs(rated)]
+    [('hi', 'yo', {'a': 0, 'b': 1})]
+    """
+    ref = {"rated_id": rated.meta["rated_id"]} if "rated_id" in rated.meta else {}
+    context = str(rated.meta.get("context", ""))
+    differ = bool(rated.meta.get("histories_differ", False))
+    return [PreferencePair(source_index=rated.source_index, split=rated.split, prompt=rated.prompt,
+                           chosen=rated.responses[a], rejected=rated.responses[b],
+                           context=context, histories_differ=differ,
+                           meta={**ref, "a": a, "b": b})
+            for a, b in decided_pairs(rated)]
+
+
+def rated_content_hash(rated: RatedPrompt) -> str:
+    """Identity of a rated prompt for idempotent ingest (its store id, if any, left out)."""
+    meta = {k: v for k, v in rated.meta.items() if k != "rated_id"}
+    payload = json.dumps([rated.source_index, rated.split, rated.kind, rated.prompt,
+                          rated.responses, rated.scores, rated.ranks, rated.ties, meta],
+                         ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

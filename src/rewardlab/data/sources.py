@@ -15,7 +15,12 @@ Specs understood by `read_source`:
 - a directory laid out like github.com/anthropics/hh-rlhf: `<dir>/<subset>/{train,test}.jsonl.gz`
   (subset = folder name, split = file name; `red-team-attempts/` is skipped), or a subset folder
   itself holding `{train,test}.jsonl[.gz]`.
-- `synthetic:…`: delegated to `rewardlab.data.synthetic.read_synthetic`.
+- `synthetic:…`: delegated to `rewardlab.data.synthetic.read_synthetic`; with `k=K` (K responses
+  per prompt, `ties=T`) to `read_synthetic_rated`, as rated data.
+- rated files (issue 32), told by their columns: Arena votes with ties, explicit pairs with a
+  `tie` column, UltraFeedback and HelpSteer2 ratings, rankings (`rewardlab.data.rated_formats`).
+  Their `SourceResult.rated` holds the prompts and `pairs` their decided pairs; `score_field`
+  picks the rating of UltraFeedback / HelpSteer2 rows.
 - `hh-rlhf-sample`: the 1,512 HH-RLHF harmless-base pairs this package ships (MIT, Anthropic; see
   `hh_rlhf_sample/LICENSE`), so the main job runs without the hub; its pairs carry subset
   `harmless-base` (`SAMPLE_SUBSET`). It is one split, so unless a split or a test fraction is
@@ -39,8 +44,10 @@ from typing import Any
 
 from rewardlab.data.formats import FILE_SUFFIXES, file_format, pairs_from_rows, read_rows
 from rewardlab.data.pairs import SPLITS, PreferencePair, Split
+from rewardlab.data.rated import RatedPrompt
+from rewardlab.data.rated_formats import rated_from_rows, rated_result, rated_shape
 from rewardlab.data.source_result import SourceResult
-from rewardlab.data.synthetic import read_synthetic
+from rewardlab.data.synthetic import parse_synthetic_spec, read_synthetic, read_synthetic_rated
 from rewardlab.errors import SourceError
 
 __all__ = [
@@ -71,7 +78,8 @@ _UNKNOWN = ("expected a file ({suffixes}), a directory laid out like anthropics/
 
 
 def read_source(spec: str | os.PathLike[str], *, split: Split | None = None,
-                test_fraction: float | None = None, limit: int | None = None) -> SourceResult:
+                test_fraction: float | None = None, limit: int | None = None,
+                score_field: str | None = None) -> SourceResult:
     """Read every pair of `spec` (see the module docstring for the specs).
 
     Parameters
@@ -90,12 +98,16 @@ def read_source(spec: str | os.PathLike[str], *, split: Split | None = None,
         None keeps the source's splits (`hh-rlhf-sample` alone defaults to 0.3).
     limit : int or None, default None
         Keep only the first `limit` rows of each file / hub (subset, split); None reads all.
+    score_field : str or None, default None
+        For rated completions: the field that is the rating (UltraFeedback default
+        `overall_score`, else `score`; HelpSteer2 default `helpfulness`). Refused elsewhere.
 
     Returns
     -------
     SourceResult
         The accepted pairs (split assigned), the rows read, and the rejected rows with a reason
-        each (`read == len(pairs) + len(rejected)`).
+        each (`read == len(pairs) + len(rejected)`); for a rated source also its prompts
+        (`rated`), `pairs` being their decided pairs.
 
     Raises `SourceError` with a one-line message (`FILE:LINE: …`) for any bad input.
 
@@ -107,18 +119,44 @@ def read_source(spec: str | os.PathLike[str], *, split: Split | None = None,
     """
     spec = os.fspath(spec)  # a Path too (issue 35): every public function takes str | PathLike
     if spec.startswith("synthetic:"):
-        return read_synthetic(spec, split=split, test_fraction=test_fraction, limit=limit)
+        return _read_synthetic(spec, split=split, test_fraction=test_fraction, limit=limit,
+                               score_field=score_field)
     _check_options(split, test_fraction, limit)
     if spec == SAMPLE and split is None and test_fraction is None:
         test_fraction = SAMPLE_TEST_FRACTION
-    result = _read_unsplit(spec, split=split, limit=limit)
+    result = _read_unsplit(spec, split=split, limit=limit, score_field=score_field)
+    if score_field is not None and not result.rated:
+        raise SourceError(f"{spec}: --score-field applies to rated completions (UltraFeedback, "
+                          "HelpSteer2); this source holds preference pairs")
     _refuse_all_rejected(result)
     if test_fraction is None:
         return result
-    if {p.split for p in result.pairs} == {"train", "test"}:
+    splits = {p.split for p in result.rated} | {p.split for p in result.pairs}
+    if splits == {"train", "test"}:
         raise SourceError(f"{spec}: already has train and test splits; a test fraction only "
                           "applies to a single-split source")
+    if result.rated:
+        prompts = _assign_rated_split_by_hash(result.rated, test_fraction)
+        return rated_result(result.spec, prompts, read=result.read)
     return replace(result, pairs=assign_split_by_hash(result.pairs, test_fraction))
+
+
+def _read_synthetic(spec: str, *, split: Split | None, test_fraction: float | None,
+                    limit: int | None, score_field: str | None) -> SourceResult:
+    """`synthetic:…` pairs, or with `k=` rated prompts (K responses each, scored by the true
+    quality); `limit` keeps the first N prompts of each split."""
+    if score_field is not None:
+        raise SourceError(f"{spec}: --score-field applies to rated completions; synthetic "
+                          "responses are scored by their true quality")
+    if parse_synthetic_spec(spec).k is None:
+        return read_synthetic(spec, split=split, test_fraction=test_fraction, limit=limit)
+    _check_options(split, test_fraction, limit)
+    if test_fraction is not None:
+        raise SourceError(f"{spec}: a test fraction does not apply to k= specs; size the test "
+                          "split with test_n= in the spec")
+    data = read_synthetic_rated(spec, split=split)
+    prompts = [p for s in SPLITS for p in [q for q in data.prompts if q.split == s][:limit]]
+    return rated_result(spec, prompts, read=len(prompts))
 
 
 def _refuse_all_rejected(result: SourceResult, *, shown: int = 3) -> None:
@@ -150,7 +188,8 @@ def sample_path() -> Path:
     return Path(__file__).parent / "hh_rlhf_sample" / "harmless-sample.jsonl.gz"
 
 
-def _read_unsplit(spec: str, *, split: Split | None, limit: int | None) -> SourceResult:
+def _read_unsplit(spec: str, *, split: Split | None, limit: int | None,
+                  score_field: str | None) -> SourceResult:
     if spec == SAMPLE:
         return _read_file(spec, sample_path(), split=split, limit=limit, subset=SAMPLE_SUBSET)
     if spec == "hh-rlhf" or spec.startswith("hh-rlhf:"):
@@ -158,32 +197,58 @@ def _read_unsplit(spec: str, *, split: Split | None, limit: int | None) -> Sourc
         return replace(result, spec=spec)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _read_directory(spec, path, split=split, limit=limit)
+        return _read_directory(spec, path, split=split, limit=limit, score_field=score_field)
     if path.is_file():
-        return _read_file(spec, path, split=split, limit=limit)
+        return _read_file(spec, path, split=split, limit=limit, score_field=score_field)
     hint = "no such file or directory; " if path.suffix or os.sep in spec else ""
     raise SourceError(f"unknown source {spec!r}: {hint}"
                       + _UNKNOWN.format(suffixes=", ".join(FILE_SUFFIXES)))
 
 
 def _read_file(spec: str, path: Path, *, split: Split | None, limit: int | None,
-               subset: str | None = None) -> SourceResult:
+               subset: str | None = None, score_field: str | None = None) -> SourceResult:
     """One file: every row gets `split` or "train", and `subset` or its folder's HH subset name."""
     columns, rows = read_rows(path, limit=limit)
     if subset is None:
         subset = path.parent.name if path.parent.name in HH_SUBSETS else ""
-    pairs, rejected, read = pairs_from_rows(rows, columns=columns, name=str(path),
-                                            split=split or "train", subset=subset)
+    return _rows_result(spec, rows, columns=columns, name=str(path), split=split or "train",
+                        subset=subset, score_field=score_field)
+
+
+def _rows_result(spec: str, rows: Any, *, columns: list[str], name: str, split: Split,
+                 subset: str = "", reason_prefix: str = "",
+                 score_field: str | None = None) -> SourceResult:
+    """Rows of one file or split: rated prompts when the columns have a rated shape, else pairs."""
+    shape = rated_shape(columns)
+    if shape is not None:
+        rows = list(rows)
+        prompts = rated_from_rows(rows, columns=columns, name=name, split=split, shape=shape,
+                                  score_field=score_field)
+        return rated_result(spec, prompts, read=len(rows))
+    pairs, rejected, read = pairs_from_rows(rows, columns=columns, name=name, split=split,
+                                            subset=subset, reason_prefix=reason_prefix)
     return SourceResult(spec=spec, pairs=pairs, read=read, rejected=rejected)
 
 
+def _assign_rated_split_by_hash(prompts: Sequence[RatedPrompt],
+                                test_fraction: float) -> list[RatedPrompt]:
+    """`assign_split_by_hash` for rated prompts: by the prompt text their pairs would have."""
+    def text(rated: RatedPrompt) -> str:
+        return PreferencePair(0, "train", rated.prompt, "", "",
+                              context=str(rated.meta.get("context", ""))).prompt_text
+
+    return [replace(p, split="test" if _hash_unit(text(p)) < test_fraction else "train")
+            for p in prompts]
+
+
 def _read_directory(spec: str, root: Path, *, split: Split | None,
-                    limit: int | None) -> SourceResult:
+                    limit: int | None, score_field: str | None = None) -> SourceResult:
     """A `datasets` folder (save_to_disk or hub-style), else every `<subset>/<split>.<ext>` file
     of an anthropics/hh-rlhf-shaped directory."""
     saved = _is_saved_dataset(root)
     if saved or _is_hub_style(root):
-        return _read_datasets_folder(spec, root, saved=saved, split=split, limit=limit)
+        return _read_datasets_folder(spec, root, saved=saved, split=split, limit=limit,
+                                     score_field=score_field)
     try:
         files = [f for f in _layout_files(root) if split is None or f[1] == split]
     except OSError as e:
@@ -221,17 +286,18 @@ def _is_hub_style(root: Path) -> bool:
 
 
 def _read_datasets_folder(spec: str, root: Path, *, saved: bool, split: Split | None,
-                          limit: int | None) -> SourceResult:
+                          limit: int | None, score_field: str | None = None) -> SourceResult:
     """Each train/test split of a `datasets` folder, rows through the same row-shape parsing."""
     splits = _pick_splits(root, _load_datasets_folder(root, saved=saved), split)
     result = SourceResult(spec=spec, pairs=[], read=0, rejected=[])
     for name, dataset in splits:
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
-        pairs, rejected, read = pairs_from_rows(
-            dataset, columns=dataset.column_names, name=f"{root} {name}", split=name,
-            reason_prefix=f"{name}: " if len(splits) > 1 else "")
-        _extend(result, pairs, rejected, read)
+        part = _rows_result(spec, dataset, columns=dataset.column_names, name=f"{root} {name}",
+                            split=name, reason_prefix=f"{name}: " if len(splits) > 1 else "",
+                            score_field=score_field)
+        _extend(result, part.pairs, part.rejected, part.read)
+        result.rated.extend(part.rated)
     return result
 
 

@@ -9,7 +9,7 @@ model against the true quality.
 
 `k=K,ties=T` (issue 32) instead draws K responses per prompt, scored by their true quality, with a
 tie wherever two qualities are closer than the band that makes a share T of all pairs ties; it is
-read with `read_synthetic_rated` into `RatedPrompt`s (ingest does not take it yet).
+read with `read_synthetic_rated` into `RatedPrompt`s (what `read_source` and ingest do with it).
 
 >>> result = read_synthetic("synthetic:n=8,noise=0.25,seed=0")
 >>> sum(p.meta["flipped"] for p in result.pairs if p.split == "train")
@@ -270,8 +270,8 @@ def read_synthetic(spec: str, *, split: Split | None = None, test_fraction: floa
     _check_options(split, test_fraction, limit)
     cfg = _apply_test_fraction(parse_synthetic_spec(spec), test_fraction)
     if cfg.k is not None:
-        raise SourceError(f"{spec}: k= gives K responses per prompt, read with read_synthetic_rated; "
-                          f"ingest does not take rated data yet (issue 32)")
+        raise SourceError(f"{spec}: k= gives K responses per prompt: read it with "
+                          "read_synthetic_rated (read_source and ingest do)")
     train, test = generate_pairs(cfg)
     splits = {"train": train[:limit], "test": test[:limit]}
     pairs = splits[split] if split is not None else splits["train"] + splits["test"]
@@ -323,7 +323,7 @@ def _generate_rated(cfg: SyntheticConfig, band: float) -> tuple[list[RatedPrompt
 
 
 def read_synthetic_rated(spec: str, *, split: Split | None = None) -> RatedData:
-    """The `synthetic:…,k=K,ties=T` source as K-response prompts (issue 32; not in ingest yet).
+    """The `synthetic:…,k=K,ties=T` source as K-response prompts (issue 32; ingest stores them).
 
     >>> data = read_synthetic_rated("synthetic:n=3,k=4,ties=0.2,test_n=1")
     >>> len(data.prompts), data.n_responses, sorted(data.prompts[0].ranks)

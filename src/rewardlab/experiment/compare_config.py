@@ -27,7 +27,7 @@ from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["CompareConfig", "Condition", "Preset", "PRESETS", "CONDITIONS", "REVIEWED_CONDITION",
            "AA_CONDITION", "AA_SEED_OFFSET",
-           "COMPARE_TRAIN_FIELDS", "preset_training", "train_config_for"]
+           "COMPARE_TRAIN_FIELDS", "RATED_TRAIN_FIELDS", "preset_training", "train_config_for"]
 
 
 # Settings per preset; an option given on the command line wins. `seed` is the original notebook's
@@ -70,9 +70,14 @@ AA_SEED_OFFSET = 1_000_000
 CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random", REVIEWED_CONDITION, AA_CONDITION)
 
 
-# The TrainConfig field compare sets itself: each run's seed (from --seeds). Every other training
-# option (--model, --epochs, --lr, --lora-r, ...) is settable from compare.
-COMPARE_TRAIN_FIELDS: tuple[str, ...] = ("seed",)
+# The rated-data options (issue 32: ties, K responses per prompt) train with `rewardlab train`; an
+# experiment's conditions for them are not built yet, so compare refuses them rather than start
+# runs that would stop at their first step.
+RATED_TRAIN_FIELDS: tuple[str, ...] = ("ties", "tie_model", "ranking", "margin_from_scores")
+# The TrainConfig fields compare does not take as training options: each run's seed (its own, from
+# --seeds) and the rated-data options. Every other one (--model, --epochs, --lr, --lora-r, ...) is
+# settable from compare.
+COMPARE_TRAIN_FIELDS: tuple[str, ...] = ("seed", *RATED_TRAIN_FIELDS)
 
 
 def preset_training(preset: str = "quick", **options: Any) -> TrainConfig:
@@ -89,6 +94,10 @@ def preset_training(preset: str = "quick", **options: Any) -> TrainConfig:
     if "seed" in options:  # two homes for one setting would leave the reader guessing which won
         raise RewardlabError("training option 'seed' is compare's own: set --seeds (every run "
                              "has its own seed)")
+    rated = [name for name in RATED_TRAIN_FIELDS if name in options]
+    if rated:
+        raise RewardlabError(f"training option '{rated[0]}' is for rated data with `rewardlab "
+                             "train`; compare has no tie or ranking conditions yet")
     chosen = PRESETS[preset]
     values: dict[str, Any] = {"model": chosen["model"]}
     if "epochs" in chosen:

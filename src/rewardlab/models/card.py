@@ -128,9 +128,25 @@ def _training_section(base: str, info: dict[str, Any]) -> str:
             ("precision / processes", f"{info.get('precision', '?')} / "
                                       f"{info.get('num_processes', 1)}"),
             ("steps", f"{info.get('steps', '?')} of {info.get('total_steps', '?')}")]
+    rows += _rated_rows(info)
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"## Training\n\n| | |\n|---|---|\n{table}\n\nThe full configuration and history are "
             f"in `rewardlab.json`.")
+
+
+def _rated_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """A run on rated prompts (issue 32): its ranking loss, ties, and the tie model it learned."""
+    rated, ties = info.get("rated"), info.get("ties")
+    rows = []
+    if isinstance(rated, dict):
+        config = info.get("config", {})
+        rows.append(("rated prompts / ties / ranking",
+                     f"{rated.get('prompts')} / {rated.get('ties')} ({config.get('ties')}) / "
+                     f"{rated.get('ranking')}"))
+    if isinstance(ties, dict):
+        rows.append(("tie model", f"{ties.get('model')}, parameter {_number(ties.get('parameter'))}, "
+                                  f"P(tie) at equal rewards {_number(ties.get('p_tie_at_equal'))}"))
+    return rows
 
 
 def _number(value: Any) -> str:

@@ -13,6 +13,7 @@ Called by `Store.ingest` inside its transaction; nothing here commits.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from rewardlab.data.pairs import PreferencePair, fingerprint_pairs
+from rewardlab.data.rated import RatedPrompt, rated_content_hash
 from rewardlab.errors import StoreError
+from rewardlab.store.rated import clear_rated
 from rewardlab.store.schema import (
     DatasetSource,
     DetectorRun,
@@ -46,21 +49,32 @@ def _advice(name: str) -> str:
 
 
 def bind_source(s: Session, dataset_id: int, name: str, spec: str,
-                pairs: Sequence[PreferencePair]) -> None:
-    """Check (and record) the binding of every split present in `pairs`; StoreError on a mismatch."""
+                pairs: Sequence[PreferencePair], rated: Sequence[RatedPrompt] = ()) -> None:
+    """Check (and record) the binding of every split present in `pairs` (and, for a rated
+    source, in `rated`: a split may hold only ties); StoreError on a mismatch."""
     location = source_location(spec)
-    for split in sorted({p.split for p in pairs}):
+    for split in sorted({p.split for p in pairs} | {p.split for p in rated}):
         in_split = [p for p in pairs if p.split == split]
-        _bind_split(s, dataset_id, name, split, spec=spec, location=location, pairs=in_split)
+        _bind_split(s, dataset_id, name, split, spec=spec, location=location, pairs=in_split,
+                    rated=[p for p in rated if p.split == split])
+
+
+def _fingerprint_rated(prompts: Sequence[RatedPrompt]) -> str:
+    """`fingerprint_pairs` for rated prompts: ties, scores and responses in no pair count too."""
+    digest = hashlib.sha256()
+    for rated in prompts:
+        digest.update(rated_content_hash(rated).encode())
+    return digest.hexdigest()
 
 
 def _bind_split(s: Session, dataset_id: int, name: str, split: str, *, spec: str, location: str,
-                pairs: list[PreferencePair]) -> None:
-    fingerprint = fingerprint_pairs(pairs)
+                pairs: list[PreferencePair], rated: list[RatedPrompt]) -> None:
+    fingerprint = _fingerprint_rated(rated) if rated else fingerprint_pairs(pairs)
     bound = s.scalar(select(DatasetSource).where(DatasetSource.dataset_id == dataset_id,
                                                  DatasetSource.split == split))
     if bound is None:
-        _check_unbound_split(s, dataset_id, name, split, location, pairs)
+        if not rated:  # rated data came after bindings: no unbound rated split exists
+            _check_unbound_split(s, dataset_id, name, split, location, pairs)
         s.add(DatasetSource(dataset_id=dataset_id, split=split, spec=spec, location=location,
                             fingerprint=fingerprint, n_pairs=len(pairs)))
         return
@@ -86,8 +100,8 @@ def _check_unbound_split(s: Session, dataset_id: int, name: str, split: str, loc
 
 
 def clear_dataset(s: Session, dataset_id: int) -> None:
-    """Delete the dataset's examples, flags, detector runs, reviews, trained runs and bindings
-    (not its row).
+    """Delete the dataset's examples, flags, detector runs, reviews, trained runs, rated prompts
+    (their responses and ties) and bindings (not its row).
 
     Explicit deletes, children first, rather than relying on ON DELETE CASCADE: SQLite enforces
     foreign keys only when the connection turned them on.
@@ -100,6 +114,8 @@ def clear_dataset(s: Session, dataset_id: int) -> None:
                       delete(DetectorRun).where(DetectorRun.dataset_id == dataset_id),
                       delete(TrainedRunReward).where(TrainedRunReward.run_id.in_(trained)),
                       delete(TrainedRun).where(TrainedRun.dataset_id == dataset_id),
-                      delete(Example).where(Example.dataset_id == dataset_id),
-                      delete(DatasetSource).where(DatasetSource.dataset_id == dataset_id)):
+                      delete(Example).where(Example.dataset_id == dataset_id)):
         s.execute(statement.execution_options(synchronize_session=False))
+    clear_rated(s, dataset_id)  # after the examples: derived pairs point at the rated prompts
+    s.execute(delete(DatasetSource).where(DatasetSource.dataset_id == dataset_id)
+              .execution_options(synchronize_session=False))

@@ -25,7 +25,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from rewardlab.errors import StoreError
-from rewardlab.store.schema import SCHEMA_VERSION, VERSION_TABLE, Base, Review, SchemaVersion
+from rewardlab.store.schema import (
+    RATED_TABLES,
+    SCHEMA_VERSION,
+    VERSION_TABLE,
+    Base,
+    Review,
+    SchemaVersion,
+)
 
 __all__ = ["MIGRATED_REVIEWER", "check_existing_tables", "migrate_schema", "stamp_version"]
 
@@ -83,6 +90,8 @@ def migrate_schema(conn: Connection, shown: str) -> None:
     if version < 2:
         _migrate_reviews_v2(conn)
     # 2 → 3 and 3 → 4 add tables only: the caller's `create_all` creates them
+    if version < 5:
+        _migrate_examples_v5(conn)
 
 
 # The v1 reviews table, to read the old rows typed (SQLite hands back datetimes as text).
@@ -111,6 +120,31 @@ def _migrate_reviews_v2(conn: Connection) -> None:
             for r in sorted(latest.values(), key=lambda r: r.id)]
     if rows:
         conn.execute(insert(Review), rows)
+
+
+# The columns v5 adds to `examples`: a derived pair's rated prompt and response positions.
+_V5_EXAMPLE_COLUMNS = (
+    ("rated_id", "INTEGER REFERENCES rated_prompts (id) ON DELETE CASCADE"),
+    ("chosen_pos", "INTEGER"),
+    ("rejected_pos", "INTEGER"),
+)
+
+
+def _migrate_examples_v5(conn: Connection) -> None:
+    """v4 → v5: the rated tables, then three NULL columns on `examples` (every existing row is a
+    plain pair: NULL is right for it). ADD COLUMN, on SQLite and PostgreSQL alike, keeps the
+    rows, their ids and what points at them (flags, reviews); the rated tables come first
+    because PostgreSQL checks a REFERENCES target when the column is added."""
+    inspector = inspect(conn)
+    if "examples" not in inspector.get_table_names():
+        return  # created whole by the caller's `create_all`
+    have = {c["name"] for c in inspector.get_columns("examples")}
+    added = {column for column, _ in _V5_EXAMPLE_COLUMNS}
+    if have != set(Base.metadata.tables["examples"].columns.keys()) - added:
+        return  # not v4's examples table: check_existing_tables names what differs
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in RATED_TABLES])
+    for column, ddl in _V5_EXAMPLE_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE examples ADD COLUMN {column} {ddl}")
 
 
 def stamp_version(conn: Connection) -> None:

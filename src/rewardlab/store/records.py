@@ -71,6 +71,9 @@ class DatasetSummary(TypedDict):
     pairs: dict[str, int]  # split -> pairs
     flagged: int  # train pairs flagged by the latest run of any detector, counted once
     detectors: list[str]  # detectors with a run, sorted
+    rated_prompts: int  # prompts of rated data (issue 32); 0 for pairs only
+    rated_responses: int  # their responses
+    ties: int  # their tie labels (in no pair)
 
 
 class DetectorRunRow(TypedDict):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from rewardlab.errors import StoreError
 from rewardlab.store.bulk import conflict_insert
+from rewardlab.store.rated import join_pair_texts, pair_text_columns
 from rewardlab.store.records import QueueReview
 from rewardlab.store.schema import DetectorRun, Example, Flag, Review, iso_utc, utcnow
 
@@ -85,9 +86,10 @@ def queue_select(run_ids: list[int], state: str,
     The source's raw texts come only with a dialogue that did not parse cleanly: the card shows
     them there, and elsewhere they would double every page."""
     unparsed = Example.parse_issue.is_not(None)
+    texts = pair_text_columns()  # a pair derived from rated data keeps its texts there
     stmt = (select(Example.id.label("example_id"), Example.source_index, Example.split,
-                   Example.subset, Example.context, Example.prompt, Example.chosen,
-                   Example.rejected, Example.parse_issue,
+                   Example.subset, texts["context"], texts["prompt"], texts["chosen"],
+                   texts["rejected"], Example.parse_issue,
                    case((unparsed, Example.raw_chosen), else_=None).label("raw_chosen"),
                    case((unparsed, Example.raw_rejected), else_=None).label("raw_rejected"),
                    DetectorRun.detector, Flag.score, Flag.reason)
@@ -95,6 +97,7 @@ def queue_select(run_ids: list[int], state: str,
             .join(Example, Flag.example_id == Example.id)
             .join(DetectorRun, Flag.run_id == DetectorRun.id)
             .where(Flag.run_id.in_(run_ids), Flag.flagged == true()))
+    stmt = join_pair_texts(stmt)
     # correlated with the outer flag row: the reviews of this example × detector
     of_flag = (Review.example_id == Flag.example_id) & (Review.detector == DetectorRun.detector)
     mine = of_flag & (Review.reviewer == reviewer) if reviewer else of_flag

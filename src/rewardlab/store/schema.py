@@ -32,6 +32,10 @@ __all__ = [
     "Dataset",
     "DatasetSource",
     "Example",
+    "RatedPromptRow",
+    "RatedResponse",
+    "RatedTie",
+    "RATED_TABLES",
     "DetectorRun",
     "Flag",
     "Review",
@@ -53,8 +57,10 @@ __all__ = [
 # 1: before versions (reviews: is_issue, one row per call); 2: reviews with verdict, reviewer and
 # updated_at, one row per example × detector × reviewer; 3: trained_runs and trained_run_rewards
 # (experiment runs kept by plan id; new tables only, which `create_all` adds to an older store);
-# 4: experiment_plan_runs (each experiment's planned run ids, recorded before its first run trains).
-SCHEMA_VERSION = 4
+# 4: experiment_plan_runs (each experiment's planned run ids, recorded before its first run trains);
+# 5: rated_prompts, rated_responses, rated_ties, and examples.rated_id / chosen_pos / rejected_pos
+# (issue 32: K responses per prompt; derived pairs point at their responses).
+SCHEMA_VERSION = 5
 VERSION_TABLE = "rewardlab_schema"
 
 
@@ -115,8 +121,69 @@ class DatasetSource(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RatedPromptRow(Base):
+    """One stored `RatedPrompt` (issue 32): a prompt of a rated source, its K responses in
+    `rated_responses`, its tie labels in `rated_ties`. `context` is `meta["context"]` of the
+    RatedPrompt, kept as a column because derived pairs read it (`store/rated.py`)."""
+
+    __tablename__ = "rated_prompts"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "content_hash", name="uq_rated_prompts_dataset_hash"),
+        Index("ix_rated_prompts_dataset_split", "dataset_id", "split", "source_index"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = _owned_by("datasets")
+    split: Mapped[str] = mapped_column(String(16))
+    source_index: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # a data.rated.RatedKind
+    context: Mapped[str] = mapped_column(Text, default="")
+    prompt: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)  # without "context"
+    content_hash: Mapped[str] = mapped_column(String(64))  # data.rated.rated_content_hash
+
+
+class RatedResponse(Base):
+    """Response `position` of a rated prompt, with its score (NULL where it was NaN) and rank;
+    the one copy of its text that its derived pairs read."""
+
+    __tablename__ = "rated_responses"
+    # the unique index also serves the derived pairs' (rated_id, position) lookups
+    __table_args__ = (UniqueConstraint("rated_id", "position", name="uq_rated_responses_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rated_id: Mapped[int] = _owned_by("rated_prompts")
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    score: Mapped[float | None] = mapped_column(Float)
+    rank: Mapped[int] = mapped_column(Integer)
+
+
+class RatedTie(Base):
+    """A tie label between responses `a` < `b` of a rated prompt."""
+
+    __tablename__ = "rated_ties"
+    __table_args__ = (Index("ix_rated_ties_rated", "rated_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rated_id: Mapped[int] = _owned_by("rated_prompts")
+    a: Mapped[int] = mapped_column(Integer)
+    b: Mapped[int] = mapped_column(Integer)
+
+
+RATED_TABLES = ("rated_prompts", "rated_responses", "rated_ties")
+
+
 class Example(Base):
-    """One stored `PreferencePair`; column names match its fields."""
+    """One stored `PreferencePair`; column names match its fields.
+
+    A pair derived from a rated prompt (issue 32) references it instead of copying its texts:
+    `rated_id` and the positions of its chosen and rejected responses are set, and its context,
+    prompt, chosen and rejected columns hold "" — the texts live once, in `rated_prompts` and
+    `rated_responses`, and every read joins them back (`store/rated.py` `pair_text_columns`).
+    "" rather than NULL: the columns are NOT NULL in every older store, and SQLite cannot relax
+    that without rebuilding the table that flags and reviews point at.
+    """
 
     __tablename__ = "examples"
     __table_args__ = (
@@ -141,6 +208,10 @@ class Example(Base):
     parse_issue: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     content_hash: Mapped[str] = mapped_column(String(64))
+    rated_id: Mapped[int | None] = mapped_column(
+        ForeignKey("rated_prompts.id", ondelete="CASCADE"))
+    chosen_pos: Mapped[int | None] = mapped_column(Integer)
+    rejected_pos: Mapped[int | None] = mapped_column(Integer)
 
 
 class DetectorRun(Base):

@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, distinct, func, select, true
 from sqlalchemy.orm import Session
 
 from rewardlab.data.pairs import PreferencePair, Split
+from rewardlab.data.rated import RatedPrompt
 from rewardlab.data.source_result import SourceResult
 from rewardlab.errors import StoreError
 from rewardlab.jsonable import to_jsonable
@@ -34,6 +35,15 @@ from rewardlab.store.experiments import (
     unfinished_experiment,
 )
 from rewardlab.store.judge_cache import insert_judge_answers, select_judge_answers
+from rewardlab.store.rated import (
+    check_rated_text,
+    has_rated,
+    insert_rated,
+    join_pair_texts,
+    pair_text_columns,
+    rated_counts,
+    select_rated,
+)
 from rewardlab.store.records import (
     REVIEW_STATES,
     VERDICTS,
@@ -104,6 +114,15 @@ class IngestCounts:
     replaced: bool = False  # ingested with `replace=True`: nothing the dataset held before remains
     # (source_index, issue) of pairs kept although their dialogue did not parse cleanly
     parse_issues: list[tuple[int, str]] = field(default_factory=list)
+    # a rated source (issue 32), as read: its prompts, their responses, the tie labels (in no
+    # pair) and the decided pairs derived from them; `rated_ingested` prompts were new.
+    # `rated_kind` is the prompts' kind (vote | ratings | ranking, "mixed"), None for pairs.
+    rated_kind: str | None = None
+    rated_prompts: int = 0
+    rated_responses: int = 0
+    ties: int = 0
+    pairs: int = 0
+    rated_ingested: int = 0
 
 
 def resolve_db_url(url: str | None) -> str:
@@ -252,9 +271,15 @@ class Store:
         (examples, flags, detector runs, reviews, bindings), in the same transaction.
         A pair with a NUL character in its text is a rejected row on SQLite and PostgreSQL alike.
         On any error nothing of this ingest remains.
+
+        A rated source (`source.rated`: votes, ratings, rankings) keeps its prompts, responses
+        and tie labels (`load_rated`) and stores its decided pairs as examples that point at
+        them (`store/rated.py`); a prompt already present adds nothing.
         """
         if not name.strip():
             raise StoreError("dataset name must not be empty")
+        if source.rated:
+            return self._ingest_rated(name, source, replace=replace)
         pairs, nul_rows = _split_nul_rows(source.pairs)
         try:
             with self._write_session() as s, s.begin():
@@ -274,13 +299,40 @@ class Store:
             by_group=dict(sorted(by_group.items())), replaced=replace,
             parse_issues=source.parse_issues())
 
+    def _ingest_rated(self, name: str, source: SourceResult, *, replace: bool) -> IngestCounts:
+        check_rated_text(source.spec, source.rated)
+        try:
+            with self._write_session() as s, s.begin():
+                dataset = self._dataset_for_ingest(s, name, source.spec, replace=replace)
+                bind_source(s, dataset.id, name, source.spec, source.pairs, source.rated)
+                added, by_group = insert_rated(s, dataset.id, source.rated)
+        except DB_ERRORS as e:
+            raise StoreError(f"ingest into dataset {name!r} failed and was rolled back, "
+                             f"nothing saved: {first_line(e)}") from e
+        ingested = sum(g["ingested"] for g in by_group.values())
+        kinds = {p.kind for p in source.rated}
+        return IngestCounts(
+            dataset=name, read=source.read, ingested=ingested,
+            already_present=len(source.pairs) - ingested, by_group=by_group, replaced=replace,
+            rated_kind=kinds.pop() if len(kinds) == 1 else "mixed",
+            rated_prompts=len(source.rated), rated_responses=source.n_responses,
+            ties=source.n_ties, pairs=len(source.pairs), rated_ingested=added)
+
     def load_pairs(self, name: str, *, split: Split | None = None) -> list[PreferencePair]:
-        """The dataset's pairs ordered by (split, source_index, id), with `example_id` set."""
-        columns = [getattr(Example, col) for col in _PAIR_COLUMNS]
+        """The dataset's pairs ordered by (split, source_index, id), with `example_id` set.
+
+        For rated data these are the decided pairs derived from its prompts (ties left out),
+        meta {"rated_id", "a", "b"}: the rated prompt and the chosen and rejected positions."""
         with self._session() as s:
+            dataset_id = self._dataset_id(s, name)
+            # the texts of derived pairs are joined in only where there are any
+            texts = pair_text_columns() if has_rated(s, dataset_id) else {}
+            columns = [texts.get(col, getattr(Example, col)) for col in _PAIR_COLUMNS]
             stmt = (select(Example.id, *columns)
-                    .where(Example.dataset_id == self._dataset_id(s, name))
+                    .where(Example.dataset_id == dataset_id)
                     .order_by(Example.split, Example.source_index, Example.id))
+            if texts:
+                stmt = join_pair_texts(stmt)
             if split is not None:
                 stmt = stmt.where(Example.split == split)
             rows = s.execute(stmt).all()
@@ -291,9 +343,17 @@ class Store:
             pairs.append(PreferencePair(example_id=example_id, **fields))
         return pairs
 
+    def load_rated(self, name: str, *, split: Split | None = None) -> list[RatedPrompt]:
+        """The dataset's rated prompts (issue 32) with their responses, scores, ranks and ties,
+        ordered by (split, source_index); meta as read plus {"rated_id": id}. [] for a dataset
+        of pairs only."""
+        with self._session() as s:
+            return select_rated(s, self._dataset_id(s, name), split)
+
     def dataset_summaries(self) -> list[DatasetSummary]:
         """Per dataset: name, source, created_at, pairs per split, flagged (train examples flagged
-        by the latest run of any detector, counted once) and detectors (names with a run)."""
+        by the latest run of any detector, counted once), detectors (names with a run) and its
+        rated data: rated_prompts, rated_responses, ties (0 for pairs only)."""
         with self._session() as s:
             datasets = s.execute(select(Dataset.id, Dataset.name, Dataset.source,
                                         Dataset.created_at).order_by(Dataset.name)).all()
@@ -308,15 +368,20 @@ class Store:
                 .join(Example, Flag.example_id == Example.id)
                 .where(Flag.run_id.in_(latest), Flag.flagged == true(), Example.split == "train")
                 .group_by(Example.dataset_id))}
+            rated = rated_counts(s)
         pairs: dict[int, dict[str, int]] = {d.id: {"train": 0, "test": 0} for d in datasets}
         for dataset_id, split, n in counts:
             pairs[dataset_id][split] = n
         names: dict[int, list[str]] = {d.id: [] for d in datasets}
         for dataset_id, detector in detectors:
             names[dataset_id].append(detector)
+        none = {"rated_prompts": 0, "rated_responses": 0, "ties": 0}
         return [{"name": d.name, "source": d.source, "created_at": iso_utc(d.created_at),
                  "pairs": pairs[d.id], "flagged": flagged.get(d.id, 0),
-                 "detectors": sorted(names[d.id])} for d in datasets]
+                 "detectors": sorted(names[d.id]),
+                 "rated_prompts": rated.get(d.id, none)["rated_prompts"],
+                 "rated_responses": rated.get(d.id, none)["rated_responses"],
+                 "ties": rated.get(d.id, none)["ties"]} for d in datasets]
 
     # ---- detector runs and flags -----------------------------------------------------------
 
@@ -407,15 +472,18 @@ class Store:
         source_index, split, subset, prompt, chosen, rejected, detector, score, reason."""
         with self._session() as s:
             run_ids = self._latest_run_ids(s, name, None if detector is None else [detector])
+            texts = pair_text_columns()
             stmt = (select(Example.id.label("example_id"), Example.source_index, Example.split,
-                           Example.subset, Example.prompt, Example.chosen, Example.rejected,
+                           Example.subset, texts["prompt"], texts["chosen"], texts["rejected"],
                            DetectorRun.detector, Flag.score, Flag.reason)
+                    .select_from(Flag)
                     .join(Example, Flag.example_id == Example.id)
                     .join(DetectorRun, Flag.run_id == DetectorRun.id)
                     .where(Flag.run_id.in_(run_ids.values()), Flag.flagged == true())
                     .order_by(DetectorRun.detector, Flag.score.desc().nulls_last(),
                               Example.split, Example.source_index, Example.id)
                     .limit(limit))
+            stmt = join_pair_texts(stmt)
             # the selected columns are FlagRow's keys
             rows = [cast(FlagRow, dict(row)) for row in s.execute(stmt).mappings()]
         for row in rows:  # a NaN score was stored as NULL; hand it back as the float it was

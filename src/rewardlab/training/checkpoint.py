@@ -58,6 +58,9 @@ SCHEDULER_FILE = "scheduler.json"
 log = logging.getLogger("rewardlab")
 # Settings that may change between an interrupted run and its resume: they do not shape the weights.
 _FREE_ON_RESUME = frozenset({"save_steps", "logging_steps", "eval_batch_size", "max_steps"})
+# TrainConfig fields newer than some saved runs, with the value those runs trained with
+_ADDED_FIELDS: dict[str, Any] = {"ties": "drop", "tie_model": None, "ranking": "pairs",
+                                 "margin_from_scores": False}
 
 
 @dataclass
@@ -175,6 +178,9 @@ def _check_same_run(saved: dict[str, Any], config: dict[str, Any],
         raise ModelError(f"cannot resume from {where}: its config must be an object, got "
                          f"{type(old).__name__}")
     for name, value in config.items():
+        # a field added since that run was saved (issue 32's ties, ranking, …) had its default then
+        if name not in old and name in _ADDED_FIELDS:
+            old = {**old, name: _ADDED_FIELDS[name]}
         if name not in _FREE_ON_RESUME and old.get(name) != value:
             raise ModelError(f"cannot resume from {where}: it was trained with {name}="
                              f"{old.get(name)!r}, not {value!r} (use another --output or drop "

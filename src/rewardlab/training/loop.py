@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,8 +253,9 @@ def _train_step(run: _Run, step: _Step) -> tuple[float, int, int]:
     return loss_sum, correct, n
 
 
-def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
-    """Run the remaining plan; True when `max_steps` stopped it early."""
+def _train_loop(run: _Run, state: Progress, *, progress: bool,
+                train_step: Callable[[Any, _Step], tuple[float, int, int]] = _train_step) -> bool:
+    """Run the remaining plan (each step by `train_step`); True when `max_steps` stopped it early."""
     config, total = run.config, len(run.plan)
     # in a log file (no terminal) a redraw every 0.1 s would be one line of megabytes: every 30 s
     bar = tqdm(total=total, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
@@ -264,7 +265,7 @@ def _train_loop(run: _Run, state: Progress, *, progress: bool) -> bool:
     for step in run.plan[state.step:]:
         lr = run.scheduler.get_last_lr()[0]
         t0 = time.perf_counter()
-        loss_sum, correct, pairs = summed(run.accelerator, _train_step(run, step))  # all processes
+        loss_sum, correct, pairs = summed(run.accelerator, train_step(run, step))  # all processes
         if not math.isfinite(loss_sum):  # a host float already: the check adds no device sync
             bar.close()
             raise _diverged(run, step=state.step + 1, total=total, what=f"the loss is {loss_sum}")
@@ -319,13 +320,23 @@ def _margins(pairs: Sequence[PreferencePair]) -> np.ndarray | None:
     return np.array([m or 0.0 for m in given], dtype=np.float64)
 
 
-def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | None,
-           eps: np.ndarray | None, fingerprints: dict[str, str | None], *,
-           resume: bool = False) -> _Run:
+@dataclass
+class _Loaded:
+    """The backbone of a run, placed and adapted, before any data: what every kind of run shares."""
+
+    accelerator: Accelerator
+    precision: str
+    model: Any
+    tokenizer: Any
+    rule: InputRule
+    finish: Finish
+
+
+def _load_model(config: TrainConfig, *, resume: bool, has_output: bool) -> _Loaded:
     bound_onednn_cache()  # before any bf16 matmul (`auto` precision times some): read once
     accelerator, precision = make_accelerator(autocast_precision(config), model=config.model)
     check_launch(accelerator, resume=resume, save_steps=config.save_steps,
-                 max_steps=config.max_steps, lora_r=config.lora_r, has_output=output_dir is not None)
+                 max_steps=config.max_steps, lora_r=config.lora_r, has_output=has_output)
     check_weight_dtype(config, device=accelerator.device)
     set_seed(config.seed)
     model, tokenizer = load_backbone(config.model, max_length=config.max_length, seed=config.seed,
@@ -334,33 +345,52 @@ def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | 
         disable_dropout(model)  # before LoRA: --lora-dropout is the adapter's own, kept
     rule = choose_rule(tokenizer, model.config)  # text pair, chat template or plain dialogue
     model, finish = adapt_for_training(model, config, device=accelerator.device)
-    data = encode_pairs(tokenizer, [p.prompt_text for p in pairs], [p.chosen for p in pairs],
-                        [p.rejected for p in pairs], max_length=config.max_length, rule=rule)
-    keep = _distinct_pairs(data)
-    plan = _plan(data.lengths[keep], config, rank=accelerator.process_index,
-                 world=accelerator.num_processes)
-    if len(keep) < len(data):  # plan positions → pair indices
-        plan = [dataclasses.replace(s, batches=[[int(keep[i]) for i in b] for b in s.batches])
-                for s in plan]
+    return _Loaded(accelerator, precision, model, tokenizer, rule, finish)
+
+
+def _prepare(loaded: _Loaded, config: TrainConfig, *, total_steps: int,
+             extra: dict[str, Any] | None = None) -> tuple[Any, Restore, Any, Any]:
+    """(forward, restore, optimizer, scheduler) for `total_steps` steps; `extra` is one more
+    optimizer parameter group (a tie model's parameter), trained with the model."""
+    accelerator = loaded.accelerator
     # the same rewards with less work (packed forward, kernels, …): a wrapper, the weights stay put;
     # not with checkpointing, whose recomputation lives in the stock layers the packed path bypasses,
     # nor under FSDP/DeepSpeed, which gather a layer's weights only when its own forward runs
-    forward, restore = (fast_forward(model, device=accelerator.device, precision=precision,
+    forward, restore = (fast_forward(loaded.model, device=accelerator.device,
+                                     precision=loaded.precision,
                                      processes=accelerator.num_processes,
-                                     padding_side=tokenizer.padding_side)
+                                     padding_side=loaded.tokenizer.padding_side)
                         if not config.gradient_checkpointing and not shards_model(accelerator)
-                        else (model, unchanged))
+                        else (loaded.model, unchanged))
     optimizer = _optimizer(forward, config, accelerator.device)
-    scheduler = linear_schedule(optimizer, total_steps=len(plan),
-                                warmup_steps=round(config.warmup_ratio * len(plan)))
+    if extra is not None:
+        optimizer.add_param_group(extra)
+    scheduler = linear_schedule(optimizer, total_steps=total_steps,
+                                warmup_steps=round(config.warmup_ratio * total_steps))
     # the scheduler is not registered with accelerate: it would pickle it and load it back with
     # weights_only=False; save_checkpoint/restore_checkpoint keep its state as JSON instead
     fit_deepspeed(accelerator.state.deepspeed_plugin, batch_size=config.batch_size,
                   grad_accum=config.grad_accum, max_grad_norm=config.max_grad_norm)
     forward, optimizer = accelerator.prepare(forward, optimizer)
-    return _Run(config, accelerator, forward, tokenizer, optimizer, scheduler, data, eps, plan,
-                output_dir, fingerprints, precision, restore, finish=finish,
-                margins=_margins(pairs), rule=rule, n_identical=len(data) - len(keep))
+    return forward, restore, optimizer, scheduler
+
+
+def _setup(pairs: list[PreferencePair], config: TrainConfig, output_dir: Path | None,
+           eps: np.ndarray | None, fingerprints: dict[str, str | None], *,
+           resume: bool = False) -> _Run:
+    loaded = _load_model(config, resume=resume, has_output=output_dir is not None)
+    data = encode_pairs(loaded.tokenizer, [p.prompt_text for p in pairs], [p.chosen for p in pairs],
+                        [p.rejected for p in pairs], max_length=config.max_length, rule=loaded.rule)
+    keep = _distinct_pairs(data)
+    acc = loaded.accelerator
+    plan = _plan(data.lengths[keep], config, rank=acc.process_index, world=acc.num_processes)
+    if len(keep) < len(data):  # plan positions → pair indices
+        plan = [dataclasses.replace(s, batches=[[int(keep[i]) for i in b] for b in s.batches])
+                for s in plan]
+    forward, restore, optimizer, scheduler = _prepare(loaded, config, total_steps=len(plan))
+    return _Run(config, acc, forward, loaded.tokenizer, optimizer, scheduler, data, eps, plan,
+                output_dir, fingerprints, loaded.precision, restore, finish=loaded.finish,
+                margins=_margins(pairs), rule=loaded.rule, n_identical=len(data) - len(keep))
 
 
 def _distinct_pairs(data: PairEncoding) -> np.ndarray:
@@ -375,6 +405,16 @@ def _distinct_pairs(data: PairEncoding) -> np.ndarray:
         log.warning("%d of %d training pairs dropped: chosen and rejected are the same tokens "
                     "(after truncation to max_length)", int(identical.sum()), len(data))
     return np.flatnonzero(~identical)
+
+
+def _check_pair_options(config: TrainConfig) -> None:
+    """Rated-data options mean nothing on plain pairs: refused, not ignored."""
+    wanted = [flag for flag, on in (("--ties " + config.ties, config.ties != "drop"),
+                                    ("--ranking listwise", config.ranking == "listwise"),
+                                    ("--margin-from-scores", config.margin_from_scores)) if on]
+    if wanted:
+        raise ModelError(f"{wanted[0]} needs rated data (K responses with scores, or votes with "
+                         "ties: `training.grouped.train_on_rated`); these are plain pairs")
 
 
 def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
@@ -421,6 +461,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
     pairs = list(pairs)
     if not pairs:
         raise ModelError("no training pairs")
+    _check_pair_options(config)
     eps = _smoothing(pairs, smoothing, config)
     fingerprints = {"data_fingerprint": fingerprint_pairs(pairs),
                     "smoothing_fingerprint": smoothing_fingerprint(eps)}
@@ -447,7 +488,9 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
     return result
 
 
-def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> TrainResult:
+def _finish(run: _Run, state: Progress, *, stopped: bool, started: float,
+            extra_info: dict[str, Any] | None = None) -> TrainResult:
+    """The trained model, saved with its rewardlab.json (plus `extra_info`)."""
     acc = run.accelerator
     acc.wait_for_everyone()
     if shards_model(acc):  # FSDP/DeepSpeed: gathered whole (check_launch asked for output_dir)
@@ -472,6 +515,8 @@ def _finish(run: _Run, state: Progress, *, stopped: bool, started: float) -> Tra
         raise _diverged(run, step=state.step, total=len(run.plan),
                         what="the trained model's rewards are not finite numbers")
     info.update(input_rule=run.rule, n_identical=run.n_identical, reward_stats=stats)
+    if extra_info is not None:
+        info.update(extra_info)
     rm.info = info
     if run.output_dir is not None and acc.is_main_process:
         rm.save(run.output_dir, info=info)

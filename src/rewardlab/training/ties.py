@@ -1,4 +1,4 @@
-"""Losses for ties, ratings and rankings (issue 32): library code, not yet wired into the loop.
+"""Losses for ties, ratings and rankings (issue 32), trained by `training.grouped`.
 
 Three kinds of preference data beyond a decided pair, each a small function on reward tensors:
 
@@ -21,11 +21,18 @@ of `outcome_probs`. Formulas: docs/ties.md.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rewardlab.errors import ModelError
+
+if TYPE_CHECKING:
+    from rewardlab.models.reward_model import RewardModel
 
 __all__ = [
     "WIN",
@@ -39,6 +46,8 @@ __all__ = [
     "rewards_per_prompt",
     "all_pairs_loss",
     "plackett_luce_nll",
+    "tie_model_of",
+    "pair_outcome_probs",
 ]
 
 WIN, TIE, LOSS = 0, 1, 2
@@ -151,11 +160,14 @@ def _upper_pairs(k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
 
 
 def all_pairs_loss(rewards: torch.Tensor, scores: torch.Tensor, *, ties: Literal["drop", "soft"] = "drop",
-                   margin_from_scores: bool = False, margin_scale: float = 1.0) -> torch.Tensor:
+                   margin_from_scores: bool = False, margin_scale: float = 1.0,
+                   tied: torch.Tensor | None = None) -> torch.Tensor:
     """Mean BT loss over all K(K-1)/2 pairs per prompt; rewards and scores are (P, K).
 
-    The higher-scored response of a pair is the chosen one. Equal scores are a tie: `drop` leaves
-    the pair out, `soft` gives it target 1/2 (no margin). A NaN score marks a missing response
+    The higher-scored response of a pair is the chosen one. Equal scores are a tie, and so is
+    every pair `tied` (P, M) marks (a tie label between different scores, e.g. within a rating's
+    tie band; M in `torch.triu_indices` order): `drop` leaves the pair out, `soft` gives it target
+    1/2 (no margin). A NaN score marks a missing response
     (ragged K): its pairs are left out. With `margin_from_scores` a decided pair's loss is
     -log sigma(r_c - r_r - margin_scale * (s_c - s_r)), as `--margin-from-scores` will set.
 
@@ -172,10 +184,10 @@ def all_pairs_loss(rewards: torch.Tensor, scores: torch.Tensor, *, ties: Literal
     sign = torch.sign(gap)  # +1: i chosen, -1: j chosen, 0: tie
     margin = margin_scale * gap.abs() if margin_from_scores else torch.zeros_like(d)
     decided = -F.logsigmoid(sign * d - margin)  # (P, M)
-    tied = F.binary_cross_entropy_with_logits(d, torch.full_like(d, 0.5), reduction="none")
-    is_tie = known & (sign == 0)
-    keep = known & ((sign != 0) | (ties == "soft"))
-    loss = torch.where(is_tie, tied, decided)
+    tie_loss = F.binary_cross_entropy_with_logits(d, torch.full_like(d, 0.5), reduction="none")
+    is_tie = known & ((sign == 0) | (tied if tied is not None else torch.zeros_like(known)))
+    keep = known & (~is_tie | (ties == "soft"))
+    loss = torch.where(is_tie, tie_loss, decided)
     return loss[keep].mean()
 
 
@@ -200,3 +212,42 @@ def plackett_luce_nll(rewards: torch.Tensor, ranks: torch.Tensor) -> torch.Tenso
     log_denominator = torch.logsumexp(masked, dim=-1)  # (P, K)
     terms = torch.where(present, rewards - log_denominator, torch.zeros_like(rewards))
     return -terms.sum(dim=1).mean()
+
+
+def tie_model_of(info: Mapping[str, Any]) -> TieModel | None:
+    """The tie model a rewardlab.json records (`ties`: model, parameter), None when it has none.
+
+    >>> tie_model_of({"ties": {"model": "rao-kupper", "parameter": 1.75}}).value.item()
+    1.75
+    >>> tie_model_of({}) is None
+    True
+    """
+    ties = info.get("ties")
+    if ties is None:
+        return None
+    kind = ties.get("model") if isinstance(ties, dict) else None
+    value = ties.get("parameter") if isinstance(ties, dict) else None
+    if kind not in ("davidson", "rao-kupper") or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise ModelError(f"rewardlab.json: ties must be {{\"model\": \"davidson\" or \"rao-kupper\", "
+                         f"\"parameter\": a number}}, got {ties!r}")
+    try:
+        return TieModel(kind, init=float(value)).eval()
+    except ValueError as e:  # a parameter at or below its floor
+        raise ModelError(f"rewardlab.json: ties.parameter: {e}") from e
+
+
+def pair_outcome_probs(model: RewardModel, prompts: Sequence[str], a: Sequence[str],
+                       b: Sequence[str]) -> np.ndarray:
+    """(N, 3) P(a wins), P(tie), P(b wins) of each (prompt, a, b) under the model's tie model.
+
+    ModelError when the model has none (it was trained without `--ties model`).
+    """
+    tie = tie_model_of(model.info)
+    if tie is None:
+        raise ModelError("this model has no tie model (train it with --ties model for P(tie))")
+    r_a = torch.tensor(model.score(prompts, a), dtype=torch.float64)
+    r_b = torch.tensor(model.score(prompts, b), dtype=torch.float64)
+    with torch.no_grad():
+        probs: np.ndarray = outcome_probs(r_a, r_b, tie).numpy()
+    return probs

@@ -12,8 +12,12 @@ from typing import Any
 from rewardlab.errors import ModelError
 from rewardlab.models.names import BOW, BOW_LR, TRANSFORMER_LR
 
-__all__ = ["LORA_LR", "MAX_SEED", "PRECISIONS", "TrainConfig", "WEIGHT_DTYPES"]
+__all__ = ["LORA_LR", "MAX_SEED", "PRECISIONS", "RANKINGS", "TIES", "TIE_MODELS", "TrainConfig",
+           "WEIGHT_DTYPES"]
 
+TIES = ("drop", "soft", "model")  # what a tie in rated data does to training (issue 32)
+TIE_MODELS = ("davidson", "rao-kupper")
+RANKINGS = ("pairs", "listwise")
 PRECISIONS = ("auto", "fp32", "bf16")
 WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**32 - 1  # numpy's RandomState (seeded by accelerate's set_seed) takes 0..2**32-1
@@ -96,6 +100,16 @@ class TrainConfig:
     max_steps : int, default 0
         Stop after this many optimizer steps; 0 = all epochs. The schedule still spans all epochs,
         so a resumed run continues exactly.
+    ties : {"drop", "soft", "model"}, default "drop"
+        Rated data only: a tied pair is left out (counted), a soft target 1/2, or an outcome of a
+        Bradley-Terry model with ties whose parameter is trained with the reward model.
+    tie_model : {"davidson", "rao-kupper"} or None, default None
+        The tie model of `ties="model"`; None = "davidson".
+    ranking : {"pairs", "listwise"}, default "pairs"
+        Rated data only: all K(K-1)/2 pairs of a prompt's K responses, or the Plackett-Luce
+        likelihood of their ranking; either way each response is forwarded once per step.
+    margin_from_scores : bool, default False
+        Rated data only (ratings, not votes or rankings): a pair's BT margin is its score gap.
 
     >>> config = TrainConfig(model="bow", epochs=2)
     >>> config.batch_size, config.resolved_lr()
@@ -153,6 +167,16 @@ class TrainConfig:
                          "TRL's RewardTrainer: steadier rewards and faster steps)")
     max_steps: int = _opt(0, "stop after this many optimizer steps (0 = all epochs); the schedule "
                           "still spans all epochs, so --resume continues exactly")
+    ties: str = _opt("drop", "rated data: a tied pair is dropped (counted), a soft target 1/2, or "
+                     "an outcome of a BT model with ties trained along (see --tie-model)",
+                     choices=TIES)
+    tie_model: str | None = _opt(None, "with --ties model: 'davidson' (default) or 'rao-kupper'",
+                                 choices=TIE_MODELS)
+    ranking: str = _opt("pairs", "rated data: all K(K-1)/2 pairs per prompt, or the listwise "
+                        "Plackett-Luce likelihood; each response is forwarded once per step",
+                        choices=RANKINGS)
+    margin_from_scores: bool = _opt(False, "rated data (ratings, not votes or rankings): a pair's "
+                                    "BT margin is its score gap; off by default")
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "logging_steps",
@@ -182,6 +206,23 @@ class TrainConfig:
         if not 0 <= self.seed <= MAX_SEED:  # numpy's seed range; beyond it numpy raises mid-setup
             raise ModelError(f"seed must be in 0..{MAX_SEED} (got {self.seed})")
         self._check_scale_options()
+        self._check_rated_options()
+
+    def _check_rated_options(self) -> None:
+        """Tie and ranking combinations that contradict each other, refused before any work."""
+        for name, allowed in (("ties", TIES), ("tie_model", TIE_MODELS), ("ranking", RANKINGS)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ModelError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+        if self.tie_model is not None and self.ties != "model":
+            raise ModelError(f"tie_model {self.tie_model} applies to --ties model (got --ties "
+                             f"{self.ties})")
+        if self.ranking == "listwise" and self.ties != "drop":
+            raise ModelError(f"ties {self.ties} trains pair outcomes: use it with --ranking pairs "
+                             "(listwise ranks by score, equal scores tied by Breslow's rule)")
+        if self.margin_from_scores and (self.ranking == "listwise" or self.ties == "model"):
+            raise ModelError("margin_from_scores is a pairwise BT margin: not with --ranking "
+                             "listwise or --ties model")
 
     def _check_scale_options(self) -> None:
         """LoRA and weight-dtype combinations that cannot work, refused before any work."""

@@ -1,0 +1,384 @@
+"""Training on rated prompts (issue 32): a batch is B prompts × their K responses, each forwarded once.
+
+`train_on_rated(prompts, config=…)` is `train_reward_model` for `RatedPrompt`s: the same backbone
+set-up, fast forward, optimizer, plan and loop (`training.loop`), with one different step. The
+B·K responses of a batch go through the model in ONE forward (the pairwise expansion forwards
+each response K-1 times), then the (B, K) rewards meet the loss the config names:
+
+* `ranking="pairs"`: all K(K-1)/2 pairs per prompt, the higher score chosen (`all_pairs_loss`,
+  `margin_from_scores` optional); a tie (equal scores, or a tie label) is dropped and counted
+  (`ties="drop"`), a soft target 1/2 (`"soft"`), or an outcome of a Bradley-Terry model with ties
+  whose one parameter trains with the reward model (`"model"`, `tie_nll_loss`);
+* `ranking="listwise"`: the Plackett-Luce likelihood of the ranking by score, equal scores tied by
+  Breslow's rule (`plackett_luce_nll`); tie labels between different scores are not used.
+
+The tie model is saved in rewardlab.json as `ties` (`ties.tie_model_of` reads it back).
+
+>>> from rewardlab.data.synthetic import read_synthetic_rated
+>>> prompts = read_synthetic_rated("synthetic:n=32,k=4,ties=0.2", split="train").prompts
+>>> config = TrainConfig(model="bow", epochs=2, precision="fp32", ties="model", seed=0)
+>>> result = train_on_rated(prompts, config=config, progress=False)
+>>> result.n_prompts, result.n_pairs + result.n_ties == 32 * 6, result.tie_parameter > 0
+(32, True, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.rated import RatedPrompt, derived_pairs
+from rewardlab.errors import ModelError
+from rewardlab.models.batching import Encoded, PairEncoding, encode_texts, pad_rows
+from rewardlab.training.checkpoint import Progress
+from rewardlab.training.loop import (
+    TrainResult,
+    _diverged,
+    _finish,
+    _load_model,
+    _plan,
+    _prepare,
+    _Run,
+    _Step,
+    _train_loop,
+)
+from rewardlab.training.memory import released_after
+from rewardlab.training.runtime import micro_batch, training_context
+from rewardlab.training.ties import (
+    LOSS,
+    TIE,
+    WIN,
+    TieKind,
+    TieModel,
+    all_pairs_loss,
+    outcome_probs,
+    plackett_luce_nll,
+    tie_nll_loss,
+)
+from rewardlab.training.train_config import TrainConfig
+
+__all__ = ["TIE_LR", "RatedEncoding", "RatedTrainResult", "encode_rated", "pairwise_expansion",
+           "prompt_text", "train_on_rated"]
+
+# The tie model's one parameter learns at its own rate: a transformer's 2e-5 would hardly move it
+# (Adam steps are ~lr), and it must follow the reward scale, which grows as the model learns. At
+# its maximum-likelihood value the mean predicted P(tie) over the training pairs IS the observed
+# tie share, so that share shows convergence: synthetic n=400, k=4, ties=0.2, bow, 4 epochs gave
+# 0.106, 0.162, 0.185, 0.206 at 0.01, 0.05, 0.1, 0.3 (observed 0.2; linear decay to 0 as the model).
+TIE_LR = 0.3
+
+
+def prompt_text(rated: RatedPrompt) -> str:
+    """The model's first text segment for a rated prompt: its derived pairs' `prompt_text`."""
+    return PreferencePair(rated.source_index, rated.split, rated.prompt, "", "",
+                          context=str(rated.meta.get("context", ""))).prompt_text
+
+
+def pairwise_expansion(prompts: Sequence[RatedPrompt]) -> list[PreferencePair]:
+    """Every decided pair of every prompt as a plain pair (`data.rated.derived_pairs`): what the
+    pair path trains on, each response forwarded once per pair it is in.
+
+    >>> from rewardlab.data.rated import ranks_from_scores
+    >>> rated = RatedPrompt(0, "train", "Say hi.", ("a", "b", "c"), (2.0, 1.0, 1.5),
+    ...                     ranks_from_scores((2.0, 1.0, 1.5)), ((1, 2),))
+    >>> [(p.chosen, p.rejected) for p in pairwise_expansion([rated])]
+    [('a', 'b'), ('a', 'c')]
+    """
+    return [pair for rated in prompts for pair in derived_pairs(rated)]
+
+
+@dataclass
+class RatedEncoding:
+    """Every response of N prompts tokenized once, prompt by prompt, with what the losses read.
+
+    Prompt p's responses are rows `start[p]:start[p + 1]` of `rows`; `scores`, `ranks` are
+    (N, K) with K the most responses of a prompt (NaN / -1 where a prompt has fewer); `tied` is
+    (N, M), M = K(K-1)/2 in `torch.triu_indices` order: a tie label or equal scores.
+    """
+
+    rows: Encoded
+    start: np.ndarray  # (N + 1,)
+    scores: np.ndarray  # (N, K) float
+    ranks: np.ndarray  # (N, K) int, listwise ranks by score (equal scores share one)
+    tied: np.ndarray  # (N, M) bool
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) each prompt's longest response row: what it costs in a padded batch."""
+        rows = self.rows.lengths
+        return np.array([rows[a:b].max() for a, b in zip(self.start[:-1], self.start[1:])])
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) decided pairs and (N,) tied pairs of each prompt."""
+        i, j = np.triu_indices(self.scores.shape[1], 1)
+        known = ~np.isnan(self.scores[:, i] - self.scores[:, j])
+        return (known & ~self.tied).sum(axis=1), (known & self.tied).sum(axis=1)
+
+
+def _score_ranks(scores: np.ndarray) -> np.ndarray:
+    """(K,) place by score, 0 = best, equal scores sharing the best of their places; -1 for NaN."""
+    present = ~np.isnan(scores)
+    higher = (scores[None, :] > scores[:, None]) & present[None, :]  # [k, m]: m scores above k
+    return np.where(present, higher.sum(axis=1), -1)
+
+
+def encode_rated(tokenizer: Any, prompts: Sequence[RatedPrompt], *, max_length: int,
+                 rule: Any = "text-pair") -> RatedEncoding:
+    """Tokenize each response once (by the backbone's input `rule`) and lay out the labels."""
+    k = max(len(p.responses) for p in prompts)
+    texts = [prompt_text(p) for p in prompts for _ in p.responses]
+    rows = encode_texts(tokenizer, texts, [r for p in prompts for r in p.responses],
+                        max_length=max_length, rule=rule)
+    start = np.concatenate([[0], np.cumsum([len(p.responses) for p in prompts])])
+    scores = np.full((len(prompts), k), np.nan)
+    position = {(int(i), int(j)): m for m, (i, j) in enumerate(zip(*np.triu_indices(k, 1)))}
+    tied = np.zeros((len(prompts), len(position)), dtype=bool)
+    for n, p in enumerate(prompts):
+        scores[n, :len(p.scores)] = p.scores
+        for pair in p.ties:
+            tied[n, position[pair]] = True
+    i, j = np.triu_indices(k, 1)
+    tied |= scores[:, i] == scores[:, j]
+    ranks = np.stack([_score_ranks(s) for s in scores])
+    return RatedEncoding(rows, start, scores, ranks, tied)
+
+
+@dataclass
+class RatedTrainResult(TrainResult):
+    """`TrainResult` of a rated run: `n_pairs` counts decided pairs, `n_ties` tied ones."""
+
+    n_prompts: int = 0
+    n_ties: int = 0
+    tie_parameter: float | None = None  # nu (Davidson) or theta (Rao-Kupper) with ties="model"
+
+
+@dataclass
+class _RatedRun(_Run):
+    """A run on rated prompts: the pair run's objects plus the per-prompt labels."""
+
+    rated: RatedEncoding | None = None
+    items: np.ndarray | None = None  # (N,) loss terms of each prompt (pairs, or 1 for listwise)
+    items_decided: np.ndarray | None = None  # (N,) decided pairs of each prompt
+    tie_model: TieModel | None = None
+
+
+def _collate(run: _RatedRun, idx: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(R, T) inputs of the R responses of prompts `idx` and (R,) their places in a (B, K) grid."""
+    assert run.rated is not None
+    rated, k = run.rated, run.rated.scores.shape[1]
+    rows = [r for p in idx for r in range(int(rated.start[p]), int(rated.start[p + 1]))]
+    where = [b * k + r - int(rated.start[p]) for b, p in enumerate(idx)
+             for r in range(int(rated.start[p]), int(rated.start[p + 1]))]
+    types = ([rated.rows.token_type_ids[r] for r in rows]
+             if rated.rows.token_type_ids is not None else None)
+    tok = run.tokenizer
+    inputs = pad_rows([rated.rows.input_ids[r] for r in rows], types, pad_id=tok.pad_token_id,
+                      pad_type_id=tok.pad_token_type_id, padding_side=tok.padding_side,
+                      device=run.accelerator.device,
+                      position_ids=tok.padding_side == "left" and run.rule != "text-pair")
+    return inputs, torch.tensor(where, dtype=torch.long, device=run.accelerator.device)
+
+
+def _loss(run: _RatedRun, rewards: torch.Tensor, idx: list[int]) -> torch.Tensor:
+    """The batch's mean loss over its terms, from (B, K) rewards."""
+    assert run.rated is not None
+    config, dev = run.config, rewards.device
+    scores = torch.as_tensor(run.rated.scores[idx], device=dev)  # (B, K)
+    tied = torch.as_tensor(run.rated.tied[idx], device=dev)  # (B, M)
+    if config.ranking == "listwise":
+        return plackett_luce_nll(rewards, torch.as_tensor(run.rated.ranks[idx], device=dev))
+    if run.tie_model is None:
+        return all_pairs_loss(rewards, scores, ties="soft" if config.ties == "soft" else "drop",
+                              tied=tied, margin_from_scores=config.margin_from_scores)
+    r_a, r_b, outcome = _outcomes(rewards, scores, tied)
+    return tie_nll_loss(r_a, r_b, outcome, run.tie_model)
+
+
+def _outcomes(rewards: torch.Tensor, scores: torch.Tensor, tied: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Q,) rewards of both sides of every known pair and (Q,) its outcome WIN / TIE / LOSS."""
+    i, j = torch.triu_indices(rewards.shape[1], rewards.shape[1], offset=1, device=rewards.device)
+    gap = scores[:, i] - scores[:, j]  # (B, M), NaN where a response is missing
+    known = ~torch.isnan(gap)
+    outcome = torch.where(tied, TIE, torch.where(gap > 0, WIN, LOSS))  # (B, M)
+    return rewards[:, i][known], rewards[:, j][known], outcome[known]
+
+
+def _correct(rewards: torch.Tensor, scores: np.ndarray, tied: np.ndarray) -> int:
+    """Decided pairs of (B, K) rewards whose higher-scored side has the higher reward."""
+    k = scores.shape[1]
+    i, j = np.triu_indices(k, 1)
+    gap = scores[:, i] - scores[:, j]  # (B, M)
+    d = (rewards[:, i] - rewards[:, j]).cpu().numpy()
+    decided = ~np.isnan(gap) & ~tied
+    return int((decided & (np.sign(np.nan_to_num(gap)) * d > 0)).sum())
+
+
+def _rated_step(run: _RatedRun, step: _Step) -> tuple[float, int, int]:
+    """One optimizer step: each response of the step's prompts forwarded once → (loss × decided
+    pairs, correct, decided pairs), so the history's loss is per loss term, its accuracy on
+    decided pairs."""
+    assert run.rated is not None and run.items is not None and run.items_decided is not None
+    acc, model, config = run.accelerator, run.model, run.config
+    scale = acc.num_processes * acc.gradient_accumulation_steps
+    real = len(step.batches) - step.lockstep
+    terms = float(sum(run.items[idx].sum() for idx in step.batches[:real]))  # the step's loss terms
+    k = run.rated.scores.shape[1]
+    loss_sum, correct, decided = 0.0, 0, 0
+    for b, idx in enumerate(step.batches):
+        inputs, where = _collate(run, idx)
+        with micro_batch(acc, model, last=b == len(step.batches) - 1):
+            flat = model(**inputs).logits[:, 0].float()  # (R,) every response of the batch, once
+            rewards = flat.new_zeros(len(idx) * k).index_copy(0, where, flat).view(len(idx), k)
+            loss = _loss(run, rewards, idx)
+            n_terms = float(run.items[idx].sum())
+            acc.backward(loss * (n_terms * scale if b < real else 0) / terms)
+        if b < real:
+            loss_sum += float(loss.detach()) * n_terms
+            correct += _correct(rewards.detach(), run.rated.scores[idx], run.rated.tied[idx])
+            decided += int(run.items_decided[idx].sum())
+    if config.max_grad_norm > 0:
+        acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss_sum * decided / max(terms, 1.0), correct, decided
+
+
+def _check_rated(prompts: Sequence[RatedPrompt], config: TrainConfig, *, resume: bool) -> None:
+    """Refusals that need the data or the run, before any work (the config checked itself)."""
+    if not prompts:
+        raise ModelError("no rated training prompts")
+    if resume or config.save_steps or config.max_steps:
+        raise ModelError("--resume, --save-steps and --max-steps are not supported on rated data "
+                         "yet: train it whole")
+    kinds = sorted({getattr(p, "kind", "ratings") for p in prompts} - {"ratings"})
+    if config.margin_from_scores and kinds:
+        raise ModelError(f"--margin-from-scores needs ratings; this data has {kinds[0]} prompts, "
+                         "whose scores are no rating (drop --margin-from-scores)")
+
+
+def _items(rated: RatedEncoding, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N,) loss terms, (N,) decided and (N,) tied pairs per prompt."""
+    decided, tied = rated.counts()
+    if config.ranking == "listwise":
+        return (decided > 0).astype(np.int64), decided, tied  # one ranking per prompt
+    return (decided + tied if config.ties != "drop" else decided), decided, tied
+
+
+def _rated_fingerprint(prompts: Sequence[RatedPrompt]) -> str:
+    """sha256 over what training reads of each prompt."""
+    digest = hashlib.sha256()
+    for p in prompts:
+        digest.update(json.dumps([p.prompt, p.responses, p.scores, p.ties]).encode())
+    return digest.hexdigest()
+
+
+def _setup_rated(prompts: list[RatedPrompt], config: TrainConfig, output_dir: Path | None
+                 ) -> _RatedRun:
+    loaded = _load_model(config, resume=False, has_output=output_dir is not None)
+    if loaded.accelerator.num_processes > 1:  # the tie parameter sits outside DDP's all-reduce
+        raise ModelError("training on rated data runs in one process for now")
+    rated = encode_rated(loaded.tokenizer, prompts, max_length=config.max_length, rule=loaded.rule)
+    items, decided, tied = _items(rated, config)
+    keep = np.flatnonzero(items > 0)  # a prompt of ties only has nothing to teach with --ties drop
+    if len(keep) == 0:
+        raise ModelError(f"none of the {len(prompts)} rated prompts has a pair to train on")
+    plan = _plan(rated.lengths[keep], config, rank=0, world=1)
+    plan = [dataclasses.replace(s, batches=[[int(keep[i]) for i in b] for b in s.batches])
+            for s in plan]
+    kind = cast(TieKind, config.tie_model or "davidson")
+    tie_model = (TieModel(kind).float() if config.ties == "model"
+                 else None)  # float32: one dtype for the fused AdamW
+    extra = ({"params": list(tie_model.parameters()), "weight_decay": 0.0, "lr": TIE_LR}
+             if tie_model is not None else None)
+    forward, restore, optimizer, scheduler = _prepare(loaded, config, total_steps=len(plan),
+                                                      extra=extra)
+    data = _expansion_encoding(prompts, rated)  # truncation counts and reward statistics
+    fingerprints: dict[str, str | None] = {"data_fingerprint": _rated_fingerprint(prompts),
+                                           "smoothing_fingerprint": None}
+    return _RatedRun(config, loaded.accelerator, forward, loaded.tokenizer, optimizer, scheduler,
+                     data, None, plan, output_dir, fingerprints, loaded.precision, restore,
+                     finish=loaded.finish, rule=loaded.rule, rated=rated, items=items,
+                     items_decided=decided, tie_model=tie_model)
+
+
+def _expansion_encoding(prompts: Sequence[RatedPrompt], rated: RatedEncoding) -> PairEncoding:
+    """The decided pairs' encoding, from the rows already tokenized (each response once)."""
+    chosen, rejected = [], []
+    for n, prompt in enumerate(prompts):
+        for pair in derived_pairs(prompt):  # meta a, b: the chosen and rejected positions
+            chosen.append(int(rated.start[n]) + int(pair.meta["a"]))
+            rejected.append(int(rated.start[n]) + int(pair.meta["b"]))
+    return PairEncoding(rated.rows.subset(chosen), rated.rows.subset(rejected))
+
+
+def _tie_info(run: _RatedRun, *, n_ties: int) -> dict[str, Any]:
+    """What rewardlab.json records of a rated run: its data and, with one, the tie model."""
+    assert run.items is not None
+    info: dict[str, Any] = {"rated": {"prompts": int((run.items > 0).sum()), "ties": n_ties,
+                                      "ties_dropped": n_ties if run.config.ties == "drop" else 0,
+                                      "ranking": run.config.ranking}}
+    if run.tie_model is not None:
+        zero = torch.zeros(1, dtype=torch.float64)
+        with torch.no_grad():
+            p_tie = outcome_probs(zero, zero, run.tie_model.double())[0, TIE].item()
+        info["ties"] = {"model": run.tie_model.kind, "parameter": run.tie_model.value.item(),
+                        "p_tie_at_equal": p_tie}
+    return info
+
+
+def train_on_rated(prompts: Sequence[RatedPrompt], *, config: TrainConfig,
+                   output_dir: Path | None = None, progress: bool = True) -> RatedTrainResult:
+    """Train a reward model on rated prompts (K responses each); save it to `output_dir` if given.
+
+    Parameters
+    ----------
+    prompts : sequence of RatedPrompt
+        The training prompts (their `split` is not read); at least one with a pair to train on.
+    config : TrainConfig
+        As for `train_reward_model`; `ties`, `tie_model`, `ranking` and `margin_from_scores` pick
+        the loss, `batch_size` counts prompts (each with its K responses).
+    output_dir : Path or None, default None
+        Save the model here, with rewardlab.json holding `rated` (prompts, ties) and, with
+        `ties="model"`, `ties` (`model`, `parameter`, `p_tie_at_equal`).
+    progress : bool, default True
+        Show a progress bar (on stderr).
+
+    Returns
+    -------
+    RatedTrainResult
+        As `TrainResult` (`n_pairs` = decided pairs), plus prompts, ties and the tie parameter.
+    """
+    start = time.perf_counter()
+    prompts = list(prompts)
+    _check_rated(prompts, config, resume=False)
+    with released_after():
+        run = _setup_rated(prompts, config, Path(output_dir) if output_dir is not None else None)
+        assert run.rated is not None
+        n_ties = int(run.rated.counts()[1].sum())
+        state = Progress()
+        with training_context(run.accelerator.device, model=config.model):
+            _train_loop(run, state, progress=progress, train_step=_rated_step)
+        if run.tie_model is not None and not math.isfinite(run.tie_model.value.item()):
+            raise _diverged(run, step=state.step, total=len(run.plan),
+                            what="the tie parameter is not a finite number")
+        base = _finish(run, state, stopped=False, started=start,
+                       extra_info=_tie_info(run, n_ties=n_ties))
+        tie = base.model.info.get("ties", {}).get("parameter")
+        result = RatedTrainResult(**{f.name: getattr(base, f.name)
+                                     for f in dataclasses.fields(TrainResult)},
+                                  n_prompts=len(prompts), n_ties=n_ties, tie_parameter=tie)
+        del run, state
+    return result
