@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 EXTRAS=${1:-test,dev}  # pip extras: test (pytest, hypothesis, ray), dev (+ mypy, ruff), bench (trl)
 TORCH=2.13.0
 
-step() { printf '[%s/4] %s\n' "$1" "$2"; }
+step() { printf '[%s/5] %s\n' "$1" "$2"; }
 
 # pip without -q, filtered to the lines that show progress: a package found (on this disk or
 # downloaded), the install, the result. Unbuffered (PYTHONUNBUFFERED, and `read` rather than awk,
@@ -55,4 +55,8 @@ step 4 "compiled CPU attention kernel (built once, ~30 s; cached after that)"
 ok = compiled_kernels() is not None; print('      ready' if ok else ''); \
 sys.exit(0 if ok else 'rewardlab: compiled kernels unavailable')" \
   || [ "${CI:-}" != true ]
+
+# the heap allocator rewardlab runs on where installed: an experiment's memory stays flat run over run
+step 5 "jemalloc (apt libjemalloc2, as root; without it rewardlab uses glibc's malloc)"
+bash scripts/install_jemalloc.sh 2>&1 | sed 's/^/      /'
 echo "rewardlab installed in $(pwd)/.venv (${SECONDS} s)"

@@ -35,9 +35,11 @@ def compare_env(ray_tmp: str | None = None) -> dict[str, str]:
 def comparable(value: Any, key: str | None = None) -> Any:
     """results.json less what measures the process rather than the experiment: when and how long
     (`created`, every `seconds`), each run's memory (`*_mb`: a worker or a resumed process holds
-    other amounts), how many runs came from the store, and the config's execution options."""
+    other amounts) and the allocator it was measured under, how many runs came from the store,
+    and the config's execution options."""
     if isinstance(value, dict):
-        drop = ("created", "seconds", "runs_reused") + (EXECUTION_KEYS if key == "config" else ())
+        drop = (("created", "seconds", "runs_reused", "allocator")
+                + (EXECUTION_KEYS if key == "config" else ()))
         return {k: comparable(v, k) for k, v in value.items()
                 if k not in drop and not k.endswith("_mb")}
     if isinstance(value, list):

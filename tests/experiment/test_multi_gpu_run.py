@@ -38,7 +38,7 @@ from rewardlab.store.store import Store
 from rewardlab.training.train_config import TrainConfig
 
 # what measures the process, not the run: how long, its memory, where its checkpoint went
-PROCESS_KEYS = ("seconds", "peak_rss_mb", "rss_after_mb", "checkpoint")
+PROCESS_KEYS = ("seconds", "peak_rss_mb", "rss_after_mb", "allocator", "checkpoint")
 
 
 @pytest.fixture(scope="module")

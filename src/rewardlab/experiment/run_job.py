@@ -85,7 +85,7 @@ def train_and_evaluate(run: RunSpec, test: Sequence[PreferencePair], *, checkpoi
     trains with when not the run's own TrainConfig (a launched job's process: its share of each
     step's micro-batches)."""
     from rewardlab.evaluation.evaluate import evaluate_reward_model
-    from rewardlab.training.memory import measured_run
+    from rewardlab.training.memory import allocator, measured_run
 
     # the model and the evaluation's buffers are dropped inside the block, so what the run leaves
     # is given back before the next run (measured_run releases it; its record says how much stayed)
@@ -104,9 +104,11 @@ def train_and_evaluate(run: RunSpec, test: Sequence[PreferencePair], *, checkpoi
             "test_rejected_rewards": evaluation.rejected_rewards.tolist(),
         }
         del trained, evaluation
-    record.update(peak_rss_mb=round(memory.peak_mb, 1), rss_after_mb=round(memory.after_mb, 1))
-    log.info("    memory: peak RSS %.0f MB%s, %.0f MB after the run", memory.peak_mb,
-             "" if memory.per_run_peak else " (the process's so far)", memory.after_mb)
+    record.update(peak_rss_mb=round(memory.peak_mb, 1), rss_after_mb=round(memory.after_mb, 1),
+                  allocator=allocator())
+    log.info("    memory: peak RSS %.0f MB%s, %.0f MB after the run (allocator: %s)", memory.peak_mb,
+             "" if memory.per_run_peak else " (the process's so far)", memory.after_mb,
+             record["allocator"])
     # as the store hands it back (NaN → None, tuples → lists): fresh and reused runs read alike
     return cast("RunRecord", to_jsonable(record))
 

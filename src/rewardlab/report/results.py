@@ -155,9 +155,11 @@ class RunRecord(TypedDict):
     test_rejected_rewards: list[float]  # (P,)
     # resident memory of the process that ran it, MB (since issue 33): the peak over training and
     # evaluation (Linux: its own peak, VmHWM reset at its start; elsewhere the process's peak so
-    # far, ru_maxrss) and the RSS once the run's memory was given back (rewardlab.training.memory)
+    # far, ru_maxrss) and the RSS once the run's memory was given back (rewardlab.training.memory),
+    # with the heap allocator they were measured under ("jemalloc" | "system")
     peak_rss_mb: NotRequired[float]
     rss_after_mb: NotRequired[float]
+    allocator: NotRequired[str]
 
 
 class ConditionBlock(TypedDict):
