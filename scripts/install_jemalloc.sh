@@ -8,12 +8,16 @@
 set -euo pipefail
 
 log() { echo "install_jemalloc.sh: $*" >&2; }
-have() { ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so\.2'; }
+# ldconfig lives in /sbin, which a non-root PATH (and CI's) may leave out; Python's
+# ctypes.util.find_library, which rewardlab asks, reads the same cache through /sbin/ldconfig
+LDCONFIG="$(command -v ldconfig || echo /sbin/ldconfig)"
+found() { "$LDCONFIG" -p 2>/dev/null | grep -m1 'libjemalloc\.so\.2' | sed 's/.*=> //'; }
+have() { [ -n "$(found)" ]; }
 missing() { [ "${CI:-}" != true ] || exit 1; exit 0; }
 
 [ "$(uname -s)" = Linux ] || { log "not Linux: rewardlab uses the system allocator here"; exit 0; }
 if have; then
-    log "found $(ldconfig -p | grep -m1 'libjemalloc\.so\.2' | sed 's/.*=> //')"
+    log "found $(found)"
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,4 +30,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q --no-install-recommends libjemalloc2 >&2 \
   || { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends libjemalloc2 >&2; }
 have || { log "libjemalloc.so.2 still missing after apt-get install"; missing; }
-log "installed $(ldconfig -p | grep -m1 'libjemalloc\.so\.2' | sed 's/.*=> //')"
+log "installed $(found)"
