@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import re
@@ -15,6 +14,7 @@ import pytest
 from rewardlab.data.pairs import PreferencePair
 from rewardlab.data.sources import assign_split_by_hash, read_hh_hub, read_source
 from rewardlab.errors import SourceError
+from tests._rated_files import write_csv
 
 # Three pairs with the traps a writer can get wrong: commas, quotes, newlines, "NA", a multi-turn
 # prompt and a subset column.
@@ -48,14 +48,6 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
             f.write(lines)
     else:
         path.write_text(lines, encoding="utf-8")
-    return path
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     return path
 
 
