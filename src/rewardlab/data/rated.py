@@ -47,6 +47,17 @@ class RatedPrompt:
     meta: dict[str, Any] = field(default_factory=dict)
     kind: RatedKind = "ratings"
 
+    @property
+    def context(self) -> str:
+        """The conversation before the prompt (`meta["context"]`), as `PreferencePair.context`."""
+        return str(self.meta.get("context", ""))
+
+    @property
+    def prompt_text(self) -> str:
+        """The model's first text segment: its derived pairs' `PreferencePair.prompt_text`."""
+        return PreferencePair(self.source_index, self.split, self.prompt, "", "",
+                              context=self.context).prompt_text
+
 
 @dataclass(frozen=True)
 class RatedData:
@@ -97,11 +108,10 @@ def derived_pairs(rated: RatedPrompt) -> list[PreferencePair]:
     [('hi', 'yo', {'a': 0, 'b': 1})]
     """
     ref = {"rated_id": rated.meta["rated_id"]} if "rated_id" in rated.meta else {}
-    context = str(rated.meta.get("context", ""))
     differ = bool(rated.meta.get("histories_differ", False))
     return [PreferencePair(source_index=rated.source_index, split=rated.split, prompt=rated.prompt,
                            chosen=rated.responses[a], rejected=rated.responses[b],
-                           context=context, histories_differ=differ,
+                           context=rated.context, histories_differ=differ,
                            meta={**ref, "a": a, "b": b})
             for a, b in decided_pairs(rated)]
 

@@ -233,11 +233,7 @@ def _rows_result(spec: str, rows: Any, *, columns: list[str], name: str, split: 
 def _assign_rated_split_by_hash(prompts: Sequence[RatedPrompt],
                                 test_fraction: float) -> list[RatedPrompt]:
     """`assign_split_by_hash` for rated prompts: by the prompt text their pairs would have."""
-    def text(rated: RatedPrompt) -> str:
-        return PreferencePair(0, "train", rated.prompt, "", "",
-                              context=str(rated.meta.get("context", ""))).prompt_text
-
-    return [replace(p, split="test" if _hash_unit(text(p)) < test_fraction else "train")
+    return [replace(p, split="test" if _hash_unit(p.prompt_text) < test_fraction else "train")
             for p in prompts]
 
 

@@ -37,7 +37,6 @@ from rewardlab.evaluation.ranking import (
     tie_nll,
 )
 from rewardlab.models.reward_model import RewardModel
-from rewardlab.training.grouped import prompt_text
 from rewardlab.training.ties import LOSS, TIE, WIN, outcome_probs, tie_model_of
 
 __all__ = ["RATED_METRICS", "evaluate_rated", "rated_rewards"]
@@ -49,7 +48,7 @@ RATED_METRICS = ("pair_accuracy", "kendall_tau", "best_of_k_accuracy", "tie_accu
 def rated_rewards(model: RewardModel, prompts: Sequence[RatedPrompt], *,
                   progress: bool = False) -> list[np.ndarray]:
     """(K,) rewards of each prompt's responses, each response scored once (length-sorted)."""
-    texts = [prompt_text(p) for p in prompts for _ in p.responses]
+    texts = [p.prompt_text for p in prompts for _ in p.responses]
     flat = model.score_encoded(model.encode(texts, [r for p in prompts for r in p.responses]),
                                progress=progress, desc="evaluate")
     bounds = np.cumsum([0] + [len(p.responses) for p in prompts])

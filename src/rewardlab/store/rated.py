@@ -58,7 +58,7 @@ def check_rated_text(spec: str, prompts: Sequence[RatedPrompt]) -> None:
     """PostgreSQL refuses a NUL character in text and SQLite stores it: refuse it on both, naming
     the prompt (pair sources reject such a row; a rated prompt is all or nothing)."""
     for rated in prompts:
-        texts = {"prompt": rated.prompt, "context": str(rated.meta.get("context", ""))}
+        texts = {"prompt": rated.prompt, "context": rated.context}
         texts.update({f"response {k}": text for k, text in enumerate(rated.responses)})
         bad = [name for name, text in texts.items() if "\x00" in text]
         if bad:
@@ -70,7 +70,7 @@ def check_rated_text(spec: str, prompts: Sequence[RatedPrompt]) -> None:
 def _prompt_row(dataset_id: int, rated: RatedPrompt, content_hash: str) -> dict[str, Any]:
     meta = {k: v for k, v in rated.meta.items() if k not in ("context", "rated_id")}
     return {"dataset_id": dataset_id, "split": rated.split, "source_index": rated.source_index,
-            "kind": rated.kind, "context": str(rated.meta.get("context", "")),
+            "kind": rated.kind, "context": rated.context,
             "prompt": rated.prompt, "meta": to_jsonable(meta), "content_hash": content_hash}
 
 

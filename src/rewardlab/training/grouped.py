@@ -69,7 +69,7 @@ from rewardlab.training.ties import (
 from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["TIE_LR", "RatedEncoding", "RatedTrainResult", "encode_rated", "pairwise_expansion",
-           "prompt_text", "train_on_rated"]
+           "train_on_rated"]
 
 # The tie model's one parameter learns at its own rate: a transformer's 2e-5 would hardly move it
 # (Adam steps are ~lr), and it must follow the reward scale, which grows as the model learns. At
@@ -77,12 +77,6 @@ __all__ = ["TIE_LR", "RatedEncoding", "RatedTrainResult", "encode_rated", "pairw
 # tie share, so that share shows convergence: synthetic n=400, k=4, ties=0.2, bow, 4 epochs gave
 # 0.106, 0.162, 0.185, 0.206 at 0.01, 0.05, 0.1, 0.3 (observed 0.2; linear decay to 0 as the model).
 TIE_LR = 0.3
-
-
-def prompt_text(rated: RatedPrompt) -> str:
-    """The model's first text segment for a rated prompt: its derived pairs' `prompt_text`."""
-    return PreferencePair(rated.source_index, rated.split, rated.prompt, "", "",
-                          context=str(rated.meta.get("context", ""))).prompt_text
 
 
 def pairwise_expansion(prompts: Sequence[RatedPrompt]) -> list[PreferencePair]:
@@ -137,7 +131,7 @@ def encode_rated(tokenizer: Any, prompts: Sequence[RatedPrompt], *, max_length: 
                  rule: Any = "text-pair") -> RatedEncoding:
     """Tokenize each response once (by the backbone's input `rule`) and lay out the labels."""
     k = max(len(p.responses) for p in prompts)
-    texts = [prompt_text(p) for p in prompts for _ in p.responses]
+    texts = [p.prompt_text for p in prompts for _ in p.responses]
     rows = encode_texts(tokenizer, texts, [r for p in prompts for r in p.responses],
                         max_length=max_length, rule=rule)
     start = np.concatenate([[0], np.cumsum([len(p.responses) for p in prompts])])
