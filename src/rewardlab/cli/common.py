@@ -16,9 +16,9 @@ from typing import Any, Protocol, TypeVar
 from rewardlab.errors import RewardlabError
 from rewardlab.jsonable import to_jsonable
 
-__all__ = ["named_at_source", "add_config_args", "add_store_options", "check_at_least", "check_output_dir",
+__all__ = ["add_config_args", "add_store_options", "check_at_least", "check_output_dir",
            "check_output_file", "config_file_values", "config_from_args", "emit", "format_table",
-           "given_values", "read_config_file", "server_config"]
+           "given_values", "named_at_source", "read_config_file", "server_config"]
 
 C = TypeVar("C")
 

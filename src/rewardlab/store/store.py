@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, distinct, func, select, true
@@ -34,6 +33,7 @@ from rewardlab.store.experiments import (
     select_experiments,
     unfinished_experiment,
 )
+from rewardlab.store.ingest_rows import PAIR_COLUMNS, IngestCounts, plan_ingest, split_nul_rows
 from rewardlab.store.judge_cache import insert_judge_answers, select_judge_answers
 from rewardlab.store.rated import (
     check_rated_text,
@@ -93,88 +93,9 @@ __all__ = ["DEFAULT_DB_URL", "IngestCounts", "MAX_QUEUE_PAGE", "REVIEWER_ENV", "
            "default_reviewer", "mask_url", "resolve_db_url"]
 
 DEFAULT_DB_URL = "sqlite:///rewardlab.db"
-# PreferencePair fields stored as same-named Example columns, in load order.
-_PAIR_COLUMNS = ("source_index", "split", "subset", "context", "prompt", "chosen", "rejected",
-                 "raw_chosen", "raw_rejected", "histories_differ", "parse_issue", "meta")
-# The text columns among them (PostgreSQL refuses a NUL character in any of them).
-_TEXT_COLUMNS = ("subset", "context", "prompt", "chosen", "rejected", "raw_chosen", "raw_rejected",
-                 "parse_issue")
-
-
-@dataclass
-class IngestCounts:
-    """What one `Store.ingest` did; `by_group` is keyed "split/subset" ("train/-" for no subset)."""
-
-    dataset: str
-    read: int
-    ingested: int
-    already_present: int
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-    by_group: dict[str, dict[str, int]] = field(default_factory=dict)
-    replaced: bool = False  # ingested with `replace=True`: nothing the dataset held before remains
-    # (source_index, issue) of pairs kept although their dialogue did not parse cleanly
-    parse_issues: list[tuple[int, str]] = field(default_factory=list)
-    # a rated source (issue 32), as read: its prompts, their responses, the tie labels (in no
-    # pair) and the decided pairs derived from them; `rated_ingested` prompts were new.
-    # `rated_kind` is the prompts' kind (vote | ratings | ranking, "mixed"), None for pairs.
-    rated_kind: str | None = None
-    rated_prompts: int = 0
-    rated_responses: int = 0
-    ties: int = 0
-    pairs: int = 0
-    rated_ingested: int = 0
-
-
 def resolve_db_url(url: str | None) -> str:
     """The URL to use: `url`, else `$REWARDLAB_DB`, else `sqlite:///rewardlab.db`."""
     return url or os.environ.get("REWARDLAB_DB") or DEFAULT_DB_URL
-
-
-def _group_key(pair: PreferencePair) -> str:
-    return f"{pair.split}/{pair.subset or '-'}"
-
-
-def _example_row(dataset_id: int, pair: PreferencePair, content_hash: str) -> dict[str, Any]:
-    row = {col: getattr(pair, col) for col in _PAIR_COLUMNS}
-    row["meta"] = to_jsonable(pair.meta) if pair.meta else {}
-    row.update(dataset_id=dataset_id, content_hash=content_hash)
-    return row
-
-
-def _split_nul_rows(pairs: Sequence[PreferencePair]
-                    ) -> tuple[list[PreferencePair], list[tuple[int, str]]]:
-    """(pairs to store, rejected rows): a pair with a NUL character in any text is rejected.
-
-    PostgreSQL refuses NUL in text and SQLite stores it; rejecting the row (reason naming the
-    fields, source index as for any rejected row) makes both backends keep the same pairs.
-    """
-    kept: list[PreferencePair] = []
-    rejected: list[tuple[int, str]] = []
-    for pair in pairs:
-        fields = [col for col in _TEXT_COLUMNS if "\x00" in (getattr(pair, col) or "")]
-        if fields:
-            rejected.append((pair.source_index, f"NUL character (\\x00) in "
-                             f"{', '.join(map(repr, fields))} (the database cannot store it)"))
-        else:
-            kept.append(pair)
-    return kept, rejected
-
-
-def _plan_ingest(dataset_id: int, pairs: Sequence[PreferencePair], existing: set[str]
-                 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
-    """Rows to insert (hashes not yet present, first copy of in-source duplicates) and counts."""
-    rows: list[dict[str, Any]] = []
-    by_group: dict[str, dict[str, int]] = {}
-    for pair in pairs:
-        counts = by_group.setdefault(_group_key(pair), {"ingested": 0, "already_present": 0})
-        content_hash = pair.content_hash
-        if content_hash in existing:
-            counts["already_present"] += 1
-            continue
-        existing.add(content_hash)
-        rows.append(_example_row(dataset_id, pair, content_hash))
-        counts["ingested"] += 1
-    return rows, by_group
 
 
 def _flag_rows_for(run_id: int, result: DetectorResult, example_ids: Sequence[int]
@@ -280,14 +201,14 @@ class Store:
             raise StoreError("dataset name must not be empty")
         if source.rated:
             return self._ingest_rated(name, source, replace=replace)
-        pairs, nul_rows = _split_nul_rows(source.pairs)
+        pairs, nul_rows = split_nul_rows(source.pairs)
         try:
             with self._write_session() as s, s.begin():
                 dataset = self._dataset_for_ingest(s, name, source.spec, replace=replace)
                 bind_source(s, dataset.id, name, source.spec, pairs)
                 existing = set(s.scalars(
                     select(Example.content_hash).where(Example.dataset_id == dataset.id)))
-                rows, by_group = _plan_ingest(dataset.id, pairs, existing)
+                rows, by_group = plan_ingest(dataset.id, pairs, existing)
                 bulk_insert(s, Example, rows)
         except DB_ERRORS as e:
             raise StoreError(f"ingest into dataset {name!r} failed and was rolled back, "
@@ -327,7 +248,7 @@ class Store:
             dataset_id = self._dataset_id(s, name)
             # the texts of derived pairs are joined in only where there are any
             texts = pair_text_columns() if has_rated(s, dataset_id) else {}
-            columns = [texts.get(col, getattr(Example, col)) for col in _PAIR_COLUMNS]
+            columns = [texts.get(col, getattr(Example, col)) for col in PAIR_COLUMNS]
             stmt = (select(Example.id, *columns)
                     .where(Example.dataset_id == dataset_id)
                     .order_by(Example.split, Example.source_index, Example.id))
@@ -338,7 +259,7 @@ class Store:
             rows = s.execute(stmt).all()
         pairs = []
         for example_id, *values in rows:
-            fields = dict(zip(_PAIR_COLUMNS, values))
+            fields = dict(zip(PAIR_COLUMNS, values))
             fields["meta"] = fields["meta"] or {}
             pairs.append(PreferencePair(example_id=example_id, **fields))
         return pairs
