@@ -7,7 +7,9 @@
     quality on the test prompts, with best-of-K accuracy;
 (iii) training pairs/s of the forward-once all-pairs path against the pairwise expansion (each
     decided pair a plain pair through `train_reward_model`), on the same data, interleaved reps:
-    pairs = decided pairs × epochs over the training steps' own time (`train_seconds`).
+    pairs = decided pairs × epochs over the training steps' own time (`train_seconds`), and over
+    their CPU time; at equal pairs per step (`speedup`, the issue's figure) and, as a second view,
+    at equal rows (memory) per step (`rows_speedup`).
 
     .venv/bin/python benchmarks/ranking.py --reps 3 --output benchmarks/ranking.avx2.json
 """
@@ -15,17 +17,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
 
+import rewardlab.training.grouped as grouped
+import rewardlab.training.loop as loop
 from rewardlab.data.synthetic import read_synthetic_rated
 from rewardlab.evaluation.rated import evaluate_rated, rated_rewards
 from rewardlab.training.grouped import pairwise_expansion, train_on_rated
@@ -33,6 +40,7 @@ from rewardlab.training.loop import train_reward_model
 from rewardlab.training.train_config import TrainConfig
 
 SPEC = "synthetic:n=1500,k=4,ties=0.2"
+SPEEDUPS = tuple(f"{key}{clock}speedup" for key in ("", "rows_") for clock in ("", "cpu_", "call_"))
 
 
 def config(**overrides: Any) -> TrainConfig:
@@ -72,29 +80,60 @@ def implied_band(model: Any, test: list[Any]) -> dict[str, float]:
             "corr_reward_quality": float(np.corrcoef(truth, rewards)[0, 1])}
 
 
+@contextlib.contextmanager
+def cpu_clocked(sink: list[float]) -> Iterator[None]:
+    """Append the process CPU seconds of each training loop run inside (both paths' steps):
+    on a machine others load, a wall-clock second is partly theirs, a CPU second is not."""
+    original = loop._train_loop
+
+    def timed(*args: Any, **kwargs: Any) -> bool:
+        start = time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            sink.append(time.process_time() - start)
+
+    with mock.patch.object(loop, "_train_loop", timed), mock.patch.object(grouped, "_train_loop",
+                                                                            timed):
+        yield
+
+
 def throughput(train: list[Any], reps: int, *, model: str = "bow") -> list[dict[str, float]]:
     """(iii): grouped and expanded runs alternate, so machine load hits both alike. Per run:
-    pairs/s over the training steps (`train_seconds`) and over the whole call (tokenizing,
-    set-up and the reward statistics included)."""
+    pairs/s over the training steps (`train_seconds`, wall clock), over the steps' process CPU
+    time (`cpu`), and over the whole call (tokenizing, set-up and the reward statistics included).
+
+    `expanded` takes as many pairs a step as the grouped path's 8 prompts hold (equal pairs per
+    step, the headline `speedup`); `expanded_rows` as many ROWS a step as they forward (8 × K
+    responses = 16 pairs at K = 4: equal memory per step, `rows_speedup`)."""
     pairs = pairwise_expansion(train)
     per_step = round(8 * len(pairs) / len(train))  # a grouped step's decided pairs (8 prompts)
+    rows = round(8 * sum(len(p.responses) for p in train) / len(train) / 2)  # its rows, as pairs
+    sizes = {"expanded": per_step, "expanded_rows": rows}
     runs = []
     for rep in range(reps):
-        row: dict[str, float] = {"rep": rep}
-        for name in ("grouped", "expanded") if rep % 2 == 0 else ("expanded", "grouped"):
+        row: dict[str, float] = {"rep": rep, "load_avg": os.getloadavg()[0]}
+        order = ("grouped", "expanded", "expanded_rows")
+        for name in order if rep % 2 == 0 else order[::-1]:
+            cpu: list[float] = []
             start = time.perf_counter()
-            if name == "grouped":
-                info = train_on_rated(train, config=config(epochs=1, model=model),
-                                      progress=False).model.info
-            else:  # as many pairs a step as the grouped path's 8 prompts hold
-                info = train_reward_model(pairs, config=config(epochs=1, model=model,
-                                                               batch_size=per_step),
+            with cpu_clocked(cpu):
+                if name == "grouped":
+                    info = train_on_rated(train, config=config(epochs=1, model=model),
                                           progress=False).model.info
+                else:
+                    info = train_reward_model(pairs, config=config(epochs=1, model=model,
+                                                                   batch_size=sizes[name]),
+                                              progress=False).model.info
             wall = time.perf_counter() - start
             row[f"{name}_pairs_per_s"] = info["n_pairs"] / info["train_seconds"]
+            row[f"{name}_cpu_pairs_per_s"] = info["n_pairs"] / cpu[0]
             row[f"{name}_call_pairs_per_s"] = info["n_pairs"] / wall
-        row["speedup"] = row["grouped_pairs_per_s"] / row["expanded_pairs_per_s"]
-        row["call_speedup"] = row["grouped_call_pairs_per_s"] / row["expanded_call_pairs_per_s"]
+            row[f"{name}_steps"] = info["total_steps"]
+        for key, base in (("", "expanded"), ("rows_", "expanded_rows")):
+            for clock in ("", "cpu_", "call_"):
+                row[f"{key}{clock}speedup"] = (row[f"grouped_{clock}pairs_per_s"]
+                                               / row[f"{base}_{clock}pairs_per_s"])
         runs.append(row)
     return runs
 
@@ -130,7 +169,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for key in ("throughput", "throughput_minilm"):
         if record[key]:
-            record[f"{key}_median"] = {m: median(record[key], m) for m in ("speedup", "call_speedup")}
+            record[f"{key}_median"] = {m: median(record[key], m) for m in SPEEDUPS}
     text = json.dumps(record, indent=2)
     if args.output:
         args.output.write_text(text)

@@ -304,3 +304,6 @@ def test_the_demo_curve_rises_above_random(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "dose_response.png").is_file()
     md = (tmp_path / "demo" / "report.md").read_text()
     assert "really were flipped: top 20%" in md
+    # the ties lesson (issue 32): its figure and paragraph are part of every demo
+    assert results["teaching"]["ties"]["figure"] == str(tmp_path / "demo" / "teach_ties.png")
+    assert (tmp_path / "demo" / "teach_ties.png").is_file() and "How would you handle ties?" in md

@@ -131,6 +131,18 @@ def _conflicting() -> Case:
     return train, [], expected, {}
 
 
+@case("rating_conflict")
+def _rating_conflict() -> Case:
+    # rated against its label; outvoted 2 to 0 by two copies of the other direction (which stay)
+    rated = mk(meta={"score_chosen": 2.0, "score_rejected": 4.5})
+    outvoted = replace(clean_pairs()[9], source_index=next(_index)).flipped()
+    copy = replace(clean_pairs()[9], source_index=next(_index))
+    train, expected = build([rated, outvoted],
+                            ok=(copy, mk("Rated well?", meta={"score_chosen": 4.5, "score_rejected": 2.0}),
+                                mk("Rated even?", meta={"score_chosen": 3.0, "score_rejected": 3.0})))
+    return train, [], expected, {}
+
+
 @case("test_leakage")
 def _leakage() -> Case:
     leaked = mk("What is the tallest mountain in Europe?")

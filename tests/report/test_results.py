@@ -19,9 +19,9 @@ def test_results_config_lists_every_compare_config_field() -> None:
 def test_results_document_keys_in_written_order() -> None:
     assert list(ResultsDocument.__annotations__) == [
         "rewardlab_version", "created", "config", "data", "flags", "conditions", "comparisons",
-        "dose_response", "ablation", "strength", "multiplicity", "teaching", "notebook_table",
+        "rated", "dose_response", "ablation", "strength", "multiplicity", "teaching", "notebook_table",
         "verdict", "seconds", "runs_planned", "runs_reused"]
     # the newer blocks are optional, so results.json files written before them still type-check
     assert ResultsDocument.__optional_keys__ == frozenset(
-        {"dose_response", "ablation", "strength", "multiplicity", "teaching", "runs_planned",
-         "runs_reused"})
+        {"rated", "dose_response", "ablation", "strength", "multiplicity", "teaching",
+         "runs_planned", "runs_reused"})

@@ -55,8 +55,8 @@ def _growth(values: list[float]) -> float:
 
 def test_compare_runs_stay_flat(backbone: tuple[Path, float], tmp_path: Path) -> None:
     directory, model_mb = backbone
-    training = TrainConfig(model=str(directory), epochs=1, max_length=96, precision="fp32")
-    config = CompareConfig(train="synthetic:n=200,noise=0.2,seed=0", test_fraction=0.25,
+    training = TrainConfig(model=str(directory), epochs=1, max_length=64, precision="fp32")
+    config = CompareConfig(train="synthetic:n=120,noise=0.2,seed=0", test_fraction=0.25,
                            seeds=3, conditions=("unfiltered", "random"),
                            detectors=(FlagSpec("oof_margin"),), max_pairs=0, name="memory",
                            training=training)
@@ -78,14 +78,14 @@ def test_a_leaking_run_exceeds_the_bound(backbone: tuple[Path, float]) -> None:
     from rewardlab.data.sources import read_source
 
     directory, model_mb = backbone
-    pairs = read_source("synthetic:n=160,noise=0.2,seed=0", test_fraction=0.25).pairs
+    pairs = read_source("synthetic:n=96,noise=0.2,seed=0", test_fraction=0.25).pairs
     train = [p for p in pairs if p.split == "train"]
     test = [p for p in pairs if p.split == "test"]
     kept, after = [], []
     for seed in range(6):
         with measured_run() as usage:
             result = train_reward_model(train, config=TrainConfig(
-                model=str(directory), epochs=1, max_length=96, precision="fp32", seed=seed),
+                model=str(directory), epochs=1, max_length=64, precision="fp32", seed=seed),
                 progress=False)
             evaluate_reward_model(result.model, test, progress=False)
             kept.append(result)  # the leak

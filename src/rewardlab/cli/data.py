@@ -264,7 +264,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name")
     p.add_argument("--detectors", metavar="A,B,…",
                    help="default: every rule detector (the default clean set of `train --select "
-                        "clean` and `compare`, plus unsafe_prompt, refusal_bias and over_length)")
+                        "clean` and `compare`, plus unsafe_prompt, refusal_bias, over_length and "
+                        "rating_conflict)")
     p.add_argument("--param", action="append", metavar="DETECTOR.KEY=VALUE",
                    help="a detector parameter, repeatable: e.g. preference_strength.mode=finetune, "
                         "preference_strength.threshold=0, oof_margin.folds=3, oof_margin.epochs=2")

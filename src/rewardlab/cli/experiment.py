@@ -27,7 +27,7 @@ from rewardlab.training.train_config import TrainConfig
 
 if TYPE_CHECKING:
     from rewardlab.experiment.plan import PlanSummary
-    from rewardlab.report.results import DoseResponse, ResultsDocument
+    from rewardlab.report.results import DoseResponse, MetricSummary, ResultsDocument
 
 __all__ = ["register", "add_compare_args", "compare_config", "typed_lists", "cmd_compare",
            "cmd_experiments", "cmd_demo"]
@@ -179,11 +179,30 @@ def _render_compare(results: ResultsDocument, out_dir: Path) -> str:
     if cmp_rows:
         parts.append(format_table(cmp_rows, list(cmp_rows[0])))
     parts += [_dose_table(dose) for dose in results.get("dose_response", [])]
+    if results.get("rated"):
+        parts.append(_rated_table(results))
     reused = (f"; {results['runs_reused']} of {results['runs_planned']} runs reused from the "
               "store" if results.get("runs_reused") else "")
     parts += [results["verdict"], f"report: {out_dir / 'report.html'} "
               f"({results['seconds']:.0f} s{reused})"]
     return "\n\n".join(parts)
+
+
+def _rated_table(results: ResultsDocument) -> str:
+    """Per tie or ranking condition: its reference, Kendall's tau and best-of-K with 95% CIs."""
+    def cell(summary: MetricSummary | None, scale: float = 1.0) -> str:
+        if summary is None:
+            return "—"
+        lo, hi = summary["ci"]
+        ci = "" if lo is None or hi is None else f" ({scale * lo:.3f}–{scale * hi:.3f})"
+        return f"{scale * summary['mean']:.3f}{ci}"
+
+    rows = [{"condition": name, "vs": b["reference"],
+             "kendall_tau (95% CI)": cell(b["metrics"].get("kendall_tau")),
+             "best_of_k (95% CI)": cell(b["metrics"].get("best_of_k_accuracy")),
+             "tie_nll (95% CI)": cell(b["metrics"].get("tie_nll"))}
+            for name, b in results["rated"]["conditions"].items()]
+    return "ranking and tie metrics (test prompts the unit):\n" + format_table(rows, list(rows[0]))
 
 
 def _dose_table(dose: DoseResponse) -> str:
@@ -258,6 +277,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             for d in results["dose_response"]]
     if results.get("multiplicity"):
         summary["multiplicity"] = results["multiplicity"]
+    if results.get("rated"):  # the tie and ranking conditions' metrics (runs: results.json)
+        summary["rated"] = results["rated"]
     summary["report"] = str(out_dir / "report.html")
     emit(summary, as_json=args.json, render=lambda: _render_compare(results, out_dir))
     return 0
@@ -319,12 +340,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this group's commands (parsers and handlers) to the top-level subparsers."""
 
-    p = sub.add_parser("compare", help="the main job: unfiltered vs clean vs random control",
+    p = sub.add_parser("compare", help="the main job: unfiltered vs clean vs random control "
+                       "(or, on rated data, tie handling and ranking use)",
                        description="Train reward models on unfiltered, cleaned and randomly reduced "
                        "data (× seeds), evaluate on the same test pairs, test the differences (test "
                        "pairs the unit, seed variance included; McNemar per seed; power; Holm) and write a "
                        "report. --fractions/--rank-by add a dose-response curve (the detector's "
-                       "top pairs vs as many random pairs), --ablation each detector on its own.")
+                       "top pairs vs as many random pairs), --ablation each detector on its own. "
+                       "On rated data (K responses with scores, ties or ranks) --conditions "
+                       "ties-drop,ties-soft,ties-model,best-worst,all-pairs,listwise compares tie "
+                       "handling with ties-drop and ranking use with best-worst instead.")
     add_compare_args(p)
     add_store_options(p, handler=cmd_compare)
 

@@ -326,18 +326,11 @@ def _score_rows(model: RewardModel, rows: list[dict[str, str]]) -> list[dict[str
 def _tie_probs(model: RewardModel, chosen: list[float], rejected: list[float]
                ) -> list[dict[str, float]]:
     """P(chosen wins), P(tie), P(rejected wins) per pair under the model's tie model (`--ties
-    model`); {} per pair for a model without one."""
-    import torch
+    model`); {} per pair for a model without one. `serve`'s /compare gives the same numbers."""
+    from rewardlab.evaluation.outcomes import pair_outcomes
+    from rewardlab.training.ties import tie_model_of
 
-    from rewardlab.training.ties import outcome_probs, tie_model_of
-
-    tie = tie_model_of(model.info)
-    if tie is None or not chosen:
-        return [{} for _ in chosen]
-    with torch.no_grad():
-        probs = outcome_probs(torch.tensor(chosen, dtype=torch.float64),
-                              torch.tensor(rejected, dtype=torch.float64), tie).tolist()
-    return [{"p_win": w, "p_tie": t, "p_loss": lo} for w, t, lo in probs]
+    return pair_outcomes(tie_model_of(model.info), chosen, rejected)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -270,29 +270,42 @@ def pairs_from_rows(rows: Iterable[Mapping[str, Any]], *, columns: Sequence[str]
 
 def pair_from_row(row: Mapping[str, Any], *, source_index: int, split: Split, subset: str = "",
                   explicit: bool) -> PreferencePair:
-    """One row (any of the three shapes) → pair; raises `RowError` with the reason it cannot."""
-    margin = _margin(row)
+    """One row (any of the three shapes) → pair; raises `RowError` with the reason it cannot.
+
+    Kept in `meta` when the row has them: TRL's `margin`, and the two responses' ratings
+    `score_chosen` / `score_rejected` (UltraFeedback-binarized's columns; the `rating_conflict`
+    detector flags a pair whose rejected response was rated higher).
+    """
+    extras = {name: value for name in ("margin", *SCORE_FIELDS)
+              if (value := _number(row, name)) is not None}
+    if (SCORE_FIELDS[0] in extras) != (SCORE_FIELDS[1] in extras):
+        given, missing = SCORE_FIELDS if SCORE_FIELDS[0] in extras else SCORE_FIELDS[::-1]
+        raise RowError(f"field {given!r} without {missing!r}: a pair's ratings come as both")
     pair = _pair_from_shape(row, source_index=source_index, split=split, subset=subset,
                             explicit=explicit)
-    return replace(pair, meta={**pair.meta, "margin": margin}) if margin is not None else pair
+    return replace(pair, meta={**pair.meta, **extras}) if extras else pair
 
 
-def _margin(row: Mapping[str, Any]) -> float | None:
-    """The optional per-pair `margin` (TRL's column) as a finite number; CSV cells come as text."""
-    if "margin" not in row:
+# The per-response ratings a pair row may carry (UltraFeedback-binarized), chosen's first.
+SCORE_FIELDS = ("score_chosen", "score_rejected")
+
+
+def _number(row: Mapping[str, Any], name: str) -> float | None:
+    """An optional numeric field (`margin`, a score) as a finite number; CSV cells come as text."""
+    if name not in row:
         return None
-    value = row["margin"]
+    value = row[name]
     if value is None:
-        raise RowError("field 'margin' is null")
+        raise RowError(f"field {name!r} is null")
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise RowError(f"field 'margin' is {row['margin']!r}, expected a number") from None
+            raise RowError(f"field {name!r} is {row[name]!r}, expected a number") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RowError(f"field 'margin' is {type(value).__name__}, expected a number")
+        raise RowError(f"field {name!r} is {type(value).__name__}, expected a number")
     if not math.isfinite(value):
-        raise RowError(f"field 'margin' is {value}, expected a finite number")
+        raise RowError(f"field {name!r} is {value}, expected a finite number")
     return float(value)
 
 

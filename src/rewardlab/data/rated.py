@@ -21,7 +21,7 @@ from typing import Any, Literal
 from rewardlab.data.pairs import PreferencePair, Split
 
 __all__ = ["RatedKind", "RATED_KINDS", "RatedPrompt", "RatedData", "ranks_from_scores",
-           "decided_pairs", "derived_pairs", "rated_content_hash"]
+           "tied_pairs", "decided_pairs", "derived_pairs", "rated_content_hash"]
 
 # What the scores of a RatedPrompt mean: ratings (UltraFeedback, HelpSteer2, synthetic: a rating
 # per response), ranking (given ranks, scores K-1-rank) or vote (K = 2, scores 1/0 or ½/½).
@@ -73,7 +73,8 @@ class RatedData:
 
     @property
     def n_ties(self) -> int:
-        return sum(len(p.ties) for p in self.prompts)
+        """Tied pairs (`tied_pairs`: labelled, or equal scores) over all prompts."""
+        return sum(len(tied_pairs(p)) for p in self.prompts)
 
 
 def ranks_from_scores(scores: tuple[float, ...] | list[float]) -> tuple[int, ...]:
@@ -89,9 +90,22 @@ def ranks_from_scores(scores: tuple[float, ...] | list[float]) -> tuple[int, ...
     return tuple(ranks)
 
 
+def tied_pairs(rated: RatedPrompt) -> set[tuple[int, int]]:
+    """The (i, j), i < j, that are ties: labelled one (`rated.ties`) or given equal scores. The one
+    definition of a tie: `decided_pairs` (hence derived and stored pairs), training
+    (`training.grouped`) and evaluation (`evaluation.rated`) all read it.
+
+    >>> tied_pairs(RatedPrompt(0, "train", "q", ("a", "b", "c"), (2.0, 1.0, 2.0), (0, 2, 1),
+    ...                        ties=((0, 1),)))
+    {(0, 1), (0, 2)}
+    """
+    k, s = len(rated.responses), rated.scores
+    return set(rated.ties) | {(i, j) for i in range(k) for j in range(i + 1, k) if s[i] == s[j]}
+
+
 def decided_pairs(rated: RatedPrompt) -> list[tuple[int, int]]:
-    """(better, worse) index pairs that are not ties, better by rank."""
-    tied = set(rated.ties)
+    """(better, worse) index pairs that are not ties (`tied_pairs`), better by rank."""
+    tied = tied_pairs(rated)
     k = len(rated.responses)
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k) if (i, j) not in tied]
     return [(i, j) if rated.ranks[i] < rated.ranks[j] else (j, i) for i, j in pairs]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rewardlab.data.rated import RatedPrompt
+from rewardlab.data.rated import RatedPrompt, tied_pairs
 from rewardlab.errors import ModelError
 from rewardlab.evaluation.ranking import (
     RankingMetric,
@@ -65,13 +65,12 @@ def _pairs(prompts: Sequence[RatedPrompt], rewards: Sequence[np.ndarray]
     """Every pair (i < j) of every prompt: (Q,) r_i, (Q,) r_j, (Q,) outcome, prompt of each."""
     r_a, r_b, outcome, owner = [], [], [], []
     for n, (p, r) in enumerate(zip(prompts, rewards, strict=True)):
-        tied = set(p.ties)
+        tied = tied_pairs(p)  # tie labels and equal scores, as training reads them
         for i, j in zip(*np.triu_indices(len(p.responses), 1), strict=True):
             a, b = int(i), int(j)
             r_a.append(r[a])
             r_b.append(r[b])
-            outcome.append(TIE if (a, b) in tied or p.scores[a] == p.scores[b]
-                           else WIN if p.scores[a] > p.scores[b] else LOSS)
+            outcome.append(TIE if (a, b) in tied else WIN if p.scores[a] > p.scores[b] else LOSS)
             owner.append(n)
     return np.array(r_a), np.array(r_b), np.array(outcome, dtype=int), owner
 

@@ -17,14 +17,27 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair
+from rewardlab.evaluation.rated_stats import (
+    BOUNDS,
+    PROMPT_METRICS,
+    metric_difference,
+    metric_summary,
+)
+from rewardlab.evaluation.rated_verdict import difference_sentence, rated_verdict
 from rewardlab.evaluation.stats import (
     compare_runs,
+    holm_adjust,
     notebook_table,
     overall_verdict,
     summarize_runs,
     with_multiplicity,
 )
-from rewardlab.experiment.compare_config import AA_CONDITION, CompareConfig
+from rewardlab.experiment.compare_config import (
+    AA_CONDITION,
+    RATED_CONDITIONS,
+    RATED_GROUPS,
+    CompareConfig,
+)
 from rewardlab.experiment.dose_arms import ArmKey, ablation_block, dose_response_block
 from rewardlab.experiment.plan import ExperimentData, RunSpec
 from rewardlab.experiment.runs import PlanRuns, records_by_key
@@ -39,6 +52,9 @@ if TYPE_CHECKING:
         FlagsBlock,
         Multiplicity,
         NotebookRow,
+        RatedBlock,
+        RatedConditionBlock,
+        RatedDifference,
         ResultsConfig,
         ResultsDocument,
         ResultsDraft,
@@ -71,9 +87,9 @@ class ExperimentPlan:
 
 # results.json's keys in the order written; the optional blocks are left out when absent
 _KEYS = ("rewardlab_version", "created", "config", "data", "flags", "conditions", "comparisons",
-         "dose_response", "ablation", "strength", "multiplicity", "teaching", "notebook_table",
-         "verdict", "seconds", "runs_planned", "runs_reused")
-_OPTIONAL = ("dose_response", "ablation", "strength", "teaching")
+         "rated", "dose_response", "ablation", "strength", "multiplicity", "teaching",
+         "notebook_table", "verdict", "seconds", "runs_planned", "runs_reused")
+_OPTIONAL = ("rated", "dose_response", "ablation", "strength", "teaching")
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,7 @@ class ExperimentResults:
     ablation: list[AblationEntry] | None = None
     strength: StrengthBlock | None = None
     teaching: TeachingBlock | None = None
+    rated: RatedBlock | None = None  # the tie and ranking conditions' metrics (issue 32)
     rewardlab_version: str = __version__
     created: str = ""  # ISO time, UTC: stamped by the caller (the analysis reads no clock)
     seconds: float = 0.0  # the experiment's wall time: stamped by the caller
@@ -126,7 +143,63 @@ def _comparisons(conditions: Mapping[str, ConditionBlock]) -> list[Comparison]:
     if AA_CONDITION in conditions and "unfiltered" in conditions:  # the A/A control
         out.append(compare_runs(AA_CONDITION, conditions[AA_CONDITION]["runs"], "unfiltered",
                                 conditions["unfiltered"]["runs"]))
+    for treated in (c for c in conditions if c in RATED_CONDITIONS):  # each vs its reference
+        reference = RATED_CONDITIONS[treated].reference
+        if treated != reference and reference in conditions:
+            out.append(compare_runs(treated, conditions[treated]["runs"], reference,
+                                    conditions[reference]["runs"]))
     return out
+
+
+def _rated_condition(name: str, runs: Sequence[RunRecord]) -> RatedConditionBlock:
+    """One tie or ranking condition's rated metrics over its seeds (the prompt the unit)."""
+    cond = RATED_CONDITIONS[name]
+    rated: list[Mapping[str, Any]] = [cast("Mapping[str, Any]", r.get("rated") or {})
+                                      for r in runs]
+    metrics = {m: metric_summary([(r.get("per_prompt") or {}).get(m) for r in rated],
+                                 bounds=BOUNDS[m]) for m in PROMPT_METRICS}
+    shares = [r["test"]["tie_share"] for r in rated if (r.get("test") or {}).get("tie_share")]
+    return {"group": cond.group, "reference": cond.reference, "ties": cond.ties,
+            "ranking": cond.ranking, "description": cond.description, "metrics": metrics,
+            "tie_share": ({"predicted": sum(s["predicted"] for s in shares) / len(shares),
+                           "observed": shares[0]["observed"], "n_pairs": shares[0]["n_pairs"]}
+                          if shares else None),
+            "tie_parameter": ([r.get("tie_parameter") for r in rated]
+                              if cond.ties == "model" else None)}
+
+
+def _rated_differences(conditions: Mapping[str, ConditionBlock]) -> list[RatedDifference]:
+    """Kendall's tau and best-of-K of each condition against its reference, Holm over them."""
+    out: list[RatedDifference] = []
+    for treated in (c for c in conditions if c in RATED_CONDITIONS):
+        reference = RATED_CONDITIONS[treated].reference
+        if treated == reference or reference not in conditions:
+            continue
+        for metric in ("kendall_tau", "best_of_k_accuracy"):
+            test = metric_difference(conditions[treated]["runs"], conditions[reference]["runs"],
+                                     metric)
+            if test is not None:
+                out.append({"treated": treated, "baseline": reference, "metric": metric,
+                            "test": test, "p_holm": None, "verdict": ""})
+    for record, p in zip(out, holm_adjust([d["test"]["p"] for d in out]) if out else []):
+        record["p_holm"] = p
+        record["verdict"] = difference_sentence(record)
+    return out
+
+
+def _rated_block(plan: ExperimentPlan, conditions: Mapping[str, ConditionBlock]) -> RatedBlock:
+    """The `rated` block: the data's prompts and ties, the groups, each condition's metrics."""
+    data = plan.data
+    names = [c for c in conditions if c in RATED_CONDITIONS]
+    return {
+        "train_prompts": len(data.rated), "train_ties": sum(len(p.ties) for p in data.rated),
+        "test_prompts": len(data.rated_test),
+        "test_ties": sum(len(p.ties) for p in data.rated_test),
+        "groups": [{"name": group, "reference": ref,
+                    "conditions": [c for c in names if RATED_CONDITIONS[c].group == group]}
+                   for group, ref in RATED_GROUPS.items() if ref in names],
+        "conditions": {c: _rated_condition(c, conditions[c]["runs"]) for c in names},
+        "differences": _rated_differences(conditions)}
 
 
 def _dose_blocks(plan: ExperimentPlan, conditions: Mapping[str, ConditionBlock],
@@ -150,6 +223,8 @@ def _draft(plan: ExperimentPlan, runs: Mapping[ArmKey, list[RunRecord]]) -> dict
         "rewardlab_version": __version__, "created": "", "config": plan.config_block,
         "data": plan.data_block, "flags": plan.flags, "conditions": conditions,
         "comparisons": _comparisons(conditions)}
+    if any(c in RATED_CONDITIONS for c in conditions):
+        draft["rated"] = _rated_block(plan, conditions)
     if plan.data.rank_by:
         draft["dose_response"] = _dose_blocks(plan, conditions, runs)
     if plan.config.ablation:
@@ -188,7 +263,8 @@ def analyse(plan: ExperimentPlan, runs: PlanRuns, *, teaching: Annotate | None =
         config=draft["config"], data=draft["data"], flags=draft["flags"],
         conditions=draft["conditions"], comparisons=draft["comparisons"],
         multiplicity=draft["multiplicity"], notebook_table=notebook_table(draft["conditions"]),
-        verdict=overall_verdict(draft), runs_planned=len(plan.runs), runs_reused=runs.reused,
+        verdict=rated_verdict(draft) if "rated" in draft else overall_verdict(draft),
+        runs_planned=len(plan.runs), runs_reused=runs.reused,
         dose_response=draft.get("dose_response"), ablation=draft.get("ablation"),
         strength=draft.get("strength"), teaching=draft.get("teaching"),
-        rewardlab_version=draft["rewardlab_version"])
+        rated=draft.get("rated"), rewardlab_version=draft["rewardlab_version"])

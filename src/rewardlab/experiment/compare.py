@@ -32,6 +32,7 @@ from rewardlab.experiment.compare_config import (
     AA_CONDITION,
     CONDITIONS,
     PRESETS,
+    RATED_CONDITIONS,
     REVIEWED_CONDITION,
     CompareConfig,
     Condition,
@@ -87,15 +88,17 @@ def plan_conditions(conditions: Sequence[str], treatments: Sequence[str]) -> lis
     ['unfiltered', 'clean-remove', 'clean-flip']
     """
     names, kinds = list(conditions), list(treatments)
-    unknown = [c for c in names if c not in CONDITIONS]
+    unknown = [c for c in names if c not in CONDITIONS and c not in RATED_CONDITIONS]
     bad_t = [t for t in kinds if t not in TREATMENTS]
     if unknown or bad_t or not names or not kinds:
         raise SelectionError(f"unknown condition/treatment {', '.join(unknown + bad_t) or '(none)'}"
-                             f"; conditions: {', '.join(CONDITIONS)}; treatments: "
-                             f"{', '.join(TREATMENTS)}")
+                             f"; conditions: {', '.join(CONDITIONS)}; on rated data: "
+                             f"{', '.join(RATED_CONDITIONS)}; treatments: {', '.join(TREATMENTS)}")
     plan: list[Condition] = []
     for c in names:
-        if c == "unfiltered":
+        if c in RATED_CONDITIONS:  # a tie or ranking condition (`train_on_rated`, no flags)
+            plan.append(Condition(c, "rated", None))
+        elif c == "unfiltered":
             plan.append(Condition("unfiltered", "all", None))
         elif c == "random":
             plan.append(Condition("random", "random", None))
@@ -179,6 +182,8 @@ def _flags_block(store: Store, name: str, detectors: Sequence[FlagSpec],
                  pool: Sequence[PreferencePair]) -> FlagsBlock:
     """Flag counts within the training pool, per flag set (keyed `DET` or `reviewed:DET`) and for
     their union."""
+    if not detectors:  # the tie and ranking conditions use no flags
+        return {"detectors": {}, "union": {"flagged": 0, "rate": 0.0}}
     pool_ids = {p.example_id for p in pool}
     runs = store.latest_runs(name)
     by_det = flagged_by(store, name, detectors)
@@ -362,6 +367,8 @@ def prepare_experiment(config: CompareConfig, store: Store, *, progress: bool = 
     config = _offline_fallback(config)  # first: everything below (name, ingest, results) reads it
     conditions = plan_conditions(config.conditions, config.treatments)
     name = config.name or dataset_name_for(config.train, config.test_fraction)
+    if any(c.mode == "rated" for c in conditions):  # tie and ranking conditions: no detectors
+        return _prepare_rated(config, store, name, conditions)
     detectors = compare_detectors(config)
     log.info("%s", clean_definition([str(d) for d in detectors]))  # as `train --select clean`
     _ingest(store, config, name)
@@ -382,6 +389,27 @@ def prepare_experiment(config: CompareConfig, store: Store, *, progress: bool = 
         flagged_by=flagged_by(store, name, detectors) if config.ablation else {},
         rank_by=rank_by, fractions=fractions, scores=scores)
     return Prepared(config, name, detectors, train_ids, test, fingerprints, data)
+
+
+def _prepare_rated(config: CompareConfig, store: Store, name: str,
+                   conditions: list[Condition]) -> Prepared:
+    """`prepare_experiment` for the tie and ranking conditions: the rated prompts ingested and
+    loaded (`experiment/compare_rated.py`); no detector runs, nothing flagged."""
+    from rewardlab.experiment.compare_rated import check_rated_source, load_rated_data
+
+    check_rated_source(config)  # a synthetic spec of pairs: before the ingest
+    _ingest(store, config, name)
+    max_pairs = config.max_pairs if config.max_pairs is not None else \
+        PRESETS[config.preset]["max_pairs"]
+    rated = load_rated_data(store, name, config, max_pairs=max_pairs)
+    data = ExperimentData(
+        pool=rated.pool, fingerprint=hashlib.sha256(" ".join(rated.fingerprints).encode()).hexdigest(),
+        conditions=conditions, seeds=list(range(config.seeds or PRESETS[config.preset]["seeds"])),
+        rated=rated.prompts, rated_test=rated.test_prompts)
+    log.info("rated data: %d training prompts (%d decided pairs), %d test prompts (%d decided "
+             "pairs)", len(rated.prompts), len(rated.pool), len(rated.test_prompts),
+             len(rated.test))
+    return Prepared(config, name, [], rated.train_ids, rated.test, rated.fingerprints, data)
 
 
 def plan_comparison(config: CompareConfig, *, db: str | None = None, store: Store | None = None,
@@ -444,7 +472,8 @@ def run_comparison(config: CompareConfig, out_dir: str | os.PathLike[str], *, db
     done = run_plan(plan, store, prepared.name, prepared.test,
                     out_dir=out_dir if prepared.config.save_checkpoints else None,
                     reuse=prepared.config.reuse_runs, progress=progress,
-                    execution=Execution.of(prepared.config))
+                    execution=Execution.of(prepared.config),
+                    test_rated=prepared.data.rated_test)
     results = dataclasses.replace(analyse(experiment, done, teaching=teaching), created=created,
                                   seconds=time.perf_counter() - started).to_json()
     write_report(results, out_dir)

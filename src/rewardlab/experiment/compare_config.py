@@ -26,7 +26,7 @@ from rewardlab.flags.selection import CLEAN_DETECTORS, FlagSpec
 from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["CompareConfig", "Condition", "Preset", "PRESETS", "CONDITIONS", "REVIEWED_CONDITION",
-           "AA_CONDITION", "AA_SEED_OFFSET",
+           "AA_CONDITION", "AA_SEED_OFFSET", "RatedCondition", "RATED_CONDITIONS", "RATED_GROUPS",
            "COMPARE_TRAIN_FIELDS", "RATED_TRAIN_FIELDS", "preset_training", "train_config_for"]
 
 
@@ -70,9 +70,52 @@ AA_SEED_OFFSET = 1_000_000
 CONDITIONS: tuple[str, ...] = ("unfiltered", "clean", "random", REVIEWED_CONDITION, AA_CONDITION)
 
 
-# The rated-data options (issue 32: ties, K responses per prompt) train with `rewardlab train`; an
-# experiment's conditions for them are not built yet, so compare refuses them rather than start
-# runs that would stop at their first step.
+
+
+@dataclass(frozen=True)
+class RatedCondition:
+    """A condition on rated data (issue 32): one `train_on_rated` run per seed on the training
+    prompts, with this tie handling and ranking use, scored like every condition on the test
+    prompts' decided pairs and compared with its group's reference."""
+
+    name: str
+    group: str  # "tie handling" | "ranking use": whose reference it is compared with
+    reference: str  # the group's reference condition (what users do today)
+    ties: str  # TrainConfig.ties
+    ranking: str  # TrainConfig.ranking
+    best_worst: bool  # trains on each prompt's best and worst response only
+    description: str
+
+
+def _rated(name: str, group: str, reference: str, ties: str, ranking: str, description: str,
+           *, best_worst: bool = False) -> tuple[str, RatedCondition]:
+    return name, RatedCondition(name, group, reference, ties, ranking, best_worst, description)
+
+
+# The ranking conditions drop ties (the tie reference), so all-pairs is ties-drop's training under
+# its own name: each group stands alone, and a plan of one group needs nothing of the other.
+RATED_CONDITIONS: dict[str, RatedCondition] = dict([
+    _rated("ties-drop", "tie handling", "ties-drop", "drop", "pairs",
+           "every decided pair of each prompt; tied pairs dropped (what users do today)"),
+    _rated("ties-soft", "tie handling", "ties-drop", "soft", "pairs",
+           "every pair of each prompt; a tied pair a soft target 1/2"),
+    _rated("ties-model", "tie handling", "ties-drop", "model", "pairs",
+           "every pair of each prompt; ties an outcome of a BT model with ties (Davidson), its "
+           "tie parameter trained along"),
+    _rated("best-worst", "ranking use", "best-worst", "drop", "pairs",
+           "one pair per prompt: its best vs its worst response (UltraFeedback binarized)",
+           best_worst=True),
+    _rated("all-pairs", "ranking use", "best-worst", "drop", "pairs",
+           "all K(K-1)/2 decided pairs of each prompt, each response forwarded once; ties dropped"),
+    _rated("listwise", "ranking use", "best-worst", "drop", "listwise",
+           "the Plackett-Luce likelihood of each prompt's ranking by score"),
+])
+# group -> its reference, in the order the report shows them
+RATED_GROUPS: dict[str, str] = {"tie handling": "ties-drop", "ranking use": "best-worst"}
+
+
+# The rated-data training options (issue 32): compare sets them per condition (RATED_CONDITIONS),
+# so they are no training option of compare's.
 RATED_TRAIN_FIELDS: tuple[str, ...] = ("ties", "tie_model", "ranking", "margin_from_scores")
 # The TrainConfig fields compare does not take as training options: each run's seed (its own, from
 # --seeds) and the rated-data options. Every other one (--model, --epochs, --lr, --lora-r, ...) is
@@ -96,8 +139,8 @@ def preset_training(preset: str = "quick", **options: Any) -> TrainConfig:
                              "has its own seed)")
     rated = [name for name in RATED_TRAIN_FIELDS if name in options]
     if rated:
-        raise RewardlabError(f"training option '{rated[0]}' is for rated data with `rewardlab "
-                             "train`; compare has no tie or ranking conditions yet")
+        raise RewardlabError(f"training option '{rated[0]}' is set per condition by compare: "
+                             f"--conditions {','.join(RATED_CONDITIONS)} on rated data")
     chosen = PRESETS[preset]
     values: dict[str, Any] = {"model": chosen["model"]}
     if "epochs" in chosen:
@@ -144,7 +187,8 @@ class CompareConfig:
     seeds : int or None, default None
         Seeds per condition; None: the preset's (1).
     conditions : tuple of str, default ("unfiltered", "clean", "random")
-        Any of unfiltered, clean, random, clean-reviewed, aa (the A/A control).
+        Any of unfiltered, clean, random, clean-reviewed, aa (the A/A control); or, on rated
+        data, any of `RATED_CONDITIONS` (tie handling and ranking use; not mixed with the others).
     treatments : tuple of str, default ("remove",)
         What clean does to flagged pairs: any of remove, flip, soft.
     detectors : tuple of FlagSpec or None, default None
@@ -200,7 +244,9 @@ class CompareConfig:
         "comma list of unfiltered, clean, random, clean-reviewed (remove only the flags reviewers "
         "confirmed; added by itself next to clean once reviewers confirmed any), aa (the A/A "
         "control: unfiltered again with independent seeds, compared with unfiltered; needs it); "
-        "default unfiltered,clean,random"))
+        "default unfiltered,clean,random. On rated data (K responses, scores, ties) instead: tie "
+        "handling ties-drop (the reference), ties-soft, ties-model; ranking use best-worst (the "
+        "reference), all-pairs, listwise"))
     treatments: tuple[str, ...] = field(default=("remove",), metadata=_help(
         "what clean does to flagged pairs: comma list of remove, flip, soft (default remove)"))
     detectors: tuple[FlagSpec, ...] | None = field(default=None, metadata=_help(
@@ -264,6 +310,36 @@ class CompareConfig:
                                  "preset_training(PRESET, **options) builds one")
         self._check_lists()
         self._check_execution()
+        self._check_rated()
+
+    def _check_rated(self) -> None:
+        """Tie and ranking conditions train on rated prompts with no flags: what would give them
+        another meaning (pair conditions, flags, dose-response, several processes a run) is
+        refused in one line, before any work."""
+        rated = [c for c in self.conditions if c in RATED_CONDITIONS]
+        if not rated:
+            return
+        pair = [c for c in self.conditions if c not in RATED_CONDITIONS and c in CONDITIONS]
+        if pair:
+            raise RewardlabError(f"--conditions: {rated[0]} trains on rated prompts and {pair[0]} "
+                                 "on pairs with flags; they have no common reference: run them "
+                                 "in two compares")
+        given = [flag for flag, value in (("--fractions", self.fractions),
+                                          ("--rank-by", self.rank_by),
+                                          ("--detectors", self.detectors),
+                                          ("--ablation", self.ablation or None)) if value]
+        if given:
+            raise RewardlabError(f"{given[0]}: the tie and ranking conditions ({rated[0]}) use no "
+                                 "detector flags; leave it out, or run the flag conditions in "
+                                 "another compare")
+        missing = [c for c in rated if RATED_CONDITIONS[c].reference not in self.conditions]
+        if missing:
+            ref = RATED_CONDITIONS[missing[0]].reference
+            raise RewardlabError(f"--conditions: {missing[0]} is compared with {ref}, the "
+                                 f"{RATED_CONDITIONS[ref].group} reference: add {ref}")
+        if (self.gpus_per_run or 0) > 1:
+            raise RewardlabError(f"--gpus-per-run {self.gpus_per_run}: a run on rated data "
+                                 f"({rated[0]}) trains in one process; give --gpus-per-run 1")
 
     def _check_lists(self) -> None:
         """Lists are tuples (a list is taken as one) of the right items: a comma string is the

@@ -5,7 +5,8 @@ unfiltered / clean (remove, flip) / random, and a dose-response curve (remove th
 oof_margin ranks most suspect vs as many random pairs) → report, plus teaching figures: what the
 BT loss does, how well the reward recovers true quality, and how well each detector finds the
 injected flips. The teaching block also says, per fraction, how many of the removed pairs really
-were flipped.
+were flipped, and holds the ties lesson (`experiment.ties_lesson`): on synthetic prompts with known
+ties, what plain BT, soft ½ targets and the Davidson tie model do with them, in one figure.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ def _quality_points(results: ResultsDraft, test: Sequence[PreferencePair]
 
 
 def _teaching(config: CompareConfig, store: Store, name: str, out_dir: Path,
-              noise: float) -> Annotate:
+              noise: float, seed: int) -> Annotate:
     from rewardlab.experiment.teaching import plot_bt_curves, plot_detector_quality, plot_quality_vs_reward
+    from rewardlab.experiment.ties_lesson import run_ties_lesson
 
     def annotate(results: ResultsDraft, pool: list[PreferencePair],
                  test: list[PreferencePair]) -> TeachingBlock:
@@ -106,6 +108,8 @@ def _teaching(config: CompareConfig, store: Store, name: str, out_dir: Path,
             "figures": {k: str(v) for k, v in figures.items()}}
         if results.get("dose_response"):
             block["dose_flipped_share"] = _dose_flipped_share(results, store, name, pool)
+        block["ties"] = run_ties_lesson(out_dir, seed=seed)
+        block["figures"]["ties"] = block["ties"]["figure"]
         return block
 
     return annotate
@@ -152,4 +156,4 @@ def run_demo(out_dir: Path, *, n: int = 4000, noise: float = 0.2, seed: int = 0,
     if "ensemble_strength" not in store.latest_runs(name):
         flag_dataset(store, name, detectors=["ensemble_strength"], progress=progress)
     return run_comparison(config, out_dir, store=store, progress=progress,
-                          teaching=_teaching(config, store, name, out_dir, noise))
+                          teaching=_teaching(config, store, name, out_dir, noise, seed))

@@ -30,12 +30,15 @@ from typing import Any, TypedDict
 
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.rated import RatedPrompt
 from rewardlab.experiment.compare_config import (
     AA_CONDITION,
     AA_SEED_OFFSET,
+    RATED_CONDITIONS,
     REVIEWED_CONDITION,
     CompareConfig,
     Condition,
+    RatedCondition,
     train_config_for,
 )
 from rewardlab.experiment.dose_arms import Arm, ArmKey, ablation_arms, dose_arms
@@ -43,7 +46,7 @@ from rewardlab.flags.selection import Selection, select_training_pairs
 from rewardlab.training.train_config import TrainConfig
 
 __all__ = ["ExperimentData", "RunSpec", "PlanSummary", "GroupSummary", "plan_experiment",
-           "summarize_plan"]
+           "summarize_plan", "best_worst"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class ExperimentData:
     rank_by: str | None = None  # the dose-response ranking detector
     fractions: Sequence[float] = ()
     scores: Mapping[int, float] = field(default_factory=dict)  # rank_by's score per example id
+    # the tie and ranking conditions (issue 32): the training pool's rated prompts (`pool` then
+    # holds their decided pairs) and the test prompts (the test pairs are their decided pairs)
+    rated: Sequence[RatedPrompt] = ()
+    rated_test: Sequence[RatedPrompt] = ()
 
     @functools.cached_property
     def by_id(self) -> dict[int | None, PreferencePair]:
@@ -84,11 +91,18 @@ class RunSpec:
     data: str  # the data fingerprint
     # the pairs themselves, as training takes them; named by the fields above
     selection: Selection = field(compare=False, repr=False)
+    # a run on rated data (compare's tie and ranking conditions): its training prompts' store ids
+    # (None for a pair run, and then left out of the id, so pair runs keep their ids) and the
+    # prompts `train_on_rated` takes (best-worst: each cut to its best and worst response)
+    prompt_ids: tuple[int, ...] | None = None
+    prompts: tuple[RatedPrompt, ...] = field(default=(), compare=False, repr=False)
 
     @functools.cached_property
     def id(self) -> str:
         """sha256 over every field above and the rewardlab version (hex, 64 characters)."""
         named = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        if named["prompt_ids"] is None:
+            del named["prompt_ids"]
         named["train_config"] = dataclasses.asdict(self.train_config)
         payload = json.dumps({**named, "rewardlab": __version__}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
@@ -120,6 +134,9 @@ def _spec(stage: str, group: str, seed: int, selection: Selection, *, config: Co
 def _condition_runs(config: CompareConfig, data: ExperimentData) -> list[RunSpec]:
     runs = []
     for cond in data.conditions:
+        if cond.mode == "rated":  # a tie or ranking condition
+            runs += _rated_runs(RATED_CONDITIONS[cond.name], config, data)
+            continue
         acted_on = data.confirmed if cond.name == REVIEWED_CONDITION else data.flagged
         for seed in (data.seeds if cond.name != AA_CONDITION  # the A/A control: other seeds
                      else [AA_SEED_OFFSET + s for s in data.seeds]):
@@ -127,6 +144,59 @@ def _condition_runs(config: CompareConfig, data: ExperimentData) -> list[RunSpec
                                               treatment=cond.treatment or "remove", seed=seed)
             runs.append(_spec("condition", cond.name, seed, selection, config=config, data=data))
     return runs
+
+
+def best_worst(prompt: RatedPrompt) -> RatedPrompt | None:
+    """The prompt cut to its best and worst response (by rank), as people binarize UltraFeedback;
+    None when those two are labelled a tie (no decided pair to keep).
+
+    >>> p = RatedPrompt(0, "train", "q", ("a", "b", "c"), (1.0, 3.0, 2.0), (2, 0, 1))
+    >>> best_worst(p).responses
+    ('b', 'a')
+    """
+    best, worst = prompt.ranks.index(0), prompt.ranks.index(len(prompt.responses) - 1)
+    if (min(best, worst), max(best, worst)) in set(prompt.ties):
+        return None
+    return dataclasses.replace(prompt, responses=(prompt.responses[best], prompt.responses[worst]),
+                               scores=(prompt.scores[best], prompt.scores[worst]), ranks=(0, 1),
+                               ties=(), meta={**prompt.meta, "cut_from": [best, worst]})
+
+
+def _rated_training(cond: RatedCondition, data: ExperimentData
+                    ) -> tuple[list[RatedPrompt], list[PreferencePair]]:
+    """(the prompts a condition trains on, their decided pairs in the pool): every prompt of the
+    pool, or for best-worst each prompt's best-vs-worst pair."""
+    prompts = list(data.rated)
+    if not cond.best_worst:
+        return prompts, list(data.pool)
+    pair_of = {(p.meta["rated_id"], p.meta["a"], p.meta["b"]): p for p in data.pool}
+    kept, pairs = [], []
+    for prompt in prompts:
+        cut = best_worst(prompt)
+        if cut is not None:
+            best, worst = cut.meta["cut_from"]
+            kept.append(cut)
+            pairs.append(pair_of[(prompt.meta["rated_id"], best, worst)])
+    return kept, pairs
+
+
+def _rated_runs(cond: RatedCondition, config: CompareConfig, data: ExperimentData
+                ) -> list[RunSpec]:
+    """One `train_on_rated` run per seed with the condition's tie handling and ranking use; its
+    id hashes its prompts, their decided pairs and its TrainConfig."""
+    prompts, pairs = _rated_training(cond, data)
+    selection = Selection(pairs=pairs, smoothing=None, mode="all", treatment=None,
+                          n_pool=len(data.pool), n_flagged=0, n_removed=len(data.pool) - len(pairs),
+                          n_flipped=0, n_smoothed=0)
+    ids = tuple(int(p.example_id) for p in pairs if p.example_id is not None)
+    prompt_ids = tuple(int(p.meta["rated_id"]) for p in prompts)
+    return [RunSpec(stage="condition", group=cond.name, treatment=None, seed=seed, fraction=None,
+                    arm=None, pair_ids=ids, flipped_ids=(), smoothing=None,
+                    train_config=dataclasses.replace(train_config_for(config, seed),
+                                                     ties=cond.ties, ranking=cond.ranking),
+                    data=data.fingerprint, selection=selection, prompt_ids=prompt_ids,
+                    prompts=tuple(prompts))
+            for seed in data.seeds]
 
 
 def _arm_runs(arms: Sequence[Arm], config: CompareConfig, data: ExperimentData) -> list[RunSpec]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.rated import RatedPrompt
 from rewardlab.errors import RewardlabError
 from rewardlab.experiment.executor import one_line
 from rewardlab.experiment.plan import RunSpec
@@ -67,23 +68,58 @@ def selection_fields(run: RunSpec, ckpt: Path | None) -> dict[str, Any]:
     but its record counts this experiment's flags)."""
     selection = run.selection
     return {"seed": run.seed, "train_pairs": len(selection.pairs),
-            "selection": selection.describe(), "flagged_in_train": selection.n_flagged,
+            "selection": _rated_description(run) if run.prompt_ids is not None
+            else selection.describe(), "flagged_in_train": selection.n_flagged,
             "removed": selection.n_removed, "checkpoint": str(ckpt) if ckpt else None}
+
+
+def _rated_description(run: RunSpec) -> str:
+    """A rated run's training data in one line: prompts, pairs, how ties and rankings are used."""
+    config = run.train_config
+    ties = {"drop": "dropped", "soft": "soft targets 1/2", "model": "modelled (Davidson)"}
+    use = ("the Plackett-Luce likelihood of each ranking" if config.ranking == "listwise" else
+           f"{len(run.pair_ids)} decided pairs, ties {ties.get(config.ties, config.ties)}")
+    cut = bool(run.prompts) and "cut_from" in run.prompts[0].meta  # plan.best_worst
+    return f"{'best vs worst response of ' if cut else ''}{len(run.prompts)} rated prompts: {use}"
 
 
 def _train(run: RunSpec, config: TrainConfig, ckpt: Path | None, progress: bool) -> TrainResult:
     from rewardlab.training.loop import train_reward_model
 
+    if run.prompt_ids is not None:  # a tie or ranking condition: K responses a prompt
+        from rewardlab.training.grouped import train_on_rated
+
+        return train_on_rated(run.prompts, config=config, output_dir=ckpt, progress=progress)
     selection = run.selection
     return train_reward_model(selection.pairs, config=config, output_dir=ckpt,
                               smoothing=selection.smoothing, progress=progress)
 
 
+def _rated_fields(trained: TrainResult, test_rated: Sequence[RatedPrompt],
+                  progress: bool) -> dict[str, Any]:
+    """A rated run's record block: what it trained on (prompts, ties, the tie parameter) and its
+    rated metrics on the test prompts, as `evaluate_rated` gives them and per prompt (the unit of
+    compare's rated comparisons, `evaluation/rated_stats.py`)."""
+    from rewardlab.evaluation.rated import evaluate_rated, rated_rewards
+    from rewardlab.evaluation.rated_stats import prompt_values
+    from rewardlab.training.ties import tie_model_of
+
+    model = trained.model
+    rewards = rated_rewards(model, test_rated, progress=progress)
+    return {"train_prompts": getattr(trained, "n_prompts", None),
+            "train_ties": getattr(trained, "n_ties", None),
+            "tie_parameter": getattr(trained, "tie_parameter", None),
+            "test": evaluate_rated(model, test_rated, progress=progress),
+            "per_prompt": prompt_values(rewards, test_rated, tie_model_of(model.info))}
+
+
 def train_and_evaluate(run: RunSpec, test: Sequence[PreferencePair], *, checkpoint: Path | None,
-                       progress: bool, config: TrainConfig | None = None) -> RunRecord:
+                       progress: bool, config: TrainConfig | None = None,
+                       test_rated: Sequence[RatedPrompt] = ()) -> RunRecord:
     """Train on the run's selection, evaluate on `test`: its record. `config`: what this process
     trains with when not the run's own TrainConfig (a launched job's process: its share of each
-    step's micro-batches)."""
+    step's micro-batches). A run on rated prompts (`run.prompt_ids`) trains with `train_on_rated`
+    and also records its rated metrics on `test_rated` (`rated`)."""
     from rewardlab.evaluation.evaluate import evaluate_reward_model
     from rewardlab.training.memory import allocator, measured_run
 
@@ -103,6 +139,8 @@ def train_and_evaluate(run: RunSpec, test: Sequence[PreferencePair], *, checkpoi
             "test_chosen_rewards": evaluation.chosen_rewards.tolist(),
             "test_rejected_rewards": evaluation.rejected_rewards.tolist(),
         }
+        if run.prompt_ids is not None and test_rated:
+            record["rated"] = _rated_fields(trained, test_rated, progress)
         del trained, evaluation
     record.update(peak_rss_mb=round(memory.peak_mb, 1), rss_after_mb=round(memory.after_mb, 1),
                   allocator=allocator())
@@ -135,8 +173,8 @@ def _spec_json(run: RunSpec, test: Sequence[PreferencePair], checkpoint: Path | 
 def _run_from(spec: dict[str, Any]) -> RunSpec:
     """The RunSpec `_spec_json` wrote, checked by its id (a field lost on the way changes it)."""
     named = dict(spec["run"])
-    for name in ("pair_ids", "flipped_ids", "smoothing"):
-        named[name] = tuple(named[name]) if named[name] is not None else None
+    for name in ("pair_ids", "flipped_ids", "smoothing", "prompt_ids"):
+        named[name] = tuple(named[name]) if named.get(name) is not None else None
     named["train_config"] = TrainConfig(**named["train_config"])
     selection = {**spec["selection"],
                  "pairs": [PreferencePair(**p) for p in spec["selection"]["pairs"]]}

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from rewardlab.data.pairs import PreferencePair
+from rewardlab.data.rated import RatedPrompt
 from rewardlab.errors import RewardlabError
 from rewardlab.experiment.dose_arms import ArmKey
 from rewardlab.experiment.executor import Execution, Outcome, check_execution, execute
@@ -86,6 +87,7 @@ class RunTask:
     dataset: str  # the dataset's name in the store
     store_url: str | None = None  # set: the worker stores the run itself (a Ray task)
     processes: int = 1  # > 1: one accelerate job of that many processes, one per GPU (run_job.py)
+    test_rated: tuple[RatedPrompt, ...] = ()  # a rated run's test prompts (rated metrics)
 
     @property
     def label(self) -> str:
@@ -108,7 +110,8 @@ def train_run(task: RunTask, test: Sequence[PreferencePair]) -> RunRecord:
         record = launch_run(task.run, test, checkpoint=task.checkpoint,
                             processes=task.processes, cpu=not torch.cuda.is_available())
     else:
-        record = train_and_evaluate(task.run, test, checkpoint=task.checkpoint, progress=False)
+        record = train_and_evaluate(task.run, test, checkpoint=task.checkpoint, progress=False,
+                                    test_rated=task.test_rated)
     if task.store_url is not None:
         from rewardlab.store.store import Store
 
@@ -119,12 +122,15 @@ def train_run(task: RunTask, test: Sequence[PreferencePair]) -> RunRecord:
 
 def run_plan(plan: Sequence[RunSpec], store: Store, name: str, test: Sequence[PreferencePair], *,
              out_dir: Path | None = None, reuse: bool = True, progress: bool = True,
-             execution: Execution | None = None) -> PlanRuns:
+             execution: Execution | None = None,
+             test_rated: Sequence[RatedPrompt] = ()) -> PlanRuns:
     """Every run of `plan` finished: reused from the store (`reuse`) or trained and stored.
 
     `out_dir` given: each trained run keeps its checkpoint there (`checkpoint_dir`). `execution`:
-    how the runs train (default: one after another, here). Runs that fail after their retries are
-    logged one by one, then a RewardlabError counts them, once the others are in and stored.
+    how the runs train (default: one after another, here). `test_rated`: the test prompts whose
+    rated metrics the runs on rated prompts (`RunSpec.prompt_ids`) also record. Runs that fail
+    after their retries are logged one by one, then a RewardlabError counts them, once the others
+    are in and stored.
     """
     execution = execution or Execution()
     check_execution(execution, store.url)  # before any run trains
@@ -137,7 +143,9 @@ def run_plan(plan: Sequence[RunSpec], store: Store, name: str, test: Sequence[Pr
         record = _from_store(stored.get(run.id), run, test_ids, ckpt)
         if record is None:
             tasks.append(RunTask(run, ckpt, name, _worker_store_url(store, execution),
-                                 processes=max(1, execution.gpus_per_run or 1)))
+                                 processes=max(1, execution.gpus_per_run or 1),
+                                 test_rated=tuple(test_rated) if run.prompt_ids is not None
+                                 else ()))
             continue
         records[run.id] = record
         log.info("[%d/%d] %s, seed %d: test accuracy %.4f on %d pairs (stored run reused)", i,
@@ -168,7 +176,8 @@ def _train_here(tasks: Sequence[RunTask], store: Store, test: Sequence[Preferenc
     """One after another in this process, as compare always did: an error stops it."""
     for i, task in enumerate(tasks, start=1):
         log.info("[%d/%d] %s, seed %d", i, len(tasks), task.run.group, task.run.seed)
-        record = train_and_evaluate(task.run, test, checkpoint=task.checkpoint, progress=progress)
+        record = train_and_evaluate(task.run, test, checkpoint=task.checkpoint, progress=progress,
+                                    test_rated=task.test_rated)
         _save(store, task.dataset, task.run, record, test_ids)
         records[task.run.id] = record
         log.info("    test accuracy %.4f on %d pairs (%.0f s)", record["test"]["accuracy"],

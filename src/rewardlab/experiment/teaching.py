@@ -1,5 +1,6 @@
 """Teaching figures for `rewardlab demo`: what the Bradley-Terry loss does, whether the reward
-recovers the true quality, and how well each detector finds the flips we injected.
+recovers the true quality, how well each detector finds the flips we injected, and what each way
+of handling ties does with them (`experiment.ties_lesson`).
 
 Drawn in the shared style of `rewardlab.report.style`: no pyplot, and matplotlib's global rcParams
 are left as they were.
@@ -18,12 +19,22 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rewardlab.evaluation.metrics import sigmoid
-from rewardlab.report.style import BLUE, GREEN, GREY, ORANGE, TEACHING_RC, new_figure, save, styled
+from rewardlab.report.style import (
+    BLUE,
+    GREEN,
+    GREY,
+    ORANGE,
+    TEACHING_RC,
+    VERMILION,
+    new_figure,
+    save,
+    styled,
+)
 
 if TYPE_CHECKING:
     from rewardlab.report.results import DetectorQuality
 
-__all__ = ["plot_bt_curves", "plot_quality_vs_reward", "plot_detector_quality",
+__all__ = ["plot_bt_curves", "plot_quality_vs_reward", "plot_detector_quality", "plot_ties",
            "detector_quality"]
 
 
@@ -138,3 +149,72 @@ def _tick(name: str, quality: Mapping[str, Any]) -> str:
     if flagged is None or true is None:
         return name
     return f"{name}\n{flagged:,} flagged / {true:,} flipped"
+
+
+def _binned_means(x: np.ndarray, y: np.ndarray, edges: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(bin centres, mean y per bin) over the bins of `edges` that hold any x."""
+    which = np.digitize(x, edges) - 1  # (Q,) bin of each x
+    keep = [b for b in range(len(edges) - 1) if (which == b).any()]
+    centres = np.array([(edges[b] + edges[b + 1]) / 2 for b in keep])
+    return centres, np.array([y[which == b].mean() for b in keep])
+
+
+@styled(TEACHING_RC)
+def plot_ties(gap: np.ndarray, tied: np.ndarray, p_better: Mapping[str, np.ndarray],
+              p_tie: np.ndarray, lesson: Mapping[str, Any], path: str | Path) -> Path:
+    """The ties lesson in two panels over the true quality gap of each test pair (Q pairs,
+    oriented so the first reply is the better one): left, the tie model's P(tie) against the
+    observed tie share, with the true and the implied band; right, P(better reply wins) under
+    BT with ties dropped and with soft ½ targets, which must name a winner even for a tie."""
+    true_band = float(lesson["true_band"])
+    # out to four bands: beyond that every model is sure there is a winner, and says so
+    top = min(float(np.quantile(gap, 0.97)), 4 * true_band)
+    edges = np.linspace(0.0, top, 25)  # (25,) 24 bins, six of them inside the band
+    fig, (ax_t, ax_w) = _new_figure(12.0, 4.8, ncols=2)
+    for ax in (ax_t, ax_w):
+        ax.axvline(true_band, color="black", lw=1.5,
+                   label=f"true band {true_band:.2f} (closer pairs are ties)")
+        ax.set(xlim=(0.0, top), ylim=(-0.02, 1.02),
+               xlabel="true quality gap between the two replies (hidden from the models)")
+    _tie_model_panel(ax_t, gap, tied, p_tie, p_better["model"], edges, lesson)
+    _winner_panel(ax_w, gap, tied, p_better, edges, true_band)
+    fig.suptitle(f"How would you handle ties? {lesson['spec']}: {lesson['test_pairs']:,} test "
+                 "pairs, one seed", fontsize=11)
+    return save(fig, path)
+
+
+def _tie_model_panel(ax: Any, gap: np.ndarray, tied: np.ndarray, p_tie: np.ndarray,
+                     p_win: np.ndarray, edges: np.ndarray, lesson: Mapping[str, Any]) -> None:
+    """Binned P(tie) and P(better wins) of the tie model over the observed tie share."""
+    centres, observed = _binned_means(gap, tied.astype(float), edges)
+    ax.bar(centres, observed, width=edges[1] - edges[0], color=GREY, alpha=0.3,
+           label="observed tie share")
+    ax.plot(*_binned_means(gap, p_tie, edges), color=ORANGE, lw=2.5, marker="o", ms=4,
+            label=f"P(tie): mean {float(lesson['predicted_tie_share']):.2f} "
+                  f"({float(lesson['observed_tie_share']):.2f} observed)")
+    ax.plot(*_binned_means(gap, p_win, edges), color=ORANGE, lw=1.5, ls=":",
+            label="P(better reply wins)")
+    implied = lesson.get("implied_band")
+    if implied is not None:  # None: the reward did not rise with quality, no band to draw
+        ax.axvline(float(implied), color=VERMILION, lw=1.5, ls="--",
+                   label=f"tie model's band {float(implied):.2f}")
+    ax.set(title=f"Davidson tie model (ν = {float(lesson['tie_parameter']):.2f}) "
+                 "can answer \"tie\"", ylabel="probability")
+    ax.legend(loc="center right", frameon=False, fontsize=9)
+
+
+def _winner_panel(ax: Any, gap: np.ndarray, tied: np.ndarray,
+                  p_better: Mapping[str, np.ndarray], edges: np.ndarray, true_band: float) -> None:
+    """Binned P(better wins) of BT with ties dropped and with soft ½ targets; ties shaded."""
+    ax.axvspan(0.0, true_band, color=GREY, alpha=0.12, lw=0)
+    for name, color, label in (("drop", BLUE, "plain BT, ties dropped"),
+                               ("soft", GREEN, "BT, ties as ½ targets")):
+        ax.plot(*_binned_means(gap, p_better[name], edges), color=color, lw=2.5, marker="o",
+                ms=4, label=f"{label}: mean {float(p_better[name][tied].mean()):.2f} on tied pairs")
+    ax.axhline(0.5, color=GREY, ls=":", lw=1.5)
+    ax.text(edges[-1], 0.47, "0.5 = no preference: the most plain BT can say about a tie",
+            ha="right", va="top", fontsize=9, color=GREY)
+    ax.set(title="Plain BT has no tie outcome: it must name a winner",
+           ylabel="P(better reply wins) = σ(reward gap)")
+    ax.legend(loc="lower right", frameon=False, fontsize=9)

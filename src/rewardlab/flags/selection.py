@@ -71,6 +71,8 @@ TREATMENTS: tuple[str, ...] = ("remove", "flip", "soft")
 # The one default meaning of "clean" (`train --select clean`, `compare`, without --detectors): the
 # rule detectors that say a pair's *label or content* is suspect. unsafe_prompt, refusal_bias and
 # over_length describe a pair without doubting it, so they only clean when named (`--detectors`).
+# rating_conflict (issue 32) doubts the label, but joined the rule set after stores were flagged
+# without it; its flags on pair data are a subset of conflicting_duplicate's. It cleans when named.
 # `rewardlab flag`'s default (every rule detector) runs all of these and those three.
 CLEAN_DETECTORS: tuple[str, ...] = (
     "empty_response", "identical_responses", "near_duplicate_responses", "diverging_context",

@@ -23,9 +23,17 @@ from rewardlab.evaluation.learning import (
     LengthBaseline,
     learning_by_condition,
 )
+from rewardlab.evaluation.rated_verdict import rated_verdict_parts
 from rewardlab.evaluation.verdict import verdict_parts
 from rewardlab.jsonable import to_jsonable
 from rewardlab.report.figures import make_figures, plot_table
+from rewardlab.report.rated import (
+    RATED_GLOSSARY,
+    RATED_QUESTION,
+    rated_answer_table,
+    rated_conditions,
+    rated_metrics,
+)
 from rewardlab.report.render import (
     Block,
     Figure,
@@ -89,12 +97,17 @@ def _header(results: ResultsDocument) -> Section:
               f"{escape_markdown(', '.join(subsets))}" if subsets else "")
     seeds = cfg.get("seeds", [])
     minutes = (results.get("seconds") or 0) / 60
+    rated = results.get("rated")
+    prompts = (f" decided pairs of {_count(rated['train_prompts'])} rated prompts" if rated else
+               " pairs")
+    tests = (f" decided pairs of {_count(rated['test_prompts'])} rated prompts" if rated else
+             " pairs")
     meta = (f"Training data: {source}{subset} "
-            f"({_count(train.get('pairs'))} pairs). Test data: {_count(test.get('pairs'))} pairs, "
+            f"({_count(train.get('pairs'))}{prompts}). Test data: {_count(test.get('pairs'))}{tests}, "
             f"the same for every model. Backbone: {model}. Seeds per condition: {len(seeds)}. "
             f"rewardlab {results.get('rewardlab_version', '?')}, {results.get('created', '')}, "
             f"{minutes:.1f} min.")
-    return Section(QUESTION, [meta], kind="header")
+    return Section(RATED_QUESTION if results.get("rated") else QUESTION, [meta], kind="header")
 
 
 def _rule_name(baseline: LengthBaseline) -> str:
@@ -135,9 +148,10 @@ def _answer_table(results: ResultsDocument) -> Table | None:
 
 def _answer(results: ResultsDocument) -> Section:
     """The direct answer in one bold line, a small table, then the cautions and the detail."""
-    parts = verdict_parts(results)
+    rated = bool(results.get("rated"))  # tie and ranking conditions: their own verdict and table
+    parts = rated_verdict_parts(results) if rated else verdict_parts(results)
     blocks: list[Block] = [f"**{parts['headline']}**"]
-    table = _answer_table(results)
+    table = rated_answer_table(results) if rated else _answer_table(results)
     if table is not None:
         blocks.append(table)
     # the cautions in one paragraph, then one short paragraph per point of detail
@@ -554,7 +568,10 @@ def _teaching(results: ResultsDocument) -> Section | None:
         blocks.append("Precision: share of flagged pairs that really were flipped. Recall: share "
                       "of flipped pairs that were flagged.")
     for name in _teaching_figures(t):
-        blocks.append(Figure(f"teaching:{name}", _TEACH_CAPTIONS.get(name, name)))
+        if name != "ties":  # shown with the ties paragraph, below
+            blocks.append(Figure(f"teaching:{name}", _TEACH_CAPTIONS.get(name, name)))
+    if t.get("ties"):
+        blocks += _ties_blocks(t["ties"], shown="ties" in _teaching_figures(t))
     return Section("Synthetic demo: checking against the ground truth", blocks)
 
 
@@ -562,7 +579,40 @@ _TEACH_CAPTIONS = {
     "bt_curves": "What the Bradley-Terry loss does: loss and P(chosen preferred) vs margin.",
     "quality_vs_reward": "True quality of each test response vs the unfiltered model's reward.",
     "detector_quality": "Detector precision and recall against the injected flips.",
+    "ties": "Ties: the tie model's P(tie) (left) and BT's P(better reply wins) (right) against the "
+            "true quality gap of each test pair; the black line is the true band.",
 }
+
+
+def _ties_blocks(ties: Mapping[str, Any], *, shown: bool) -> list[Block]:
+    """The demo's answer to "how would you handle ties?" (issue 32): one paragraph, one figure."""
+    h = ties.get("handlings") or {}
+
+    def of(name: str, key: str) -> str:
+        return _num((h.get(name) or {}).get(key), 2)
+
+    text = (
+        f"How would you handle ties? A second synthetic set ({escape_markdown(ties.get('spec'))}) "
+        f"has a tie wherever two replies' hidden qualities differ by less than "
+        f"{_num(ties.get('true_band'), 2)}; one reward model was trained per way of handling "
+        f"them, with one seed, so these are one run's numbers, not estimates with an interval. "
+        f"Kendall τ of each model's ranking against the hidden quality: ties dropped "
+        f"{of('drop', 'kendall_tau')}, soft ½ targets {of('soft', 'kendall_tau')}, tie model "
+        f"{of('model', 'kendall_tau')}. Plain BT has no tie outcome: on tied test pairs it "
+        f"still gives the better reply a mean P(win) of {of('drop', 'p_better_on_ties')} "
+        f"({of('soft', 'p_better_on_ties')} with soft targets). The Davidson tie model learned "
+        f"ν = {_num(ties.get('tie_parameter'), 2)} (P(tie) {_num(ties.get('p_tie_at_equal'), 2)} "
+        f"for equal rewards); its mean P(tie) over the {_count(ties.get('test_pairs'))} test "
+        f"pairs is {_num(ties.get('predicted_tie_share'), 2)} against "
+        f"{_num(ties.get('observed_tie_share'), 2)} observed ({_num(ties.get('p_tie_on_ties'), 2)} "
+        f"on tied pairs, {_num(ties.get('p_tie_on_decided'), 2)} on decided ones), it names the "
+        f"right one of win / tie / loss for {_pct(ties.get('tie_accuracy'))} of them, and its "
+        f"band, the quality gap within which a tie is its most probable call, is "
+        f"{_num(ties.get('implied_band'), 2)} against the true {_num(ties.get('true_band'), 2)}.")
+    blocks: list[Block] = [text]
+    if shown:
+        blocks.append(Figure("teaching:ties", _TEACH_CAPTIONS["ties"]))
+    return blocks
 
 
 def _teaching_figures(teaching: Mapping[str, Any]) -> dict[str, Path]:
@@ -601,10 +651,15 @@ _GLOSSARY = Table(["Term", "Meaning"], [
 
 def build_sections(results: ResultsDocument) -> list[Section]:
     """The report's content in reading order; optional parts are left out when absent."""
-    sections = [_header(results), _answer(results), _conditions(results)]
-    sections += [s for s in (_learning(results),) if s]
+    rated = bool(results.get("rated"))  # tie and ranking conditions (report/rated.py)
+    sections = [_header(results), _answer(results),
+                rated_conditions(results) if rated else _conditions(results)]
+    # the learning yardstick is ln 2, the BT loss: listwise and tie-model losses have others
+    sections += [s for s in (None if rated else _learning(results),) if s]
     if results.get("comparisons"):
         sections.append(_comparisons(results))
+    if rated:
+        sections.append(rated_metrics(results))
     sections += [s for s in (_dose_response(results), _ablation(results), _strength(results),
                              _multiplicity(results)) if s]
     sections += [_accuracy(results), _notebook(results)]
@@ -612,7 +667,8 @@ def build_sections(results: ResultsDocument) -> list[Section]:
         sections.append(_flags(results))
     sections += _margins_and_calibration(results) + [_length(results)]
     sections += [s for s in (_subsets(results), _training(results), _teaching(results)) if s]
-    sections.append(Section("Glossary", [_GLOSSARY]))
+    sections.append(Section("Glossary", [Table(_GLOSSARY.headers, _GLOSSARY.rows + RATED_GLOSSARY)
+                                         if rated else _GLOSSARY]))
     sections.append(Section("Reproduce", [
         "The full configuration and data fingerprints (sha256 over the pairs) as saved in "
         "results.json:", json.dumps(to_jsonable({"config": results.get("config", {}),

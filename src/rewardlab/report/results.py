@@ -21,6 +21,7 @@ from rewardlab.evaluation.dose_stats import CurveTest
 from rewardlab.evaluation.evaluate import EvalMetrics
 from rewardlab.evaluation.metrics import PreferenceMetrics, Reliability, SubsetAccuracy
 from rewardlab.evaluation.power import PowerEstimate
+from rewardlab.evaluation.rated_stats import MetricSummary, PromptValues
 from rewardlab.evaluation.stats import (
     BootstrapDiff,
     CMHResult,
@@ -46,6 +47,8 @@ __all__ = [
     "ConditionBlock",
     "RunRecord",
     "TeachingBlock",
+    "TiesLesson",
+    "TiesHandling",
     "DetectorQuality",
     "ArmBlock",
     "DosePoint",
@@ -53,6 +56,13 @@ __all__ = [
     "AblationEntry",
     "StrengthReference",
     "StrengthBlock",
+    "RatedRun",
+    "RatedGroup",
+    "RatedConditionBlock",
+    "RatedDifference",
+    "RatedBlock",
+    "MetricSummary",
+    "PromptValues",
     # computed in rewardlab.evaluation, re-exported as parts of the document
     "EvalMetrics",
     "PreferenceMetrics",
@@ -136,6 +146,17 @@ class FlagsBlock(TypedDict):
     union: FlagCount  # what the clean conditions act on
 
 
+class RatedRun(TypedDict):
+    """A run on rated prompts (compare's tie and ranking conditions, issue 32): what it trained on
+    and its rated metrics on the test prompts."""
+
+    train_prompts: int | None
+    train_ties: int | None  # tied pairs among its training prompts
+    tie_parameter: float | None  # the tie model's, with ties-model
+    test: dict[str, Any]  # `evaluation.rated.evaluate_rated`: each metric {value, ci, n_prompts, n_items}
+    per_prompt: PromptValues  # the same per test prompt: the unit of the rated comparisons
+
+
 class RunRecord(TypedDict):
     """One (condition, seed) training run and its evaluation on the shared test pairs."""
 
@@ -160,6 +181,7 @@ class RunRecord(TypedDict):
     peak_rss_mb: NotRequired[float]
     rss_after_mb: NotRequired[float]
     allocator: NotRequired[str]
+    rated: NotRequired[RatedRun]  # a run on rated prompts (issue 32)
 
 
 class ConditionBlock(TypedDict):
@@ -192,6 +214,35 @@ class TeachingBlock(TypedDict):
     recovered_fraction: float | None  # None when the noise cost no accuracy
     figures: dict[str, str]  # name -> PNG path
     dose_flipped_share: NotRequired[dict[str, float]]  # fraction -> flipped share of its top pairs
+    ties: NotRequired["TiesLesson"]  # the demo's answer to "how would you handle ties?" (issue 32)
+
+
+class TiesHandling(TypedDict):
+    """One way of training on tied pairs (drop / soft / model), measured on the lesson's test set."""
+
+    kendall_tau: float  # the K rewards of a prompt against its K true qualities, mean over prompts
+    pair_accuracy: float | None  # decided test pairs ranked right
+    p_better_on_ties: float  # mean P(the higher-quality reply wins) on tied test pairs
+
+
+class TiesLesson(TypedDict):
+    """The demo's ties lesson: one synthetic rated data set with known ties, one training seed."""
+
+    spec: str
+    seed: int
+    test_pairs: int
+    true_band: float  # the data's truth: a pair is a tie when its quality gap is below this
+    implied_band: float | None  # the tie model's band in quality units; None: reward ignores quality
+    tie_model: str  # "davidson"
+    tie_parameter: float  # nu
+    p_tie_at_equal: float  # the tie model's P(tie) for two equal rewards
+    observed_tie_share: float  # of the test pairs
+    predicted_tie_share: float  # mean P(tie) over the test pairs
+    p_tie_on_ties: float  # mean P(tie) on the tied test pairs
+    p_tie_on_decided: float  # and on the decided ones
+    tie_accuracy: float  # the most probable of win / tie / loss is the outcome
+    handlings: dict[str, TiesHandling]  # "drop", "soft", "model"
+    figure: str  # PNG path
 
 
 class ArmBlock(TypedDict):
@@ -258,6 +309,48 @@ class StrengthBlock(TypedDict):
     held_out_accuracy: NotRequired[float | None]
 
 
+class RatedGroup(TypedDict):
+    name: str  # "tie handling" | "ranking use"
+    reference: str  # the condition the others are compared with
+    conditions: list[str]  # the group's conditions in this experiment, the reference included
+
+
+class RatedConditionBlock(TypedDict):
+    """A tie or ranking condition's rated metrics over its seeds, the test prompt the unit."""
+
+    group: str
+    reference: str
+    ties: str  # TrainConfig.ties of its runs
+    ranking: str  # TrainConfig.ranking of its runs
+    description: str
+    metrics: dict[str, MetricSummary | None]  # kendall_tau, best_of_k_accuracy, tie_accuracy, tie_nll
+    tie_share: dict[str, float] | None  # ties-model: predicted (mean over seeds), observed, n_pairs
+    tie_parameter: list[float | None] | None  # ties-model: per seed
+
+
+class RatedDifference(TypedDict):
+    """A ranking metric of a condition against its reference (secondary: Holm over these)."""
+
+    treated: str
+    baseline: str
+    metric: str  # kendall_tau | best_of_k_accuracy
+    test: PairUnitTest  # the prompt the unit, paired by seed
+    p_holm: float | None
+    verdict: str
+
+
+class RatedBlock(TypedDict):
+    """`compare` with tie and ranking conditions (issue 32): the rated data and metrics."""
+
+    train_prompts: int
+    train_ties: int
+    test_prompts: int
+    test_ties: int
+    groups: list[RatedGroup]
+    conditions: dict[str, RatedConditionBlock]
+    differences: list[RatedDifference]
+
+
 class ResultsDraft(TypedDict):
     """The document before the notebook table, the verdict and the run time are added: what the
     teaching hook and `overall_verdict` see."""
@@ -269,6 +362,7 @@ class ResultsDraft(TypedDict):
     flags: FlagsBlock
     conditions: dict[str, ConditionBlock]
     comparisons: list[Comparison]
+    rated: NotRequired[RatedBlock]  # tie and ranking conditions (issue 32)
     dose_response: NotRequired[list[DoseResponse]]  # one per treatment, with --fractions
     ablation: NotRequired[list[AblationEntry]]  # with --ablation
     strength: NotRequired[StrengthBlock]  # when the ranking detector measures strength

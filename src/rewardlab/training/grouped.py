@@ -13,6 +13,9 @@ each response K-1 times), then the (B, K) rewards meet the loss the config names
   Breslow's rule (`plackett_luce_nll`); tie labels between different scores are not used.
 
 The tie model is saved in rewardlab.json as `ties` (`ties.tie_model_of` reads it back).
+What a step reads (padded inputs, each prompt's pair labels) is laid out once a run by
+`training.rated_batch`, so a step only indexes it. `max_steps` stops a run early; resuming
+one is not supported yet.
 
 >>> from rewardlab.data.synthetic import read_synthetic_rated
 >>> prompts = read_synthetic_rated("synthetic:n=32,k=4,ties=0.2", split="train").prompts
@@ -38,9 +41,9 @@ import numpy as np
 import torch
 
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.data.rated import RatedPrompt, derived_pairs
+from rewardlab.data.rated import RatedPrompt, derived_pairs, tied_pairs
 from rewardlab.errors import ModelError
-from rewardlab.models.batching import Encoded, PairEncoding, encode_texts, pad_rows
+from rewardlab.models.batching import Encoded, PairEncoding, encode_texts
 from rewardlab.training.checkpoint import Progress
 from rewardlab.training.loop import (
     TrainResult,
@@ -54,14 +57,13 @@ from rewardlab.training.loop import (
     _train_loop,
 )
 from rewardlab.training.memory import released_after
+from rewardlab.training.rated_batch import FlatRows, PairLabels, batch_rows
 from rewardlab.training.runtime import micro_batch, training_context
 from rewardlab.training.ties import (
-    LOSS,
     TIE,
-    WIN,
     TieKind,
     TieModel,
-    all_pairs_loss,
+    labelled_pairs_loss,
     outcome_probs,
     plackett_luce_nll,
     tie_nll_loss,
@@ -140,10 +142,8 @@ def encode_rated(tokenizer: Any, prompts: Sequence[RatedPrompt], *, max_length: 
     tied = np.zeros((len(prompts), len(position)), dtype=bool)
     for n, p in enumerate(prompts):
         scores[n, :len(p.scores)] = p.scores
-        for pair in p.ties:
+        for pair in tied_pairs(p):  # tie labels and equal scores: the data stage's definition
             tied[n, position[pair]] = True
-    i, j = np.triu_indices(k, 1)
-    tied |= scores[:, i] == scores[:, j]
     ranks = np.stack([_score_ranks(s) for s in scores])
     return RatedEncoding(rows, start, scores, ranks, tied)
 
@@ -165,58 +165,44 @@ class _RatedRun(_Run):
     items: np.ndarray | None = None  # (N,) loss terms of each prompt (pairs, or 1 for listwise)
     items_decided: np.ndarray | None = None  # (N,) decided pairs of each prompt
     tie_model: TieModel | None = None
+    flat: FlatRows | None = None  # the responses' tokens, padded per batch by indexing
+    labels: PairLabels | None = None  # each prompt's pair labels, computed once
 
 
-def _collate(run: _RatedRun, idx: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """(R, T) inputs of the R responses of prompts `idx` and (R,) their places in a (B, K) grid."""
-    assert run.rated is not None
-    rated, k = run.rated, run.rated.scores.shape[1]
-    rows = [r for p in idx for r in range(int(rated.start[p]), int(rated.start[p + 1]))]
-    where = [b * k + r - int(rated.start[p]) for b, p in enumerate(idx)
-             for r in range(int(rated.start[p]), int(rated.start[p + 1]))]
-    types = ([rated.rows.token_type_ids[r] for r in rows]
-             if rated.rows.token_type_ids is not None else None)
-    tok = run.tokenizer
-    inputs = pad_rows([rated.rows.input_ids[r] for r in rows], types, pad_id=tok.pad_token_id,
-                      pad_type_id=tok.pad_token_type_id, padding_side=tok.padding_side,
-                      device=run.accelerator.device,
-                      position_ids=tok.padding_side == "left" and run.rule != "text-pair")
-    return inputs, torch.tensor(where, dtype=torch.long, device=run.accelerator.device)
+def _collate(run: _RatedRun, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """(R, T) inputs of the R responses of prompts `idx`, and (R,) their places in a (B, K) grid
+    (None when every prompt has all K: the rows ARE the grid, row-major)."""
+    assert run.rated is not None and run.flat is not None
+    k = run.rated.scores.shape[1]
+    rows, where = batch_rows(run.rated.start, idx, k)
+    tok, dev = run.tokenizer, run.accelerator.device
+    inputs = run.flat.pad(rows, pad_id=tok.pad_token_id, pad_type_id=tok.pad_token_type_id,
+                          padding_side=tok.padding_side, device=dev,
+                          position_ids=tok.padding_side == "left" and run.rule != "text-pair")
+    full = len(rows) == len(idx) * k
+    return inputs, None if full else torch.from_numpy(where).to(dev)
 
 
-def _loss(run: _RatedRun, rewards: torch.Tensor, idx: list[int]) -> torch.Tensor:
-    """The batch's mean loss over its terms, from (B, K) rewards."""
-    assert run.rated is not None
-    config, dev = run.config, rewards.device
-    scores = torch.as_tensor(run.rated.scores[idx], device=dev)  # (B, K)
-    tied = torch.as_tensor(run.rated.tied[idx], device=dev)  # (B, M)
+def _loss(run: _RatedRun, rewards: torch.Tensor, labels: PairLabels) -> torch.Tensor:
+    """The batch's mean loss over its terms, from (B, K) rewards and its prompts' labels."""
+    config = run.config
     if config.ranking == "listwise":
-        return plackett_luce_nll(rewards, torch.as_tensor(run.rated.ranks[idx], device=dev))
+        return plackett_luce_nll(rewards, labels.ranks)
     if run.tie_model is None:
-        return all_pairs_loss(rewards, scores, ties="soft" if config.ties == "soft" else "drop",
-                              tied=tied, margin_from_scores=config.margin_from_scores)
-    r_a, r_b, outcome = _outcomes(rewards, scores, tied)
-    return tie_nll_loss(r_a, r_b, outcome, run.tie_model)
-
-
-def _outcomes(rewards: torch.Tensor, scores: torch.Tensor, tied: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(Q,) rewards of both sides of every known pair and (Q,) its outcome WIN / TIE / LOSS."""
+        return labelled_pairs_loss(rewards, labels.scored,
+                                   ties="soft" if config.ties == "soft" else "drop",
+                                   margin_from_scores=config.margin_from_scores)
+    known = labels.scored.known  # (B, M)
     i, j = torch.triu_indices(rewards.shape[1], rewards.shape[1], offset=1, device=rewards.device)
-    gap = scores[:, i] - scores[:, j]  # (B, M), NaN where a response is missing
-    known = ~torch.isnan(gap)
-    outcome = torch.where(tied, TIE, torch.where(gap > 0, WIN, LOSS))  # (B, M)
-    return rewards[:, i][known], rewards[:, j][known], outcome[known]
+    return tie_nll_loss(rewards[:, i][known], rewards[:, j][known], labels.outcome[known],
+                        run.tie_model)
 
 
-def _correct(rewards: torch.Tensor, scores: np.ndarray, tied: np.ndarray) -> int:
+def _correct(rewards: torch.Tensor, labels: PairLabels) -> int:
     """Decided pairs of (B, K) rewards whose higher-scored side has the higher reward."""
-    k = scores.shape[1]
-    i, j = np.triu_indices(k, 1)
-    gap = scores[:, i] - scores[:, j]  # (B, M)
-    d = (rewards[:, i] - rewards[:, j]).cpu().numpy()
-    decided = ~np.isnan(gap) & ~tied
-    return int((decided & (np.sign(np.nan_to_num(gap)) * d > 0)).sum())
+    i, j = torch.triu_indices(rewards.shape[1], rewards.shape[1], offset=1, device=rewards.device)
+    d = rewards[:, i] - rewards[:, j]  # (B, M); the sign is 0 on pairs that are not decided
+    return int((labels.correct_sign * d > 0).sum())
 
 
 def _rated_step(run: _RatedRun, step: _Step) -> tuple[float, int, int]:
@@ -224,23 +210,27 @@ def _rated_step(run: _RatedRun, step: _Step) -> tuple[float, int, int]:
     pairs, correct, decided pairs), so the history's loss is per loss term, its accuracy on
     decided pairs."""
     assert run.rated is not None and run.items is not None and run.items_decided is not None
+    assert run.labels is not None
     acc, model, config = run.accelerator, run.model, run.config
     scale = acc.num_processes * acc.gradient_accumulation_steps
     real = len(step.batches) - step.lockstep
-    terms = float(sum(run.items[idx].sum() for idx in step.batches[:real]))  # the step's loss terms
+    batches = [np.asarray(idx, dtype=np.int64) for idx in step.batches]
+    terms = float(sum(run.items[idx].sum() for idx in batches[:real]))  # the step's loss terms
     k = run.rated.scores.shape[1]
     loss_sum, correct, decided = 0.0, 0, 0
-    for b, idx in enumerate(step.batches):
+    for b, idx in enumerate(batches):
         inputs, where = _collate(run, idx)
-        with micro_batch(acc, model, last=b == len(step.batches) - 1):
+        labels = run.labels.take(idx)
+        with micro_batch(acc, model, last=b == len(batches) - 1):
             flat = model(**inputs).logits[:, 0].float()  # (R,) every response of the batch, once
-            rewards = flat.new_zeros(len(idx) * k).index_copy(0, where, flat).view(len(idx), k)
-            loss = _loss(run, rewards, idx)
+            rewards = (flat.view(len(idx), k) if where is None  # (B, K)
+                       else flat.new_zeros(len(idx) * k).index_copy(0, where, flat).view(len(idx), k))
+            loss = _loss(run, rewards, labels)
             n_terms = float(run.items[idx].sum())
             acc.backward(loss * (n_terms * scale if b < real else 0) / terms)
         if b < real:
             loss_sum += float(loss.detach()) * n_terms
-            correct += _correct(rewards.detach(), run.rated.scores[idx], run.rated.tied[idx])
+            correct += _correct(rewards.detach(), labels)
             decided += int(run.items_decided[idx].sum())
     if config.max_grad_norm > 0:
         acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -254,9 +244,9 @@ def _check_rated(prompts: Sequence[RatedPrompt], config: TrainConfig, *, resume:
     """Refusals that need the data or the run, before any work (the config checked itself)."""
     if not prompts:
         raise ModelError("no rated training prompts")
-    if resume or config.save_steps or config.max_steps:
-        raise ModelError("--resume, --save-steps and --max-steps are not supported on rated data "
-                         "yet: train it whole")
+    if resume or config.save_steps:
+        raise ModelError("--resume and --save-steps are not supported on rated data yet: train it "
+                         "whole (--max-steps stops it early, with no checkpoint to resume)")
     kinds = sorted({getattr(p, "kind", "ratings") for p in prompts} - {"ratings"})
     if config.margin_from_scores and kinds:
         raise ModelError(f"--margin-from-scores needs ratings; this data has {kinds[0]} prompts, "
@@ -305,7 +295,9 @@ def _setup_rated(prompts: list[RatedPrompt], config: TrainConfig, output_dir: Pa
     return _RatedRun(config, loaded.accelerator, forward, loaded.tokenizer, optimizer, scheduler,
                      data, None, plan, output_dir, fingerprints, loaded.precision, restore,
                      finish=loaded.finish, rule=loaded.rule, rated=rated, items=items,
-                     items_decided=decided, tie_model=tie_model)
+                     items_decided=decided, tie_model=tie_model, flat=FlatRows.of(rated.rows),
+                     labels=PairLabels.of(rated.scores, rated.tied, rated.ranks).to(
+                         loaded.accelerator.device))
 
 
 def _expansion_encoding(prompts: Sequence[RatedPrompt], rated: RatedEncoding) -> PairEncoding:
@@ -368,6 +360,8 @@ def train_on_rated(prompts: Sequence[RatedPrompt], *, config: TrainConfig,
         if run.tie_model is not None and not math.isfinite(run.tie_model.value.item()):
             raise _diverged(run, step=state.step, total=len(run.plan),
                             what="the tie parameter is not a finite number")
+        # stopped=False even after --max-steps: a rated run cannot resume (its tie parameter is
+        # not in the saved state), so the loop's stop checkpoint is cleared, not kept
         base = _finish(run, state, stopped=False, started=start,
                        extra_info=_tie_info(run, n_ties=n_ties))
         tie = base.model.info.get("ties", {}).get("parameter")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ __all__ = [
     "soft_tie_loss",
     "rewards_per_prompt",
     "all_pairs_loss",
+    "ScoredPairs",
+    "pair_labels",
+    "labelled_pairs_loss",
     "plackett_luce_nll",
     "tie_model_of",
     "pair_outcome_probs",
@@ -159,6 +162,53 @@ def _upper_pairs(k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     return i, j
 
 
+class ScoredPairs(NamedTuple):
+    """Every pair (i < j, `torch.triu_indices` order) of P prompts' scores, (P, M) each: what
+    `all_pairs_loss` reads of the scores, so it can be computed once per prompt."""
+
+    sign: torch.Tensor  # +1: i scores higher (chosen), -1: j does, 0: equal or missing
+    gap: torch.Tensor  # |s_i - s_j|, 0 where a score is missing
+    known: torch.Tensor  # both scores present
+    tie: torch.Tensor  # known and (equal scores or a tie label)
+
+
+def pair_labels(scores: torch.Tensor, *, tied: torch.Tensor | None = None,
+                dtype: torch.dtype | None = None) -> ScoredPairs:
+    """(P, M) labels of all pairs of (P, K) `scores` (NaN = a missing response); `tied` (P, M)
+    marks tie labels between different scores; the gap is cast to `dtype` (the rewards') first.
+
+    >>> pair_labels(torch.tensor([[3.0, 1.0, 3.0]])).sign.tolist()
+    [[1.0, 0.0, -1.0]]
+    """
+    i, j = _upper_pairs(scores.shape[1], scores.device)
+    gap = scores[:, i] - scores[:, j]  # (P, M) NaN where a response is missing
+    gap = gap.to(dtype) if dtype is not None else gap
+    known = ~torch.isnan(gap)
+    # zero the NaNs before any arithmetic: a NaN in an unselected branch still poisons gradients
+    gap = torch.nan_to_num(gap, nan=0.0)
+    sign = torch.sign(gap)  # +1: i chosen, -1: j chosen, 0: tie
+    tie = known & ((sign == 0) | (tied if tied is not None else torch.zeros_like(known)))
+    return ScoredPairs(sign, gap.abs(), known, tie)
+
+
+def labelled_pairs_loss(rewards: torch.Tensor, labels: ScoredPairs, *,
+                        ties: Literal["drop", "soft"] = "drop", margin_from_scores: bool = False,
+                        margin_scale: float = 1.0) -> torch.Tensor:
+    """`all_pairs_loss` from (P, K) rewards and the pairs' `pair_labels` (computed once per
+    prompt by a training run: `training.rated_batch.PairLabels`)."""
+    i, j = _upper_pairs(rewards.shape[1], rewards.device)
+    d = rewards[:, i] - rewards[:, j]  # (P, M) reward gap of each pair, M = K(K-1)/2
+    shifted = labels.sign * d  # (P, M) the chosen side's lead
+    if margin_from_scores:
+        shifted = shifted - margin_scale * labels.gap
+    loss = -F.logsigmoid(shifted)  # (P, M)
+    if ties == "soft":  # a tie's target is 1/2 (no margin); dropped ties need no loss at all
+        tie_loss = F.binary_cross_entropy_with_logits(d, torch.full_like(d, 0.5), reduction="none")
+        loss = torch.where(labels.tie, tie_loss, loss)
+    keep = labels.known & (~labels.tie | (ties == "soft"))
+    return loss[keep].mean()
+
+
 def all_pairs_loss(rewards: torch.Tensor, scores: torch.Tensor, *, ties: Literal["drop", "soft"] = "drop",
                    margin_from_scores: bool = False, margin_scale: float = 1.0,
                    tied: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,20 +225,9 @@ def all_pairs_loss(rewards: torch.Tensor, scores: torch.Tensor, *, ties: Literal
     >>> round(all_pairs_loss(r, torch.tensor([[3.0, 1.0, 2.0]])).item(), 4)
     0.2512
     """
-    i, j = _upper_pairs(rewards.shape[1], rewards.device)
-    d = rewards[:, i] - rewards[:, j]  # (P, M) reward gap of each pair, M = K(K-1)/2
-    gap = (scores[:, i] - scores[:, j]).to(d.dtype)  # (P, M) NaN where a response is missing
-    known = ~torch.isnan(gap)
-    # zero the NaNs before any arithmetic: a NaN in an unselected branch still poisons gradients
-    gap = torch.nan_to_num(gap, nan=0.0)
-    sign = torch.sign(gap)  # +1: i chosen, -1: j chosen, 0: tie
-    margin = margin_scale * gap.abs() if margin_from_scores else torch.zeros_like(d)
-    decided = -F.logsigmoid(sign * d - margin)  # (P, M)
-    tie_loss = F.binary_cross_entropy_with_logits(d, torch.full_like(d, 0.5), reduction="none")
-    is_tie = known & ((sign == 0) | (tied if tied is not None else torch.zeros_like(known)))
-    keep = known & (~is_tie | (ties == "soft"))
-    loss = torch.where(is_tie, tie_loss, decided)
-    return loss[keep].mean()
+    return labelled_pairs_loss(rewards, pair_labels(scores, tied=tied, dtype=rewards.dtype),
+                               ties=ties, margin_from_scores=margin_from_scores,
+                               margin_scale=margin_scale)
 
 
 def plackett_luce_nll(rewards: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from rewardlab.errors import SelectionError
 from rewardlab.flags.detectors.base import Detector, DetectorResult
 from rewardlab.flags.detectors.embedding import NearDuplicateResponses
 from rewardlab.flags.detectors.length import LengthRatio, OverLength
+from rewardlab.flags.detectors.rating_conflict import RatingConflict
 from rewardlab.flags.detectors.rules import (
     ConflictingDuplicate,
     DivergingContext,
@@ -50,6 +51,7 @@ DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     DivergingContext,
     DuplicatePair,
     ConflictingDuplicate,
+    RatingConflict,
     TestLeakage,
     Repetition,
     LengthRatio,

@@ -1,5 +1,8 @@
 """The reward API as a FastAPI app: OpenRLHF's `/get_reward`, `/score`, `/compare`, `/health`, `/info`.
 
+A model trained with `--ties model` also gets P(win), P(tie), P(loss) in `/compare` and its tie
+model in `/info` (docs/serving.md); other models' responses have no such fields.
+
 >>> import json, urllib.request
 >>> from rewardlab.models.backbones import load_backbone
 >>> from rewardlab.web.server import background_server
@@ -36,8 +39,10 @@ from starlette.requests import ClientDisconnect
 
 from rewardlab.errors import ModelError
 from rewardlab.evaluation.metrics import sigmoid
+from rewardlab.evaluation.outcomes import OUTCOME_FIELDS, pair_outcomes
 from rewardlab.jsonable import to_jsonable
 from rewardlab.models.reward_model import RewardModel
+from rewardlab.training.ties import TieModel, tie_model_of
 from rewardlab.web.security import (
     BearerAuth,
     BodyLimit,
@@ -80,6 +85,7 @@ def create_serve_app(model: RewardModel, config: ServeConfig, *, token: str | No
     """
     if token is not None:
         check_token(token)  # one a client cannot send would lock every client out
+    tie = tie_model_of(model.info)  # a malformed `ties` is a ModelError now, not a 500 per request
     precision = serving_precision(model, config.precision)
     reader = make_query_reader(model, query_format=config.query_format,
                                policy_tokenizer=config.policy_tokenizer)
@@ -100,10 +106,11 @@ def create_serve_app(model: RewardModel, config: ServeConfig, *, token: str | No
                   openapi_url=None)
     app.state.batcher = batcher
     app.state.on_stop = batcher.close
-    app.state.facts = model_facts(model, model_dir=model_dir, config=config, precision=precision)
+    app.state.facts = model_facts(model, model_dir=model_dir, config=config, precision=precision,
+                                  tie=tie)
     app.state.facts["queries"] = reader.facts()
     _add_error_handlers(app)
-    _add_routes(app, reader, config, batcher)
+    _add_routes(app, reader, config, batcher, tie)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if token is not None:  # no body is read for a request without it
         app.add_middleware(BearerAuth, token=token, open_paths=OPEN_PATHS)
@@ -201,8 +208,18 @@ def _json(payload: dict[str, Any]) -> JSONResponse:
     return JSONResponse(to_jsonable(payload))  # a NaN reward becomes null, not a 500
 
 
+def _outcome_columns(tie: TieModel | None, chosen: np.ndarray, rejected: np.ndarray
+                     ) -> dict[str, list[float]]:
+    """p_win, p_tie, p_loss lists of chosen over rejected (as `score --file`); {} without a tie
+    model, so other models' /compare answers are unchanged."""
+    if tie is None:
+        return {}
+    rows = pair_outcomes(tie, chosen.tolist(), rejected.tolist())
+    return {key: [row[key] for row in rows] for key in OUTCOME_FIELDS}
+
+
 def _add_routes(app: FastAPI, reader: QueryReader, config: ServeConfig,
-                batcher: MicroBatcher) -> None:
+                batcher: MicroBatcher, tie: TieModel | None) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -239,7 +256,8 @@ def _add_routes(app: FastAPI, reader: QueryReader, config: ServeConfig,
 
     @app.post("/compare")
     async def compare(request: Request) -> JSONResponse:
-        """Both sides in one batch; P(chosen ≻ rejected) = sigmoid(r_chosen − r_rejected) (BT)."""
+        """Both sides in one batch; P(chosen ≻ rejected) = sigmoid(r_chosen − r_rejected) (BT);
+        with a tie model also p_win, p_tie, p_loss."""
         body = await _read(request, CompareRequest)
         _check_parallel(config, {"prompt": body.prompt, "chosen": body.chosen,
                                  "rejected": body.rejected})
@@ -248,4 +266,5 @@ def _add_routes(app: FastAPI, reader: QueryReader, config: ServeConfig,
         chosen, rejected = np.array(scored.rewards[:n]), np.array(scored.rewards[n:])
         cut = np.array(scored.truncated[:n], dtype=bool) | np.array(scored.truncated[n:], dtype=bool)
         return _json({"chosen_rewards": chosen.tolist(), "rejected_rewards": rejected.tolist(),
-                      "p_chosen": sigmoid(chosen - rejected).tolist(), "truncated": cut.tolist()})
+                      "p_chosen": sigmoid(chosen - rejected).tolist(), "truncated": cut.tolist(),
+                      **_outcome_columns(tie, chosen, rejected)})

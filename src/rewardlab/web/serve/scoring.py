@@ -1,4 +1,5 @@
-"""The model side of the server: the batch score function, its precision and the /info facts.
+"""The model side of the server: the batch score function, its precision and the /info facts
+(with the tie model, for a model trained with `--ties model`).
 
 The score function is what `RewardModel.score` does (encode by the model's input rule, length-sorted
 batches, `inference_mode`), plus the truncation flags, under bf16 autocast when the precision says
@@ -15,12 +16,15 @@ from typing import Any
 import torch
 
 from rewardlab._version import __version__
+from rewardlab.evaluation.outcomes import OUTCOME_FIELDS, p_tie_at_equal
 from rewardlab.models.reward_model import RewardModel
 from rewardlab.training.runtime import resolve_precision
+from rewardlab.training.ties import TieModel
 from rewardlab.web.serve.batcher import Scored, ScoreFn
 from rewardlab.web.serve.serve_config import ServeConfig
 
-__all__ = ["serving_precision", "use_threads_per_worker", "make_score_fn", "model_facts"]
+__all__ = ["serving_precision", "use_threads_per_worker", "make_score_fn", "model_facts",
+           "tie_facts"]
 
 
 def _backbone(rm: RewardModel) -> str:
@@ -73,13 +77,25 @@ def make_score_fn(rm: RewardModel, *, precision: str, batch_size: int) -> ScoreF
     return score
 
 
-def model_facts(rm: RewardModel, *, model_dir: str, config: ServeConfig,
-                precision: str) -> dict[str, Any]:
-    """What `/info` says: the model card's facts, how it is served and the limits."""
+def tie_facts(tie: TieModel) -> dict[str, Any]:
+    """`/info`'s `model.ties`: the tie model behind `/compare`'s p_win, p_tie and p_loss.
+
+    >>> facts = tie_facts(TieModel("davidson", init=0.5))
+    >>> facts["model"], round(facts["parameter"], 4), round(facts["p_tie_at_equal"], 4)
+    ('davidson', 0.5, 0.2)
+    """
+    return {"model": tie.kind, "parameter": float(tie.value.item()),
+            "p_tie_at_equal": p_tie_at_equal(tie), "compare_fields": list(OUTCOME_FIELDS)}
+
+
+def model_facts(rm: RewardModel, *, model_dir: str, config: ServeConfig, precision: str,
+                tie: TieModel | None = None) -> dict[str, Any]:
+    """What `/info` says: the model card's facts (`model.ties` only for a model with a tie
+    model), how it is served and the limits."""
     info = rm.info
     mcfg = rm.model.config
     train_cfg = info.get("config", {})
-    return {
+    facts: dict[str, Any] = {
         "rewardlab_version": __version__,
         "model": {
             "path": model_dir,
@@ -111,3 +127,6 @@ def model_facts(rm: RewardModel, *, model_dir: str, config: ServeConfig,
         "limits": {"max_body_bytes": config.max_body_bytes, "max_queries": config.max_queries,
                    "max_chars": config.max_chars},
     }
+    if tie is not None:
+        facts["model"]["ties"] = tie_facts(tie)
+    return facts
