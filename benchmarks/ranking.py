@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import time
@@ -28,13 +27,13 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import numpy as np
 import torch
 
 import rewardlab.training.grouped as grouped
 import rewardlab.training.loop as loop
 from rewardlab.data.synthetic import read_synthetic_rated
-from rewardlab.evaluation.rated import evaluate_rated, rated_rewards
+from rewardlab.evaluation.rated import evaluate_rated
+from rewardlab.experiment.ties_lesson import implied_band
 from rewardlab.training.grouped import pairwise_expansion, train_on_rated
 from rewardlab.training.loop import train_reward_model
 from rewardlab.training.train_config import TrainConfig
@@ -65,19 +64,6 @@ def quality(train: list[Any], test: list[Any]) -> dict[str, Any]:
         if options.get("ties") == "model":
             out[name]["implied_band"] = implied_band(result.model, test)
     return out
-
-
-def implied_band(model: Any, test: list[Any]) -> dict[str, float]:
-    """The tie model's band in quality units, to set against the data's true band: Davidson's
-    most probable outcome is a tie while |d| < 2 ln ν (reward units); the rewards' slope on the
-    true quality over the test responses turns that into quality units."""
-    rewards = np.concatenate(rated_rewards(model, test))
-    truth = np.concatenate([p.scores for p in test])
-    slope = float(np.polyfit(truth, rewards, 1)[0])
-    nu = float(model.info["ties"]["parameter"])
-    return {"reward_band": 2 * math.log(nu), "reward_per_quality": slope,
-            "quality_band": 2 * math.log(nu) / slope,
-            "corr_reward_quality": float(np.corrcoef(truth, rewards)[0, 1])}
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 from scipy import stats
 
-from rewardlab.data.rated import RatedPrompt
+from rewardlab.data.rated import RatedPrompt, tied_pairs
 from rewardlab.evaluation.crossed import (
     PairUnitTest,
     pair_unit_test,
@@ -82,8 +82,8 @@ def _tie_values(reward: np.ndarray, prompt: RatedPrompt, tie: TieModel
     i, j = np.triu_indices(len(prompt.responses), 1)
     if len(i) == 0:
         return None, None
-    tied = set(prompt.ties)
-    outcome = np.array([TIE if (a, b) in tied or prompt.scores[a] == prompt.scores[b]
+    tied = tied_pairs(prompt)
+    outcome = np.array([TIE if (a, b) in tied
                         else WIN if prompt.scores[a] > prompt.scores[b] else LOSS
                         for a, b in zip(i.tolist(), j.tolist())])
     with torch.no_grad():

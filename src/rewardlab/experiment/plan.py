@@ -30,7 +30,7 @@ from typing import Any, TypedDict
 
 from rewardlab._version import __version__
 from rewardlab.data.pairs import PreferencePair
-from rewardlab.data.rated import RatedPrompt
+from rewardlab.data.rated import RatedPrompt, tied_pairs
 from rewardlab.experiment.compare_config import (
     AA_CONDITION,
     AA_SEED_OFFSET,
@@ -148,14 +148,14 @@ def _condition_runs(config: CompareConfig, data: ExperimentData) -> list[RunSpec
 
 def best_worst(prompt: RatedPrompt) -> RatedPrompt | None:
     """The prompt cut to its best and worst response (by rank), as people binarize UltraFeedback;
-    None when those two are labelled a tie (no decided pair to keep).
+    None when those two are a tie (`data.rated.tied_pairs`: no decided pair to keep).
 
     >>> p = RatedPrompt(0, "train", "q", ("a", "b", "c"), (1.0, 3.0, 2.0), (2, 0, 1))
     >>> best_worst(p).responses
     ('b', 'a')
     """
     best, worst = prompt.ranks.index(0), prompt.ranks.index(len(prompt.responses) - 1)
-    if (min(best, worst), max(best, worst)) in set(prompt.ties):
+    if (min(best, worst), max(best, worst)) in tied_pairs(prompt):
         return None
     return dataclasses.replace(prompt, responses=(prompt.responses[best], prompt.responses[worst]),
                                scores=(prompt.scores[best], prompt.scores[worst]), ranks=(0, 1),

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rewardlab.models.batching import Encoded
+from rewardlab.models.batching import Encoded, pad_flat
 from rewardlab.training.ties import LOSS, TIE, WIN, ScoredPairs, pair_labels
 
 __all__ = ["FlatRows", "PairLabels", "batch_rows"]
@@ -62,20 +62,9 @@ class FlatRows:
         """`models.batching.pad_rows` of rows `rows`: (R, T) `input_ids`, `attention_mask` (and
         `token_type_ids`, `position_ids`), T the longest row, padded on `padding_side`."""
         start, lengths = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]  # (R,)
-        width = int(lengths.max())
-        col = np.arange(width)[None, :] - ((width - lengths)[:, None] if padding_side == "left"
-                                           else 0)  # (R, T) place of each cell in its row
-        real = (col >= 0) & (col < lengths[:, None])  # (R, T)
-        src = np.where(real, start[:, None] + col, 0)  # (R, T) where a real cell's token sits
-        mask = torch.from_numpy(real.astype(np.int64))
-        batch = {"input_ids": torch.from_numpy(np.where(real, self.ids[src], pad_id)),
-                 "attention_mask": mask}
-        if self.types is not None:
-            batch["token_type_ids"] = torch.from_numpy(np.where(real, self.types[src],
-                                                                pad_type_id))
-        if position_ids:
-            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)  # (R, T)
-        return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+        return pad_flat(self.ids, self.types, start, lengths, pad_id=pad_id,
+                        pad_type_id=pad_type_id, padding_side=padding_side, device=device,
+                        position_ids=position_ids)
 
 
 def batch_rows(start: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
