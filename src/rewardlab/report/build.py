@@ -26,6 +26,7 @@ from rewardlab.evaluation.learning import (
 from rewardlab.evaluation.rated_verdict import rated_verdict_parts
 from rewardlab.evaluation.verdict import verdict_parts
 from rewardlab.jsonable import to_jsonable
+from rewardlab.report.cells import count, num, pct
 from rewardlab.report.figures import make_figures, plot_table
 from rewardlab.report.rated import (
     RATED_GLOSSARY,
@@ -43,6 +44,7 @@ from rewardlab.report.render import (
     render_html,
     render_markdown,
 )
+from rewardlab.report.teaching import teaching_figures, teaching_section
 
 if TYPE_CHECKING:
     from rewardlab.report.results import (
@@ -58,23 +60,6 @@ __all__ = ["write_report", "notebook_cells", "build_sections"]
 QUESTION = "Does cleaning the preference data give a better reward model?"
 _NOTEBOOK_HEADERS = ["Condition", "Seed", "Training examples", "Train accuracy", "Train loss",
                      "Test accuracy", "Correct", "Total", "Avg reward gap"]
-
-
-# ---------------------------------------------------------------- formatting
-
-def _pct(x: float | None, digits: int = 1) -> str:
-    return "—" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def _num(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
-def _count(x: float | None) -> str:
-    """Counts averaged over seeds may be fractional; show decimals only then."""
-    if x is None:
-        return "—"
-    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
 
 
 # ---------------------------------------------------------------- sections
@@ -98,12 +83,12 @@ def _header(results: ResultsDocument) -> Section:
     seeds = cfg.get("seeds", [])
     minutes = (results.get("seconds") or 0) / 60
     rated = results.get("rated")
-    prompts = (f" decided pairs of {_count(rated['train_prompts'])} rated prompts" if rated else
+    prompts = (f" decided pairs of {count(rated['train_prompts'])} rated prompts" if rated else
                " pairs")
-    tests = (f" decided pairs of {_count(rated['test_prompts'])} rated prompts" if rated else
+    tests = (f" decided pairs of {count(rated['test_prompts'])} rated prompts" if rated else
              " pairs")
     meta = (f"Training data: {source}{subset} "
-            f"({_count(train.get('pairs'))}{prompts}). Test data: {_count(test.get('pairs'))}{tests}, "
+            f"({count(train.get('pairs'))}{prompts}). Test data: {count(test.get('pairs'))}{tests}, "
             f"the same for every model. Backbone: {model}. Seeds per condition: {len(seeds)}. "
             f"rewardlab {results.get('rewardlab_version', '?')}, {results.get('created', '')}, "
             f"{minutes:.1f} min.")
@@ -137,10 +122,10 @@ def _answer_table(results: ResultsDocument) -> Table | None:
     learning, baseline = learning_by_condition(results)
     if not learning:
         return None
-    rule = (f"vs '{_rule_name(baseline)}' ({_pct(baseline['accuracy'])}), points" if baseline
+    rule = (f"vs '{_rule_name(baseline)}' ({pct(baseline['accuracy'])}), points" if baseline
             else "vs the length rule, points")
-    rows = [[name, _pct(ln["accuracy"]), _vs_unfiltered(results, name),
-             _points_cell(ln["over_length_baseline"]), _num(ln["train_loss"]),
+    rows = [[name, pct(ln["accuracy"]), _vs_unfiltered(results, name),
+             _points_cell(ln["over_length_baseline"]), num(ln["train_loss"]),
              _trained_cell(ln)] for name, ln in learning.items()]
     return Table(["Condition", "Test accuracy", "vs unfiltered, points (95% CI)", rule,
                   f"Train loss (guessing: {LN2:.3f})", "Trained?"], rows)
@@ -165,8 +150,8 @@ def _learning(results: ResultsDocument) -> Section | None:
     if not learning:
         return None
     rule = f"'{_rule_name(baseline)}'" if baseline else "the stronger length rule"
-    rows = [[name, _num(ln["train_loss"]), _num(ln["loss_drop"]), _num(ln["test_nll"]),
-             _num(ln["mean_margin"]), _points_cell(ln["over_length_baseline"]), _trained_cell(ln)]
+    rows = [[name, num(ln["train_loss"]), num(ln["loss_drop"]), num(ln["test_nll"]),
+             num(ln["mean_margin"]), _points_cell(ln["over_length_baseline"]), _trained_cell(ln)]
             for name, ln in learning.items()]
     text = (f"A Bradley-Terry model that guesses has loss ln 2 = {LN2:.3f} and margins near 0; "
             f"two such models differ only by noise, whatever data they saw. Train loss is the last "
@@ -175,14 +160,14 @@ def _learning(results: ResultsDocument) -> Section | None:
             f"{BARELY_TRAINED_NATS:.3f} nats below ln 2: the drop a calibrated model that is 60% "
             f"sure of every pair would reach (ln 2 − H(0.6)). Accuracy is measured against "
             f"{rule}, the stronger of the two trivial length rules on these test pairs"
-            + (f" ({_pct(baseline['accuracy'])})." if baseline else "."))
+            + (f" ({pct(baseline['accuracy'])})." if baseline else "."))
     table = Table(["Condition", "Train loss", "Below ln 2 (nats)", "Test NLL",
                    "Mean test margin", f"Accuracy over {rule} (points)", "Trained?"], rows)
     return Section("How much each model learned", [text, table])
 
 
 def _conditions(results: ResultsDocument) -> Section:
-    rows = [[name, str(cond.get("description") or ""), _count(cond["summary"].get("train_pairs"))]
+    rows = [[name, str(cond.get("description") or ""), count(cond["summary"].get("train_pairs"))]
             for name, cond in results["conditions"].items()]
     intro = ("Every condition trains the same Bradley-Terry reward model with the same settings "
              "and seeds; only the training data differs. `unfiltered` uses every pair; `clean-*` "
@@ -262,11 +247,11 @@ def _comparisons(results: ResultsDocument) -> Section:
 
 
 def _arm_accuracy(arm: ArmBlock) -> str:
-    return _pct(arm["summary"].get("accuracy_mean"))
+    return pct(arm["summary"].get("accuracy_mean"))
 
 
 def _dose_table(dose: DoseResponse) -> Table:
-    rows = [[f"{100 * p['fraction']:g}%", _count(p["count"]), _count(p["flagged_among"]),
+    rows = [[f"{100 * p['fraction']:g}%", count(p["count"]), count(p["flagged_among"]),
              _arm_accuracy(p["detector"]), _arm_accuracy(p["random"]),
              _diff_cell(p["comparison"]), _ci_cell(p["comparison"]),
              _test_cell(p["comparison"])] for p in dose["points"]]
@@ -310,7 +295,7 @@ def _ablation(results: ResultsDocument) -> Section | None:
     entries = results.get("ablation") or []
     if not entries:
         return None
-    rows = [[e["detector"], _count(e["flagged"]), _arm_accuracy(e["clean"]),
+    rows = [[e["detector"], count(e["flagged"]), _arm_accuracy(e["clean"]),
              _arm_accuracy(e["random"]), _diff_cell(e["comparison"]), _ci_cell(e["comparison"]),
              _test_cell(e["comparison"]),
              "same runs as the clean vs random comparison" if e.get("reused") else ""]
@@ -349,7 +334,7 @@ def _strength(results: ResultsDocument) -> Section | None:
             f"A negative mean margin means models trained on the other pairs prefer the rejected "
             f"reply: a candidate label error, a pair on which the data disagree with themselves, "
             f"or simply a pair the models get wrong. Here {100 * share:.1f}% of "
-            f"{_count(block['pairs'])} pairs are below 0.{bound}{compared}")
+            f"{count(block['pairs'])} pairs are below 0.{bound}{compared}")
     return Section("Preference strength", [text, Figure(
         "strength", "Histogram of the per-pair mean held-out margin; bars left of 0 (vermilion) "
         "are pairs the models would label the other way. The box says what the models' own "
@@ -380,10 +365,10 @@ def _accuracy(results: ResultsDocument) -> Section:
     for name, cond in results["conditions"].items():
         s = cond["summary"]
         ci = s.get("accuracy_ci") or [None, None]
-        seeds = ", ".join(_pct(r["test"].get("accuracy")) for r in cond.get("runs", []))
-        rows.append([name, _pct(s.get("accuracy_mean")), f"{_pct(ci[0])} – {_pct(ci[1])}", seeds,
-                     _num(s.get("reward_gap_mean")), _num(s.get("nll_mean")),
-                     _num(s.get("ece_mean"))])
+        seeds = ", ".join(pct(r["test"].get("accuracy")) for r in cond.get("runs", []))
+        rows.append([name, pct(s.get("accuracy_mean")), f"{pct(ci[0])} – {pct(ci[1])}", seeds,
+                     num(s.get("reward_gap_mean")), num(s.get("nll_mean")),
+                     num(s.get("ece_mean"))])
     first = next(iter(results["conditions"].values()))["summary"]
     kind = first.get("accuracy_ci_kind", "t over seeds")
     how = (" It counts each test pair once, with its correctness averaged over the seeds (how far "
@@ -399,7 +384,7 @@ def _accuracy(results: ResultsDocument) -> Section:
     table = Table(["Condition", "Test accuracy", "95% CI", "Per seed", "Mean reward margin",
                    "NLL", "ECE"], rows)
     baseline = learning_by_condition(results)[1]
-    rule = (f", and '{_rule_name(baseline)} response' ({_pct(baseline['accuracy'])}), the stronger "
+    rule = (f", and '{_rule_name(baseline)} response' ({pct(baseline['accuracy'])}), the stronger "
             f"length rule" if baseline else "")
     return Section("Test accuracy", [note, table, Figure(
         "accuracy", f"Diamonds: mean over seeds with its 95% CI ({kind}). Dots: single seeds. "
@@ -410,10 +395,10 @@ def notebook_cells(conditions: Mapping[str, Any]) -> list[list[str]]:
     """The notebook table's rows as display strings, one row per run (condition, seed): the
     notebook had one run per condition, and a count averaged over seeds (301.5 correct) is no
     count. Shared by Markdown, HTML and the PNG."""
-    return [[name, str(run["seed"]), _count(run.get("train_pairs")),
-             _pct(run.get("train_accuracy"), 2), _num(run.get("train_loss"), 4),
-             _pct(run["test"].get("accuracy"), 2), _count(run["test"].get("correct")),
-             _count(run["test"].get("n")), _num(run["test"].get("reward_gap_mean"), 4)]
+    return [[name, str(run["seed"]), count(run.get("train_pairs")),
+             pct(run.get("train_accuracy"), 2), num(run.get("train_loss"), 4),
+             pct(run["test"].get("accuracy"), 2), count(run["test"].get("correct")),
+             count(run["test"].get("n")), num(run["test"].get("reward_gap_mean"), 4)]
             for name, cond in conditions.items() for run in _runs(cond)]
 
 
@@ -443,11 +428,11 @@ def _reviewed_cell(v: Mapping[str, Any]) -> str:
 
 def _flags(results: ResultsDocument) -> Section:
     flags = results.get("flags", {})
-    rows = [[d, _count(v["flagged"]), _pct(v["rate"]), _num(v.get("threshold"), 3),
+    rows = [[d, count(v["flagged"]), pct(v["rate"]), num(v.get("threshold"), 3),
              str(v.get("threshold_kind", "")), _reviewed_cell(v)]
             for d, v in flags.get("detectors", {}).items()]
     union = flags.get("union", {})
-    rows.append(["any detector (union)", _count(union.get("flagged")), _pct(union.get("rate")),
+    rows.append(["any detector (union)", count(union.get("flagged")), pct(union.get("rate")),
                  "", "", ""])
     text = ("Pairs in the training pool each detector flagged. `clean-*` conditions act on the "
             "union. A threshold is 'fixed' when set in advance, 'percentile' when it flags a "
@@ -492,8 +477,8 @@ def _length(results: ResultsDocument) -> Section:
     stronger = (f" The stronger rule, '{_rule_name(baseline)}', is the baseline every accuracy in "
                 f"this report is measured against." if baseline else "")
     text = (f"Reward models often learn 'longer is better'. On these test pairs, always picking "
-            f"the longer response is right {_pct(longer)} of the time, always picking the shorter "
-            f"one {_pct(shorter)} (equal lengths count half to each).{stronger} The correlations "
+            f"the longer response is right {pct(longer)} of the time, always picking the shorter "
+            f"one {pct(shorter)} (equal lengths count half to each).{stronger} The correlations "
             f"(Pearson r, mean over seeds) show how much each model's rewards follow response "
             f"length (in characters): positive means longer responses get higher rewards, negative "
             f"means shorter ones do, and values near 0 mean length is not what the model scores.")
@@ -504,7 +489,7 @@ def _length(results: ResultsDocument) -> Section:
 
 def _mean_str(tests: Sequence[Mapping[str, Any]], key: str) -> str:
     vals = [t[key] for t in tests if t.get(key) is not None]
-    return _num(float(np.mean(vals)), 3) if vals else "—"
+    return num(float(np.mean(vals)), 3) if vals else "—"
 
 
 def _subsets(results: ResultsDocument) -> Section | None:
@@ -516,7 +501,7 @@ def _subsets(results: ResultsDocument) -> Section | None:
     rows = []
     for name, cond in conds.items():
         by = [r["test"]["accuracy_by_subset"] for r in cond.get("runs", [])]
-        rows.append([name] + [_pct(float(np.mean([b[s]["accuracy"] for b in by if s in b])))
+        rows.append([name] + [pct(float(np.mean([b[s]["accuracy"] for b in by if s in b])))
                               if any(s in b for b in by) else "—" for s in names])
     counts: Mapping[str, Mapping[str, Any]] = next(iter(conds.values()))["runs"][0]["test"][
         "accuracy_by_subset"]
@@ -536,90 +521,6 @@ def _training(results: ResultsDocument) -> Section:
                f"Loss falling below ln 2 ≈ {LN2:.3f} means the model learned something; less "
                f"than {BARELY_TRAINED_NATS:.3f} below it counts as barely trained (see 'How much "
                f"each model learned').")])
-
-
-def _teaching(results: ResultsDocument) -> Section | None:
-    t = results.get("teaching")
-    if not t:
-        return None
-    facts = [f"label noise injected: {_pct(t.get('noise'), 0)}" if "noise" in t else "",
-             f"flipped training pairs: {_count(t.get('injected_flips'))}"
-             if "injected_flips" in t else "",
-             f"accuracy with the flips undone (the ceiling): {_pct(t.get('oracle_accuracy'))}"
-             if t.get("oracle_accuracy") is not None else "",
-             f"share of the lost accuracy recovered by "
-             f"{escape_markdown(t.get('best_treatment', 'the best'))}: "
-             f"{_pct(t.get('recovered_fraction'), 0)}" if "recovered_fraction" in t else "",
-             f"correlation of reward with true quality: {_num(t.get('quality_reward_corr'))}"
-             if t.get("quality_reward_corr") is not None else ""]
-    blocks: list[Block] = ["This run used synthetic data with a known quality function, so we "
-                           "know which labels were flipped: " + "; ".join(f for f in facts if f)
-                           + "."]
-    shares = t.get("dose_flipped_share") or {}
-    if shares:
-        blocks.append("Of the pairs the dose-response curve treated, the share that really were "
-                      "flipped: " + "; ".join(f"top {100 * float(f):g}%: {_pct(v, 0)}"
-                                               for f, v in shares.items()) + ".")
-    quality = t.get("detector_quality") or {}
-    if quality:
-        blocks.append(Table(["Detector", "Flagged", "Precision", "Recall", "F1"], [
-            [d, _count(q.get("flagged")), _num(q.get("precision")), _num(q.get("recall")),
-             _num(q.get("f1"))] for d, q in quality.items()]))
-        blocks.append("Precision: share of flagged pairs that really were flipped. Recall: share "
-                      "of flipped pairs that were flagged.")
-    for name in _teaching_figures(t):
-        if name != "ties":  # shown with the ties paragraph, below
-            blocks.append(Figure(f"teaching:{name}", _TEACH_CAPTIONS.get(name, name)))
-    if t.get("ties"):
-        blocks += _ties_blocks(t["ties"], shown="ties" in _teaching_figures(t))
-    return Section("Synthetic demo: checking against the ground truth", blocks)
-
-
-_TEACH_CAPTIONS = {
-    "bt_curves": "What the Bradley-Terry loss does: loss and P(chosen preferred) vs margin.",
-    "quality_vs_reward": "True quality of each test response vs the unfiltered model's reward.",
-    "detector_quality": "Detector precision and recall against the injected flips.",
-    "ties": "Ties: the tie model's P(tie) (left) and BT's P(better reply wins) (right) against the "
-            "true quality gap of each test pair; the black line is the true band.",
-}
-
-
-def _ties_blocks(ties: Mapping[str, Any], *, shown: bool) -> list[Block]:
-    """The demo's answer to "how would you handle ties?" (issue 32): one paragraph, one figure."""
-    h = ties.get("handlings") or {}
-
-    def of(name: str, key: str) -> str:
-        return _num((h.get(name) or {}).get(key), 2)
-
-    text = (
-        f"How would you handle ties? A second synthetic set ({escape_markdown(ties.get('spec'))}) "
-        f"has a tie wherever two replies' hidden qualities differ by less than "
-        f"{_num(ties.get('true_band'), 2)}; one reward model was trained per way of handling "
-        f"them, with one seed, so these are one run's numbers, not estimates with an interval. "
-        f"Kendall τ of each model's ranking against the hidden quality: ties dropped "
-        f"{of('drop', 'kendall_tau')}, soft ½ targets {of('soft', 'kendall_tau')}, tie model "
-        f"{of('model', 'kendall_tau')}. Plain BT has no tie outcome: on tied test pairs it "
-        f"still gives the better reply a mean P(win) of {of('drop', 'p_better_on_ties')} "
-        f"({of('soft', 'p_better_on_ties')} with soft targets). The Davidson tie model learned "
-        f"ν = {_num(ties.get('tie_parameter'), 2)} (P(tie) {_num(ties.get('p_tie_at_equal'), 2)} "
-        f"for equal rewards); its mean P(tie) over the {_count(ties.get('test_pairs'))} test "
-        f"pairs is {_num(ties.get('predicted_tie_share'), 2)} against "
-        f"{_num(ties.get('observed_tie_share'), 2)} observed ({_num(ties.get('p_tie_on_ties'), 2)} "
-        f"on tied pairs, {_num(ties.get('p_tie_on_decided'), 2)} on decided ones), it names the "
-        f"right one of win / tie / loss for {_pct(ties.get('tie_accuracy'))} of them, and its "
-        f"band, the quality gap within which a tie is its most probable call, is "
-        f"{_num(ties.get('implied_band'), 2)} against the true {_num(ties.get('true_band'), 2)}.")
-    blocks: list[Block] = [text]
-    if shown:
-        blocks.append(Figure("teaching:ties", _TEACH_CAPTIONS["ties"]))
-    return blocks
-
-
-def _teaching_figures(teaching: Mapping[str, Any]) -> dict[str, Path]:
-    """Teaching figures that exist on disk, as {name: path} (accepts a dict or a list of paths)."""
-    figs = teaching.get("figures") or {}
-    items = figs.items() if isinstance(figs, Mapping) else ((Path(p).stem, p) for p in figs)
-    return {str(k): Path(v) for k, v in items if Path(v).is_file()}
 
 
 _GLOSSARY = Table(["Term", "Meaning"], [
@@ -666,7 +567,7 @@ def build_sections(results: ResultsDocument) -> list[Section]:
     if results.get("flags", {}).get("detectors"):
         sections.append(_flags(results))
     sections += _margins_and_calibration(results) + [_length(results)]
-    sections += [s for s in (_subsets(results), _training(results), _teaching(results)) if s]
+    sections += [s for s in (_subsets(results), _training(results), teaching_section(results)) if s]
     sections.append(Section("Glossary", [Table(_GLOSSARY.headers, _GLOSSARY.rows + RATED_GLOSSARY)
                                          if rated else _GLOSSARY]))
     sections.append(Section("Reproduce", [
@@ -706,7 +607,7 @@ def write_report(results: ResultsDocument, out_dir: Path) -> dict[str, Path]:
             out_dir / "notebook_table.png",
             title="Results in the original notebook's format (one row per run)")
     teaching = {f"teaching:{k}": v
-                for k, v in _teaching_figures(clean.get("teaching") or {}).items()}
+                for k, v in teaching_figures(clean.get("teaching") or {}).items()}
     sections = build_sections(clean)
     paths["markdown"] = out_dir / "report.md"
     paths["markdown"].write_text(render_markdown(sections, {**figures, **teaching}, out_dir))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rewardlab.evaluation.crossed import interval_of, p_value
 from rewardlab.evaluation.rated_verdict import METRIC_LABELS
+from rewardlab.report.cells import pct
 from rewardlab.report.render import Section, Table
 
 if TYPE_CHECKING:
@@ -35,10 +36,6 @@ RATED_GLOSSARY = [
     ["tie NLL", "−log P(the outcome: win, tie or loss) under the tie model, nats per pair; "
      "ln 3 = 1.099 is a uniform guess."],
 ]
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
 
 
 def _metric_cell(summary: MetricSummary | None, *, percent: bool = False) -> str:
@@ -73,7 +70,7 @@ def rated_answer_table(results: ResultsDocument) -> Table:
     for name, block in rated["conditions"].items():
         summary = results["conditions"][name]["summary"]
         metrics = block["metrics"]
-        rows.append([name, block["group"], _pct(summary.get("accuracy_mean")),
+        rows.append([name, block["group"], pct(summary.get("accuracy_mean")),
                      _vs_reference(results, name, block["reference"]),
                      _metric_cell(metrics.get("kendall_tau")),
                      _metric_cell(metrics.get("best_of_k_accuracy"), percent=True)])
