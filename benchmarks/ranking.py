@@ -130,6 +130,14 @@ def median(rows: list[dict[str, float]], key: str) -> float:
                                                                        len(values) // 2 + 1]) / 2
 
 
+def emit(record: dict[str, Any], output: Path | None) -> None:
+    """Print the record as JSON, and write it to `output` when one is given."""
+    text = json.dumps(record, indent=2)
+    if output:
+        output.write_text(text)
+    print(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=3)
@@ -156,10 +164,7 @@ def main() -> None:
     for key in ("throughput", "throughput_minilm"):
         if record[key]:
             record[f"{key}_median"] = {m: median(record[key], m) for m in SPEEDUPS}
-    text = json.dumps(record, indent=2)
-    if args.output:
-        args.output.write_text(text)
-    print(text)
+    emit(record, args.output)
 
 
 if __name__ == "__main__":

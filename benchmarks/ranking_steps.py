@@ -13,7 +13,6 @@ run one by one here so that each can be timed; the sum is within a few % of a re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -22,19 +21,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from ranking import SPEC, config, emit  # the same data and record format as its companion
 
 from rewardlab.data.synthetic import read_synthetic_rated
 from rewardlab.training import grouped, loop
 from rewardlab.training.runtime import training_context
 from rewardlab.training.train_config import TrainConfig
 
-SPEC = "synthetic:n=1500,k=4,ties=0.2"
 PHASES = ("inputs", "forward", "loss", "backward", "bookkeeping", "clip", "optimizer", "scheduler")
 
 
 def _config(batch_size: int) -> TrainConfig:
-    return TrainConfig(model="bow", precision="fp32", seed=0, epochs=1, batch_size=batch_size,
-                       max_length=64)
+    return config(epochs=1, batch_size=batch_size)  # ranking.py's settings, one epoch
 
 
 def _grouped_batch(run: Any, idx: list[int], tick: Callable[[str], None]) -> None:
@@ -129,10 +127,7 @@ def main() -> None:
     record.update(load_avg=os.getloadavg()[0], date=time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                     time.gmtime()))
     record["step_ratio"] = record["expanded_ms"]["step"] / record["grouped_ms"]["step"]
-    text = json.dumps(record, indent=2)
-    if args.output:
-        args.output.write_text(text)
-    print(text)
+    emit(record, args.output)
 
 
 if __name__ == "__main__":
