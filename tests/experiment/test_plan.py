@@ -180,6 +180,8 @@ def test_a_config_file_sets_compare_and_training_options_and_flags_override_it(
     ({"train": {"lr": "fast"}}, "train.lr: expected float"),
     ({"seeds": "two"}, "seeds: expected int"),
     ({"train": {"seed": 3}}, "train.seed: compare sets it at the top level"),
+    ({"train": {"ties": "model"}}, "train.ties: compare sets it per condition: \"conditions\" "
+                                   "from ties-drop"),
     ({"model": "bow"}, "'model' is a training option: put it under \"training\""),
     ({"conditions": {"a": 1}}, "conditions: expected a list or a comma string"),
     ({"detectors": ["reviewed:"]}, "'reviewed:' needs a detector name"),

@@ -21,7 +21,13 @@ from rewardlab.cli.common import (
     read_config_file,
 )
 from rewardlab.errors import RewardlabError, SelectionError, SourceError
-from rewardlab.experiment.compare_config import COMPARE_TRAIN_FIELDS, CompareConfig, preset_training
+from rewardlab.experiment.compare_config import (
+    COMPARE_TRAIN_FIELDS,
+    RATED_CONDITIONS,
+    RATED_TRAIN_FIELDS,
+    CompareConfig,
+    preset_training,
+)
 from rewardlab.flags.selection import flag_spec
 from rewardlab.training.train_config import TrainConfig
 
@@ -117,6 +123,10 @@ def _compare_file(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     if "seed" in training:
         raise RewardlabError(f"{path}: {section}.seed: compare sets it at the top level: "
                              "\"seeds\" (each run has its own seed)")
+    rated = [key for key in RATED_TRAIN_FIELDS if key in training]
+    if rated:  # compare's tie and ranking conditions set these, one value per condition
+        raise RewardlabError(f"{path}: {section}.{rated[0]}: compare sets it per condition: "
+                             f"\"conditions\" from {', '.join(RATED_CONDITIONS)} on rated data")
     misplaced = [key for key in data if key in TrainConfig.__dataclass_fields__
                  and key not in CompareConfig.__dataclass_fields__]
     if misplaced:  # the likeliest slip: a training option at the top level
