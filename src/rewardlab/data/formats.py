@@ -49,6 +49,7 @@ from rewardlab.errors import SourceError
 __all__ = [
     "FILE_SUFFIXES",
     "RowError",
+    "parse_number",
     "file_format",
     "read_rows",
     "check_columns",
@@ -291,21 +292,31 @@ SCORE_FIELDS = ("score_chosen", "score_rejected")
 
 
 def _number(row: Mapping[str, Any], name: str) -> float | None:
-    """An optional numeric field (`margin`, a score) as a finite number; CSV cells come as text."""
+    """An optional numeric field (`margin`, a score) as a finite number, None when absent."""
     if name not in row:
         return None
-    value = row[name]
-    if value is None:
+    if row[name] is None:
         raise RowError(f"field {name!r} is null")
+    return parse_number(row[name], f"field {name!r}")
+
+
+def parse_number(value: Any, what: str) -> float:
+    """A finite number from a number or its text (CSV cells are text); `what` names it in the
+    one-line refusal.
+
+    >>> parse_number("2.5", "field 'margin'")
+    2.5
+    """
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise RowError(f"field {name!r} is {row[name]!r}, expected a number") from None
+            raise RowError(f"{what} is {value!r}, expected a number") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RowError(f"field {name!r} is {type(value).__name__}, expected a number")
+        raise RowError(f"{what} is {'null' if value is None else type(value).__name__}, "
+                       "expected a number")
     if not math.isfinite(value):
-        raise RowError(f"field {name!r} is {value}, expected a finite number")
+        raise RowError(f"{what} is {value}, expected a finite number")
     return float(value)
 
 

@@ -32,11 +32,10 @@ file is ingested — a vote or a rating read wrong would change every pair of it
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from rewardlab.data.formats import RowError, split_prompt
+from rewardlab.data.formats import RowError, parse_number, split_prompt
 from rewardlab.data.pairs import Split
 from rewardlab.data.rated import RatedPrompt, derived_pairs, ranks_from_scores
 from rewardlab.data.source_result import SourceResult
@@ -227,7 +226,7 @@ def _feedback_prompt(row: Mapping[str, Any], index: int, split: Split,
             raise RowError(f"completion {k} has no score field {field!r} (--score-field); its "
                            f"fields: {', '.join(map(str, completion)) or 'none'}")
         responses.append(_text(completion, "response", where=f"completion {k} "))
-        scores.append(_number(completion[field], f"completion {k} field {field!r}"))
+        scores.append(parse_number(completion[field], f"completion {k} field {field!r}"))
     meta: dict[str, Any] = {}
     models = [c.get("model") for c in completions]
     if all(isinstance(m, str) for m in models):
@@ -287,7 +286,7 @@ def _helpsteer_prompt(rows: list[Mapping[str, Any]], members: list[int], number:
     for index in members:
         try:
             responses.append(_text(rows[index], "response"))
-            scores.append(_number(rows[index].get(score_field), f"field {score_field!r}"))
+            scores.append(parse_number(rows[index].get(score_field), f"field {score_field!r}"))
             context, prompt = split_prompt(str(rows[index]["prompt"]))
         except RowError as e:
             raise SourceError(f"{name}: row {index + 1}: {e}") from None
@@ -331,18 +330,3 @@ def _list(row: Mapping[str, Any], key: str) -> list[Any]:
         shown = "null" if value is None else "empty" if value == [] else type(value).__name__
         raise RowError(f"field '{key}' is {shown}, expected a non-empty list")
     return value
-
-
-def _number(value: Any, what: str) -> float:
-    """A finite score from a number or its text (CSV cells are text)."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise RowError(f"{what} is {value!r}, expected a number") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RowError(f"{what} is {'null' if value is None else type(value).__name__}, "
-                       "expected a number")
-    if not math.isfinite(value):
-        raise RowError(f"{what} is {value}, expected a finite number")
-    return float(value)
