@@ -88,3 +88,16 @@ def test_a_model_without_a_tie_model_has_no_tie_metrics(tmp_path: Path) -> None:
     metrics = evaluate_rated(result.model, read_synthetic_rated(SPEC, split="test").prompts)
     assert metrics["tie_accuracy"] is None and metrics["tie_nll"] is None
     assert metrics["tie_model"] is None and metrics["kendall_tau"]["n_items"] == 48
+
+
+def test_given_rewards_are_the_ones_scored(trained: tuple[Path, list[Any]]) -> None:
+    """compare's run job scores the test responses once and hands the rewards over: the same
+    metrics as scoring them here, and other rewards give other metrics."""
+    path, test = trained
+    model = RewardModel.load(path)
+    rewards = rated_rewards(model, test)
+    assert evaluate_rated(model, test, rewards=rewards) == evaluate_rated(model, test)
+    reversed_ = [-r for r in rewards]
+    flipped = evaluate_rated(model, test, rewards=reversed_)
+    assert flipped["kendall_tau"]["value"] == pytest.approx(
+        -evaluate_rated(model, test)["kendall_tau"]["value"])

@@ -76,13 +76,16 @@ def _pairs(prompts: Sequence[RatedPrompt], rewards: Sequence[np.ndarray]
 
 
 def evaluate_rated(model: RewardModel, prompts: Sequence[RatedPrompt], *,
-                   progress: bool = False) -> dict[str, Any]:
+                   progress: bool = False,
+                   rewards: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
     """Ranking and tie metrics of `model` on rated `prompts`, each {value, ci, n_prompts, n_items}
-    (the tie ones None when the model has no tie model); `tie_model` names it (or None)."""
+    (the tie ones None when the model has no tie model); `tie_model` names it (or None).
+    `rewards`: the prompts' `rated_rewards` when the caller has them already (scored once)."""
     prompts = list(prompts)
     if not prompts:
         raise ModelError("no rated prompts to evaluate")
-    rewards = rated_rewards(model, prompts, progress=progress)
+    if rewards is None:
+        rewards = rated_rewards(model, prompts, progress=progress)
     truths = [list(p.scores) for p in prompts]
     r_a, r_b, outcome, owner = _pairs(prompts, rewards)
     decided = outcome != TIE

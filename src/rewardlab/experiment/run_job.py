@@ -105,11 +105,11 @@ def _rated_fields(trained: TrainResult, test_rated: Sequence[RatedPrompt],
     from rewardlab.training.ties import tie_model_of
 
     model = trained.model
-    rewards = rated_rewards(model, test_rated, progress=progress)
+    rewards = rated_rewards(model, test_rated, progress=progress)  # scored once, for both below
     return {"train_prompts": getattr(trained, "n_prompts", None),
             "train_ties": getattr(trained, "n_ties", None),
             "tie_parameter": getattr(trained, "tie_parameter", None),
-            "test": evaluate_rated(model, test_rated, progress=progress),
+            "test": evaluate_rated(model, test_rated, rewards=rewards),
             "per_prompt": prompt_values(rewards, test_rated, tie_model_of(model.info))}
 
 
