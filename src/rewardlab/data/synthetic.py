@@ -202,7 +202,8 @@ def _sample_indices(rng: np.random.Generator) -> np.ndarray:
     length = int(rng.integers(_MIN_LEN, _MAX_LEN + 1))
     cdf = (probs / probs.sum()).cumsum()
     cdf /= cdf[-1]
-    return cdf.searchsorted(rng.random(length), side="right")
+    idx: np.ndarray = cdf.searchsorted(rng.random(length), side="right")
+    return idx
 
 
 def _sample_words(rng: np.random.Generator) -> list[str]:
