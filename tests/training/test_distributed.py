@@ -245,12 +245,13 @@ def test_a_process_whose_partners_never_come_fails_naming_the_rendezvous(
 def test_a_silent_launch_is_killed_and_its_last_stage_named(monkeypatch: pytest.MonkeyPatch,
                                                             tmp_path: Path) -> None:
     """The watchdog the launches above run under: a process that stops printing is a hang."""
-    monkeypatch.setattr(sys.modules[__name__], "STALL_S", 15)
+    # 5 s: the child prints its stage first thing (a bare `python -c`, no torch), then sleeps
+    monkeypatch.setattr(sys.modules[__name__], "STALL_S", 5)
     pid_file = tmp_path / "child.pid"
     hang = ("import os, sys, time; print('rewardlab stage: rank 1: training steps', file=sys.stderr, "
             f"flush=True); open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)")
     started = time.monotonic()
-    with pytest.raises(pytest.fail.Exception, match=r"hung: nothing printed for 15 s; last stage "
+    with pytest.raises(pytest.fail.Exception, match=r"hung: nothing printed for 5 s; last stage "
                                                     r"per rank: \{'1': 'training steps'\}"):
         _run([sys.executable, "-c", hang], tmp_path, dict(os.environ))
     assert time.monotonic() - started < 120  # not the child's 600 s
