@@ -101,8 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                "train_pairs": result.n_pairs, "truncated_pairs": result.n_truncated,
                "identical_pairs_dropped": result.n_identical,
                "train_loss": result.train_loss, "train_accuracy": result.train_accuracy,
-               "seconds": result.seconds, "pairs_per_second": result.n_pairs * config.epochs
-               / max(result.seconds, 1e-9),
+               "seconds": result.seconds,
+               "pairs_per_second": _pairs_per_second(result.n_pairs * config.epochs, result),
                "num_processes": result.model.info.get("num_processes", 1)}
     if not main_process:
         return 0
@@ -137,21 +137,32 @@ def _train_rated(args: argparse.Namespace, config: TrainConfig, rated: list[Any]
     """`train NAME` on rated data: every prompt with its K responses (`train_on_rated`)."""
     from rewardlab.training.grouped import train_on_rated
 
-    if args.resume:
-        raise SelectionError("--resume is not supported on rated data yet: train it whole")
     result = train_on_rated(rated, config=config, output_dir=Path(args.output),
-                            progress=not args.json)
+                            resume=args.resume, progress=not args.json)
     summary = {"output_dir": str(args.output), "train_prompts": result.n_prompts,
                "train_pairs": result.n_pairs, "ties": result.n_ties, "ties_mode": config.ties,
                "ranking": config.ranking, "tie_parameter": result.tie_parameter,
                "truncated_pairs": result.n_truncated, "train_loss": result.train_loss,
                "train_accuracy": result.train_accuracy, "seconds": result.seconds,
-               "pairs_per_second": (result.n_pairs + (result.n_ties if config.ties != "drop" else 0))
-               * config.epochs / max(result.seconds, 1e-9)}
+               "pairs_per_second": _pairs_per_second(
+                   (result.n_pairs + (result.n_ties if config.ties != "drop" else 0)) * config.epochs,
+                   result)}
     if main_process:
         emit(summary, as_json=args.json, render=lambda: "\n".join(
             f"{k.replace('_', ' ')}: {_shown(v)}" for k, v in summary.items()))
     return 0
+
+
+def _pairs_per_second(planned: int, result: Any) -> float | None:
+    """Pairs the run's steps trained per second of those steps (rewardlab.json's `train_seconds`,
+    summed over a resumed run's calls): the same figure for a run trained whole, stopped by
+    --max-steps, resumed, or found finished (whose call trained nothing, in 0 s); None when no
+    step was timed. `planned` = the run's pairs × epochs, over all its `total_steps`."""
+    info = result.model.info
+    seconds, total = info.get("train_seconds", 0.0), info.get("total_steps", 0)
+    if not seconds or not total:
+        return None
+    return float(planned * result.steps / total / seconds)
 
 
 def _shown(value: Any) -> str:

@@ -23,6 +23,7 @@ import pickle
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path | None, state: Progress, *,
                     config: dict[str, Any], fingerprints: dict[str, str | None],
-                    scheduler: Any = None) -> Path | None:
-    """Save everything a resume needs at `state.step`; keep only this newest checkpoint."""
+                    scheduler: Any = None, extra: dict[str, Any] | None = None) -> Path | None:
+    """Save everything a resume needs at `state.step`; keep only this newest checkpoint.
+
+    `extra`: JSON-able state of the run outside the prepared model (a tie model's parameter),
+    given back to `restore_checkpoint`'s `extra`."""
     if output_dir is None:
         return None
     ckpt = output_dir / CHECKPOINTS / f"step-{state.step:07d}"
@@ -157,6 +161,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path | None, state: Pr
             (ckpt / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict()), encoding="utf-8")
         payload = {"progress": asdict(state), "config": config, **fingerprints,
                    "num_processes": accelerator.num_processes}
+        if extra is not None:
+            payload["extra"] = extra
         _write_atomically(ckpt / STATE_FILE, json.dumps(payload))
         for old in _checkpoints(output_dir):
             if old != ckpt:
@@ -268,11 +274,14 @@ def _load_state(accelerator: Accelerator, ckpt: Path, scheduler: Any) -> None:
 
 
 def restore_checkpoint(accelerator: Accelerator, output_dir: Path, *, config: dict[str, Any],
-                       fingerprints: dict[str, str | None], scheduler: Any = None) -> Progress | None:
+                       fingerprints: dict[str, str | None], scheduler: Any = None,
+                       extra: Callable[[Any, Path], None] | None = None) -> Progress | None:
     """Load the newest readable checkpoint into the prepared objects; None when there is none.
 
     A checkpoint whose trainer_state.json is unreadable (half-written) is skipped for the one
-    before it; with none left the run starts from scratch, and says so.
+    before it; with none left the run starts from scratch, and says so. `extra` is called with
+    what `save_checkpoint` saved as its `extra` (None if nothing) and the file it came from: it
+    puts that state back, or raises `ModelError`.
     """
     found = _checkpoints(output_dir)
     if not found:
@@ -288,6 +297,8 @@ def restore_checkpoint(accelerator: Accelerator, output_dir: Path, *, config: di
             progress = Progress(**saved["progress"])
         except TypeError as e:
             raise ModelError(f"{ckpt / STATE_FILE}: not a progress record ({e})") from e
+        if extra is not None:  # checked before the weights are touched
+            extra(saved.get("extra"), ckpt / STATE_FILE)
         _load_state(accelerator, ckpt, scheduler)
         return progress
     log.warning("resume: no readable checkpoint in %s; training from scratch",

@@ -14,8 +14,8 @@ each response K-1 times), then the (B, K) rewards meet the loss the config names
 
 The tie model is saved in rewardlab.json as `ties` (`ties.tie_model_of` reads it back).
 What a step reads (padded inputs, each prompt's pair labels) is laid out once a run by
-`training.rated_batch`, so a step only indexes it. `max_steps` stops a run early; resuming
-one is not supported yet.
+`training.rated_batch`, so a step only indexes it. `save_steps`, `max_steps` and `resume` work
+as on pairs; a checkpoint also keeps the tie parameter (`_RatedRun.checkpoint_extra`).
 
 >>> from rewardlab.data.synthetic import read_synthetic_rated
 >>> prompts = read_synthetic_rated("synthetic:n=32,k=4,ties=0.2", split="train").prompts
@@ -44,7 +44,12 @@ from rewardlab.data.pairs import PreferencePair
 from rewardlab.data.rated import RatedPrompt, derived_pairs, tied_pairs
 from rewardlab.errors import ModelError
 from rewardlab.models.batching import Encoded, PairEncoding, encode_texts
-from rewardlab.training.checkpoint import Progress
+from rewardlab.training.checkpoint import (
+    Progress,
+    clear_checkpoints,
+    finished_run,
+    restore_checkpoint,
+)
 from rewardlab.training.loop import (
     TrainResult,
     _diverged,
@@ -52,6 +57,7 @@ from rewardlab.training.loop import (
     _load_model,
     _plan,
     _prepare,
+    _result_from_info,
     _Run,
     _Step,
     _train_loop,
@@ -168,6 +174,27 @@ class _RatedRun(_Run):
     flat: FlatRows | None = None  # the responses' tokens, padded per batch by indexing
     labels: PairLabels | None = None  # each prompt's pair labels, computed once
 
+    def checkpoint_extra(self) -> dict[str, Any] | None:
+        """The tie parameter (outside the prepared model; its Adam state is in the optimizer's),
+        as its raw float64 value: JSON keeps a float exactly."""
+        if self.tie_model is None:
+            return None
+        return {"tie_model": self.tie_model.kind, "tie_raw": self.tie_model.raw.item()}
+
+    def restore_extra(self, saved: Any, where: Path) -> None:
+        """Put back what `checkpoint_extra` saved; a checkpoint without it is refused."""
+        if self.tie_model is None:
+            return
+        kind = self.tie_model.kind
+        raw = saved.get("tie_raw") if isinstance(saved, dict) else None
+        if (not isinstance(saved, dict) or saved.get("tie_model") != kind
+                or isinstance(raw, bool) or not isinstance(raw, (int, float))
+                or not math.isfinite(raw)):
+            raise ModelError(f"cannot resume from {where}: it holds no {kind} tie parameter "
+                             "(use another --output or drop --resume)")
+        with torch.no_grad():
+            self.tie_model.raw.fill_(float(raw))
+
 
 def _collate(run: _RatedRun, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """(R, T) inputs of the R responses of prompts `idx`, and (R,) their places in a (B, K) grid
@@ -240,13 +267,10 @@ def _rated_step(run: _RatedRun, step: _Step) -> tuple[float, int, int]:
     return loss_sum * decided / max(terms, 1.0), correct, decided
 
 
-def _check_rated(prompts: Sequence[RatedPrompt], config: TrainConfig, *, resume: bool) -> None:
+def _check_rated(prompts: Sequence[RatedPrompt], config: TrainConfig) -> None:
     """Refusals that need the data or the run, before any work (the config checked itself)."""
     if not prompts:
         raise ModelError("no rated training prompts")
-    if resume or config.save_steps:
-        raise ModelError("--resume and --save-steps are not supported on rated data yet: train it "
-                         "whole (--max-steps stops it early, with no checkpoint to resume)")
     kinds = sorted({getattr(p, "kind", "ratings") for p in prompts} - {"ratings"})
     if config.margin_from_scores and kinds:
         raise ModelError(f"--margin-from-scores needs ratings; this data has {kinds[0]} prompts, "
@@ -269,9 +293,14 @@ def _rated_fingerprint(prompts: Sequence[RatedPrompt]) -> str:
     return digest.hexdigest()
 
 
-def _setup_rated(prompts: list[RatedPrompt], config: TrainConfig, output_dir: Path | None
-                 ) -> _RatedRun:
-    loaded = _load_model(config, resume=False, has_output=output_dir is not None)
+def _fingerprints(prompts: Sequence[RatedPrompt]) -> dict[str, str | None]:
+    """What a resume checks is the same data (a rated run has no per-pair smoothing)."""
+    return {"data_fingerprint": _rated_fingerprint(prompts), "smoothing_fingerprint": None}
+
+
+def _setup_rated(prompts: list[RatedPrompt], config: TrainConfig, output_dir: Path | None,
+                 *, resume: bool = False) -> _RatedRun:
+    loaded = _load_model(config, resume=resume, has_output=output_dir is not None)
     if loaded.accelerator.num_processes > 1:  # the tie parameter sits outside DDP's all-reduce
         raise ModelError("training on rated data runs in one process for now")
     rated = encode_rated(loaded.tokenizer, prompts, max_length=config.max_length, rule=loaded.rule)
@@ -290,10 +319,8 @@ def _setup_rated(prompts: list[RatedPrompt], config: TrainConfig, output_dir: Pa
     forward, restore, optimizer, scheduler = _prepare(loaded, config, total_steps=len(plan),
                                                       extra=extra)
     data = _expansion_encoding(prompts, rated)  # truncation counts and reward statistics
-    fingerprints: dict[str, str | None] = {"data_fingerprint": _rated_fingerprint(prompts),
-                                           "smoothing_fingerprint": None}
     return _RatedRun(config, loaded.accelerator, forward, loaded.tokenizer, optimizer, scheduler,
-                     data, None, plan, output_dir, fingerprints, loaded.precision, restore,
+                     data, None, plan, output_dir, _fingerprints(prompts), loaded.precision, restore,
                      finish=loaded.finish, rule=loaded.rule, rated=rated, items=items,
                      items_decided=decided, tie_model=tie_model, flat=FlatRows.of(rated.rows),
                      labels=PairLabels.of(rated.scores, rated.tied, rated.ranks).to(
@@ -326,7 +353,8 @@ def _tie_info(run: _RatedRun, *, n_ties: int) -> dict[str, Any]:
 
 
 def train_on_rated(prompts: Sequence[RatedPrompt], *, config: TrainConfig,
-                   output_dir: Path | None = None, progress: bool = True) -> RatedTrainResult:
+                   output_dir: Path | None = None, resume: bool = False,
+                   progress: bool = True) -> RatedTrainResult:
     """Train a reward model on rated prompts (K responses each); save it to `output_dir` if given.
 
     Parameters
@@ -338,7 +366,11 @@ def train_on_rated(prompts: Sequence[RatedPrompt], *, config: TrainConfig,
         the loss, `batch_size` counts prompts (each with its K responses).
     output_dir : Path or None, default None
         Save the model here, with rewardlab.json holding `rated` (prompts, ties) and, with
-        `ties="model"`, `ties` (`model`, `parameter`, `p_tie_at_equal`).
+        `ties="model"`, `ties` (`model`, `parameter`, `p_tie_at_equal`); and the resumable
+        checkpoints of `config.save_steps` (and of a `max_steps` stop), the tie parameter in them.
+    resume : bool, default False
+        Continue from the last checkpoint in `output_dir` (the same config and prompts, else
+        `ModelError`); a finished run there is returned as is, without training.
     progress : bool, default True
         Show a progress bar (on stderr).
 
@@ -349,24 +381,40 @@ def train_on_rated(prompts: Sequence[RatedPrompt], *, config: TrainConfig,
     """
     start = time.perf_counter()
     prompts = list(prompts)
-    _check_rated(prompts, config, resume=False)
+    _check_rated(prompts, config)
+    output_dir = Path(output_dir) if output_dir is not None else None
+    if resume and output_dir is not None:
+        done = finished_run(output_dir, config=dataclasses.asdict(config),
+                            fingerprints=_fingerprints(prompts))
+        if done is not None:
+            return _rated_result(_result_from_info(output_dir, done), n_prompts=len(prompts))
     with released_after():
-        run = _setup_rated(prompts, config, Path(output_dir) if output_dir is not None else None)
+        run = _setup_rated(prompts, config, output_dir, resume=resume)
         assert run.rated is not None
-        n_ties = int(run.rated.counts()[1].sum())
         state = Progress()
+        if resume and output_dir is not None:
+            state = restore_checkpoint(run.accelerator, output_dir,
+                                       config=dataclasses.asdict(config),
+                                       fingerprints=run.fingerprints, scheduler=run.scheduler,
+                                       extra=run.restore_extra) or state
+        elif output_dir is not None:
+            clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
         with training_context(run.accelerator.device, model=config.model):
-            _train_loop(run, state, progress=progress, train_step=_rated_step)
+            stopped = _train_loop(run, state, progress=progress, train_step=_rated_step)
         if run.tie_model is not None and not math.isfinite(run.tie_model.value.item()):
             raise _diverged(run, step=state.step, total=len(run.plan),
                             what="the tie parameter is not a finite number")
-        # stopped=False even after --max-steps: a rated run cannot resume (its tie parameter is
-        # not in the saved state), so the loop's stop checkpoint is cleared, not kept
-        base = _finish(run, state, stopped=False, started=start,
-                       extra_info=_tie_info(run, n_ties=n_ties))
-        tie = base.model.info.get("ties", {}).get("parameter")
-        result = RatedTrainResult(**{f.name: getattr(base, f.name)
-                                     for f in dataclasses.fields(TrainResult)},
-                                  n_prompts=len(prompts), n_ties=n_ties, tie_parameter=tie)
+        base = _finish(run, state, stopped=stopped, started=start,
+                       extra_info=_tie_info(run, n_ties=int(run.rated.counts()[1].sum())))
+        result = _rated_result(base, n_prompts=len(prompts))
         del run, state
     return result
+
+
+def _rated_result(base: TrainResult, *, n_prompts: int) -> RatedTrainResult:
+    """A `TrainResult` of a rated run with its prompts, ties and tie parameter (from its info)."""
+    info = base.model.info
+    return RatedTrainResult(**{f.name: getattr(base, f.name)
+                               for f in dataclasses.fields(TrainResult)},
+                            n_prompts=n_prompts, n_ties=int(info["rated"]["ties"]),
+                            tie_parameter=info.get("ties", {}).get("parameter"))

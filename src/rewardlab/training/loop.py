@@ -173,6 +173,10 @@ class _Run:
     rule: InputRule = "text-pair"  # how (prompt, response) became the tokens in `data`
     n_identical: int = 0  # pairs left out of the plan: token-identical sides
 
+    def checkpoint_extra(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps of the run beyond the prepared model and optimizer (none)."""
+        return None
+
 
 def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int) -> list[_Step]:
     """Every optimizer step of every epoch, fixed by the seed: resume = skip the first k steps.
@@ -279,7 +283,8 @@ def _train_loop(run: _Run, state: Progress, *, progress: bool,
         stop = bool(config.max_steps) and state.step >= config.max_steps and state.step < total
         if stop or (config.save_steps and state.step % config.save_steps == 0 and state.step < total):
             save_checkpoint(run.accelerator, run.output_dir, state, config=dataclasses.asdict(config),
-                            fingerprints=run.fingerprints, scheduler=run.scheduler)
+                            fingerprints=run.fingerprints, scheduler=run.scheduler,
+                            extra=run.checkpoint_extra())
         if stop:
             bar.close()
             return True
