@@ -2,7 +2,8 @@
 # The GPU check, for the few minutes a GPU machine is lent (one H100/H200, Python 3.12 with torch,
 # transformers, accelerate and peft, no internet; the rest carried as wheels, scripts/gpu_wheels.sh):
 #   1. the tests marked `gpu` (tests/gpu/): bf16 autocast, fp16 LoRA, the decoder path, `serve` on
-#      CUDA, `compare --workers N --gpus-per-run 1` (N = the GPUs, up to 2; one more is refused);
+#      CUDA, rated data with the tie model, `compare --workers N --gpus-per-run 1` (N = the GPUs,
+#      up to 2; one more is refused);
 #   2. decoder reward-model training, rewardlab vs TRL's RewardTrainer, on a random Qwen2 with
 #      Qwen2.5-0.5B's shapes (same ids, bf16, batch 8, max length 1024), with model-FLOPs
 #      utilisation against the card's bf16 peak;

@@ -154,6 +154,8 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> 
     (["--train", SPEC, "--conditions", "listwise"], "listwise is compared with best-worst"),
     (["--train", SPEC, "--conditions", "ties-drop", "--ablation"], "--ablation: the tie and ranking"),
     (["--train", SPEC, "--conditions", "ties-drop", "--detectors", "empty_response"], "--detectors"),
+    (["--train", SPEC, "--conditions", "ties-drop", "--gpus-per-run", "2", "--grad-accum", "2"],
+     "--gpus-per-run 2: compare trains a run on rated data (ties-drop) in one process"),
 ])
 def test_refusals_are_one_line_before_any_work(extra: list[str], needle: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:

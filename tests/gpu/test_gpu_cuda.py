@@ -7,6 +7,7 @@ skip. Tiny Qwen2 reward models (tests/_tiny.py) with their own BPE tokenizer: no
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -198,3 +199,23 @@ def test_compare_refuses_more_workers_than_gpus_before_work(decoder: str, tmp_pa
     assert f"needs {gpus + 1} GPUs; this machine shows {gpus}" in proc.stderr
     assert not (tmp_path / "out" / "results.json").exists()
     assert not (tmp_path / "out.db").exists()
+
+
+def test_rated_prompts_train_with_the_tie_model_on_the_gpu(tmp_path: Path) -> None:
+    """Issue 32 on CUDA: the tie parameter sits on the model's device (one device for the fused
+    AdamW and the tie loss), trains, and a checkpoint of it resumes to the uninterrupted run."""
+    from rewardlab.data.synthetic import read_synthetic_rated
+    from rewardlab.training.grouped import train_on_rated
+
+    prompts = read_synthetic_rated("synthetic:n=48,k=4,ties=0.2,seed=0", split="train").prompts
+    config = TrainConfig(model="bow", precision="fp32", ties="model", batch_size=4, epochs=2,
+                         logging_steps=1, seed=0, max_length=64)
+    whole = train_on_rated(prompts, config=config, progress=False)
+    assert whole.tie_parameter is not None and abs(whole.tie_parameter - 0.5) > 1e-2  # it moved
+    cut = tmp_path / "cut"
+    train_on_rated(prompts, config=dataclasses.replace(config, max_steps=5), output_dir=cut,
+                   progress=False)
+    resumed = train_on_rated(prompts, config=config, output_dir=cut, resume=True, progress=False)
+    assert resumed.tie_parameter == pytest.approx(whole.tie_parameter, rel=1e-4)
+    assert [h["loss"] for h in resumed.history] == pytest.approx(
+        [h["loss"] for h in whole.history], abs=1e-4)

@@ -47,11 +47,13 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DeepSpeedPlugin, DistributedType
 
 from rewardlab.data.source_result import SourceResult
+from rewardlab.data.sources import read_source
 from rewardlab.errors import ModelError
 from rewardlab.models.kernels import compiled_kernels
 from rewardlab.models.reward_model import INFO_FILE, RewardModel
 from rewardlab.store.store import Store
 from rewardlab.training.checkpoint import CHECKPOINTS, gather_model
+from rewardlab.training.grouped import train_on_rated
 from rewardlab.training.loop import _plan, train_reward_model
 from rewardlab.training.runtime import (
     check_launch,
@@ -220,6 +222,41 @@ def test_two_processes_train_like_one_with_the_same_global_batch(workspace: Simp
     chosen, rejected = RewardModel.load(out).score_pairs(w.pairs)
     chosen_1, rejected_1 = one.model.score_pairs(w.pairs)
     np.testing.assert_allclose(chosen - rejected, chosen_1 - rejected_1, rtol=0.1)
+
+
+def test_two_processes_train_rated_prompts_like_one(workspace: SimpleNamespace) -> None:
+    """Rated data (issue 32) on 2 processes: each takes its share of every step's prompts, the
+    tie parameter (outside DDP) has its gradient averaged like the model's, and the run is the
+    one-process run with the same global batch. 26 prompts, batch 4: 7 batches an epoch, so the
+    last step of each has one, and the second process repeats one with weight 0."""
+    w, out = workspace, workspace.root / "rated"
+    url = f"sqlite:///{w.root / 'rated.db'}"
+    spec = "synthetic:n=26,k=4,ties=0.2,test_n=4,seed=0"
+    with Store(url) as store:
+        store.ingest("rated", read_source(spec))
+        prompts = store.load_rated("rated", split="train")
+    options = ["--model", "bow", "--precision", "fp32", "--ties", "model", "--batch-size", "4",
+               "--epochs", "2", "--logging-steps", "1", "--seed", "3", "--max-length", "64"]
+    document, _ = _launch([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+                           "no", "--main_process_port", str(_free_port()), "-m", "rewardlab",
+                           "train", "rated", "-o", str(out), "--db", url, "--json", *options],
+                          w.root)
+    record = json.loads((out / INFO_FILE).read_text())
+    assert (record["num_processes"], record["steps"], record["complete"]) == (2, 8, True)
+    one = train_on_rated(prompts, config=TrainConfig(model="bow", precision="fp32", ties="model",
+                                                     batch_size=4, grad_accum=2, epochs=2,
+                                                     logging_steps=1, seed=3, max_length=64),
+                         progress=False)
+    losses, one_losses = ([h["loss"] for h in r] for r in (record["history"], one.history))
+    assert len(losses) == len(one_losses) == 8
+    np.testing.assert_allclose(losses[:3], one_losses[:3], atol=1e-5)
+    np.testing.assert_allclose(losses, one_losses, atol=2e-2)
+    assert record["train_accuracy"] == pytest.approx(one.train_accuracy, abs=1e-9)
+    # the tie parameter moved (from 0.5) and moved alike in both runs
+    assert document["tie_parameter"] == pytest.approx(one.tie_parameter, rel=1e-3)
+    assert abs(one.tie_parameter - 0.5) > 1e-2
+    assert document["ties"] == one.n_ties > 0
 
 
 def test_a_process_whose_partners_never_come_fails_naming_the_rendezvous(

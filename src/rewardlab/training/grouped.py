@@ -163,6 +163,29 @@ class RatedTrainResult(TrainResult):
     tie_parameter: float | None = None  # nu (Davidson) or theta (Rao-Kupper) with ties="model"
 
 
+@dataclass(frozen=True)
+class _RatedStep(_Step):
+    """A step on rated prompts: `pairs` counts the whole step's loss terms (over every process),
+    `decided` its decided pairs; `batches` hold prompt indices."""
+
+    decided: int = 0
+
+
+def _rated_plan(lengths: np.ndarray, keep: np.ndarray, items: np.ndarray, decided: np.ndarray,
+                config: TrainConfig, *, rank: int, world: int) -> list[_Step]:
+    """The loop's plan over the kept prompts (`lengths` theirs), this process's share of each step,
+    with the whole step's loss terms and decided pairs: every process builds every share (the plan
+    is fixed by the seed), so the step's mean needs no exchange."""
+    shares = [_plan(lengths, config, rank=r, world=world) for r in range(world)]
+    plan: list[_Step] = []  # of _RatedStep
+    for steps in zip(*shares):
+        real = [keep[i] for s in steps for b in s.batches[:len(s.batches) - s.lockstep] for i in b]
+        mine = steps[rank]
+        plan.append(_RatedStep(mine.epoch, [[int(keep[i]) for i in b] for b in mine.batches],
+                               int(items[real].sum()), mine.lockstep, int(decided[real].sum())))
+    return plan
+
+
 @dataclass
 class _RatedRun(_Run):
     """A run on rated prompts: the pair run's objects plus the per-prompt labels."""
@@ -176,7 +199,7 @@ class _RatedRun(_Run):
 
     def checkpoint_extra(self) -> dict[str, Any] | None:
         """The tie parameter (outside the prepared model; its Adam state is in the optimizer's),
-        as its raw float64 value: JSON keeps a float exactly."""
+        as its raw value: a float32, which a JSON number keeps exactly."""
         if self.tie_model is None:
             return None
         return {"tie_model": self.tie_model.kind, "tie_raw": self.tie_model.raw.item()}
@@ -233,16 +256,17 @@ def _correct(rewards: torch.Tensor, labels: PairLabels) -> int:
 
 
 def _rated_step(run: _RatedRun, step: _Step) -> tuple[float, int, int]:
-    """One optimizer step: each response of the step's prompts forwarded once → (loss × decided
-    pairs, correct, decided pairs), so the history's loss is per loss term, its accuracy on
-    decided pairs."""
+    """One optimizer step: each response of the step's prompts forwarded once → (this process's
+    share of loss × decided pairs, correct, decided pairs), so that summed over the processes the
+    history's loss is per loss term, its accuracy on decided pairs."""
     assert run.rated is not None and run.items is not None and run.items_decided is not None
-    assert run.labels is not None
+    assert run.labels is not None and isinstance(step, _RatedStep)
     acc, model, config = run.accelerator, run.model, run.config
+    # as the pair step: the mean over the whole step's terms, gradients averaged over processes
     scale = acc.num_processes * acc.gradient_accumulation_steps
     real = len(step.batches) - step.lockstep
     batches = [np.asarray(idx, dtype=np.int64) for idx in step.batches]
-    terms = float(sum(run.items[idx].sum() for idx in batches[:real]))  # the step's loss terms
+    terms = float(step.pairs)  # the whole step's loss terms, over every process
     k = run.rated.scores.shape[1]
     loss_sum, correct, decided = 0.0, 0, 0
     for b, idx in enumerate(batches):
@@ -259,12 +283,17 @@ def _rated_step(run: _RatedRun, step: _Step) -> tuple[float, int, int]:
             loss_sum += float(loss.detach()) * n_terms
             correct += _correct(rewards.detach(), labels)
             decided += int(run.items_decided[idx].sum())
+    if run.tie_model is not None and acc.num_processes > 1:
+        # the tie parameter is outside DDP: its gradient averaged here, as DDP averages the model's
+        raw = run.tie_model.raw
+        raw.grad = acc.reduce(raw.grad if raw.grad is not None else torch.zeros_like(raw),
+                              reduction="mean")
     if config.max_grad_norm > 0:
         acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return loss_sum * decided / max(terms, 1.0), correct, decided
+    return loss_sum * step.decided / max(terms, 1.0), correct, decided
 
 
 def _check_rated(prompts: Sequence[RatedPrompt], config: TrainConfig) -> None:
@@ -301,19 +330,17 @@ def _fingerprints(prompts: Sequence[RatedPrompt]) -> dict[str, str | None]:
 def _setup_rated(prompts: list[RatedPrompt], config: TrainConfig, output_dir: Path | None,
                  *, resume: bool = False) -> _RatedRun:
     loaded = _load_model(config, resume=resume, has_output=output_dir is not None)
-    if loaded.accelerator.num_processes > 1:  # the tie parameter sits outside DDP's all-reduce
-        raise ModelError("training on rated data runs in one process for now")
+    acc = loaded.accelerator
     rated = encode_rated(loaded.tokenizer, prompts, max_length=config.max_length, rule=loaded.rule)
     items, decided, tied = _items(rated, config)
     keep = np.flatnonzero(items > 0)  # a prompt of ties only has nothing to teach with --ties drop
     if len(keep) == 0:
         raise ModelError(f"none of the {len(prompts)} rated prompts has a pair to train on")
-    plan = _plan(rated.lengths[keep], config, rank=0, world=1)
-    plan = [dataclasses.replace(s, batches=[[int(keep[i]) for i in b] for b in s.batches])
-            for s in plan]
+    plan = _rated_plan(rated.lengths[keep], keep, items, decided, config,
+                       rank=acc.process_index, world=acc.num_processes)
     kind = cast(TieKind, config.tie_model or "davidson")
-    tie_model = (TieModel(kind).float() if config.ties == "model"
-                 else None)  # float32: one dtype for the fused AdamW
+    # float32 on the model's device: one dtype and one device for the fused AdamW
+    tie_model = (TieModel(kind).float().to(acc.device) if config.ties == "model" else None)
     extra = ({"params": list(tie_model.parameters()), "weight_decay": 0.0, "lr": TIE_LR}
              if tie_model is not None else None)
     forward, restore, optimizer, scheduler = _prepare(loaded, config, total_steps=len(plan),
