@@ -22,7 +22,8 @@ from rewardlab.errors import RewardlabError
 from rewardlab.experiment.compare import CompareConfig, plan_comparison, run_comparison
 from rewardlab.experiment.compare_config import RATED_CONDITIONS, Condition, preset_training
 from rewardlab.experiment.plan import ExperimentData, plan_experiment
-from rewardlab.experiment.runs import RunTask
+from rewardlab.experiment.run_job import train_and_evaluate
+from rewardlab.experiment.runs import RunTask, train_run
 from rewardlab.store.store import Store
 from rewardlab.training.train_config import TrainConfig
 
@@ -154,8 +155,6 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> 
     (["--train", SPEC, "--conditions", "listwise"], "listwise is compared with best-worst"),
     (["--train", SPEC, "--conditions", "ties-drop", "--ablation"], "--ablation: the tie and ranking"),
     (["--train", SPEC, "--conditions", "ties-drop", "--detectors", "empty_response"], "--detectors"),
-    (["--train", SPEC, "--conditions", "ties-drop", "--gpus-per-run", "2", "--grad-accum", "2"],
-     "--gpus-per-run 2: compare trains a run on rated data (ties-drop) in one process"),
 ])
 def test_refusals_are_one_line_before_any_work(extra: list[str], needle: str, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,3 +211,29 @@ def test_a_pair_run_keeps_the_id_it_had() -> None:
     named["train_config"] = dataclasses.asdict(run.train_config)
     payload = json.dumps({**named, "rewardlab": __version__}, sort_keys=True)
     assert run.prompt_ids is None and run.id == hashlib.sha256(payload.encode()).hexdigest()
+
+
+def test_a_rated_run_as_a_job_of_two_processes_gives_the_one_process_record(
+        first: dict[str, Any], db: str, tmp_path: Path) -> None:
+    """`--gpus-per-run 2` with a tie condition: the run's prompts and the test prompts travel in
+    the job's JSON spec, the 2 CPU processes (gloo) share each step, and the record is the one
+    process's, rated block included."""
+    plan, _ = plan_comparison(CONFIG, db=db, progress=False)
+    [run] = [r for r in plan if r.group == "ties-model" and r.seed == 0]
+    run = dataclasses.replace(run, train_config=dataclasses.replace(
+        run.train_config, batch_size=4, grad_accum=2, logging_steps=1))  # 3 steps an epoch
+    with Store(db) as store:
+        test = store.load_pairs("rated", split="test")
+        test_rated = tuple(store.load_rated("rated", split="test"))
+    one = train_and_evaluate(run, test, checkpoint=None, progress=False, test_rated=test_rated)
+    two = train_run(RunTask(run, tmp_path / "ckpt", "rated", processes=2, test_rated=test_rated),
+                    test)
+    losses, one_losses = ([h["loss"] for h in r["history"]] for r in (two, one))
+    assert len(losses) == len(one_losses) >= 3
+    assert losses[:3] == pytest.approx(one_losses[:3], abs=1e-5)
+    assert losses == pytest.approx(one_losses, abs=2e-2)
+    assert two["rated"]["tie_parameter"] == pytest.approx(one["rated"]["tie_parameter"], rel=1e-3)
+    assert two["rated"]["train_prompts"] == one["rated"]["train_prompts"]
+    tau, one_tau = (r["rated"]["test"]["kendall_tau"]["value"] for r in (two, one))
+    assert tau == pytest.approx(one_tau, abs=0.02)
+    assert json.loads((tmp_path / "ckpt" / "rewardlab.json").read_text())["num_processes"] == 2

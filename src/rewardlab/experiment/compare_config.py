@@ -337,10 +337,6 @@ class CompareConfig:
             ref = RATED_CONDITIONS[missing[0]].reference
             raise RewardlabError(f"--conditions: {missing[0]} is compared with {ref}, the "
                                  f"{RATED_CONDITIONS[ref].group} reference: add {ref}")
-        if (self.gpus_per_run or 0) > 1:
-            raise RewardlabError(f"--gpus-per-run {self.gpus_per_run}: compare trains a run on "
-                                 f"rated data ({rated[0]}) in one process (`train` takes several); "
-                                 "give --gpus-per-run 1")
 
     def _check_lists(self) -> None:
         """Lists are tuples (a list is taken as one) of the right items: a comma string is the

@@ -4,7 +4,8 @@ processes (`compare --gpus-per-run G`, G > 1).
 `train_and_evaluate(run, test, checkpoint=..., progress=...)` trains a RunSpec's selection here and
 evaluates the model on the test pairs: the run's record. A run on G GPUs is what `rewardlab train`
 is under a launcher (docs/distributed.md): `launch_run(run, test, processes=G, ...)` writes the run
-and the test pairs as JSON (never pickle) into a temporary folder and starts
+(a rated run with its prompts) and the test pairs (and prompts) as JSON (never pickle) into a
+temporary folder and starts
 
     python -m accelerate.commands.launch --multi_gpu --num_processes G --num_machines 1 \\
         --main_process_port PORT -m rewardlab.experiment.run_job SPEC.json
@@ -157,28 +158,43 @@ def _pair_json(pair: PreferencePair) -> dict[str, Any]:
     return {f.name: getattr(pair, f.name) for f in dataclasses.fields(pair)}
 
 
+def _rated_json(prompt: RatedPrompt) -> dict[str, Any]:
+    return {f.name: getattr(prompt, f.name) for f in dataclasses.fields(prompt)}
+
+
+def _rated_from(row: dict[str, Any]) -> RatedPrompt:
+    """A RatedPrompt from `_rated_json` (JSON gives lists where it holds tuples)."""
+    return RatedPrompt(**{**row, "responses": tuple(row["responses"]),
+                          "scores": tuple(row["scores"]), "ranks": tuple(row["ranks"]),
+                          "ties": tuple(tuple(t) for t in row["ties"])})
+
+
 def _spec_json(run: RunSpec, test: Sequence[PreferencePair], checkpoint: Path | None,
-               processes: int) -> dict[str, Any]:
-    """The run (every field its id hashes, and its selection's pairs), the test pairs, where its
-    checkpoint goes and how many processes share it."""
+               processes: int, test_rated: Sequence[RatedPrompt] = ()) -> dict[str, Any]:
+    """The run (every field its id hashes, its selection's pairs, a rated run's prompts), the test
+    pairs and prompts, where its checkpoint goes and how many processes share it."""
     named = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.compare}
     named["train_config"] = dataclasses.asdict(run.train_config)
     selection = {f.name: getattr(run.selection, f.name) for f in dataclasses.fields(Selection)}
     selection["pairs"] = [_pair_json(p) for p in run.selection.pairs]
     return {"id": run.id, "processes": processes,
             "checkpoint": str(checkpoint) if checkpoint is not None else None,
-            "run": named, "selection": selection, "test": [_pair_json(p) for p in test]}
+            "run": named, "selection": selection, "test": [_pair_json(p) for p in test],
+            "prompts": [_rated_json(p) for p in run.prompts],
+            "test_rated": [_rated_json(p) for p in test_rated]}
 
 
 def _run_from(spec: dict[str, Any]) -> RunSpec:
-    """The RunSpec `_spec_json` wrote, checked by its id (a field lost on the way changes it)."""
+    """The RunSpec `_spec_json` wrote, checked by its id (a field lost on the way changes it) and,
+    for a rated run, by its prompts' store ids."""
     named = dict(spec["run"])
     for name in ("pair_ids", "flipped_ids", "smoothing", "prompt_ids"):
         named[name] = tuple(named[name]) if named.get(name) is not None else None
     named["train_config"] = TrainConfig(**named["train_config"])
     selection = {**spec["selection"],
                  "pairs": [PreferencePair(**p) for p in spec["selection"]["pairs"]]}
-    run = RunSpec(**named, selection=Selection(**selection))
+    prompts = tuple(_rated_from(p) for p in spec.get("prompts", []))
+    run = RunSpec(**named, selection=Selection(**selection), prompts=prompts)
     if run.id != spec["id"]:
         raise RuntimeError(f"the run's spec did not come back whole from JSON (id {run.id[:12]} "
                            f"instead of {spec['id'][:12]})")
@@ -265,7 +281,8 @@ def _run_job(command: list[str], env: dict[str, str], folder: Path) -> int:
 
 
 def launch_run(run: RunSpec, test: Sequence[PreferencePair], *, checkpoint: Path | None,
-               processes: int, cpu: bool = False) -> RunRecord:
+               processes: int, cpu: bool = False,
+               test_rated: Sequence[RatedPrompt] = ()) -> RunRecord:
     """Train `run` as one job of `processes` processes and evaluate it: its record, as
     `train_and_evaluate` gives it in one process.
 
@@ -273,7 +290,8 @@ def launch_run(run: RunSpec, test: Sequence[PreferencePair], *, checkpoint: Path
     (`--multi_gpu`) on the GPUs CUDA_VISIBLE_DEVICES shows this process. The run's `grad_accum`
     micro-batches of each step must split evenly between the processes. A failed job raises one
     line: a RewardlabError when a process refused the input (a missing model, …), else a
-    RuntimeError; it leaves no record and stores nothing.
+    RuntimeError; it leaves no record and stores nothing. `test_rated`: a rated run's test prompts
+    (its rated metrics), as `train_and_evaluate` takes them.
     """
     _check_split(run.train_config.grad_accum, processes)
     if not cpu:
@@ -281,7 +299,8 @@ def launch_run(run: RunSpec, test: Sequence[PreferencePair], *, checkpoint: Path
     with tempfile.TemporaryDirectory(prefix="rewardlab-run-") as tmp:
         folder = Path(tmp)
         spec = folder / SPEC_FILE
-        spec.write_text(json.dumps(_spec_json(run, test, checkpoint, processes)), encoding="utf-8")
+        spec.write_text(json.dumps(_spec_json(run, test, checkpoint, processes, test_rated)),
+                        encoding="utf-8")
         code = _run_job(_command(spec, processes, cpu), _environment(processes, folder), folder)
         return _read_back(folder, code, processes)
 
@@ -332,7 +351,9 @@ def _train_share(spec_path: Path, rank: int) -> None:
         _train(run, config, checkpoint, False)
         return
     test = [PreferencePair(**p) for p in spec["test"]]
-    record = train_and_evaluate(run, test, checkpoint=checkpoint, progress=False, config=config)
+    test_rated = [_rated_from(p) for p in spec.get("test_rated", [])]
+    record = train_and_evaluate(run, test, checkpoint=checkpoint, progress=False, config=config,
+                                test_rated=test_rated)
     partial = spec_path.parent / f"{RECORD_FILE}.part"
     partial.write_text(json.dumps(record), encoding="utf-8")
     partial.replace(spec_path.parent / RECORD_FILE)

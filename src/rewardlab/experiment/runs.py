@@ -108,7 +108,8 @@ def train_run(task: RunTask, test: Sequence[PreferencePair]) -> RunRecord:
         import torch
 
         record = launch_run(task.run, test, checkpoint=task.checkpoint,
-                            processes=task.processes, cpu=not torch.cuda.is_available())
+                            processes=task.processes, cpu=not torch.cuda.is_available(),
+                            test_rated=task.test_rated)
     else:
         record = train_and_evaluate(task.run, test, checkpoint=task.checkpoint, progress=False,
                                     test_rated=task.test_rated)
