@@ -44,12 +44,7 @@ from rewardlab.data.pairs import PreferencePair
 from rewardlab.data.rated import RatedPrompt, derived_pairs, tied_pairs
 from rewardlab.errors import ModelError
 from rewardlab.models.batching import Encoded, PairEncoding, encode_texts
-from rewardlab.training.checkpoint import (
-    Progress,
-    clear_checkpoints,
-    finished_run,
-    restore_checkpoint,
-)
+from rewardlab.training.checkpoint import finished_run
 from rewardlab.training.loop import (
     TrainResult,
     _diverged,
@@ -59,6 +54,7 @@ from rewardlab.training.loop import (
     _prepare,
     _result_from_info,
     _Run,
+    _start,
     _Step,
     _train_loop,
 )
@@ -418,14 +414,7 @@ def train_on_rated(prompts: Sequence[RatedPrompt], *, config: TrainConfig,
     with released_after():
         run = _setup_rated(prompts, config, output_dir, resume=resume)
         assert run.rated is not None
-        state = Progress()
-        if resume and output_dir is not None:
-            state = restore_checkpoint(run.accelerator, output_dir,
-                                       config=dataclasses.asdict(config),
-                                       fingerprints=run.fingerprints, scheduler=run.scheduler,
-                                       extra=run.restore_extra) or state
-        elif output_dir is not None:
-            clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
+        state = _start(run, resume=resume)
         with training_context(run.accelerator.device, model=config.model):
             stopped = _train_loop(run, state, progress=progress, train_step=_rated_step)
         if run.tie_model is not None and not math.isfinite(run.tie_model.value.item()):

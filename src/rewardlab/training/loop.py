@@ -177,6 +177,22 @@ class _Run:
         """What a checkpoint keeps of the run beyond the prepared model and optimizer (none)."""
         return None
 
+    def restore_extra(self, saved: Any, where: Path) -> None:
+        """Put back what `checkpoint_extra` saved (nothing here)."""
+
+
+def _start(run: _Run, *, resume: bool) -> Progress:
+    """Where the run starts: on `resume`, its last checkpoint in the output folder (with what
+    `checkpoint_extra` saved); else step 0, the main process clearing any older run's states."""
+    if resume and run.output_dir is not None:
+        return restore_checkpoint(run.accelerator, run.output_dir,
+                                  config=dataclasses.asdict(run.config),
+                                  fingerprints=run.fingerprints, scheduler=run.scheduler,
+                                  extra=run.restore_extra) or Progress()
+    if run.output_dir is not None and run.accelerator.is_main_process:
+        clear_checkpoints(run.output_dir)  # a fresh run must never resume from an older run's state
+    return Progress()
+
 
 def _plan(lengths: np.ndarray, config: TrainConfig, *, rank: int, world: int) -> list[_Step]:
     """Every optimizer step of every epoch, fixed by the seed: resume = skip the first k steps.
@@ -479,13 +495,7 @@ def train_reward_model(pairs: Sequence[PreferencePair], *, config: TrainConfig,
     # from the same heap: the optimizer, its state, the packed wrapper, the token ids
     with released_after():
         run = _setup(pairs, config, output_dir, eps, fingerprints, resume=resume)
-        state = Progress()
-        if resume and output_dir is not None:
-            state = restore_checkpoint(run.accelerator, output_dir,
-                                       config=dataclasses.asdict(config),
-                                       fingerprints=fingerprints, scheduler=run.scheduler) or state
-        elif output_dir is not None and run.accelerator.is_main_process:
-            clear_checkpoints(output_dir)  # a fresh run must never resume from an older run's state
+        state = _start(run, resume=resume)
         with training_context(run.accelerator.device, model=config.model):
             stopped = _train_loop(run, state, progress=progress)
         result = _finish(run, state, stopped=stopped, started=start)
